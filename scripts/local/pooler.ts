@@ -1,0 +1,117 @@
+// The local stack's PgBouncer: its config (from the shared generator), process and pool counts.
+import * as fs from "fs";
+import * as path from "path";
+import { Client } from "pg";
+import { AUTH_USER } from "../../infra/topology/pgbouncerAuth";
+import { POOLER_DEFAULTS, renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
+import { DATABASE } from "../../schema/roles";
+import { LocalContext } from "./context";
+import { ensureServerDir } from "./postgresNode";
+import { HOST, StackState } from "./state";
+import { chownToServer, processAlive, run, waitFor } from "./system";
+import * as net from "net";
+
+export function poolerDir(ctx: LocalContext): string {
+  return path.join(ctx.dir, "pgbouncer");
+}
+
+const pidFile = (ctx: LocalContext) => path.join(poolerDir(ctx), "pgbouncer.pid");
+const iniFile = (ctx: LocalContext) => path.join(poolerDir(ctx), "pgbouncer.ini");
+export const poolerLog = (ctx: LocalContext) => path.join(ctx.dir, "log", "pgbouncer.log");
+
+export function poolerPid(ctx: LocalContext): number | undefined {
+  if (!fs.existsSync(pidFile(ctx))) return undefined;
+  const pid = Number(fs.readFileSync(pidFile(ctx), "utf8").trim());
+  return processAlive(pid, "pgbouncer") ? pid : undefined;
+}
+
+/** Write pgbouncer.ini and the auth file; true when either changed. */
+export function writePoolerConfig(ctx: LocalContext, state: StackState): boolean {
+  const dir = poolerDir(ctx);
+  ensureServerDir(ctx, dir);
+  const authFile = path.join(dir, "userlist.txt");
+  const ini = renderPgbouncerIni({
+    listenAddr: HOST,
+    listenPort: state.ports.pooler,
+    serverHost: HOST,
+    serverPort: state.ports.primary,
+    database: DATABASE,
+    authFile,
+    ...POOLER_DEFAULTS,
+    logFile: poolerLog(ctx),
+    pidFile: pidFile(ctx),
+  });
+  let changed = false;
+  for (const [file, content] of [
+    [iniFile(ctx), ini],
+    [authFile, renderPgbouncerAuthFile(state.passwords[AUTH_USER])],
+  ] as const) {
+    if (fs.existsSync(file) && fs.readFileSync(file, "utf8") === content) continue;
+    fs.writeFileSync(file, content, { mode: 0o600 });
+    chownToServer(file, ctx.user);
+    changed = true;
+  }
+  return changed;
+}
+
+function acceptsConnections(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, HOST);
+    s.once("connect", () => (s.destroy(), resolve(true)));
+    s.once("error", () => resolve(false));
+  });
+}
+
+export async function startPooler(ctx: LocalContext, state: StackState): Promise<void> {
+  await run(ctx.bins.pgbouncer, ["-d", iniFile(ctx)], { as: ctx.user }).catch((e: Error) => {
+    throw new Error(`pgbouncer did not start: ${e.message}\nSee its log: ${poolerLog(ctx)}`);
+  });
+  await waitFor(`pgbouncer on port ${state.ports.pooler} (log: ${poolerLog(ctx)})`, 15_000, async () =>
+    poolerPid(ctx) && (await acceptsConnections(state.ports.pooler)) ? true : undefined,
+  );
+}
+
+export async function stopPooler(ctx: LocalContext): Promise<void> {
+  const pid = poolerPid(ctx);
+  if (!pid) return;
+  process.kill(pid, "SIGTERM");
+  await waitFor("pgbouncer to exit", 15_000, async () => (processAlive(pid, "pgbouncer") ? undefined : true));
+}
+
+/** Re-read the config without dropping clients (SIGHUP). */
+export function reloadPooler(ctx: LocalContext): void {
+  const pid = poolerPid(ctx);
+  if (pid) process.kill(pid, "SIGHUP");
+}
+
+export interface PoolCounts {
+  database: string;
+  user: string;
+  clientsActive: number;
+  clientsWaiting: number;
+  serversActive: number;
+  serversIdle: number;
+  poolMode: string;
+}
+
+/** SHOW POOLS on the admin console, as the stats user. */
+export async function poolCounts(state: StackState): Promise<PoolCounts[]> {
+  const client = new Client({ host: HOST, port: state.ports.pooler, user: AUTH_USER, password: state.passwords[AUTH_USER], database: "pgbouncer" });
+  await client.connect();
+  try {
+    const res = await client.query("SHOW POOLS");
+    return res.rows
+      .filter((r) => r.database !== "pgbouncer")
+      .map((r) => ({
+        database: r.database,
+        user: r.user,
+        clientsActive: Number(r.cl_active),
+        clientsWaiting: Number(r.cl_waiting),
+        serversActive: Number(r.sv_active),
+        serversIdle: Number(r.sv_idle),
+        poolMode: r.pool_mode,
+      }));
+  } finally {
+    await client.end();
+  }
+}

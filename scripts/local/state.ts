@@ -1,0 +1,132 @@
+// A local stack's state: `.nbdb/<stack>/state.json` (mode 0600) holds the ports chosen once, the
+// generated passwords and how far the stack was built; `outputs.json` is the contract other code
+// reads (DESIGN.md, "Contracts").
+import { randomBytes } from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+import { DATABASE, LOGIN_ROLES, LoginRoleName } from "../../schema/roles";
+import { UserError } from "./errors";
+
+export const SUPERUSER = "postgres";
+const STACK_NAME = /^[a-z][a-z0-9-]{0,39}$/;
+
+export interface StackState {
+  readonly version: 1;
+  readonly stack: string;
+  passwords: Record<LoginRoleName | typeof SUPERUSER, string>;
+  ports: { primary: number; pooler: number; replicas: number[] };
+  /** Set once the primary holds the roles, the database and the pooler's lookup function. */
+  primaryBootstrapped: boolean;
+}
+
+export interface StackOutputs {
+  stack: string;
+  database: string;
+  primary: { host: string; port: number };
+  replicas: { host: string; port: number }[];
+  pooler: { host: string; port: number; poolMode: "transaction" };
+  connections: { app: string; readonly: string; auditor: string; migrator: string; admin: string };
+}
+
+export const HOST = "127.0.0.1";
+
+export function validateStackName(stack: string): string {
+  if (!STACK_NAME.test(stack)) {
+    throw new UserError(`invalid stack name '${stack}': use 1-40 lower-case letters, digits and '-', starting with a letter (e.g. local, review-42).`);
+  }
+  return stack;
+}
+
+export function nbdbRoot(): string {
+  return path.resolve(process.env.NBDB_HOME ?? path.join(process.cwd(), ".nbdb"));
+}
+
+export function stackDir(stack: string): string {
+  return path.join(nbdbRoot(), validateStackName(stack));
+}
+
+export function knownStacks(): string[] {
+  const root = nbdbRoot();
+  if (!fs.existsSync(root)) return [];
+  return fs.readdirSync(root).filter((s) => fs.existsSync(path.join(root, s, "state.json"))).sort();
+}
+
+/** The state of an existing stack, or a clear error listing the stacks that do exist. */
+export function requireStack(stack: string): StackState {
+  const state = loadState(stack);
+  if (!state) {
+    const known = knownStacks();
+    throw new UserError(
+      `no stack '${stack}' in ${nbdbRoot()}` +
+        (known.length ? ` (known stacks: ${known.join(", ")}).` : " (no stacks yet).") +
+        ` Create it with: npx nbdb up --stack ${stack}`,
+    );
+  }
+  return state;
+}
+
+export function loadState(stack: string): StackState | undefined {
+  const file = path.join(stackDir(stack), "state.json");
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    return JSON.parse(fs.readFileSync(file, "utf8")) as StackState;
+  } catch (e) {
+    throw new UserError(`${file} is not valid JSON (${(e as Error).message}); restore it or remove the stack with: npx nbdb down --stack ${stack} --purge --yes`);
+  }
+}
+
+function password(): string {
+  return randomBytes(24).toString("base64url");
+}
+
+export function newState(stack: string, ports: { primary: number; pooler: number }): StackState {
+  const passwords = Object.fromEntries([SUPERUSER, ...LOGIN_ROLES].map((r) => [r, password()])) as StackState["passwords"];
+  return { version: 1, stack, passwords, ports: { ...ports, replicas: [] }, primaryBootstrapped: false };
+}
+
+/** Write a file readable by its owner only, atomically; returns false when the content was already there. */
+export function writePrivate(file: string, content: string): boolean {
+  if (fs.existsSync(file) && fs.readFileSync(file, "utf8") === content) return false;
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, content, { mode: 0o600 });
+  fs.renameSync(tmp, file);
+  return true;
+}
+
+export function saveState(state: StackState): void {
+  writePrivate(path.join(stackDir(state.stack), "state.json"), JSON.stringify(state, null, 2) + "\n");
+}
+
+function url(user: string, pass: string, port: number): string {
+  return `postgresql://${user}:${encodeURIComponent(pass)}@${HOST}:${port}/${DATABASE}`;
+}
+
+export function outputsOf(state: StackState): StackOutputs {
+  const { ports, passwords: pw } = state;
+  const readonlyPort = ports.replicas[0] ?? ports.primary;
+  return {
+    stack: state.stack,
+    database: DATABASE,
+    primary: { host: HOST, port: ports.primary },
+    replicas: ports.replicas.map((port) => ({ host: HOST, port })),
+    pooler: { host: HOST, port: ports.pooler, poolMode: "transaction" },
+    connections: {
+      app: url("nb_app", pw.nb_app, ports.pooler),
+      readonly: url("nb_readonly", pw.nb_readonly, readonlyPort),
+      auditor: url("nb_auditor", pw.nb_auditor, ports.pooler),
+      migrator: url("nb_migrator", pw.nb_migrator, ports.primary),
+      admin: url(SUPERUSER, pw[SUPERUSER], ports.primary),
+    },
+  };
+}
+
+export function outputsFile(stack: string): string {
+  return path.join(stackDir(stack), "outputs.json");
+}
+
+/** Read a stack's outputs.json (what clients, seed, verify and tests connect with). */
+export function readOutputs(stack: string): StackOutputs {
+  const file = outputsFile(stack);
+  if (!fs.existsSync(file)) throw new UserError(`stack '${stack}' has no outputs yet (${file}); run: npx nbdb up --stack ${stack}`);
+  return JSON.parse(fs.readFileSync(file, "utf8")) as StackOutputs;
+}

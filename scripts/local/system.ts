@@ -1,0 +1,184 @@
+// What the local stack needs from this machine: the PostgreSQL and PgBouncer binaries, an
+// unprivileged user to run them as, child processes, free ports and live pids.
+import { execFile } from "child_process";
+import * as fs from "fs";
+import * as net from "net";
+import * as path from "path";
+import { UserError } from "./errors";
+
+export interface Binaries {
+  readonly pgBinDir: string;
+  readonly pgMajor: number;
+  readonly pgbouncer: string;
+}
+
+const PG_PACKAGE = "postgresql-15";
+const MIN_PG_MAJOR = 15;
+
+function pgBinDirCandidates(): string[] {
+  if (process.env.NBDB_PG_BINDIR) return [process.env.NBDB_PG_BINDIR];
+  const root = "/usr/lib/postgresql";
+  if (!fs.existsSync(root)) return [];
+  return fs
+    .readdirSync(root)
+    .filter((v) => /^\d+$/.test(v) && Number(v) >= MIN_PG_MAJOR)
+    .sort((a, b) => Number(b) - Number(a))
+    .map((v) => path.join(root, v, "bin"));
+}
+
+function onPath(name: string): string | undefined {
+  for (const dir of [...(process.env.PATH ?? "").split(":"), "/usr/sbin", "/usr/bin"]) {
+    const p = path.join(dir, name);
+    if (dir && fs.existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+export function findBinaries(): Binaries {
+  const needed = ["initdb", "pg_ctl", "postgres", "pg_basebackup", "psql", "pg_isready"];
+  const pgBinDir = pgBinDirCandidates().find((d) => needed.every((b) => fs.existsSync(path.join(d, b))));
+  const pgbouncer = process.env.NBDB_PGBOUNCER ?? onPath("pgbouncer");
+  const missing: string[] = [];
+  if (!pgBinDir) missing.push(`PostgreSQL ${MIN_PG_MAJOR}+ server binaries (${needed.join(", ")}) in /usr/lib/postgresql/<version>/bin`);
+  if (!pgbouncer || !fs.existsSync(pgbouncer)) missing.push("pgbouncer");
+  if (missing.length > 0) {
+    throw new UserError(
+      `missing ${missing.join(" and ")}.\n` +
+        `Install them with: sudo apt-get update && sudo apt-get install -y ${PG_PACKAGE} pgbouncer\n` +
+        `(or point NBDB_PG_BINDIR / NBDB_PGBOUNCER at existing binaries).`,
+    );
+  }
+  return { pgBinDir: pgBinDir!, pgMajor: Number(path.basename(path.dirname(pgBinDir!))) || MIN_PG_MAJOR, pgbouncer: pgbouncer! };
+}
+
+export interface ServerUser {
+  readonly name: string;
+  readonly uid: number;
+  readonly gid: number;
+  readonly home: string;
+}
+
+/**
+ * PostgreSQL and PgBouncer refuse to run as root. Run as root, the servers run as the `postgres`
+ * system user that Debian's packages create; otherwise as whoever runs nbdb.
+ */
+export function serverUser(): ServerUser {
+  const uid = process.getuid?.() ?? 0;
+  const wanted = uid === 0 ? "postgres" : undefined;
+  const entries = fs.readFileSync("/etc/passwd", "utf8").split("\n").map((l) => l.split(":"));
+  const entry = wanted ? entries.find((e) => e[0] === wanted) : entries.find((e) => Number(e[2]) === uid);
+  if (!entry) {
+    if (wanted) {
+      throw new UserError(
+        `running as root, the servers must run as the unprivileged user '${wanted}', which does not exist.\n` +
+          `Install ${PG_PACKAGE} (it creates the user), or run nbdb as an ordinary user.`,
+      );
+    }
+    return { name: String(uid), uid, gid: process.getgid?.() ?? uid, home: "/tmp" };
+  }
+  return { name: entry[0], uid: Number(entry[2]), gid: Number(entry[3]), home: entry[5] || "/tmp" };
+}
+
+export interface RunOptions {
+  /** Run as the server user (when nbdb runs as root). */
+  readonly as?: ServerUser;
+  readonly env?: NodeJS.ProcessEnv;
+  readonly timeoutMs?: number;
+}
+
+export interface RunResult {
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const asOther = opts.as && opts.as.uid !== process.getuid?.();
+  return new Promise((resolve, reject) => {
+    execFile(
+      cmd,
+      args,
+      {
+        env: { ...process.env, ...(asOther ? { HOME: opts.as!.home, USER: opts.as!.name } : {}), ...opts.env },
+        uid: asOther ? opts.as!.uid : undefined,
+        gid: asOther ? opts.as!.gid : undefined,
+        timeout: opts.timeoutMs ?? 120_000,
+        maxBuffer: 16 * 1024 * 1024,
+        cwd: "/",
+      },
+      (err, stdout, stderr) => {
+        if (err) {
+          const detail = (stderr || stdout || err.message).trim();
+          reject(new Error(`${path.basename(cmd)} ${args.join(" ")} failed: ${detail}`));
+        } else {
+          resolve({ stdout, stderr });
+        }
+      },
+    );
+  });
+}
+
+/** Give a path to the server user (no-op when nbdb is not root). */
+export function chownToServer(p: string, user: ServerUser): void {
+  if (process.getuid?.() === 0) fs.chownSync(p, user.uid, user.gid);
+}
+
+/** A free TCP port on 127.0.0.1, chosen by the kernel. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** True when nothing listens on 127.0.0.1:port (and we may bind it). */
+export function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
+}
+
+/** True when a process with this pid exists and its command line contains `name`. */
+export function processAlive(pid: number | undefined, name: string): boolean {
+  if (!pid || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EPERM") return false;
+  }
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(name);
+  } catch {
+    return false;
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Poll `check` until it returns a value, or fail with `what` after `timeoutMs`. */
+export async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (e) {
+      lastError = e;
+    }
+    if (Date.now() > deadline) {
+      const why = lastError instanceof Error ? `: ${lastError.message}` : "";
+      throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${what}${why}`);
+    }
+    await sleep(200);
+  }
+}
