@@ -1,0 +1,29 @@
+// Shared test helpers: real stacks on free ports, and one-shot queries.
+import { randomBytes } from "crypto";
+import { Client } from "pg";
+
+/** A stack name no other test uses. */
+export function uniqueStack(prefix: string): string {
+  return `${prefix}-${randomBytes(3).toString("hex")}`;
+}
+
+/** Run one statement on a connection string and return its rows. */
+export async function query<T = Record<string, unknown>>(url: string, sql: string, params: unknown[] = []): Promise<T[]> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query(sql, params)).rows as T[];
+  } finally {
+    await c.end();
+  }
+}
+
+/** The error message a promise rejects with (fails the test if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return (e as Error).message;
+  }
+  throw new Error("expected a rejection, but it resolved");
+}
