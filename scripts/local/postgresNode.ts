@@ -6,7 +6,7 @@ import { renderConf, renderHba, serverSettings } from "../../infra/topology/post
 import { replicaBootstrapScript } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, nodeSizing, replicaLimit } from "./context";
 import { HOST, SUPERUSER, StackState } from "./state";
-import { chownToServer, processAlive, run } from "./system";
+import { chownToServer, processAlive, run, waitFor } from "./system";
 
 export type NodeName = "primary" | `replica-${number}`;
 
@@ -111,7 +111,41 @@ export async function bootstrapReplica(ctx: LocalContext, state: StackState, ind
   writeNodeConf(ctx, node, portOf(state, node));
 }
 
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Pids of the server processes of a node, found by the cluster_name in their process titles. */
+function clusterProcesses(ctx: LocalContext, node: NodeName): number[] {
+  const title = `postgres: nbdb-${ctx.stack}-${node}:`;
+  return fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d)).filter((d) => {
+    try {
+      return fs.readFileSync(`/proc/${d}/cmdline`, "utf8").startsWith(title);
+    } catch {
+      return false;
+    }
+  }).map(Number);
+}
+
+/**
+ * After a postmaster was killed, its pid lingers until reaped and its children until they notice;
+ * PostgreSQL refuses to start while either is there, so wait for them to go.
+ */
+async function waitForRemainsOf(ctx: LocalContext, node: NodeName): Promise<void> {
+  const pidFile = path.join(dataDir(ctx, node), "postmaster.pid");
+  const old = fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, "utf8").split("\n")[0]) : 0;
+  await waitFor(`the processes of the previous ${node} server to exit`, 30_000, async () =>
+    (old > 0 && pidExists(old)) || clusterProcesses(ctx, node).length > 0 ? undefined : true,
+  );
+}
+
 export async function startNode(ctx: LocalContext, node: NodeName): Promise<void> {
+  await waitForRemainsOf(ctx, node);
   await run(bin(ctx, "pg_ctl"), ["start", `--pgdata=${dataDir(ctx, node)}`, `--log=${logFile(ctx, node)}`, "--wait", "--timeout=120"], {
     as: ctx.user,
     timeoutMs: 130_000,
