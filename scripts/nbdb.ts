@@ -1,10 +1,14 @@
 // The `nbdb` command line. Each command is a thin layer over a module that tests call directly.
 import { Command, InvalidArgumentError } from "commander";
 import Table from "cli-table3";
+import { planDeploy } from "../infra/bundles/applier";
+import { REPO_BUNDLE_DIR, loadCatalog } from "../infra/bundles/catalog";
+import { PlanEntry } from "../infra/bundles/plan";
 import { parseReplicaCount } from "./local/context";
 import { UserError } from "./local/errors";
+import { verifyAuditTrail } from "./ops/audit";
 import { StackStatus, down, status, up } from "./local/stack";
-import { validateStackName } from "./local/state";
+import { readOutputs, validateStackName } from "./local/state";
 
 const log = (line: string) => process.stderr.write(`nbdb: ${line}\n`);
 
@@ -43,6 +47,19 @@ function printStatus(s: StackStatus): void {
   if (s.pooler.pools.length === 0) pooler.push([...base, "-", "-", "-", "-", "-", "-"]);
   for (const p of s.pooler.pools) pooler.push([...base, p.database, p.user, p.clientsActive, p.clientsWaiting, p.serversActive, p.serversIdle]);
   console.log(pooler.toString());
+}
+
+function printPlan(stack: string, plan: readonly PlanEntry[]): void {
+  const actionable = plan.filter((e) => e.status !== "unchanged");
+  if (actionable.length === 0) {
+    console.log(`stack ${stack}: all ${plan.length} bundles are applied; nbdb up would apply nothing.`);
+    return;
+  }
+  const table = new Table({ ...tableStyle, head: ["bundle", "kind", "status", "file"] });
+  for (const e of actionable) table.push([e.bundle.name, e.bundle.kind, e.status, e.bundle.file]);
+  console.log(`stack ${stack}: what nbdb up would do`);
+  console.log(table.toString());
+  for (const e of actionable) if (e.reason) console.log(`refused: ${e.reason}`);
 }
 
 export function program(): Command {
@@ -86,6 +103,40 @@ export function program(): Command {
       const s = await status(o.stack);
       if (o.json) console.log(JSON.stringify(s, null, 2));
       else printStatus(s);
+    });
+
+  cli
+    .command("plan")
+    .description("list the SQL bundles nbdb up would apply (new, changed repeatable) or refuse (edited migration); changes nothing. Exit code 1 if any is refused")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--bundles <dir>", "directory of SQL bundles", REPO_BUNDLE_DIR)
+    .option("--json", "print JSON for machines")
+    .action(async (o: { stack: string; bundles: string; json?: boolean }) => {
+      const plan = await planDeploy({ url: readOutputs(o.stack).connections.migrator }, loadCatalog(o.bundles));
+      if (o.json) {
+        const entries = plan.map(({ bundle, status, appliedChecksum, reason }) => ({ name: bundle.name, kind: bundle.kind, file: bundle.file, status, checksum: bundle.checksum, appliedChecksum, reason }));
+        console.log(JSON.stringify({ stack: o.stack, bundles: entries }, null, 2));
+      } else printPlan(o.stack, plan);
+      if (plan.some((e) => e.status === "refused")) process.exitCode = 1;
+    });
+
+  const audit = cli.command("audit").description("the GoldenDAG audit trail");
+  audit
+    .command("verify")
+    .description("check every link of the audit chain (as nb_auditor); exit code 1 when any entry is broken")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--json", "print JSON for machines")
+    .action(async (o: { stack: string; json?: boolean }) => {
+      const verdict = await verifyAuditTrail(readOutputs(o.stack).connections.auditor);
+      if (o.json) console.log(JSON.stringify(verdict, null, 2));
+      else if (verdict.broken.length === 0) {
+        console.log(`audit chain intact: ${verdict.entries} entries; head entry ${verdict.head.id ?? "-"} sha256 ${verdict.head.hash}`);
+        console.log("Record the head hash outside the database: a later head that does not extend it means the chain was rewritten.");
+      } else {
+        console.log(`audit chain BROKEN: ${verdict.broken.length} of ${verdict.entries} entries`);
+        for (const b of verdict.broken) console.log(`  entry ${b.id}: ${b.reason}`);
+      }
+      if (verdict.broken.length > 0) process.exitCode = 1;
     });
 
   return cli;

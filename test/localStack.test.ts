@@ -6,7 +6,7 @@ import * as net from "net";
 import * as path from "path";
 import { parseReplicaCount, replicaLimit } from "../scripts/local/context";
 import { down, status, up } from "../scripts/local/stack";
-import { StackOutputs, loadState, stackDir } from "../scripts/local/state";
+import { LocalStackOutputs as StackOutputs, loadState, stackDir } from "../scripts/local/state";
 import { waitFor } from "../scripts/local/system";
 import { query, rejection, uniqueStack } from "./helpers";
 

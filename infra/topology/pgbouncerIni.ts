@@ -19,6 +19,8 @@ export interface PgbouncerConfig {
   /** Absent where the container's stdout is the log (Docker, ECS). */
   readonly logFile?: string;
   readonly pidFile?: string;
+  /** TLS to the server; absent where the server is on the same host or Docker network. */
+  readonly serverTlsSslmode?: "require";
 }
 
 export const POOLER_DEFAULTS = {
@@ -57,6 +59,7 @@ export function renderPgbouncerIni(c: PgbouncerConfig): string {
     "log_connections = 0",
     "log_disconnections = 0",
   ];
+  if (c.serverTlsSslmode) lines.push(`server_tls_sslmode = ${c.serverTlsSslmode}`);
   if (c.logFile) lines.push(`logfile = ${c.logFile}`);
   if (c.pidFile) lines.push(`pidfile = ${c.pidFile}`);
   return lines.join("\n") + "\n";

@@ -3,8 +3,10 @@
 import * as fs from "fs";
 import * as path from "path";
 import * as lockfile from "proper-lockfile";
+import { REPO_BUNDLE_DIR } from "../../infra/bundles/catalog";
 import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
 import { bootstrapPrimary } from "./bootstrap";
+import { convergeDatabase } from "./database";
 import { LocalContext, localContext } from "./context";
 import { UserError } from "./errors";
 import {
@@ -25,7 +27,7 @@ import {
   writeNodeConf,
 } from "./postgresNode";
 import { PoolCounts, poolCounts, poolerPid, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
-import { StackOutputs, StackState, loadState, newState, outputsFile, outputsOf, requireStack, saveState, writePrivate } from "./state";
+import { LocalStackOutputs, StackState, loadState, newDataKey, newState, outputsFile, outputsOf, requireStack, saveState, writePrivate } from "./state";
 import { freePort, portIsFree, run, waitFor } from "./system";
 
 export const DEFAULT_REPLICAS = 2;
@@ -104,13 +106,15 @@ export interface UpOptions {
   readonly stack: string;
   /** Wanted replica count; an existing stack keeps its count when absent, a new one gets DEFAULT_REPLICAS. */
   readonly replicas?: number;
+  /** Directory of SQL bundles to apply once the topology is up (default: the repository's sql/); false applies none. */
+  readonly bundles?: string | false;
   readonly log?: (line: string) => void;
 }
 
 export interface UpResult {
   /** What `up` changed, one line each; empty when the stack already was as asked. */
   readonly changes: string[];
-  readonly outputs: StackOutputs;
+  readonly outputs: LocalStackOutputs;
 }
 
 /** Ports of nodes that are not running must be free now, before anything is touched. */
@@ -250,12 +254,19 @@ export async function up(opts: UpOptions): Promise<UpResult> {
   await checkServerUserReaches(ctx);
   return withStackLock(ctx, async () => {
     const state = loadState(opts.stack)!;
+    if (!state.dataKey) {
+      state.dataKey = newDataKey();
+      saveState(state);
+    }
     await checkPortsFree(ctx, state, replicas);
     const changes: string[] = [];
     await convergePrimary(ctx, state, changes);
     for (let i = 0; i < replicas; i++) await convergeReplica(ctx, state, i, changes);
     for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
     await convergePooler(ctx, state, changes);
+    if (opts.bundles !== false) {
+      changes.push(...(await convergeDatabase(outputsOf(state).connections.migrator, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log)));
+    }
     if (writePrivate(outputsFile(opts.stack), JSON.stringify(outputsOf(state), null, 2) + "\n")) changes.push("wrote outputs.json");
     return { changes, outputs: outputsOf(state) };
   });

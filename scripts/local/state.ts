@@ -5,7 +5,13 @@ import { randomBytes } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { DATABASE, LOGIN_ROLES, LoginRoleName } from "../../schema/roles";
+import { StackOutputs } from "../../client/outputs";
 import { UserError } from "./errors";
+
+export type { StackOutputs };
+
+/** The local stack's outputs always carry the superuser connection. */
+export type LocalStackOutputs = StackOutputs & { connections: { admin: string } };
 
 export const SUPERUSER = "postgres";
 const STACK_NAME = /^[a-z][a-z0-9-]{0,39}$/;
@@ -17,15 +23,8 @@ export interface StackState {
   ports: { primary: number; pooler: number; replicas: number[] };
   /** Set once the primary holds the roles, the database and the pooler's lookup function. */
   primaryBootstrapped: boolean;
-}
-
-export interface StackOutputs {
-  stack: string;
-  database: string;
-  primary: { host: string; port: number };
-  replicas: { host: string; port: number }[];
-  pooler: { host: string; port: number; poolMode: "transaction" };
-  connections: { app: string; readonly: string; auditor: string; migrator: string; admin: string };
+  /** The key of the encrypted columns; applications send it per transaction (client/). */
+  dataKey: string;
 }
 
 export const HOST = "127.0.0.1";
@@ -79,9 +78,13 @@ function password(): string {
   return randomBytes(24).toString("base64url");
 }
 
+export function newDataKey(): string {
+  return randomBytes(32).toString("base64url");
+}
+
 export function newState(stack: string, ports: { primary: number; pooler: number }): StackState {
   const passwords = Object.fromEntries([SUPERUSER, ...LOGIN_ROLES].map((r) => [r, password()])) as StackState["passwords"];
-  return { version: 1, stack, passwords, ports: { ...ports, replicas: [] }, primaryBootstrapped: false };
+  return { version: 1, stack, passwords, ports: { ...ports, replicas: [] }, primaryBootstrapped: false, dataKey: newDataKey() };
 }
 
 /** Write a file readable by its owner only, atomically; returns false when the content was already there. */
@@ -101,7 +104,12 @@ function url(user: string, pass: string, port: number): string {
   return `postgresql://${user}:${encodeURIComponent(pass)}@${HOST}:${port}/${DATABASE}`;
 }
 
-export function outputsOf(state: StackState): StackOutputs {
+/** The stack's data key (never in outputs.json, which applications may share more widely). */
+export function readDataKey(stack: string): string {
+  return requireStack(stack).dataKey;
+}
+
+export function outputsOf(state: StackState): LocalStackOutputs {
   const { ports, passwords: pw } = state;
   const readonlyPort = ports.replicas[0] ?? ports.primary;
   return {
@@ -125,8 +133,8 @@ export function outputsFile(stack: string): string {
 }
 
 /** Read a stack's outputs.json (what clients, seed, verify and tests connect with). */
-export function readOutputs(stack: string): StackOutputs {
+export function readOutputs(stack: string): LocalStackOutputs {
   const file = outputsFile(stack);
   if (!fs.existsSync(file)) throw new UserError(`stack '${stack}' has no outputs yet (${file}); run: npx nbdb up --stack ${stack}`);
-  return JSON.parse(fs.readFileSync(file, "utf8")) as StackOutputs;
+  return JSON.parse(fs.readFileSync(file, "utf8")) as LocalStackOutputs;
 }

@@ -1,0 +1,83 @@
+// The application's side of the database: a write pool on the pooler and read pools over the
+// replicas, built from a stack's outputs, and `withUser`, which runs a function in a transaction
+// with the user and the data key set transaction-locally. Under PgBouncer's transaction pooling
+// that is the only safe way to carry them (a session SET would leak to the next client), and
+// `withUser` makes it the easy way. Queries use unnamed statements: PgBouncer 1.18 cannot pool
+// named prepared statements.
+import { Pool, PoolClient, PoolConfig } from "pg";
+import { StackOutputs } from "./outputs";
+
+export type { StackOutputs } from "./outputs";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface NeuralBlitzDbOptions {
+  readonly outputs: StackOutputs;
+  /** The stack's data key for the encrypted columns (the local stack keeps it in state.json). */
+  readonly dataKey: string;
+  /** Connections per pool (default 10). */
+  readonly max?: number;
+}
+
+export interface UserTransactionOptions {
+  /** Run on a replica, in a READ ONLY transaction, as nb_readonly. */
+  readonly readOnly?: boolean;
+}
+
+function poolFor(url: string, max: number, endpoint?: { host: string; port: number }): Pool {
+  const config: PoolConfig = { connectionString: url, max, application_name: "neuralblitz-app" };
+  if (endpoint) {
+    const u = new URL(url);
+    u.hostname = endpoint.host;
+    u.port = String(endpoint.port);
+    config.connectionString = u.toString();
+  }
+  return new Pool(config);
+}
+
+export class NeuralBlitzDb {
+  /** nb_app through the pooler: reads and writes of the user's rows. */
+  readonly write: Pool;
+  /** nb_readonly, one pool per replica (the primary when there is none), used in turn. */
+  readonly read: readonly Pool[];
+  private readonly dataKey: string;
+  private nextRead = 0;
+
+  constructor(opts: NeuralBlitzDbOptions) {
+    if (!opts.dataKey || opts.dataKey.length < 32) throw new Error("NeuralBlitzDb needs the stack's data key (at least 32 characters)");
+    const max = opts.max ?? 10;
+    this.dataKey = opts.dataKey;
+    this.write = poolFor(opts.outputs.connections.app, max);
+    this.read = opts.outputs.replicas.length
+      ? opts.outputs.replicas.map((r) => poolFor(opts.outputs.connections.readonly, max, r))
+      : [poolFor(opts.outputs.connections.readonly, max)];
+  }
+
+  /**
+   * Run `fn` in one transaction as user `userId`: row-level security shows and accepts only that
+   * user's rows, and the encryption helpers find the data key. Commits when `fn` resolves, rolls
+   * back when it throws. Nothing outlives the transaction on the pooled connection.
+   */
+  async withUser<T>(userId: string, fn: (tx: PoolClient) => Promise<T>, opts: UserTransactionOptions = {}): Promise<T> {
+    if (!UUID.test(userId)) throw new Error(`withUser: '${userId}' is not a uuid`);
+    const pool = opts.readOnly ? this.read[this.nextRead++ % this.read.length] : this.write;
+    const client = await pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query(opts.readOnly ? "BEGIN READ ONLY" : "BEGIN");
+      await client.query("SELECT set_config('nb.user_id', $1, true), set_config('nb.data_key', $2, true)", [userId, this.dataKey]);
+      const result = await fn(client);
+      await client.query("COMMIT");
+      return result;
+    } catch (e) {
+      await client.query("ROLLBACK").catch((rollbackError: Error) => (broken = rollbackError));
+      throw e;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.write.end(), ...this.read.map((p) => p.end())]);
+  }
+}

@@ -1,0 +1,291 @@
+// The stack's configuration: the ONE place that reads Pulumi config. Everything is validated before
+// any resource is registered, and every bad key is reported at once with its value, what is allowed
+// and the command that fixes it.
+//
+// Review stacks (`review-<x>`) have no settings of their own to keep in sync: they start from
+// Pulumi.dev.yaml, read from disk, and their own config (usually none) overrides it key by key.
+import * as fs from "fs";
+import * as path from "path";
+import * as yaml from "js-yaml";
+import * as pulumi from "@pulumi/pulumi";
+import { PoolMode } from "./topology/pgbouncerIni";
+
+export const PROJECT = "neuralblitz-db";
+/** Fixed so that replica slots and senders never need the primary's restart when scaling. */
+export const MAX_REPLICAS = 5;
+export const POSTGRES_VERSIONS = ["15", "16", "17"] as const;
+export type PostgresVersion = (typeof POSTGRES_VERSIONS)[number];
+const PLATFORMS = ["docker", "aws"] as const;
+const POOL_MODES: readonly PoolMode[] = ["transaction", "session", "statement"];
+const DEV_CONFIG_FILE = path.join(__dirname, "..", "Pulumi.dev.yaml");
+/** `review-` plus up to 13 characters keeps the longest suffixed AWS name within 32 characters. */
+const REVIEW_STACK = /^review-[a-z0-9]+(-[a-z0-9]+)*$/;
+const REVIEW_STACK_MAX_LENGTH = 20;
+
+export interface PoolerConfig {
+  readonly poolMode: PoolMode;
+  readonly maxClientConnections: number;
+  readonly defaultPoolSize: number;
+}
+
+export interface PartitionConfig {
+  readonly premake: number;
+  readonly metricsRetentionDays: number;
+}
+
+export interface DockerConfig {
+  /** Host ports to publish on 127.0.0.1; absent lets Docker choose a free one. */
+  readonly primaryPort?: number;
+  /** Replica i is published on replicaBasePort + i. */
+  readonly replicaBasePort?: number;
+  readonly poolerPort?: number;
+  /** Each server's memory limit, which its settings are sized for. */
+  readonly nodeMemoryMb: number;
+  readonly nodeCpus: number;
+}
+
+export interface AwsConfig {
+  readonly region: string;
+  readonly instanceClass: string;
+  readonly allocatedStorageGb: number;
+  readonly maxAllocatedStorageGb: number;
+  readonly backupRetentionDays: number;
+  readonly multiAz: boolean;
+  readonly vpcId: string;
+  readonly subnetIds: readonly string[];
+  /** Networks allowed to reach the servers and the pooler. */
+  readonly allowedCidrs: readonly string[];
+  readonly poolerTasks: number;
+}
+
+interface CommonConfig {
+  readonly stack: string;
+  readonly review: boolean;
+  /** Appended to every physical name: `-<stack>` on review stacks, so they sit beside dev. */
+  readonly nameSuffix: string;
+  readonly replicas: number;
+  readonly postgresVersion: PostgresVersion;
+  /** Protect the data (Pulumi `protect`, RDS deletion protection, final snapshot). */
+  readonly deletionProtection: boolean;
+  readonly pooler: PoolerConfig;
+  readonly partitions: PartitionConfig;
+}
+
+export type StackConfig = CommonConfig & ({ readonly platform: "docker"; readonly docker: DockerConfig } | { readonly platform: "aws"; readonly aws: AwsConfig });
+
+type Values = Record<string, unknown>;
+
+const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "docker", "aws"];
+const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
+const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
+const AWS_KEYS = [
+  "region", "instanceClass", "allocatedStorageGb", "maxAllocatedStorageGb", "backupRetentionDays", "multiAz",
+  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks",
+];
+
+/** Collects every problem, so one `pulumi up` reports all of them. */
+class Problems {
+  readonly list: string[] = [];
+
+  add(key: string, value: unknown, allowed: string): void {
+    const shown = value === undefined ? "(unset)" : JSON.stringify(value);
+    const top = !key.includes(".");
+    const fix = `pulumi config set ${top ? "" : "--path "}${key} <value>`;
+    this.list.push(`${PROJECT}:${key} = ${shown}: ${allowed} (fix: ${fix})`);
+  }
+}
+
+function isObject(v: unknown): v is Values {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function integer(p: Problems, key: string, v: unknown, min: number, max: number, fallback?: number): number {
+  if (v === undefined && fallback !== undefined) return fallback;
+  const n = typeof v === "string" && /^-?\d+$/.test(v.trim()) ? Number(v) : v;
+  if (typeof n === "number" && Number.isInteger(n) && n >= min && n <= max) return n;
+  p.add(key, v, `expected a whole number from ${min} to ${max}`);
+  return min;
+}
+
+function optionalInteger(p: Problems, key: string, v: unknown, min: number, max: number): number | undefined {
+  return v === undefined ? undefined : integer(p, key, v, min, max);
+}
+
+function choice<T extends string>(p: Problems, key: string, v: unknown, allowed: readonly T[], fallback?: T): T {
+  if (v === undefined && fallback !== undefined) return fallback;
+  const s = typeof v === "number" ? String(v) : v;
+  if (typeof s === "string" && (allowed as readonly string[]).includes(s)) return s as T;
+  p.add(key, v, `expected one of ${allowed.join(", ")}`);
+  return allowed[0];
+}
+
+function bool(p: Problems, key: string, v: unknown, fallback: boolean): boolean {
+  if (v === undefined) return fallback;
+  if (v === true || v === "true") return true;
+  if (v === false || v === "false") return false;
+  p.add(key, v, "expected true or false");
+  return fallback;
+}
+
+function text(p: Problems, key: string, v: unknown, pattern: RegExp, what: string): string {
+  if (typeof v === "string" && pattern.test(v)) return v;
+  p.add(key, v, `expected ${what}`);
+  return "";
+}
+
+function list(p: Problems, key: string, v: unknown, pattern: RegExp, what: string, minItems: number): string[] {
+  if (Array.isArray(v) && v.length >= minItems && v.every((s) => typeof s === "string" && pattern.test(s))) return v as string[];
+  p.add(key, v, `expected a list of at least ${minItems} ${what}`);
+  return [];
+}
+
+/** An object with only known keys; a typo is reported instead of silently ignored. */
+function object(p: Problems, key: string, v: unknown, known: readonly string[], required: boolean): Values {
+  if (v === undefined && !required) return {};
+  if (!isObject(v)) {
+    p.add(key, v, `expected an object with keys ${known.join(", ")}`);
+    return {};
+  }
+  for (const k of Object.keys(v).filter((k) => !known.includes(k))) p.add(`${key}.${k}`, v[k], `unknown key; known keys of ${key}: ${known.join(", ")}`);
+  return v;
+}
+
+/** Pulumi hands scalars over as strings and structured values as JSON text. */
+function parseConfigValue(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return raw;
+  }
+}
+
+function ownValues(): Values {
+  const prefix = `${PROJECT}:`;
+  return Object.fromEntries(
+    Object.entries(pulumi.runtime.allConfig())
+      .filter(([k]) => k.startsWith(prefix))
+      .map(([k, v]) => [k.slice(prefix.length), parseConfigValue(v)]),
+  );
+}
+
+/** Dev's settings as a review stack's base; dev's published ports would clash with dev's own containers. */
+function devValues(): Values {
+  let doc: unknown;
+  try {
+    doc = yaml.load(fs.readFileSync(DEV_CONFIG_FILE, "utf8"));
+  } catch (e) {
+    throw new Error(`review stacks take dev's settings from ${DEV_CONFIG_FILE}, which could not be read: ${(e as Error).message}`);
+  }
+  const config = isObject(doc) && isObject(doc.config) ? doc.config : {};
+  const prefix = `${PROJECT}:`;
+  const values: Values = Object.fromEntries(Object.entries(config).filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
+  if (isObject(values.docker)) {
+    values.docker = Object.fromEntries(Object.entries(values.docker).filter(([k]) => !DOCKER_PORT_KEYS.includes(k)));
+  }
+  return values;
+}
+
+const AWS_ID = (prefix: string) => new RegExp(`^${prefix}-[0-9a-f]{8,17}$`);
+const CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(3[0-2]|[12]?\d)$/;
+
+function dockerConfig(p: Problems, v: unknown): DockerConfig {
+  const d = object(p, "docker", v, DOCKER_KEYS, false);
+  const port = (k: string) => optionalInteger(p, `docker.${k}`, d[k], 1024, 65535 - MAX_REPLICAS);
+  const config = {
+    primaryPort: port("primaryPort"),
+    replicaBasePort: port("replicaBasePort"),
+    poolerPort: port("poolerPort"),
+    nodeMemoryMb: integer(p, "docker.nodeMemoryMb", d.nodeMemoryMb, 256, 65536, 1024),
+    nodeCpus: integer(p, "docker.nodeCpus", d.nodeCpus, 1, 64, 2),
+  };
+  const { primaryPort, replicaBasePort, poolerPort } = config;
+  // The whole replica range is reserved, so scaling up never lands on the primary's or pooler's port.
+  for (const [k, other] of [["primaryPort", primaryPort], ["poolerPort", poolerPort]] as const) {
+    if (other !== undefined && replicaBasePort !== undefined && other >= replicaBasePort && other < replicaBasePort + MAX_REPLICAS) {
+      p.add(`docker.${k}`, other, `must lie outside the replica ports ${replicaBasePort}-${replicaBasePort + MAX_REPLICAS - 1}`);
+    }
+  }
+  if (primaryPort !== undefined && primaryPort === poolerPort) p.add("docker.poolerPort", poolerPort, "must differ from docker.primaryPort");
+  return config;
+}
+
+function awsConfig(p: Problems, v: unknown): AwsConfig {
+  const a = object(p, "aws", v, AWS_KEYS, true);
+  const allocatedStorageGb = integer(p, "aws.allocatedStorageGb", a.allocatedStorageGb, 20, 65536);
+  const maxAllocatedStorageGb = integer(p, "aws.maxAllocatedStorageGb", a.maxAllocatedStorageGb, 20, 65536, allocatedStorageGb);
+  if (maxAllocatedStorageGb < allocatedStorageGb) {
+    p.add("aws.maxAllocatedStorageGb", maxAllocatedStorageGb, `must be at least aws.allocatedStorageGb (${allocatedStorageGb})`);
+  }
+  return {
+    region: text(p, "aws.region", a.region, /^[a-z]{2}(-[a-z]+)+-\d$/, "an AWS region such as eu-west-1"),
+    instanceClass: text(p, "aws.instanceClass", a.instanceClass, /^db\.[a-z0-9-]+\.[a-z0-9]+$/, "an RDS instance class such as db.r6g.xlarge"),
+    allocatedStorageGb,
+    maxAllocatedStorageGb,
+    backupRetentionDays: integer(p, "aws.backupRetentionDays", a.backupRetentionDays, 1, 35, 7),
+    multiAz: bool(p, "aws.multiAz", a.multiAz, true),
+    vpcId: text(p, "aws.vpcId", a.vpcId, AWS_ID("vpc"), "a VPC id such as vpc-0a1b2c3d4e5f60718"),
+    // An RDS subnet group must span at least two availability zones.
+    subnetIds: list(p, "aws.subnetIds", a.subnetIds, AWS_ID("subnet"), "subnet ids (subnet-…) in different availability zones", 2),
+    allowedCidrs: list(p, "aws.allowedCidrs", a.allowedCidrs, CIDR, "IPv4 CIDR blocks such as 10.20.0.0/16", 1),
+    poolerTasks: integer(p, "aws.poolerTasks", a.poolerTasks, 1, 10, 2),
+  };
+}
+
+function checkStackName(p: Problems, stack: string, review: boolean): void {
+  if (review && (!REVIEW_STACK.test(stack) || stack.length > REVIEW_STACK_MAX_LENGTH)) {
+    p.list.push(
+      `stack name '${stack}': a review stack is named review-<x> with lower-case letters, digits and single hyphens, ` +
+        `at most ${REVIEW_STACK_MAX_LENGTH} characters (e.g. review-123), so that every suffixed name stays valid; ` +
+        `fix: pulumi stack rename review-<pr number>`,
+    );
+  }
+}
+
+/** Read and validate the current stack's config; throws one error listing every problem. */
+export function loadConfig(): StackConfig {
+  const stack = pulumi.getStack();
+  const review = stack.startsWith("review-");
+  const values: Values = review ? { ...devValues(), ...ownValues() } : ownValues();
+  const p = new Problems();
+  checkStackName(p, stack, review);
+  for (const k of Object.keys(values).filter((k) => !TOP_LEVEL_KEYS.includes(k))) {
+    p.add(k, values[k], `unknown key; known keys: ${TOP_LEVEL_KEYS.join(", ")}`);
+  }
+  const pooler = object(p, "pooler", values.pooler, ["poolMode", "maxClientConnections", "defaultPoolSize"], false);
+  const partitions = object(p, "partitions", values.partitions, ["premake", "metricsRetentionDays"], false);
+  const deletionProtection = bool(p, "deletionProtection", values.deletionProtection, false);
+  if (review && deletionProtection) p.add("deletionProtection", true, "review stacks are always destroyable; remove the key");
+  const common: CommonConfig = {
+    stack,
+    review,
+    nameSuffix: review ? `-${stack}` : "",
+    replicas: integer(p, "replicas", values.replicas, 0, MAX_REPLICAS, 1),
+    postgresVersion: choice(p, "postgresVersion", values.postgresVersion, POSTGRES_VERSIONS, "15"),
+    deletionProtection,
+    pooler: {
+      poolMode: choice(p, "pooler.poolMode", pooler.poolMode, POOL_MODES, "transaction"),
+      maxClientConnections: integer(p, "pooler.maxClientConnections", pooler.maxClientConnections, 1, 100000, 1000),
+      // Each login role gets a pool of this size; a quarter of the server's max_connections (200) keeps room for four.
+      defaultPoolSize: integer(p, "pooler.defaultPoolSize", pooler.defaultPoolSize, 1, 50, 20),
+    },
+    partitions: {
+      premake: integer(p, "partitions.premake", partitions.premake, 1, 52, 4),
+      metricsRetentionDays: integer(p, "partitions.metricsRetentionDays", partitions.metricsRetentionDays, 1, 3650, 30),
+    },
+  };
+  const platform = choice(p, "platform", values.platform, PLATFORMS);
+  const config: StackConfig =
+    platform === "docker" ? { ...common, platform, docker: dockerConfig(p, values.docker) } : { ...common, platform, aws: awsConfig(p, values.aws) };
+  if (p.list.length > 0) {
+    throw new Error(`invalid config for stack '${stack}' (${p.list.length} problem${p.list.length > 1 ? "s" : ""}):\n  - ${p.list.join("\n  - ")}`);
+  }
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === "object" && o !== null) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

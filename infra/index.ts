@@ -1,0 +1,11 @@
+// The Pulumi program's entry point (Pulumi.yaml `main`): the stack outputs, in the outputs.json shape.
+import { createStack } from "./stack";
+
+const outputs = createStack();
+
+export const stack = outputs.stack;
+export const database = outputs.database;
+export const primary = outputs.primary;
+export const replicas = outputs.replicas;
+export const pooler = outputs.pooler;
+export const connections = outputs.connections;

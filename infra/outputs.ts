@@ -1,0 +1,50 @@
+// The stack outputs, in the shape of the local stack's outputs.json (DESIGN.md, "Contracts"), so
+// clients and tools read every stack the same way. No `admin` connection: that is the local stack's alone.
+import * as pulumi from "@pulumi/pulumi";
+import { DATABASE, LoginRoleName } from "../schema/roles";
+import { Cluster, Endpoint, PoolerEndpoint } from "./platform/types";
+
+export interface Connections {
+  readonly app: string;
+  readonly readonly: string;
+  readonly auditor: string;
+  readonly migrator: string;
+}
+
+export interface StackOutputs {
+  readonly stack: string;
+  readonly database: string;
+  readonly primary: pulumi.Output<Endpoint>;
+  readonly replicas: pulumi.Output<Endpoint[]>;
+  readonly pooler: pulumi.Output<PoolerEndpoint>;
+  /** A secret: every URL carries its role's password. */
+  readonly connections: pulumi.Output<Connections>;
+}
+
+function url(user: LoginRoleName, password: string, at: Endpoint, sslMode: Cluster["sslMode"]): string {
+  const tls = sslMode === "disable" ? "" : `?sslmode=${sslMode}`;
+  return `postgresql://${user}:${encodeURIComponent(password)}@${at.host}:${at.port}/${DATABASE}${tls}`;
+}
+
+export function stackOutputs(stack: string, cluster: Cluster, passwords: Readonly<Record<LoginRoleName, pulumi.Output<string>>>): StackOutputs {
+  const { nb_app, nb_readonly, nb_auditor, nb_migrator } = passwords;
+  const connections = pulumi
+    .all([cluster.primary, cluster.replicas, cluster.pooler, nb_app, nb_readonly, nb_auditor, nb_migrator])
+    .apply(([primary, replicas, pooler, app, readonly, auditor, migrator]) => ({
+      // The application goes through the pooler (transaction pooling); PgBouncer itself talks TLS to RDS.
+      app: url("nb_app", app, pooler, "disable"),
+      // Reporting reads from the first replica, or the primary when there is none.
+      readonly: url("nb_readonly", readonly, replicas[0] ?? primary, cluster.sslMode),
+      auditor: url("nb_auditor", auditor, pooler, "disable"),
+      // Bundles need a session (advisory locks, DDL), so the migrator connects to the primary.
+      migrator: url("nb_migrator", migrator, primary, cluster.sslMode),
+    }));
+  return {
+    stack,
+    database: DATABASE,
+    primary: cluster.primary,
+    replicas: cluster.replicas,
+    pooler: cluster.pooler,
+    connections: pulumi.secret(connections),
+  };
+}

@@ -1,0 +1,165 @@
+// PgBouncer on ECS Fargate behind an internal Network Load Balancer. An NLB rather than Cloud Map:
+// clients get one stable name and port that survives task replacement, connections are spread over the
+// tasks in every zone, and unhealthy tasks leave rotation by TCP health check; DNS-based discovery
+// would hand clients task IPs that their drivers and caches keep after the tasks are gone.
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { PoolerConfig } from "../config";
+import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
+import { PGBOUNCER_IMAGE } from "./images";
+import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni } from "./poolerContainer";
+import { PoolerEndpoint } from "./types";
+
+export interface AwsPoolerArgs {
+  readonly region: string;
+  readonly vpcId: string;
+  readonly subnetIds: readonly string[];
+  /** Shared by the load balancer and the tasks; created by the cluster, whose database admits it. */
+  readonly securityGroupId: pulumi.Input<string>;
+  readonly serverHost: pulumi.Input<string>;
+  readonly serverPort: pulumi.Input<number>;
+  readonly pooler: PoolerConfig;
+  readonly authPassword: pulumi.Input<string>;
+  readonly tasks: number;
+  readonly physicalSuffix: string;
+  /** Keep a deleted secret recoverable for 30 days; otherwise delete it at once, so the name can be reused. */
+  readonly protectData: boolean;
+}
+
+const CONTAINER = "pgbouncer";
+
+/**
+ * The image's files are written from the task's environment at start: the ini (no secret in it) from
+ * plain environment, the auth file from Secrets Manager, readable by the PgBouncer user only.
+ */
+const START = [
+  "umask 077",
+  `printf '%s' "$PGBOUNCER_INI" > ${POOLER_INI_FILE}`,
+  `printf '%s' "$PGBOUNCER_AUTH_FILE" > ${POOLER_AUTH_FILE}`,
+  "unset PGBOUNCER_AUTH_FILE",
+  `exec pgbouncer ${POOLER_INI_FILE}`,
+].join(" && ");
+
+export class AwsPooler extends pulumi.ComponentResource {
+  readonly endpoint: pulumi.Output<PoolerEndpoint>;
+
+  constructor(name: string, args: AwsPoolerArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("neuralblitz:platform:AwsPooler", name, {}, opts);
+    const physical = `${name}${args.physicalSuffix}`;
+    const parent = { parent: this };
+
+    const logs = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/neuralblitz/${physical}`, retentionInDays: 30 }, parent);
+    const authFile = new aws.secretsmanager.Secret(
+      `${name}-auth-file`,
+      { name: `${physical}-auth-file`, recoveryWindowInDays: args.protectData ? 30 : 0 },
+      parent,
+    );
+    new aws.secretsmanager.SecretVersion(`${name}-auth-file`, { secretId: authFile.id, secretString: pulumi.output(args.authPassword).apply(renderPgbouncerAuthFile) }, parent);
+
+    const executionRole = new aws.iam.Role(
+      `${name}-execution`,
+      {
+        name: `${physical}-execution`,
+        assumeRolePolicy: JSON.stringify({
+          Version: "2012-10-17",
+          Statement: [{ Effect: "Allow", Principal: { Service: "ecs-tasks.amazonaws.com" }, Action: "sts:AssumeRole" }],
+        }),
+      },
+      parent,
+    );
+    new aws.iam.RolePolicyAttachment(
+      `${name}-execution`,
+      { role: executionRole.name, policyArn: "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy" },
+      parent,
+    );
+    new aws.iam.RolePolicy(
+      `${name}-read-auth-file`,
+      {
+        role: executionRole.id,
+        policy: pulumi.jsonStringify({
+          Version: "2012-10-17",
+          Statement: [{ Effect: "Allow", Action: "secretsmanager:GetSecretValue", Resource: authFile.arn }],
+        }),
+      },
+      parent,
+    );
+
+    const ini = pulumi
+      .all([args.serverHost, args.serverPort])
+      .apply(([host, port]) => containerPoolerIni({ host, port, tls: true }, args.pooler));
+    const taskDefinition = new aws.ecs.TaskDefinition(
+      `${name}-task`,
+      {
+        family: physical,
+        cpu: "256",
+        memory: "512",
+        networkMode: "awsvpc",
+        requiresCompatibilities: ["FARGATE"],
+        runtimePlatform: { operatingSystemFamily: "LINUX", cpuArchitecture: "X86_64" },
+        executionRoleArn: executionRole.arn,
+        containerDefinitions: pulumi.jsonStringify([
+          {
+            name: CONTAINER,
+            image: PGBOUNCER_IMAGE,
+            essential: true,
+            entryPoint: ["/bin/sh", "-c"],
+            command: [START],
+            portMappings: [{ containerPort: POOLER_PORT, protocol: "tcp" }],
+            environment: [{ name: "PGBOUNCER_INI", value: ini }],
+            secrets: [{ name: "PGBOUNCER_AUTH_FILE", valueFrom: authFile.arn }],
+            healthCheck: { command: ["CMD", ...POOLER_HEALTHCHECK], interval: 10, timeout: 5, retries: 3, startPeriod: 15 },
+            logConfiguration: {
+              logDriver: "awslogs",
+              options: { "awslogs-group": logs.name, "awslogs-region": args.region, "awslogs-stream-prefix": CONTAINER },
+            },
+          },
+        ]),
+      },
+      parent,
+    );
+
+    const loadBalancer = new aws.lb.LoadBalancer(
+      `${name}-nlb`,
+      { name: physical, internal: true, loadBalancerType: "network", subnets: [...args.subnetIds], securityGroups: [args.securityGroupId] },
+      parent,
+    );
+    const targets = new aws.lb.TargetGroup(
+      `${name}-targets`,
+      {
+        name: physical,
+        port: POOLER_PORT,
+        protocol: "TCP",
+        targetType: "ip",
+        vpcId: args.vpcId,
+        healthCheck: { protocol: "TCP", interval: 10, healthyThreshold: 2, unhealthyThreshold: 2 },
+        deregistrationDelay: 30,
+      },
+      parent,
+    );
+    const listener = new aws.lb.Listener(
+      `${name}-listener`,
+      { loadBalancerArn: loadBalancer.arn, port: POOLER_PORT, protocol: "TCP", defaultActions: [{ type: "forward", targetGroupArn: targets.arn }] },
+      parent,
+    );
+
+    const cluster = new aws.ecs.Cluster(`${name}-cluster`, { name: physical }, parent);
+    new aws.ecs.Service(
+      `${name}-service`,
+      {
+        name: physical,
+        cluster: cluster.arn,
+        taskDefinition: taskDefinition.arn,
+        desiredCount: args.tasks,
+        launchType: "FARGATE",
+        networkConfiguration: { subnets: [...args.subnetIds], securityGroups: [args.securityGroupId], assignPublicIp: false },
+        loadBalancers: [{ targetGroupArn: targets.arn, containerName: CONTAINER, containerPort: POOLER_PORT }],
+        healthCheckGracePeriodSeconds: 30,
+      },
+      // A target group can only be used by a service once it belongs to a load balancer.
+      { parent: this, dependsOn: [listener] },
+    );
+
+    this.endpoint = pulumi.output({ host: loadBalancer.dnsName, port: POOLER_PORT, poolMode: args.pooler.poolMode });
+    this.registerOutputs({ endpoint: this.endpoint });
+  }
+}

@@ -1,0 +1,180 @@
+// The Docker platform (dev and review stacks): a primary, streaming replicas and PgBouncer as
+// containers on one network, each server's data in a named volume, ports published on 127.0.0.1.
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import { DATABASE } from "../../schema/roles";
+import { DockerConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../config";
+import { renderHba, serverSettings, settingsArgs } from "../topology/postgresSettings";
+import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
+import { replicaBootstrapScript } from "../topology/replicaBootstrap";
+import { REPLICATION_USER, primaryInitSql } from "./dockerPrimaryInit";
+import { PGBOUNCER_IMAGE, PGBOUNCER_IMAGE_UID, POSTGRES_IMAGES, POSTGRES_IMAGE_UID } from "./images";
+import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni } from "./poolerContainer";
+import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
+
+export interface DockerClusterArgs {
+  readonly postgresVersion: PostgresVersion;
+  readonly replicas: number;
+  readonly pooler: PoolerConfig;
+  readonly docker: DockerConfig;
+  readonly passwords: PlatformPasswords;
+  /** Appended to every container, volume and network name. */
+  readonly physicalSuffix: string;
+  /** Protect the data volumes from `pulumi destroy`. */
+  readonly protectData: boolean;
+}
+
+/** Dev databases are reachable from this host only. */
+const PUBLISH_ADDRESS = "127.0.0.1";
+const DATA_DIR = "/var/lib/postgresql/data";
+const CONF_DIR = "/etc/postgresql/neuralblitz";
+const HBA_FILE = `${CONF_DIR}/pg_hba.conf`;
+const ADMIN_PASSWORD_FILE = `${CONF_DIR}/admin-password`;
+const REPLICATION_PASSWORD_FILE = `${CONF_DIR}/replication-password`;
+const REPLICA_BOOTSTRAP_FILE = `${CONF_DIR}/replica-bootstrap.sh`;
+const MiB = 1024 * 1024;
+
+/**
+ * Clients reach the servers over the Docker network (published ports arrive from its gateway), so
+ * `samenet` is the network. The image's init scripts connect over the socket as the OS user postgres.
+ */
+const HBA = renderHba(["samenet"], REPLICATION_USER) + `local all ${ADMIN_USER} peer\n`;
+
+/**
+ * Runs as root before the image's entrypoint: takes the base backup as postgres (first start only; the
+ * shared script leaves an existing cluster alone), then starts the standby the image's usual way. The
+ * password comes from a file so it never shows in `docker inspect`.
+ */
+const REPLICA_ENTRYPOINT = [
+  "set -eu",
+  'mkdir -p "$PGDATA" && chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"',
+  `PGPASSWORD="$(cat ${REPLICATION_PASSWORD_FILE})" gosu postgres sh ${REPLICA_BOOTSTRAP_FILE}`,
+  'exec docker-entrypoint.sh "$@"',
+].join("\n");
+
+function publishedPort(container: docker.Container, internal: number): pulumi.Output<number> {
+  return container.ports.apply((ports) => {
+    const external = ports?.find((p) => p.internal === internal)?.external;
+    if (external === undefined) throw new Error(`container port ${internal} is not published`);
+    return external;
+  });
+}
+
+function healthcheck(test: string[]): docker.types.input.ContainerHealthcheck {
+  return { tests: ["CMD", ...test], interval: "5s", timeout: "5s", retries: 6, startPeriod: "120s" };
+}
+
+export class DockerCluster extends pulumi.ComponentResource implements Cluster {
+  readonly primary: pulumi.Output<Endpoint>;
+  readonly replicas: pulumi.Output<Endpoint[]>;
+  readonly pooler: pulumi.Output<PoolerEndpoint>;
+  readonly admin: pulumi.Output<AdminLogin>;
+  readonly sslMode = "disable" as const;
+
+  constructor(name: string, args: DockerClusterArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("neuralblitz:platform:DockerCluster", name, {}, opts);
+    const physical = (logical: string) => `${logical}${args.physicalSuffix}`;
+    const { docker: cfg } = args;
+
+    const network = new docker.Network(`${name}-network`, { name: physical(`${name}-network`), driver: "bridge" }, { parent: this });
+    const networksAdvanced = [{ name: network.name }];
+    // Images are shared by every stack on the host: destroying one stack must not remove them.
+    const postgresImage = new docker.RemoteImage(`${name}-postgres-image`, { name: POSTGRES_IMAGES[args.postgresVersion], keepLocally: true }, { parent: this });
+
+    // Sized once for MAX_REPLICAS, so that scaling never changes (and restarts) the primary.
+    const sizing = { memoryBytes: cfg.nodeMemoryMb * MiB, cpus: cfg.nodeCpus };
+    const settings = { ...serverSettings(sizing, MAX_REPLICAS), hba_file: HBA_FILE };
+    const server = (node: string, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = []) => {
+      const volume = new docker.Volume(`${name}-${node}-data`, { name: physical(`${name}-${node}-data`) }, { parent: this, protect: args.protectData });
+      const container = new docker.Container(
+        `${name}-${node}`,
+        {
+          name: physical(`${name}-${node}`),
+          image: postgresImage.imageId,
+          restart: "unless-stopped",
+          networksAdvanced,
+          volumes: [{ volumeName: volume.name, containerPath: DATA_DIR }],
+          ports: [{ internal: POSTGRES_PORT, external: hostPort, ip: PUBLISH_ADDRESS }],
+          memory: cfg.nodeMemoryMb,
+          command: ["postgres", ...settingsArgs({ ...settings, cluster_name: physical(`${name}-${node}`) })],
+          // Without -h, pg_isready passes on the socket of the image's init-time server.
+          healthcheck: healthcheck(["pg_isready", "-q", "-h", "127.0.0.1", "-p", String(POSTGRES_PORT)]),
+          wait: true,
+          waitTimeout: 600,
+          ...extra,
+        },
+        { parent: this, dependsOn },
+      );
+      return container;
+    };
+
+    const primary = server("primary", cfg.primaryPort, {
+      envs: [`POSTGRES_USER=${ADMIN_USER}`, `POSTGRES_DB=${DATABASE}`, `POSTGRES_PASSWORD_FILE=${ADMIN_PASSWORD_FILE}`, "POSTGRES_INITDB_ARGS=--data-checksums"],
+      uploads: [
+        { file: HBA_FILE, content: HBA },
+        { file: ADMIN_PASSWORD_FILE, content: args.passwords.admin, owner: POSTGRES_IMAGE_UID, permissions: "0600" },
+        {
+          file: "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql",
+          content: pulumi.all([args.passwords.replication, args.passwords.poolerAuth]).apply(([replication, poolerAuth]) => primaryInitSql({ replication, poolerAuth })),
+        },
+      ],
+    });
+
+    const replicas = Array.from({ length: args.replicas }, (_, i) =>
+      server(
+        `replica-${i}`,
+        cfg.replicaBasePort === undefined ? undefined : cfg.replicaBasePort + i,
+        {
+          entrypoints: ["/bin/sh", "-c", REPLICA_ENTRYPOINT, "replica-entrypoint"],
+          uploads: [
+            { file: HBA_FILE, content: HBA },
+            { file: REPLICATION_PASSWORD_FILE, content: args.passwords.replication, permissions: "0600" },
+            {
+              file: REPLICA_BOOTSTRAP_FILE,
+              content: primary.name.apply((primaryHost) =>
+                replicaBootstrapScript({ primaryHost, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i, waitSeconds: 300 }),
+              ),
+            },
+          ],
+        },
+        [primary],
+      ),
+    );
+
+    const pgbouncerImage = new docker.RemoteImage(`${name}-pgbouncer-image`, { name: PGBOUNCER_IMAGE, keepLocally: true }, { parent: this });
+    const pooler = new docker.Container(
+      `${name}-pooler`,
+      {
+        name: physical(`${name}-pooler`),
+        image: pgbouncerImage.imageId,
+        restart: "unless-stopped",
+        networksAdvanced,
+        ports: [{ internal: POOLER_PORT, external: cfg.poolerPort, ip: PUBLISH_ADDRESS }],
+        entrypoints: ["pgbouncer"],
+        command: [POOLER_INI_FILE],
+        uploads: [
+          { file: POOLER_INI_FILE, content: primary.name.apply((host) => containerPoolerIni({ host, port: POSTGRES_PORT, tls: false }, args.pooler)) },
+          {
+            file: POOLER_AUTH_FILE,
+            content: pulumi.output(args.passwords.poolerAuth).apply(renderPgbouncerAuthFile),
+            owner: PGBOUNCER_IMAGE_UID,
+            permissions: "0600",
+          },
+        ],
+        healthcheck: healthcheck(POOLER_HEALTHCHECK),
+        wait: true,
+        waitTimeout: 120,
+      },
+      { parent: this },
+    );
+
+    const endpoint = (c: docker.Container, port: number) => publishedPort(c, port).apply((p) => ({ host: PUBLISH_ADDRESS, port: p }));
+    this.primary = endpoint(primary, POSTGRES_PORT);
+    this.replicas = pulumi.all(replicas.map((r) => endpoint(r, POSTGRES_PORT)));
+    this.pooler = endpoint(pooler, POOLER_PORT).apply((e) => ({ ...e, poolMode: args.pooler.poolMode }));
+    this.admin = pulumi.secret(
+      pulumi.all([this.primary, args.passwords.admin]).apply(([e, password]) => ({ ...e, username: ADMIN_USER, password, superuser: true })),
+    );
+    this.registerOutputs({ primary: this.primary, replicas: this.replicas, pooler: this.pooler });
+  }
+}

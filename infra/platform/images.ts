@@ -1,0 +1,24 @@
+// Container images, pinned to exact versions so that an `up` never changes a server by itself.
+// Bump them deliberately, one stack at a time (dev first).
+import { PostgresVersion } from "../config";
+
+/**
+ * The official image, whose entrypoint initialises the primary; the replicas run the shared
+ * bootstrap instead (no Bitnami: its versioned tags were frozen under bitnamilegacy in 2025).
+ */
+export const POSTGRES_IMAGES: Readonly<Record<PostgresVersion, string>> = {
+  "15": "postgres:15.17-bookworm",
+  "16": "postgres:16.13-bookworm",
+  "17": "postgres:17.9-bookworm",
+};
+
+/** The uid of `postgres` in the official Debian-based image. */
+export const POSTGRES_IMAGE_UID = "999";
+
+/**
+ * edoburu/pgbouncer: maintained, small (Alpine), rebuilt on base-image updates, ships pg_isready.
+ * PgBouncer 1.25 has the CVE-2025-12819 fix and max_prepared_statements.
+ */
+export const PGBOUNCER_IMAGE = "edoburu/pgbouncer:v1.25.2-p0";
+/** The uid the PgBouncer image runs as. */
+export const PGBOUNCER_IMAGE_UID = "70";

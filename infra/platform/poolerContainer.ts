@@ -1,0 +1,33 @@
+// The PgBouncer container as both platforms run it: the same image, paths and pgbouncer.ini (from the
+// shared generator), pointed at the primary.
+import { DATABASE } from "../../schema/roles";
+import { PoolerConfig } from "../config";
+import { renderPgbouncerIni } from "../topology/pgbouncerIni";
+
+export const POOLER_PORT = 6432;
+export const POOLER_CONFIG_DIR = "/etc/pgbouncer";
+export const POOLER_INI_FILE = `${POOLER_CONFIG_DIR}/pgbouncer.ini`;
+export const POOLER_AUTH_FILE = `${POOLER_CONFIG_DIR}/userlist.txt`;
+
+export interface PoolerServer {
+  readonly host: string;
+  readonly port: number;
+  /** RDS forces TLS; on a Docker network the server is next door. */
+  readonly tls: boolean;
+}
+
+export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig): string {
+  return renderPgbouncerIni({
+    listenAddr: "0.0.0.0",
+    listenPort: POOLER_PORT,
+    serverHost: server.host,
+    serverPort: server.port,
+    database: DATABASE,
+    authFile: POOLER_AUTH_FILE,
+    ...pooler,
+    ...(server.tls ? { serverTlsSslmode: "require" as const } : {}),
+  });
+}
+
+/** `pg_isready` against the pooler: any answer, even "no such user", means PgBouncer is serving. */
+export const POOLER_HEALTHCHECK = ["pg_isready", "-q", "-h", "127.0.0.1", "-p", String(POOLER_PORT)];

@@ -1,0 +1,48 @@
+// What every platform provides, so the stack outputs and the database layer use Docker and AWS
+// the same way.
+import * as pulumi from "@pulumi/pulumi";
+import { PoolMode } from "../topology/pgbouncerIni";
+
+export interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface PoolerEndpoint extends Endpoint {
+  readonly poolMode: PoolMode;
+}
+
+/**
+ * How the database layer (postgresql.Provider) logs in: to the primary, never the pooler (the
+ * provider needs a session), reachable from where `pulumi up` runs.
+ */
+export interface AdminLogin extends Endpoint {
+  readonly username: string;
+  readonly password: string;
+  /** False on RDS: roles get `rds_superuser` membership instead of SUPERUSER. */
+  readonly superuser: boolean;
+}
+
+export interface Cluster {
+  readonly primary: pulumi.Output<Endpoint>;
+  /** Replica i is element i. */
+  readonly replicas: pulumi.Output<Endpoint[]>;
+  readonly pooler: pulumi.Output<PoolerEndpoint>;
+  /** A secret. */
+  readonly admin: pulumi.Output<AdminLogin>;
+  /** What direct connections to the servers must ask for (RDS refuses unencrypted ones). */
+  readonly sslMode: "disable" | "require";
+}
+
+/** The superuser the platform creates (POSTGRES_USER on Docker, the RDS master user). */
+export const ADMIN_USER = "postgres";
+export const POSTGRES_PORT = 5432;
+
+/** The passwords a platform needs before any database-layer resource exists. */
+export interface PlatformPasswords {
+  readonly admin: pulumi.Input<string>;
+  /** nb_replicator's: the Docker replicas stream with it (RDS replicates by itself). */
+  readonly replication: pulumi.Input<string>;
+  /** nb_pgbouncer's: the pooler logs in with it to run its auth_query. */
+  readonly poolerAuth: pulumi.Input<string>;
+}

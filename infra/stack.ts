@@ -1,0 +1,40 @@
+// The Pulumi program as a function: validate the config (before any resource exists), then build the
+// chosen platform and describe it in the outputs. infra/index.ts runs it for the engine; tests run it
+// under mocks, once per scenario.
+//
+// The database layer (postgresql.Provider on `cluster.admin` with `superuser: cluster.admin.superuser`,
+// Roles with `passwords.roles`, Grants, SqlBundles) is built here, from `config` and `cluster`, once it exists.
+import * as aws from "@pulumi/aws";
+import { PROJECT, StackConfig, loadConfig } from "./config";
+import { StackPasswords } from "./credentials";
+import { StackOutputs, stackOutputs } from "./outputs";
+import { AwsCluster } from "./platform/aws";
+import { DockerCluster } from "./platform/docker";
+import { Cluster } from "./platform/types";
+
+const NAME = "nbdb";
+
+function buildCluster(config: StackConfig, passwords: StackPasswords): Cluster {
+  const common = {
+    postgresVersion: config.postgresVersion,
+    replicas: config.replicas,
+    pooler: config.pooler,
+    passwords: passwords.platform(),
+    physicalSuffix: config.nameSuffix,
+    protectData: config.deletionProtection,
+  };
+  if (config.platform === "docker") return new DockerCluster(NAME, { ...common, docker: config.docker });
+  // The region comes from the stack's config, not the machine's environment; tags say whose it is.
+  const provider = new aws.Provider(`${NAME}-aws`, {
+    region: config.aws.region,
+    defaultTags: { tags: { project: PROJECT, stack: config.stack } },
+  });
+  return new AwsCluster(NAME, { ...common, aws: config.aws }, { providers: [provider] });
+}
+
+export function createStack(): StackOutputs {
+  const config = loadConfig();
+  const passwords = new StackPasswords(NAME);
+  const cluster = buildCluster(config, passwords);
+  return stackOutputs(config.stack, cluster, passwords.roles);
+}

@@ -1,0 +1,143 @@
+// The privilege model: who may do what on which object, with every privilege named. It is the
+// single source for the local stack (rendered to GRANT/REVOKE by scripts/local/grants.ts), the
+// Pulumi stacks (@pulumi/postgresql Grant and DefaultPrivileges resources), `nbdb verify` and
+// `nbdb grants diff`. Row-level security then decides which rows (sql/repeatable/R060).
+import { DATABASE, ROLES, RoleName, SCHEMA } from "./roles";
+import { TABLES, TableName, VIEWS, MATERIALIZED_VIEWS } from "./tables";
+
+export type Privilege = "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE" | "REFERENCES" | "TRIGGER" | "EXECUTE" | "USAGE" | "CREATE" | "CONNECT" | "TEMPORARY";
+export type ObjectType = "database" | "schema" | "table" | "function";
+
+/** One role's privileges on one object. `object` is a table/view name or a function signature. */
+export interface GrantSpec {
+  readonly role: RoleName;
+  readonly objectType: ObjectType;
+  readonly object: string;
+  readonly privileges: readonly Privilege[];
+}
+
+/** Privileges nb_owner's future objects in the schema give a role (ALTER DEFAULT PRIVILEGES). */
+export interface DefaultPrivilegeSpec {
+  readonly role: RoleName;
+  readonly objectType: "table" | "function";
+  readonly privileges: readonly Privilege[];
+}
+
+const S = "SELECT" as const;
+const I = "INSERT" as const;
+const U = "UPDATE" as const;
+const D = "DELETE" as const;
+
+/** What the application may do per table: only the DML each one needs. */
+const APP_TABLE_PRIVILEGES: Record<TableName, readonly Privilege[]> = {
+  users: [S, I, U], // accounts are soft-deleted (status, deleted_at)
+  api_keys: [S, I, U, D],
+  partner_configs: [S, I, U, D],
+  quantum_neurons: [S, I, U, D],
+  quantum_neuron_history: [S, I], // appended by the quantum_neurons trigger, as the writer; never changed
+  reality_networks: [S, I, U, D],
+  reality_nodes: [S, I, U, D],
+  consciousness_records: [S, I, U, D],
+  consciousness_snapshots: [S, I], // point-in-time copies are never changed
+  golden_dag_audit: [], // appended by triggers only; nb_app neither reads nor writes it
+  metrics: [S, I],
+  monitoring_alerts: [S, I, U],
+};
+
+/** Functions by signature as PostgreSQL prints it (regprocedure, without the schema). */
+export const FUNCTIONS = {
+  currentUserId: "current_user_id()",
+  changeNeuronState: "change_neuron_state(uuid,bigint,jsonb,double precision,double precision,double precision)",
+  encryptSecret: "encrypt_secret(text)",
+  decryptSecret: "decrypt_secret(bytea)",
+  lookupHash: "lookup_hash(text)",
+  verifyGoldenDag: "verify_golden_dag()",
+  goldenDagCanonical: "golden_dag_canonical(bigint,timestamp with time zone,text,text,jsonb,text,uuid,jsonb,jsonb,bigint)",
+} as const;
+
+const READABLE_BY_READONLY = [...TABLES.map((t) => t.name).filter((t) => t !== "golden_dag_audit"), ...VIEWS, ...MATERIALIZED_VIEWS];
+
+export const GRANTS: readonly GrantSpec[] = [
+  ...ROLES.filter((r) => r.connect).map((r): GrantSpec => ({ role: r.name, objectType: "database", object: DATABASE, privileges: ["CONNECT"] })),
+  ...(["nb_app", "nb_readonly", "nb_auditor"] as const).map((role): GrantSpec => ({ role, objectType: "schema", object: SCHEMA, privileges: ["USAGE"] })),
+
+  ...Object.entries(APP_TABLE_PRIVILEGES)
+    .filter(([, privileges]) => privileges.length > 0)
+    .map(([object, privileges]): GrantSpec => ({ role: "nb_app", objectType: "table", object, privileges })),
+  ...[...VIEWS, ...MATERIALIZED_VIEWS].map((object): GrantSpec => ({ role: "nb_app", objectType: "table", object, privileges: [S] })),
+  ...[FUNCTIONS.currentUserId, FUNCTIONS.changeNeuronState, FUNCTIONS.encryptSecret, FUNCTIONS.decryptSecret, FUNCTIONS.lookupHash].map(
+    (object): GrantSpec => ({ role: "nb_app", objectType: "function", object, privileges: ["EXECUTE"] }),
+  ),
+
+  ...READABLE_BY_READONLY.map((object): GrantSpec => ({ role: "nb_readonly", objectType: "table", object, privileges: [S] })),
+  // Row-level security policies call current_user_id() with the reader's rights.
+  { role: "nb_readonly", objectType: "function", object: FUNCTIONS.currentUserId, privileges: ["EXECUTE"] },
+
+  { role: "nb_auditor", objectType: "table", object: "golden_dag_audit", privileges: [S] },
+  { role: "nb_auditor", objectType: "table", object: "golden_dag_head", privileges: [S] },
+  { role: "nb_auditor", objectType: "function", object: FUNCTIONS.verifyGoldenDag, privileges: ["EXECUTE"] },
+  // verify_golden_dag() runs with the auditor's rights (no SECURITY DEFINER needed) and recomputes hashes with it.
+  { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagCanonical, privileges: ["EXECUTE"] },
+];
+
+/**
+ * Tables nb_owner creates later are readable by reporting at once (partitions excepted: partition
+ * maintenance takes that back, since partitions are reached through their parent only). Writes
+ * and functions are granted only by name, here.
+ */
+export const DEFAULT_PRIVILEGES: readonly DefaultPrivilegeSpec[] = [{ role: "nb_readonly", objectType: "table", privileges: [S] }];
+
+/** The roles whose privileges on project objects the model decides completely (besides PUBLIC, which gets none). */
+export const MANAGED_GRANTEES: readonly RoleName[] = ROLES.map((r) => r.name).filter((r) => r !== "nb_owner");
+
+/** One (role, object, privilege) triple per privilege: the unit grants are compared in. */
+export interface PrivilegeTriple {
+  readonly role: string;
+  readonly objectType: ObjectType;
+  readonly object: string;
+  readonly privilege: Privilege;
+}
+
+export function tripleKey(t: PrivilegeTriple): string {
+  return `${t.role}|${t.objectType}|${t.object}|${t.privilege}`;
+}
+
+export function triplesOf(grants: readonly GrantSpec[] = GRANTS): PrivilegeTriple[] {
+  return grants.flatMap((g) => g.privileges.map((privilege) => ({ role: g.role, objectType: g.objectType, object: g.object, privilege })));
+}
+
+function ident(name: string): string {
+  return /^[a-z_][a-z0-9_]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
+}
+
+/** The object as SQL names it in GRANT/REVOKE. */
+export function objectSql(objectType: ObjectType, object: string): string {
+  switch (objectType) {
+    case "database":
+      return `DATABASE ${ident(object)}`;
+    case "schema":
+      return `SCHEMA ${ident(object)}`;
+    case "table":
+      return `TABLE ${SCHEMA}.${ident(object)}`;
+    case "function":
+      return `FUNCTION ${SCHEMA}.${object}`;
+  }
+}
+
+export function grantSql(t: Pick<PrivilegeTriple, "objectType" | "object" | "role"> & { privileges: readonly string[] }): string {
+  return `GRANT ${t.privileges.join(", ")} ON ${objectSql(t.objectType, t.object)} TO ${t.role === "PUBLIC" ? "PUBLIC" : ident(t.role)}`;
+}
+
+export function revokeSql(t: Pick<PrivilegeTriple, "objectType" | "object" | "role"> & { privileges: readonly string[] }): string {
+  return `REVOKE ${t.privileges.join(", ")} ON ${objectSql(t.objectType, t.object)} FROM ${t.role === "PUBLIC" ? "PUBLIC" : ident(t.role)}`;
+}
+
+export function defaultPrivilegeSql(d: DefaultPrivilegeSpec): string {
+  return `ALTER DEFAULT PRIVILEGES FOR ROLE nb_owner IN SCHEMA ${SCHEMA} GRANT ${d.privileges.join(", ")} ON ${d.objectType === "table" ? "TABLES" : "FUNCTIONS"} TO ${ident(d.role)}`;
+}
+
+/** A stable, readable resource name for a grant: who gets what on which object. */
+export function grantName(g: GrantSpec): string {
+  const object = g.object.replace(/\(.*$/, "");
+  return `${g.role}-${g.privileges.map((p) => p.toLowerCase()).join("-")}-on-${g.objectType}-${object}`.replace(/_/g, "-");
+}

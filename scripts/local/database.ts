@@ -1,0 +1,28 @@
+// The database layer of the local stack, in the order the Pulumi stacks declare it: SQL bundles
+// (through the shared applier), partitions ahead, then grants from the privilege model. Each step
+// reports only what it changed, so `nbdb up` on an up-to-date stack reports nothing.
+import { Client } from "pg";
+import { applyBundles } from "../../infra/bundles/applier";
+import { REPO_BUNDLE_DIR, loadCatalog } from "../../infra/bundles/catalog";
+import { convergeGrants } from "../ops/grants";
+import { maintainPartitions, summarizePartitionActions } from "../ops/partitions";
+
+/**
+ * Converge the database reached at `migratorUrl`. With another bundle directory than the
+ * repository's (tests), only the bundles are applied: the privilege model describes sql/.
+ */
+export async function convergeDatabase(migratorUrl: string, bundleDir: string, log: (line: string) => void): Promise<string[]> {
+  const applied = await applyBundles({ url: migratorUrl, log }, loadCatalog(bundleDir));
+  const changes = applied.map((b) => `applied ${b.kind} bundle ${b.name}${b.status === "changed" ? " (changed)" : ""}`);
+  if (bundleDir !== REPO_BUNDLE_DIR) return changes;
+  changes.push(...summarizePartitionActions(await maintainPartitions(migratorUrl)));
+  const client = new Client({ connectionString: migratorUrl, application_name: "nbdb-grants" });
+  await client.connect();
+  try {
+    const statements = await convergeGrants(client);
+    if (statements.length > 0) changes.push(`brought grants in line with the privilege model (${statements.length} statements)`);
+  } finally {
+    await client.end();
+  }
+  return changes;
+}

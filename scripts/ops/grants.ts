@@ -1,0 +1,111 @@
+// Grants as they are in a live database, compared with the privilege model (schema/privileges.ts):
+// read from the catalog, diffed triple by triple, and converged (local stack) with the exact
+// GRANT/REVOKE statements that close the gap, so an up-to-date database is not touched.
+import { ClientBase } from "pg";
+import {
+  DEFAULT_PRIVILEGES,
+  DefaultPrivilegeSpec,
+  GRANTS,
+  MANAGED_GRANTEES,
+  ObjectType,
+  Privilege,
+  PrivilegeTriple,
+  defaultPrivilegeSql,
+  grantSql,
+  revokeSql,
+  tripleKey,
+  triplesOf,
+} from "../../schema/privileges";
+import { SCHEMA } from "../../schema/roles";
+
+// Every grantable object of the project, with PostgreSQL's implicit default ACL where none is set
+// (a function without an ACL is executable by PUBLIC, a database connectable by PUBLIC).
+const LIVE_GRANTS_SQL = `
+  WITH objects AS (
+    SELECT 'database' AS object_type, d.datname::text AS object, d.datdba AS owner, coalesce(d.datacl, acldefault('d'::"char", d.datdba)) AS acl
+      FROM pg_catalog.pg_database d WHERE d.datname = current_database()
+    UNION ALL
+    SELECT 'schema', n.nspname::text, n.nspowner, coalesce(n.nspacl, acldefault('n'::"char", n.nspowner))
+      FROM pg_catalog.pg_namespace n WHERE n.nspname = $1
+    UNION ALL
+    SELECT 'table', c.relname::text, c.relowner, coalesce(c.relacl, acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))
+      FROM pg_catalog.pg_class c WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+    UNION ALL
+    SELECT 'function', regexp_replace(p.oid::regprocedure::text, '^' || $1 || '\\.', ''), p.proowner, coalesce(p.proacl, acldefault('f'::"char", p.proowner))
+      FROM pg_catalog.pg_proc p WHERE p.pronamespace = $1::regnamespace
+  )
+  SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END AS role,
+         o.object_type, o.object, a.privilege_type AS privilege
+    FROM objects o, aclexplode(o.acl) a
+   WHERE a.grantee <> o.owner`;
+
+/** The managed roles' and PUBLIC's privileges on the project's objects, as they are now. */
+export async function liveGrants(client: ClientBase): Promise<PrivilegeTriple[]> {
+  const { rows } = await client.query(LIVE_GRANTS_SQL, [SCHEMA]);
+  const managed = new Set<string>([...MANAGED_GRANTEES, "PUBLIC"]);
+  return rows
+    .filter((r) => managed.has(r.role))
+    .map((r) => ({ role: r.role, objectType: r.object_type as ObjectType, object: r.object, privilege: r.privilege as Privilege }));
+}
+
+export interface GrantDiff {
+  readonly missing: PrivilegeTriple[];
+  readonly extra: PrivilegeTriple[];
+}
+
+export function diffGrants(wanted: readonly PrivilegeTriple[], live: readonly PrivilegeTriple[]): GrantDiff {
+  const liveKeys = new Set(live.map(tripleKey));
+  const wantedKeys = new Set(wanted.map(tripleKey));
+  return { missing: wanted.filter((t) => !liveKeys.has(tripleKey(t))), extra: live.filter((t) => !wantedKeys.has(tripleKey(t))) };
+}
+
+/** Triples grouped back into one statement per role and object. */
+function grouped(triples: readonly PrivilegeTriple[]): { role: string; objectType: ObjectType; object: string; privileges: Privilege[] }[] {
+  const groups = new Map<string, { role: string; objectType: ObjectType; object: string; privileges: Privilege[] }>();
+  for (const t of triples) {
+    const key = `${t.role}|${t.objectType}|${t.object}`;
+    if (!groups.has(key)) groups.set(key, { role: t.role, objectType: t.objectType, object: t.object, privileges: [] });
+    groups.get(key)!.privileges.push(t.privilege);
+  }
+  return [...groups.values()];
+}
+
+async function liveDefaultPrivileges(client: ClientBase): Promise<Set<string>> {
+  const { rows } = await client.query(
+    `SELECT d.defaclobjtype AS objtype, pg_catalog.pg_get_userbyid(a.grantee) AS role, a.privilege_type AS privilege
+       FROM pg_catalog.pg_default_acl d, aclexplode(d.defaclacl) a
+      WHERE d.defaclrole = 'nb_owner'::regrole AND d.defaclnamespace = $1::regnamespace AND a.grantee <> 0`,
+    [SCHEMA],
+  );
+  return new Set(rows.map((r) => `${r.role}|${r.objtype === "r" ? "table" : "function"}|${r.privilege}`));
+}
+
+function defaultPrivilegeKeys(specs: readonly DefaultPrivilegeSpec[]): string[] {
+  return specs.flatMap((d) => d.privileges.map((p) => `${d.role}|${d.objectType}|${p}`));
+}
+
+/**
+ * Bring the database's grants to the model: GRANT what is missing, REVOKE what is extra, set the
+ * default privileges. Returns the statements run (none when the database already matched).
+ */
+export async function convergeGrants(client: ClientBase): Promise<string[]> {
+  const diff = diffGrants(triplesOf(GRANTS), await liveGrants(client));
+  const liveDefaults = await liveDefaultPrivileges(client);
+  const statements = [
+    ...grouped(diff.extra).map(revokeSql),
+    ...grouped(diff.missing).map(grantSql),
+    ...DEFAULT_PRIVILEGES.filter((d) => defaultPrivilegeKeys([d]).some((k) => !liveDefaults.has(k))).map(defaultPrivilegeSql),
+  ];
+  if (statements.length === 0) return [];
+  await client.query("BEGIN");
+  try {
+    // Grants made as the owner, whoever the member of nb_owner running this is.
+    await client.query("SET LOCAL ROLE nb_owner");
+    for (const s of statements) await client.query(s);
+    await client.query("COMMIT");
+  } catch (e) {
+    await client.query("ROLLBACK");
+    throw e;
+  }
+  return statements;
+}

@@ -1,0 +1,48 @@
+-- Creates current_user_id() and the row-level security of every user-data table: each table of
+-- the schema with a user_id column gets RLS enabled and FORCEd (the owner too), and one policy
+-- per command keyed on user_id = (select current_user_id()), WITH CHECK on writes. The caller
+-- names the user per transaction: SELECT set_config('nb.user_id', '<uuid>', true).
+-- Policies apply to every role (grants decide who may run which command; policies which rows).
+-- Re-runnable: existing policies of these tables are dropped and created again.
+
+-- Missing or empty → NULL, so `user_id = NULL` matches no row; malformed → an error, never all rows.
+CREATE OR REPLACE FUNCTION neuralblitz.current_user_id() RETURNS uuid
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v text := pg_catalog.current_setting('nb.user_id', true);
+BEGIN
+  IF v IS NULL OR v = '' THEN
+    RETURN NULL;
+  END IF;
+  RETURN v::uuid;
+EXCEPTION WHEN invalid_text_representation THEN
+  RAISE EXCEPTION 'nb.user_id is not a uuid: "%"', v
+    USING ERRCODE = 'invalid_parameter_value',
+          HINT = 'Name the user per transaction: SELECT set_config(''nb.user_id'', ''<uuid>'', true)';
+END
+$$;
+
+DO $$
+DECLARE
+  t text;
+  p text;
+  own_rows constant text := 'user_id = (SELECT neuralblitz.current_user_id())';
+BEGIN
+  FOR t IN SELECT c.relname
+             FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped
+            WHERE c.relnamespace = 'neuralblitz'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  LOOP
+    EXECUTE format('ALTER TABLE neuralblitz.%I ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', t);
+    FOR p IN SELECT polname FROM pg_catalog.pg_policy WHERE polrelid = format('neuralblitz.%I', t)::regclass LOOP
+      EXECUTE format('DROP POLICY %I ON neuralblitz.%I', p, t);
+    END LOOP;
+    EXECUTE format('CREATE POLICY %I ON neuralblitz.%I FOR SELECT USING (%s)', t || '_select_own', t, own_rows);
+    EXECUTE format('CREATE POLICY %I ON neuralblitz.%I FOR INSERT WITH CHECK (%s)', t || '_insert_own', t, own_rows);
+    EXECUTE format('CREATE POLICY %I ON neuralblitz.%I FOR UPDATE USING (%s) WITH CHECK (%s)', t || '_update_own', t, own_rows, own_rows);
+    EXECUTE format('CREATE POLICY %I ON neuralblitz.%I FOR DELETE USING (%s)', t || '_delete_own', t, own_rows);
+  END LOOP;
+END
+$$;

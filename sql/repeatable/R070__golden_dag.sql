@@ -1,0 +1,145 @@
+-- Creates the GoldenDAG audit trail's behaviour: the append trigger on every audited business
+-- table (list below = schema/tables.ts, `audited: true`), the canonical encoding and hash of an
+-- entry, verify_golden_dag(), and the append-only seal of golden_dag_audit and its partitions.
+-- entry_hash = sha256(prev_hash || canonical(entry)); the first entry's prev_hash is 32 zero bytes.
+-- Appends lock golden_dag_head, so concurrent transactions form one chain in commit order.
+-- Re-runnable.
+
+-- The canonical encoding: a JSON array of every field but the hashes. jsonb's text form is
+-- deterministic (keys sorted, numbers normalised); the timestamp is spelled in UTC explicitly.
+CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_canonical(
+  p_id bigint, p_recorded_at timestamptz, p_table text, p_operation text, p_row_pk jsonb,
+  p_db_role text, p_app_user_id uuid, p_old jsonb, p_new jsonb, p_prev_id bigint
+) RETURNS bytea
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT pg_catalog.convert_to(pg_catalog.jsonb_build_array(
+           p_id, pg_catalog.to_char(p_recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           p_table, p_operation, p_row_pk, p_db_role, p_app_user_id, p_old, p_new, p_prev_id)::text, 'UTF8')
+$$;
+
+-- Secrets never reach the trail in any form: their columns are recorded as changed, not their value.
+CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_redact(p_row jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT pg_catalog.jsonb_object_agg(key, CASE WHEN key ~ '(_encrypted|password_hash|key_hash)$' AND value <> 'null'::jsonb
+                                               THEN '"[redacted]"'::jsonb ELSE value END)
+    FROM pg_catalog.jsonb_each(p_row)
+$$;
+
+CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_append() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_old       jsonb := CASE WHEN TG_OP <> 'INSERT' THEN pg_catalog.to_jsonb(OLD) END;
+  v_new       jsonb := CASE WHEN TG_OP <> 'DELETE' THEN pg_catalog.to_jsonb(NEW) END;
+  v_pk        jsonb := pg_catalog.jsonb_build_object('id', coalesce(v_new, v_old) -> 'id');
+  v_user      uuid  := nullif(pg_catalog.current_setting('nb.user_id', true), '')::uuid;
+  v_prev_id   bigint;
+  v_prev_hash bytea;
+  v_id        bigint;
+  v_at        timestamptz;
+  v_hash      bytea;
+BEGIN
+  IF TG_OP = 'UPDATE' THEN
+    -- Only the columns that changed, before and after.
+    SELECT pg_catalog.jsonb_object_agg(k, v_old -> k), pg_catalog.jsonb_object_agg(k, v_new -> k)
+      INTO v_old, v_new
+      FROM pg_catalog.jsonb_object_keys(v_new) AS k
+     WHERE (v_new -> k) IS DISTINCT FROM (v_old -> k);
+    IF v_new IS NULL THEN
+      RETURN NULL;
+    END IF;
+  END IF;
+  v_old := neuralblitz.golden_dag_redact(v_old);
+  v_new := neuralblitz.golden_dag_redact(v_new);
+
+  SELECT last_id, last_hash INTO v_prev_id, v_prev_hash FROM neuralblitz.golden_dag_head FOR UPDATE;
+  v_id := pg_catalog.nextval('neuralblitz.golden_dag_audit_id_seq');
+  v_at := pg_catalog.clock_timestamp();
+  v_hash := pg_catalog.sha256(v_prev_hash || neuralblitz.golden_dag_canonical(
+              v_id, v_at, TG_TABLE_NAME, TG_OP, v_pk, session_user, v_user, v_old, v_new, v_prev_id));
+  INSERT INTO neuralblitz.golden_dag_audit
+         (id, recorded_at, table_name, operation, row_pk, db_role, app_user_id, old_values, new_values, prev_id, prev_hash, entry_hash)
+  OVERRIDING SYSTEM VALUE
+  VALUES (v_id, v_at, TG_TABLE_NAME, TG_OP, v_pk, session_user, v_user, v_old, v_new, v_prev_id, v_prev_hash, v_hash);
+  UPDATE neuralblitz.golden_dag_head SET last_id = v_id, last_hash = v_hash;
+  RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_append() FROM PUBLIC;
+
+-- One set-based pass over the whole trail: every entry's hash recomputed, every link checked
+-- (not just the ends), forks, second beginnings and the head. One row per broken entry.
+CREATE OR REPLACE FUNCTION neuralblitz.verify_golden_dag() RETURNS TABLE (id bigint, reason text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH e AS MATERIALIZED (
+    SELECT a.id, a.prev_id, a.prev_hash, a.entry_hash,
+           pg_catalog.sha256(a.prev_hash || neuralblitz.golden_dag_canonical(
+             a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id,
+             a.old_values, a.new_values, a.prev_id)) AS recomputed
+      FROM neuralblitz.golden_dag_audit a
+  ),
+  head AS (SELECT last_id, last_hash FROM neuralblitz.golden_dag_head),
+  broken AS (
+    SELECT e.id, 'content altered: the entry does not hash to its entry_hash' AS reason
+      FROM e WHERE e.entry_hash <> e.recomputed
+    UNION ALL
+    SELECT e.id, pg_catalog.format('link broken: prev_hash is not the hash of entry %s', e.prev_id)
+      FROM e JOIN e AS p ON p.id = e.prev_id WHERE e.prev_hash <> p.entry_hash
+    UNION ALL
+    SELECT e.prev_id, pg_catalog.format('missing: entry %s follows it, but it is not in the trail', e.id)
+      FROM e LEFT JOIN e AS p ON p.id = e.prev_id WHERE e.prev_id IS NOT NULL AND p.id IS NULL
+    UNION ALL
+    SELECT e.id, 'second beginning: no previous entry, but it is not the first'
+      FROM e WHERE e.prev_id IS NULL AND (e.prev_hash <> pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex')
+                                          OR e.id <> (SELECT pg_catalog.min(x.id) FROM e AS x))
+    UNION ALL
+    SELECT e.id, pg_catalog.format('fork: entry %s also follows entry %s', f.id, e.prev_id)
+      FROM e JOIN e AS f ON f.prev_id = e.prev_id AND f.id > e.id
+    UNION ALL
+    SELECT h.last_id, 'missing: the chain head names it, but it is not in the trail'
+      FROM head h WHERE h.last_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM e WHERE e.id = h.last_id)
+    UNION ALL
+    SELECT e.id, 'head mismatch: the chain head holds another hash for this entry'
+      FROM e JOIN head h ON h.last_id = e.id WHERE e.entry_hash <> h.last_hash
+    UNION ALL
+    SELECT e.id, 'beyond the head: not part of the chain'
+      FROM e, head h WHERE e.id > coalesce(h.last_id, 0)
+  )
+  SELECT id, reason FROM broken ORDER BY id, reason
+$$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.verify_golden_dag() FROM PUBLIC;
+
+DO $$
+DECLARE
+  t text;
+  part record;
+BEGIN
+  -- Audited tables: schema/tables.ts, audited: true. (Excluded ones say why there.)
+  FOREACH t IN ARRAY ARRAY['users', 'api_keys', 'partner_configs', 'quantum_neurons', 'reality_networks',
+                           'reality_nodes', 'consciousness_records', 'monitoring_alerts'] LOOP
+    EXECUTE format('CREATE OR REPLACE TRIGGER golden_dag AFTER INSERT OR UPDATE OR DELETE ON neuralblitz.%I
+                      FOR EACH ROW EXECUTE FUNCTION neuralblitz.golden_dag_append()', t);
+  END LOOP;
+
+  -- Append-only, for the owner too: privileges on the table, row triggers (they reach every
+  -- partition), and each partition sealed (the DEFAULT keeps DELETE for maintenance's stray moves).
+  REVOKE UPDATE, DELETE, TRUNCATE ON neuralblitz.golden_dag_audit FROM nb_owner;
+  CREATE OR REPLACE TRIGGER refuse_rewrite BEFORE UPDATE OR DELETE ON neuralblitz.golden_dag_audit
+    FOR EACH ROW EXECUTE FUNCTION neuralblitz.refuse_rewrite();
+  CREATE OR REPLACE TRIGGER refuse_truncate BEFORE TRUNCATE ON neuralblitz.golden_dag_audit
+    FOR EACH STATEMENT EXECUTE FUNCTION neuralblitz.refuse_rewrite();
+  FOR part IN SELECT i.inhrelid::regclass AS rel, pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS is_default
+                FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = 'neuralblitz.golden_dag_audit'::regclass LOOP
+    PERFORM neuralblitz.seal_append_only(part.rel, part.is_default);
+  END LOOP;
+END
+$$;

@@ -1,0 +1,497 @@
+// The Pulumi program under the SDK's mocks, for dev (Docker), prod (AWS) and a review stack: which
+// resources it registers, how they are named, wired and protected, what it exports, and that every
+// invalid config value stops it before any resource is registered.
+import { expect } from "chai";
+import * as fs from "fs";
+import * as yaml from "js-yaml";
+import * as path from "path";
+import * as pulumi from "@pulumi/pulumi";
+import { createStack } from "../infra/stack";
+import { StackOutputs } from "../infra/outputs";
+import { DockerCluster } from "../infra/platform/docker";
+import { AwsCluster } from "../infra/platform/aws";
+
+const PROJECT = "neuralblitz-db";
+
+interface Registration {
+  readonly type: string;
+  readonly name: string;
+  /** With secrets revealed; `secretInputs` names the inputs that were secret. */
+  readonly inputs: Record<string, any>;
+  readonly secretInputs: string[];
+  readonly urn: string;
+  /** From the request the engine would get: what mocks' newResource does not show. */
+  readonly protect: boolean;
+  readonly dependencies: string[];
+}
+
+type Config = Record<string, any>;
+
+function stackConfigFile(stack: string): Config {
+  const doc = yaml.load(fs.readFileSync(path.join(__dirname, "..", `Pulumi.${stack}.yaml`), "utf8")) as { config: Config };
+  return Object.fromEntries(Object.entries(doc.config).map(([k, v]) => [k.slice(`${PROJECT}:`.length), v]));
+}
+
+const DEV = stackConfigFile("dev");
+const PROD = stackConfigFile("prod");
+
+function clone<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}
+
+/** A copy of `config` with `key` (a dotted path) set, or removed when `value` is undefined. */
+function withKey(config: Config, key: string, value: unknown): Config {
+  const copy = clone(config);
+  const parts = key.split(".");
+  let at = copy;
+  for (const p of parts.slice(0, -1)) at = at[p] ??= {};
+  if (value === undefined) delete at[parts[parts.length - 1]];
+  else at[parts[parts.length - 1]] = value;
+  return copy;
+}
+
+function value<T>(o: pulumi.Output<T>): Promise<T> {
+  return new Promise((resolve) => o.apply(resolve));
+}
+
+function isSecretValue(v: unknown): v is { value: unknown } {
+  return typeof v === "object" && v !== null && (v as Record<string, unknown>)[pulumi.runtime.specialSigKey] === pulumi.runtime.specialSecretSig;
+}
+
+function reveal(v: unknown): any {
+  if (isSecretValue(v)) return reveal(v.value);
+  if (Array.isArray(v)) return v.map(reveal);
+  if (typeof v === "object" && v !== null) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, reveal(x)]));
+  return v;
+}
+
+/** Registrations drain asynchronously; this is the SDK's own wait (as `disconnect` uses it). */
+function registrationsDone(): Promise<void> {
+  return (pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
+}
+
+function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number): Record<string, any> {
+  const i = args.inputs;
+  switch (args.type) {
+    case "docker:index/container:Container":
+      return { ...i, ports: (i.ports ?? []).map((p: any) => ({ ...p, external: p.external ?? nextPort() })) };
+    case "docker:index/remoteImage:RemoteImage":
+      return { ...i, imageId: `sha256:${i.name}` };
+    case "random:index/randomPassword:RandomPassword":
+      return { ...i, result: `pw-${args.name}` };
+    case "aws:rds/instance:Instance":
+      return { ...i, address: `${i.identifier}.c0ffee.eu-west-1.rds.amazonaws.com`, port: 5432 };
+    case "aws:lb/loadBalancer:LoadBalancer":
+      return { ...i, dnsName: `${i.name}-0123.elb.eu-west-1.amazonaws.com`, arn: `arn:aws:elasticloadbalancing:::${args.name}` };
+    default:
+      return { ...i, arn: `arn:aws:mock:::${args.name}` };
+  }
+}
+
+interface Run {
+  readonly registrations: Registration[];
+  readonly outputs?: StackOutputs;
+  readonly error?: Error;
+}
+
+async function installMocks(stack: string, config: Config): Promise<Registration[]> {
+  const registrations: Registration[] = [];
+  let port = 49152;
+  await pulumi.runtime.setMocks(
+    {
+      newResource: (args) => ({ id: `${args.name}-id`, state: mockState(args, () => port++) }),
+      call: () => ({}),
+    },
+    PROJECT,
+    stack,
+    false,
+  );
+  const monitor = pulumi.runtime.getMonitor() as any;
+  const register = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (req: any, callback: (err: unknown, res: any) => void) =>
+    register(req, (err: unknown, res: any) => {
+      if (!err) {
+        const inputs: Record<string, unknown> = pulumi.runtime.deserializeProperties(req.getObject());
+        registrations.push({
+          type: req.getType(),
+          name: req.getName(),
+          inputs: reveal(inputs),
+          secretInputs: Object.keys(inputs).filter((k) => isSecretValue(inputs[k])),
+          urn: res.getUrn(),
+          protect: req.getProtect() === true,
+          dependencies: req.getDependenciesList(),
+        });
+      }
+      callback(err, res);
+    });
+  pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(config).map(([k, v]) => [`${PROJECT}:${k}`, typeof v === "string" ? v : JSON.stringify(v)])));
+  return registrations;
+}
+
+async function deploy(stack: string, config: Config): Promise<Run> {
+  const registrations = await installMocks(stack, config);
+  let outputs: StackOutputs | undefined;
+  let error: Error | undefined;
+  try {
+    outputs = createStack();
+  } catch (e) {
+    error = e as Error;
+  }
+  await registrationsDone();
+  return { registrations, outputs, error };
+}
+
+async function deployed(stack: string, config: Config): Promise<Run & { outputs: StackOutputs }> {
+  const run = await deploy(stack, config);
+  if (run.error) throw run.error;
+  return run as Run & { outputs: StackOutputs };
+}
+
+const of = (run: Run, type: string) => run.registrations.filter((r) => r.type === type);
+const named = (run: Run, type: string, name: string) => {
+  const found = run.registrations.find((r) => r.type === type && r.name === name);
+  if (!found) throw new Error(`no ${type} named ${name}; registered: ${run.registrations.map((r) => `${r.type} ${r.name}`).join(", ")}`);
+  return found;
+};
+const uploaded = (r: Registration, file: string): string => r.inputs.uploads.find((u: any) => u.file === file).content;
+
+const CONTAINER = "docker:index/container:Container";
+const VOLUME = "docker:index/volume:Volume";
+const NETWORK = "docker:index/network:Network";
+const IMAGE = "docker:index/remoteImage:RemoteImage";
+const RDS = "aws:rds/instance:Instance";
+const ECS_SERVICE = "aws:ecs/service:Service";
+const TASK = "aws:ecs/taskDefinition:TaskDefinition";
+
+/** Physical names: what Docker and AWS see. */
+function physicalNames(run: Run): string[] {
+  return run.registrations.flatMap((r) => [r.inputs.name, r.inputs.identifier, r.inputs.family].filter((n): n is string => typeof n === "string"))
+    .filter((_, i, all) => all.indexOf(_) === i);
+}
+
+describe("Pulumi program (mocks)", function () {
+  this.timeout(30_000);
+
+  after(() => pulumi.runtime.setAllConfig({}));
+
+  describe("dev: Docker", () => {
+    let run: Run & { outputs: StackOutputs };
+    before(async () => {
+      run = await deployed("dev", DEV);
+    });
+
+    it("registers a primary, one replica per config and a pooler, with their volumes, network and pinned images", () => {
+      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler"]);
+      expect(of(run, VOLUME).map((r) => r.name)).to.have.members(["nbdb-primary-data", "nbdb-replica-0-data"]);
+      expect(of(run, NETWORK)).to.have.length(1);
+      expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["postgres:15.17-bookworm", "edoburu/pgbouncer:v1.25.2-p0"]);
+      expect(of(run, IMAGE).every((r) => r.inputs.keepLocally === true)).to.equal(true);
+      expect(run.registrations.filter((r) => r.type.startsWith("aws:"))).to.deep.equal([]);
+      expect(of(run, "neuralblitz:platform:DockerCluster")).to.have.length(1);
+    });
+
+    it("runs every server from the image's id, healthchecked on 127.0.0.1, and waits for it", () => {
+      for (const name of ["nbdb-primary", "nbdb-replica-0"]) {
+        const c = named(run, CONTAINER, name);
+        expect(c.inputs.image).to.equal("sha256:postgres:15.17-bookworm");
+        expect(c.inputs.healthcheck.tests).to.include.members(["pg_isready", "-h", "127.0.0.1"]);
+        expect(c.inputs.wait).to.equal(true);
+        expect(c.inputs.volumes[0].volumeName).to.equal(`${name}-data`);
+        expect(c.inputs.command).to.include("hba_file=/etc/postgresql/neuralblitz/pg_hba.conf");
+      }
+    });
+
+    it("creates the replication and pooler roles and the auth lookup at initdb, with SCRAM verifiers only", () => {
+      const primary = named(run, CONTAINER, "nbdb-primary");
+      const init = uploaded(primary, "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql");
+      expect(init).to.match(/ALTER ROLE "nb_replicator" WITH LOGIN REPLICATION .* PASSWORD 'SCRAM-SHA-256\$4096:/);
+      expect(init).to.match(/ALTER ROLE "nb_pgbouncer" WITH LOGIN NOREPLICATION .* PASSWORD 'SCRAM-SHA-256\$4096:/);
+      expect(init).to.include("CREATE OR REPLACE FUNCTION pgbouncer.get_auth");
+      expect(init).not.to.include("pw-nbdb-nb_replicator");
+      expect(primary.inputs.envs).to.include("POSTGRES_PASSWORD_FILE=/etc/postgresql/neuralblitz/admin-password");
+      expect(primary.inputs.envs.join(" ")).not.to.include("pw-");
+      expect(primary.secretInputs).to.include("uploads");
+    });
+
+    it("bootstraps each replica from the primary with the shared script", () => {
+      const primary = named(run, CONTAINER, "nbdb-primary");
+      const replica = named(run, CONTAINER, "nbdb-replica-0");
+      expect(replica.dependencies).to.include(primary.urn);
+      const script = uploaded(replica, "/etc/postgresql/neuralblitz/replica-bootstrap.sh");
+      expect(script).to.include("host=nbdb-primary port=5432 user=nb_replicator");
+      expect(script).to.include("--slot=replica_0");
+      expect(replica.inputs.entrypoints.join(" ")).to.include('exec docker-entrypoint.sh "$@"');
+    });
+
+    it("configures PgBouncer from the shared pgbouncer.ini with auth_query, pointed at the primary", () => {
+      const pooler = named(run, CONTAINER, "nbdb-pooler");
+      expect(pooler.inputs.image).to.equal("sha256:edoburu/pgbouncer:v1.25.2-p0");
+      const ini = uploaded(pooler, "/etc/pgbouncer/pgbouncer.ini");
+      expect(ini).to.include("neuralblitz = host=nbdb-primary port=5432 dbname=neuralblitz");
+      expect(ini).to.include("auth_query = SELECT username, password FROM pgbouncer.get_auth($1)");
+      expect(ini).to.include("pool_mode = transaction");
+      expect(ini).to.include("max_client_conn = 1000");
+      expect(ini).to.include("default_pool_size = 20");
+      expect(uploaded(pooler, "/etc/pgbouncer/userlist.txt")).to.equal('"nb_pgbouncer" "pw-nbdb-nb_pgbouncer"\n');
+    });
+
+    it("publishes the configured ports on 127.0.0.1 and exports them in the outputs.json shape", async () => {
+      const published = (name: string) => named(run, CONTAINER, name).inputs.ports[0];
+      expect(published("nbdb-primary")).to.include({ internal: 5432, external: 15432, ip: "127.0.0.1" });
+      expect(published("nbdb-replica-0")).to.include({ external: 15442 });
+      expect(published("nbdb-pooler")).to.include({ internal: 6432, external: 16432 });
+      const o = run.outputs;
+      expect(o.stack).to.equal("dev");
+      expect(o.database).to.equal("neuralblitz");
+      expect(await value(o.primary)).to.deep.equal({ host: "127.0.0.1", port: 15432 });
+      expect(await value(o.replicas)).to.deep.equal([{ host: "127.0.0.1", port: 15442 }]);
+      expect(await value(o.pooler)).to.deep.equal({ host: "127.0.0.1", port: 16432, poolMode: "transaction" });
+      const connections = await value(o.connections);
+      expect(Object.keys(connections)).to.have.members(["app", "readonly", "auditor", "migrator"]);
+      expect(connections.app).to.equal("postgresql://nb_app:pw-nbdb-nb_app@127.0.0.1:16432/neuralblitz");
+      expect(connections.readonly).to.equal("postgresql://nb_readonly:pw-nbdb-nb_readonly@127.0.0.1:15442/neuralblitz");
+      expect(connections.migrator).to.equal("postgresql://nb_migrator:pw-nbdb-nb_migrator@127.0.0.1:15432/neuralblitz");
+    });
+
+    it("exports credentials only as secrets", async () => {
+      expect(await pulumi.isSecret(run.outputs.connections)).to.equal(true);
+      for (const plain of [run.outputs.primary, run.outputs.replicas, run.outputs.pooler]) {
+        expect(await pulumi.isSecret<unknown>(plain)).to.equal(false);
+        expect(JSON.stringify(await value<unknown>(plain))).not.to.include("pw-");
+      }
+    });
+
+    it("protects nothing (dev sets no deletionProtection)", () => {
+      expect(run.registrations.filter((r) => r.protect).map((r) => r.name)).to.deep.equal([]);
+    });
+  });
+
+  describe("prod: AWS", () => {
+    let run: Run & { outputs: StackOutputs };
+    before(async () => {
+      run = await deployed("prod", PROD);
+    });
+
+    it("registers an RDS primary, a replica per config and one PgBouncer service, and no Docker resource", () => {
+      expect(of(run, RDS).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-replica-1"]);
+      expect(of(run, ECS_SERVICE)).to.have.length(1);
+      expect(of(run, ECS_SERVICE)[0].inputs).to.include({ launchType: "FARGATE", desiredCount: 2 });
+      expect(of(run, "aws:lb/loadBalancer:LoadBalancer")[0].inputs).to.include({ internal: true, loadBalancerType: "network" });
+      expect(run.registrations.filter((r) => r.type.startsWith("docker:"))).to.deep.equal([]);
+      expect(named(run, "pulumi:providers:aws", "nbdb-aws").inputs.region).to.equal("eu-west-1");
+    });
+
+    it("gives the primary encrypted storage, backups, Performance Insights, a password and a final snapshot", () => {
+      const p = named(run, RDS, "nbdb-primary").inputs;
+      expect(p).to.include({
+        identifier: "nbdb-primary",
+        engine: "postgres",
+        engineVersion: "15",
+        instanceClass: "db.r6g.xlarge",
+        allocatedStorage: 200,
+        maxAllocatedStorage: 1000,
+        storageEncrypted: true,
+        backupRetentionPeriod: 14,
+        performanceInsightsEnabled: true,
+        deletionProtection: true,
+        skipFinalSnapshot: false,
+        finalSnapshotIdentifier: "nbdb-primary-final",
+        publiclyAccessible: false,
+        username: "postgres",
+        password: "pw-nbdb-admin",
+        dbName: "neuralblitz",
+      });
+      expect(named(run, RDS, "nbdb-primary").secretInputs).to.include("password");
+      expect(named(run, "aws:secretsmanager/secretVersion:SecretVersion", "nbdb-pooler-auth-file").secretInputs).to.include("secretString");
+    });
+
+    it("makes every replica a replica of the primary, without credentials or a final snapshot", () => {
+      const primary = named(run, RDS, "nbdb-primary");
+      for (const i of [0, 1]) {
+        const r = named(run, RDS, `nbdb-replica-${i}`);
+        expect(r.inputs.replicateSourceDb).to.equal(primary.inputs.identifier);
+        expect(r.dependencies).to.include(primary.urn);
+        expect(r.inputs).not.to.have.any.keys("username", "password", "dbName", "engine");
+        expect(r.inputs.skipFinalSnapshot).to.equal(true);
+      }
+    });
+
+    it("preloads pg_cron and pg_stat_statements at the next reboot and forces TLS", () => {
+      const params: { name: string; value: string; applyMethod: string }[] = named(run, "aws:rds/parameterGroup:ParameterGroup", "nbdb-parameters").inputs.parameters;
+      const byName = Object.fromEntries(params.map((p) => [p.name, p]));
+      expect(byName.shared_preload_libraries).to.deep.include({ value: "pg_stat_statements,pg_cron", applyMethod: "pending-reboot" });
+      expect(byName["rds.force_ssl"]).to.deep.include({ value: "1" });
+      expect(byName.max_wal_senders.applyMethod).to.equal("pending-reboot");
+      expect(byName.max_slot_wal_keep_size.value).to.equal("8192");
+      expect(byName.checkpoint_timeout.value).to.equal("900");
+      // Bind parameters (the per-transaction data key) never reach the log.
+      expect(byName.log_parameter_max_length_on_error.value).to.equal("0");
+      expect(named(run, "aws:rds/parameterGroup:ParameterGroup", "nbdb-parameters").inputs.family).to.equal("postgres15");
+    });
+
+    it("runs PgBouncer with the shared pgbouncer.ini, TLS to the primary, and its auth file from Secrets Manager", () => {
+      const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+      expect(container.image).to.equal("edoburu/pgbouncer:v1.25.2-p0");
+      const ini = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
+      expect(ini).to.include("neuralblitz = host=nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com port=5432 dbname=neuralblitz");
+      expect(ini).to.include("server_tls_sslmode = require");
+      expect(ini).to.include("pool_mode = transaction");
+      expect(ini).to.include("max_client_conn = 5000");
+      expect(ini).to.include("default_pool_size = 40");
+      expect(container.secrets).to.deep.equal([{ name: "PGBOUNCER_AUTH_FILE", valueFrom: "arn:aws:mock:::nbdb-pooler-auth-file" }]);
+      expect(JSON.stringify(container)).not.to.include("pw-");
+    });
+
+    it("protects the primary and the replicas", () => {
+      expect(run.registrations.filter((r) => r.protect && r.type === RDS).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-replica-1"]);
+    });
+
+    it("exports RDS addresses (not endpoints), the load balancer and TLS connection strings as a secret", async () => {
+      const o = run.outputs;
+      expect(await value(o.primary)).to.deep.equal({ host: "nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com", port: 5432 });
+      expect((await value(o.replicas)).map((r) => r.host)).to.deep.equal([
+        "nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com",
+        "nbdb-replica-1.c0ffee.eu-west-1.rds.amazonaws.com",
+      ]);
+      expect(await value(o.pooler)).to.deep.equal({ host: "nbdb-pooler-0123.elb.eu-west-1.amazonaws.com", port: 6432, poolMode: "transaction" });
+      expect(await pulumi.isSecret(o.connections)).to.equal(true);
+      const c = await value(o.connections);
+      expect(c.migrator).to.equal("postgresql://nb_migrator:pw-nbdb-nb_migrator@nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com:5432/neuralblitz?sslmode=require");
+      expect(c.readonly).to.include("@nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com:5432/");
+      expect(c.app).to.equal("postgresql://nb_app:pw-nbdb-nb_app@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz");
+    });
+  });
+
+  describe("review-42: dev's settings, suffixed and destroyable", () => {
+    let run: Run & { outputs: StackOutputs };
+    before(async () => {
+      run = await deployed("review-42", {});
+    });
+
+    it("takes dev's platform, replica count and pooler settings from Pulumi.dev.yaml", async () => {
+      expect(of(run, CONTAINER)).to.have.length(2 + DEV.replicas);
+      expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include(`default_pool_size = ${DEV.pooler.defaultPoolSize}`);
+    });
+
+    it("suffixes every physical name with the stack name", () => {
+      const names = physicalNames(run).filter((n) => !n.includes(":"));
+      expect(names).to.have.members([
+        "nbdb-network-review-42",
+        "nbdb-primary-data-review-42",
+        "nbdb-primary-review-42",
+        "nbdb-replica-0-data-review-42",
+        "nbdb-replica-0-review-42",
+        "nbdb-pooler-review-42",
+      ]);
+      expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include("host=nbdb-primary-review-42 ");
+    });
+
+    it("lets Docker choose the published ports, so it runs beside dev, and exports the chosen ones", async () => {
+      for (const c of of(run, CONTAINER)) expect(c.inputs.ports[0].external).to.equal(undefined);
+      expect((await value(run.outputs.primary)).port).to.be.greaterThan(49151);
+    });
+
+    it("protects nothing", () => {
+      expect(run.registrations.filter((r) => r.protect)).to.deep.equal([]);
+    });
+
+    it("is suffixed and unprotected on AWS too", async () => {
+      const aws = await deployed("review-7", { platform: "aws", aws: PROD.aws, deletionProtection: false });
+      expect(of(aws, RDS).map((r) => r.inputs.identifier)).to.have.members(["nbdb-primary-review-7", "nbdb-replica-0-review-7"]);
+      expect(named(aws, RDS, "nbdb-primary").inputs).to.include({ deletionProtection: false, skipFinalSnapshot: true });
+      expect(named(aws, "aws:secretsmanager/secret:Secret", "nbdb-pooler-auth-file").inputs.recoveryWindowInDays).to.equal(0);
+      expect(aws.registrations.filter((r) => r.protect)).to.deep.equal([]);
+    });
+  });
+
+  describe("scaling replicas 2 → 3 → 1", () => {
+    for (const [stack, base, type] of [["dev", DEV, CONTAINER], ["prod", PROD, RDS]] as const) {
+      it(`changes only the tail on ${base.platform}`, async () => {
+        const runs = [];
+        for (const n of [2, 3, 1]) runs.push(await deployed(stack, { ...base, replicas: n }));
+        const names = runs.map((r) => r.registrations.map((x) => `${x.type} ${x.name}`));
+        const [two, three, one] = names;
+        const added = three.filter((n) => !two.includes(n));
+        const removed = two.filter((n) => !one.includes(n));
+        expect(added).to.include(`${type} nbdb-replica-2`);
+        expect(added.filter((n) => !n.includes("replica-2"))).to.deep.equal([]);
+        expect(two.filter((n) => !three.includes(n))).to.deep.equal([]);
+        expect(removed).to.include(`${type} nbdb-replica-1`);
+        expect(removed.filter((n) => !n.includes("replica-1"))).to.deep.equal([]);
+        expect(one.filter((n) => !two.includes(n))).to.deep.equal([]);
+        // The primary does not change (its settings are sized for the most replicas), so it never restarts.
+        const primaryInputs = runs.map((r) => named(r, type, "nbdb-primary").inputs);
+        expect(primaryInputs[1]).to.deep.equal(primaryInputs[0]);
+        expect(primaryInputs[2]).to.deep.equal(primaryInputs[0]);
+      });
+    }
+  });
+
+  describe("the platform's admin login (for the database layer)", () => {
+    for (const [stack, make] of [
+      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p" }, physicalSuffix: "", protectData: false })],
+      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p" }, physicalSuffix: "", protectData: false })],
+    ] as const) {
+      it(`is a secret on ${stack}`, async () => {
+        await installMocks(stack, {});
+        const cluster = make();
+        expect(await pulumi.isSecret(cluster.admin)).to.equal(true);
+        const admin = await value(cluster.admin);
+        expect(admin).to.include({ username: "postgres", password: "a", superuser: stack === "dev" });
+        await registrationsDone();
+      });
+    }
+  });
+
+  describe("invalid config", () => {
+    const cases: [string, string, Config, string][] = [
+      ["no platform", "dev", withKey(DEV, "platform", undefined), "neuralblitz-db:platform = (unset): expected one of docker, aws"],
+      ["an unknown platform", "dev", withKey(DEV, "platform", "kubernetes"), 'neuralblitz-db:platform = "kubernetes"'],
+      ["too many replicas", "dev", withKey(DEV, "replicas", 9), "neuralblitz-db:replicas = 9: expected a whole number from 0 to 5"],
+      ["negative replicas", "dev", withKey(DEV, "replicas", -1), "neuralblitz-db:replicas = -1"],
+      ["replicas in words", "dev", withKey(DEV, "replicas", "two"), 'neuralblitz-db:replicas = "two"'],
+      ["an unsupported PostgreSQL", "dev", withKey(DEV, "postgresVersion", "14"), "neuralblitz-db:postgresVersion = 14: expected one of 15, 16, 17"],
+      ["a non-boolean deletionProtection", "prod", withKey(PROD, "deletionProtection", "yes"), 'neuralblitz-db:deletionProtection = "yes": expected true or false'],
+      ["an unknown pool mode", "dev", withKey(DEV, "pooler.poolMode", "sessions"), 'neuralblitz-db:pooler.poolMode = "sessions"'],
+      ["no client connections", "dev", withKey(DEV, "pooler.maxClientConnections", 0), "neuralblitz-db:pooler.maxClientConnections = 0"],
+      ["a pool bigger than the server allows", "dev", withKey(DEV, "pooler.defaultPoolSize", 500), "neuralblitz-db:pooler.defaultPoolSize = 500"],
+      ["no premade partitions", "dev", withKey(DEV, "partitions.premake", 0), "neuralblitz-db:partitions.premake = 0"],
+      ["an endless retention", "dev", withKey(DEV, "partitions.metricsRetentionDays", 99999), "neuralblitz-db:partitions.metricsRetentionDays = 99999"],
+      ["a privileged port", "dev", withKey(DEV, "docker.primaryPort", 80), "neuralblitz-db:docker.primaryPort = 80"],
+      ["the pooler on the primary's port", "dev", withKey(DEV, "docker.poolerPort", 15432), "neuralblitz-db:docker.poolerPort = 15432: must differ"],
+      ["the primary among the replica ports", "dev", withKey(DEV, "docker.primaryPort", 15444), "neuralblitz-db:docker.primaryPort = 15444: must lie outside"],
+      ["too little memory", "dev", withKey(DEV, "docker.nodeMemoryMb", 10), "neuralblitz-db:docker.nodeMemoryMb = 10"],
+      ["no aws section", "prod", withKey(PROD, "aws", undefined), "neuralblitz-db:aws = (unset)"],
+      ["a region name in words", "prod", withKey(PROD, "aws.region", "Ireland"), 'neuralblitz-db:aws.region = "Ireland"'],
+      ["an instance class without db.", "prod", withKey(PROD, "aws.instanceClass", "r6g.xlarge"), 'neuralblitz-db:aws.instanceClass = "r6g.xlarge"'],
+      ["too little storage", "prod", withKey(PROD, "aws.allocatedStorageGb", 5), "neuralblitz-db:aws.allocatedStorageGb = 5"],
+      ["an autoscaling ceiling under the storage", "prod", withKey(PROD, "aws.maxAllocatedStorageGb", 100), "neuralblitz-db:aws.maxAllocatedStorageGb = 100: must be at least"],
+      ["no backups", "prod", withKey(PROD, "aws.backupRetentionDays", 0), "neuralblitz-db:aws.backupRetentionDays = 0"],
+      ["a malformed VPC id", "prod", withKey(PROD, "aws.vpcId", "vpc-xyz"), 'neuralblitz-db:aws.vpcId = "vpc-xyz"'],
+      ["a single subnet", "prod", withKey(PROD, "aws.subnetIds", ["subnet-0a1b2c3d4e5f60001"]), "neuralblitz-db:aws.subnetIds = "],
+      ["a malformed CIDR", "prod", withKey(PROD, "aws.allowedCidrs", ["10.0.0.0/33"]), 'neuralblitz-db:aws.allowedCidrs = ["10.0.0.0/33"]'],
+      ["no pooler tasks", "prod", withKey(PROD, "aws.poolerTasks", 0), "neuralblitz-db:aws.poolerTasks = 0"],
+      ["a misspelt key", "dev", withKey(DEV, "replica", 2), "neuralblitz-db:replica = 2: unknown key"],
+      ["a misspelt nested key", "dev", withKey(DEV, "pooler.poolmode", "session"), 'neuralblitz-db:pooler.poolmode = "session": unknown key'],
+      ["a protected review stack", "review-42", { deletionProtection: true }, "neuralblitz-db:deletionProtection = true: review stacks are always destroyable"],
+      ["a review stack name too long for AWS names", "review-pull-request-12345", {}, "stack name 'review-pull-request-12345'"],
+    ];
+    for (const [what, stack, config, message] of cases) {
+      it(`rejects ${what}, naming the key, before registering anything`, async () => {
+        const run = await deploy(stack, config);
+        expect(run.error, "expected the program to fail").to.be.instanceOf(Error);
+        expect(run.error!.message).to.include(message);
+        expect(run.registrations).to.deep.equal([]);
+      });
+    }
+
+    it("reports every bad key at once, each with the command that fixes it", async () => {
+      const config = withKey(withKey(withKey(DEV, "replicas", 9), "pooler.poolMode", "x"), "postgresVersion", "9.6");
+      const { error, registrations } = await deploy("dev", config);
+      expect(error!.message).to.include("3 problems");
+      expect(error!.message).to.include("fix: pulumi config set replicas <value>");
+      expect(error!.message).to.include("fix: pulumi config set --path pooler.poolMode <value>");
+      expect(registrations).to.deep.equal([]);
+    });
+  });
+});
