@@ -21,7 +21,8 @@ export interface StackOutputs {
   readonly connections: pulumi.Output<Connections>;
 }
 
-function url(user: LoginRoleName, password: string, at: Endpoint, sslMode: Cluster["sslMode"]): string {
+/** A direct connection URL; the database layer uses it too, for the administrator and nb_migrator. */
+export function connectionUrl(user: string, password: string, at: Endpoint, sslMode: Cluster["sslMode"]): string {
   const tls = sslMode === "disable" ? "" : `?sslmode=${sslMode}`;
   return `postgresql://${user}:${encodeURIComponent(password)}@${at.host}:${at.port}/${DATABASE}${tls}`;
 }
@@ -32,12 +33,12 @@ export function stackOutputs(stack: string, cluster: Cluster, passwords: Readonl
     .all([cluster.primary, cluster.replicas, cluster.pooler, nb_app, nb_readonly, nb_auditor, nb_migrator])
     .apply(([primary, replicas, pooler, app, readonly, auditor, migrator]) => ({
       // The application goes through the pooler (transaction pooling); PgBouncer itself talks TLS to RDS.
-      app: url("nb_app", app, pooler, "disable"),
+      app: connectionUrl("nb_app", app, pooler, "disable"),
       // Reporting reads from the first replica, or the primary when there is none.
-      readonly: url("nb_readonly", readonly, replicas[0] ?? primary, cluster.sslMode),
-      auditor: url("nb_auditor", auditor, pooler, "disable"),
+      readonly: connectionUrl("nb_readonly", readonly, replicas[0] ?? primary, cluster.sslMode),
+      auditor: connectionUrl("nb_auditor", auditor, pooler, "disable"),
       // Bundles need a session (advisory locks, DDL), so the migrator connects to the primary.
-      migrator: url("nb_migrator", migrator, primary, cluster.sslMode),
+      migrator: connectionUrl("nb_migrator", migrator, primary, cluster.sslMode),
     }));
   return {
     stack,

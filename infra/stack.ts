@@ -1,12 +1,10 @@
-// The Pulumi program as a function: validate the config (before any resource exists), then build the
-// chosen platform and describe it in the outputs. infra/index.ts runs it for the engine; tests run it
-// under mocks, once per scenario.
-//
-// The database layer (postgresql.Provider on `cluster.admin` with `superuser: cluster.admin.superuser`,
-// Roles with `passwords.roles`, Grants, SqlBundles) is built here, from `config` and `cluster`, once it exists.
+// The Pulumi program as a function: validate the config (before any resource exists), build the
+// chosen platform, put the database layer (roles, grants, SQL bundles) on its primary, and describe
+// it in the outputs. infra/index.ts runs it for the engine; tests run it under mocks, once per scenario.
 import * as aws from "@pulumi/aws";
 import { PROJECT, StackConfig, loadConfig } from "./config";
 import { StackPasswords } from "./credentials";
+import { DatabaseLayer } from "./database/layer";
 import { StackOutputs, stackOutputs } from "./outputs";
 import { AwsCluster } from "./platform/aws";
 import { DockerCluster } from "./platform/docker";
@@ -36,5 +34,13 @@ export function createStack(): StackOutputs {
   const config = loadConfig();
   const passwords = new StackPasswords(NAME);
   const cluster = buildCluster(config, passwords);
+  new DatabaseLayer(NAME, {
+    cluster,
+    passwords: passwords.roles,
+    partitions: config.partitions,
+    // dev and prod keep the schema objects of a bundle removed from sql/; a review database goes with its stack.
+    protectedStack: !config.review,
+    protectData: config.deletionProtection,
+  });
   return stackOutputs(config.stack, cluster, passwords.roles);
 }

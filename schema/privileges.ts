@@ -1,6 +1,6 @@
 // The privilege model: who may do what on which object, with every privilege named. It is the
-// single source for the local stack (rendered to GRANT/REVOKE by scripts/local/grants.ts), the
-// Pulumi stacks (@pulumi/postgresql Grant and DefaultPrivileges resources), `nbdb verify` and
+// single source for the local stack (rendered to GRANT/REVOKE by scripts/ops/grants.ts), the
+// Pulumi stacks (@pulumi/postgresql Grant and DefaultPrivileges resources, infra/database/grants.ts), `nbdb verify` and
 // `nbdb grants diff`. Row-level security then decides which rows (sql/repeatable/R060).
 import { DATABASE, ROLES, RoleName, SCHEMA } from "./roles";
 import { TABLES, TableName, VIEWS, MATERIALIZED_VIEWS } from "./tables";
@@ -15,6 +15,9 @@ export interface GrantSpec {
   readonly object: string;
   readonly privileges: readonly Privilege[];
 }
+
+/** The role that creates (and owns) every project object, whose default privileges the model sets. */
+export const OBJECT_OWNER = "nb_owner";
 
 /** Privileges nb_owner's future objects in the schema give a role (ALTER DEFAULT PRIVILEGES). */
 export interface DefaultPrivilegeSpec {
@@ -110,34 +113,85 @@ function ident(name: string): string {
   return /^[a-z_][a-z0-9_]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
 }
 
-/** The object as SQL names it in GRANT/REVOKE. */
-export function objectSql(objectType: ObjectType, object: string): string {
+/**
+ * A grant as every renderer takes it: the GRANT/REVOKE statements of the local stack and the
+ * @pulumi/postgresql Grant resources both start here, so they cannot disagree on where an object
+ * lives or how it is named.
+ */
+export interface GrantStatement<P extends string = Privilege> {
+  readonly role: string;
+  readonly objectType: ObjectType;
+  readonly database: string;
+  /** The schema holding the objects, or the schema granted on; none for a database grant. */
+  readonly schema?: string;
+  /** Tables/views by name, functions by signature; none for a database or schema grant. */
+  readonly objects: readonly string[];
+  readonly privileges: readonly P[];
+}
+
+type GrantTarget = Omit<GrantStatement<string>, "role" | "privileges">;
+
+/** Where an object of the model lives: its database, its schema, its name there. */
+function grantTarget(objectType: ObjectType, object: string): GrantTarget {
   switch (objectType) {
     case "database":
-      return `DATABASE ${ident(object)}`;
+      return { objectType, database: object, objects: [] };
     case "schema":
-      return `SCHEMA ${ident(object)}`;
+      return { objectType, database: DATABASE, schema: object, objects: [] };
     case "table":
-      return `TABLE ${SCHEMA}.${ident(object)}`;
     case "function":
-      return `FUNCTION ${SCHEMA}.${object}`;
+      return { objectType, database: DATABASE, schema: SCHEMA, objects: [object] };
   }
 }
 
-export function grantSql(t: Pick<PrivilegeTriple, "objectType" | "object" | "role"> & { privileges: readonly string[] }): string {
-  return `GRANT ${t.privileges.join(", ")} ON ${objectSql(t.objectType, t.object)} TO ${t.role === "PUBLIC" ? "PUBLIC" : ident(t.role)}`;
+export function grantStatement<P extends string>(g: { readonly role: string; readonly objectType: ObjectType; readonly object: string; readonly privileges: readonly P[] }): GrantStatement<P> {
+  return { role: g.role, privileges: g.privileges, ...grantTarget(g.objectType, g.object) };
 }
 
-export function revokeSql(t: Pick<PrivilegeTriple, "objectType" | "object" | "role"> & { privileges: readonly string[] }): string {
-  return `REVOKE ${t.privileges.join(", ")} ON ${objectSql(t.objectType, t.object)} FROM ${t.role === "PUBLIC" ? "PUBLIC" : ident(t.role)}`;
+/** The objects of a statement as SQL names them in GRANT/REVOKE. */
+function targetSql(s: GrantTarget): string {
+  switch (s.objectType) {
+    case "database":
+      return `DATABASE ${ident(s.database)}`;
+    case "schema":
+      return `SCHEMA ${ident(s.schema!)}`;
+    case "table":
+      return `TABLE ${s.objects.map((o) => `${ident(s.schema!)}.${ident(o)}`).join(", ")}`;
+    case "function":
+      return `FUNCTION ${s.objects.map((o) => `${ident(s.schema!)}.${o}`).join(", ")}`;
+  }
+}
+
+/** The object as SQL names it in GRANT/REVOKE. */
+export function objectSql(objectType: ObjectType, object: string): string {
+  return targetSql(grantTarget(objectType, object));
+}
+
+type Renderable = Pick<PrivilegeTriple, "objectType" | "object" | "role"> & { privileges: readonly string[] };
+
+function grantee(role: string): string {
+  return role === "PUBLIC" ? "PUBLIC" : ident(role);
+}
+
+export function grantSql(t: Renderable): string {
+  return `GRANT ${t.privileges.join(", ")} ON ${targetSql(grantStatement(t))} TO ${grantee(t.role)}`;
+}
+
+export function revokeSql(t: Renderable): string {
+  return `REVOKE ${t.privileges.join(", ")} ON ${targetSql(grantStatement(t))} FROM ${grantee(t.role)}`;
 }
 
 export function defaultPrivilegeSql(d: DefaultPrivilegeSpec): string {
-  return `ALTER DEFAULT PRIVILEGES FOR ROLE nb_owner IN SCHEMA ${SCHEMA} GRANT ${d.privileges.join(", ")} ON ${d.objectType === "table" ? "TABLES" : "FUNCTIONS"} TO ${ident(d.role)}`;
+  return `ALTER DEFAULT PRIVILEGES FOR ROLE ${OBJECT_OWNER} IN SCHEMA ${SCHEMA} GRANT ${d.privileges.join(", ")} ON ${d.objectType === "table" ? "TABLES" : "FUNCTIONS"} TO ${ident(d.role)}`;
 }
 
-/** A stable, readable resource name for a grant: who gets what on which object. */
-export function grantName(g: GrantSpec): string {
+/**
+ * A stable, readable resource name for a grant: who gets privileges on which object. The
+ * privileges are deliberately not part of it: a changed privilege list must update the Grant in
+ * place (one transaction), not create a new Grant and delete the old one afterwards, whose REVOKE
+ * would take back the privileges the two share.
+ */
+export function grantName(g: Pick<GrantSpec, "role" | "objectType" | "object">): string {
   const object = g.object.replace(/\(.*$/, "");
-  return `${g.role}-${g.privileges.map((p) => p.toLowerCase()).join("-")}-on-${g.objectType}-${object}`.replace(/_/g, "-");
+  return `${g.role}-on-${g.objectType}-${object}`.replace(/_/g, "-");
 }

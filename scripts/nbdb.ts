@@ -4,9 +4,15 @@ import Table from "cli-table3";
 import { planDeploy } from "../infra/bundles/applier";
 import { REPO_BUNDLE_DIR, loadCatalog } from "../infra/bundles/catalog";
 import { PlanEntry } from "../infra/bundles/plan";
+import { BENCHMARKS, BENCH_STACK, runBench } from "./bench";
 import { parseReplicaCount } from "./local/context";
 import { UserError } from "./local/errors";
 import { verifyAuditTrail } from "./ops/audit";
+import { grantsDiff } from "./ops/grantsDiff";
+import { maintain } from "./ops/maintain";
+import { parseScale, seed } from "./ops/seed";
+import { printStartSummary, start } from "./ops/start";
+import { regenerateVerifySql, verifySchema } from "./ops/verify";
 import { StackStatus, down, status, up } from "./local/stack";
 import { readOutputs, validateStackName } from "./local/state";
 
@@ -47,6 +53,13 @@ function printStatus(s: StackStatus): void {
   if (s.pooler.pools.length === 0) pooler.push([...base, "-", "-", "-", "-", "-", "-"]);
   for (const p of s.pooler.pools) pooler.push([...base, p.database, p.user, p.clientsActive, p.clientsWaiting, p.serversActive, p.serversIdle]);
   console.log(pooler.toString());
+  const m = s.maintenance;
+  if (m) {
+    const last = m.lastRun
+      ? `last ran ${m.lastRun.finishedAt} (${m.lastRun.source}): ${m.lastRun.partitionsCreated} partitions created, ${m.lastRun.partitionsRetired} retired, ${m.lastRun.rowsMoved} rows moved`
+      : "has not run yet (npx nbdb maintain)";
+    console.log(`maintenance ${m.scheduled ? "scheduled hourly by pg_cron" : "not scheduled (no pg_cron on this server)"}; ${last}`);
+  }
 }
 
 function printPlan(stack: string, plan: readonly PlanEntry[]): void {
@@ -81,6 +94,16 @@ export function program(): Command {
       out.replicas.forEach((r, i) => console.log(`replica-${i} ${r.host}:${r.port}`));
       console.log(`pooler    ${out.pooler.host}:${out.pooler.port} (${out.pooler.poolMode} pooling)`);
       console.log(`connection strings (with passwords): .nbdb/${o.stack}/outputs.json`);
+    });
+
+  cli
+    .command("start")
+    .description("the getting-started path (npm start): up, seed the first time, verify, and a summary of the stack")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .action(async (o: { stack: string }) => {
+      const summary = await start(o.stack, log);
+      printStartSummary(summary);
+      if (summary.drifts.length > 0 || summary.audit.broken.length > 0) process.exitCode = 1;
     });
 
   cli
@@ -120,6 +143,81 @@ export function program(): Command {
       if (plan.some((e) => e.status === "refused")) process.exitCode = 1;
     });
 
+  cli
+    .command("seed")
+    .description("load deterministic development data into every table (replaces earlier seed data, never duplicates it)")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--scale <s>", "data volume: 1 loads in seconds, 100 loads millions of metric rows", "1")
+    .option("--seed <n>", "random seed: the same seed (and day) gives the same data", "1")
+    .option("--as-of <date>", "the day the data ends, YYYY-MM-DD (default: today, UTC)")
+    .option("--production-stack <name>", "required, equal to --stack, to seed a stack marked as production")
+    .action(async (o: { stack: string; scale: string; seed: string; asOf?: string; productionStack?: string }) => {
+      const seedNumber = Number(o.seed);
+      if (!Number.isInteger(seedNumber) || seedNumber < 0) throw new UserError(`--seed must be a whole number, got '${o.seed}'.`);
+      const asOf = o.asOf === undefined ? undefined : new Date(`${o.asOf}T00:00:00Z`);
+      if (asOf && Number.isNaN(asOf.getTime())) throw new UserError(`--as-of must be a date like 2026-11-26, got '${o.asOf}'.`);
+      const report = await seed({ stack: o.stack, scale: parseScale(o.scale), seed: seedNumber, asOf, productionStack: o.productionStack });
+      const total = Object.values(report.rows).reduce((a, b) => a + b, 0);
+      console.log(`seeded ${total} rows in ${(report.durationMs / 1000).toFixed(1)} s (tables analyzed)`);
+    });
+
+  cli
+    .command("maintain")
+    .description("partitions ahead and retention, strays moved, roll-ups refreshed, changed partitions analyzed; reports bloated indexes")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--reindex", "also run the REINDEX CONCURRENTLY the bloat report proposes")
+    .option("--json", "print JSON for machines")
+    .action(async (o: { stack: string; reindex?: boolean; json?: boolean }) => {
+      const r = await maintain(readOutputs(o.stack).connections.migrator, { reindex: o.reindex });
+      if (o.json) return void console.log(JSON.stringify(r, null, 2));
+      console.log(`partitions: ${r.partitionsCreated} created, ${r.partitionsRetired} retired; ${r.rowsMoved} rows moved out of default partitions`);
+      console.log(`roll-ups refreshed; analyzed: ${r.analyzed.length ? r.analyzed.join(", ") : "nothing changed enough"}`);
+      if (r.droppedLeftovers.length) console.log(`dropped leftovers of an interrupted REINDEX: ${r.droppedLeftovers.join(", ")}`);
+      if (r.bloated.length === 0) console.log("no bloated index (estimated free space below 30% or index under 1 MB)");
+      for (const b of r.bloated) {
+        const done = r.reindexed.includes(b.index) ? "reindexed" : "would run";
+        console.log(`bloat ${(b.bloat * 100).toFixed(0)}% of ${(b.bytes / 1048576).toFixed(1)} MB in ${b.index}: ${done} ${b.reindex}`);
+      }
+    });
+
+  cli
+    .command("verify")
+    .description("check the live database against sql/, the privilege model and the ledger (same verdict as psql -f sql/verify_schema.sql); exit code 1 on any drift")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--json", "print JSON for machines")
+    .option("--regenerate", "rebuild sql/verify_schema.sql from a throwaway stack built from sql/ (after changing bundles or the model)")
+    .action(async (o: { stack: string; json?: boolean; regenerate?: boolean }) => {
+      if (o.regenerate) return void console.log(`wrote ${await regenerateVerifySql(log)}`);
+      const drifts = await verifySchema(readOutputs(o.stack).connections.migrator);
+      if (o.json) console.log(JSON.stringify({ stack: o.stack, drifts }, null, 2));
+      else if (drifts.length === 0) console.log(`stack ${o.stack}: schema verified, no drift`);
+      else {
+        console.log(`stack ${o.stack}: ${drifts.length} drift(s)`);
+        for (const d of drifts) {
+          const is = d.problem === "changed" && d.actual && d.actual.length <= 80 && !d.actual.includes("\n") ? ` (is: ${d.actual})` : "";
+          console.log(`- ${d.kind} ${d.name}: ${d.problem}${is}\n    fix: ${d.fix}`);
+        }
+      }
+      if (drifts.length > 0) process.exitCode = 1;
+    });
+
+  cli
+    .command("grants")
+    .description("the privilege model (schema/privileges.ts)")
+    .command("diff")
+    .description(
+      "the privileges granted and revoked per role and object, working tree against a git revision, as a markdown table for a pull-request comment. " +
+        "Exit code 0 when nothing changed, 1 when privileges changed, 2 on error",
+    )
+    .requiredOption("--base <git-ref>", "the revision to compare with, e.g. origin/main")
+    // Usage errors too must exit with 2, since 1 means "privileges changed".
+    .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2))
+    .action((o: { base: string }) => {
+      const diff = grantsDiff(o.base);
+      console.log(diff.markdown);
+      if (diff.changes.length > 0) process.exitCode = 1;
+    });
+
   const audit = cli.command("audit").description("the GoldenDAG audit trail");
   audit
     .command("verify")
@@ -137,6 +235,23 @@ export function program(): Command {
         for (const b of verdict.broken) console.log(`  entry ${b.id}: ${b.reason}`);
       }
       if (verdict.broken.length > 0) process.exitCode = 1;
+    });
+
+  cli
+    .command("bench")
+    .description("measure the platform on a local stack as ratios measured in one run (sides alternated); writes a Markdown report and its JSON twin")
+    .option("--stack <name>", "stack to measure; created with 1 replica if absent (bench tables and users are removed afterwards)", stackOption, BENCH_STACK)
+    .option("--quick", "small sizes, seconds in all (the smoke test); report goes to .nbdb/<stack>/bench-quick.md")
+    .option("--only <ids>", `comma-separated benchmarks to run: ${BENCHMARKS.map((b) => b.id).join(", ")}`)
+    .option("--report <file>", "Markdown report to write, JSON beside it (default: BENCHMARKS.md for a full run)")
+    .option("--json", "print the results as JSON")
+    .action(async (o: { stack: string; quick?: boolean; only?: string; report?: string; json?: boolean }) => {
+      const { run, files } = await runBench({ stack: o.stack, quick: o.quick, only: o.only?.split(","), report: o.report });
+      if (o.json) console.log(JSON.stringify(run, null, 2));
+      else for (const f of run.figures) console.log(`${f.met === false ? "MISSED" : "ok    "} ${f.id}: ${f.value.median.toPrecision(3)} ${f.unit} (goal ${f.goal})`);
+      for (const f of run.failures) console.log(`FAILED ${f.benchmark}: ${f.error}`);
+      console.log(`report: ${files.markdown} (JSON: ${files.json}); stack ${o.stack} is left running (npx nbdb down --stack ${o.stack}).`);
+      if (run.failures.length > 0) process.exitCode = 1;
     });
 
   return cli;

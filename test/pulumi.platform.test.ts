@@ -2,38 +2,11 @@
 // resources it registers, how they are named, wired and protected, what it exports, and that every
 // invalid config value stops it before any resource is registered.
 import { expect } from "chai";
-import * as fs from "fs";
-import * as yaml from "js-yaml";
-import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
-import { createStack } from "../infra/stack";
 import { StackOutputs } from "../infra/outputs";
 import { DockerCluster } from "../infra/platform/docker";
 import { AwsCluster } from "../infra/platform/aws";
-
-const PROJECT = "neuralblitz-db";
-
-interface Registration {
-  readonly type: string;
-  readonly name: string;
-  /** With secrets revealed; `secretInputs` names the inputs that were secret. */
-  readonly inputs: Record<string, any>;
-  readonly secretInputs: string[];
-  readonly urn: string;
-  /** From the request the engine would get: what mocks' newResource does not show. */
-  readonly protect: boolean;
-  readonly dependencies: string[];
-}
-
-type Config = Record<string, any>;
-
-function stackConfigFile(stack: string): Config {
-  const doc = yaml.load(fs.readFileSync(path.join(__dirname, "..", `Pulumi.${stack}.yaml`), "utf8")) as { config: Config };
-  return Object.fromEntries(Object.entries(doc.config).map(([k, v]) => [k.slice(`${PROJECT}:`.length), v]));
-}
-
-const DEV = stackConfigFile("dev");
-const PROD = stackConfigFile("prod");
+import { Config, DEV, PROD, Registration, Run, deploy, deployed, installMocks, named, of, registrationsDone, value } from "./pulumiMocks";
 
 function clone<T>(v: T): T {
   return JSON.parse(JSON.stringify(v)) as T;
@@ -50,109 +23,6 @@ function withKey(config: Config, key: string, value: unknown): Config {
   return copy;
 }
 
-function value<T>(o: pulumi.Output<T>): Promise<T> {
-  return new Promise((resolve) => o.apply(resolve));
-}
-
-function isSecretValue(v: unknown): v is { value: unknown } {
-  return typeof v === "object" && v !== null && (v as Record<string, unknown>)[pulumi.runtime.specialSigKey] === pulumi.runtime.specialSecretSig;
-}
-
-function reveal(v: unknown): any {
-  if (isSecretValue(v)) return reveal(v.value);
-  if (Array.isArray(v)) return v.map(reveal);
-  if (typeof v === "object" && v !== null) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, reveal(x)]));
-  return v;
-}
-
-/** Registrations drain asynchronously; this is the SDK's own wait (as `disconnect` uses it). */
-function registrationsDone(): Promise<void> {
-  return (pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
-}
-
-function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number): Record<string, any> {
-  const i = args.inputs;
-  switch (args.type) {
-    case "docker:index/container:Container":
-      return { ...i, ports: (i.ports ?? []).map((p: any) => ({ ...p, external: p.external ?? nextPort() })) };
-    case "docker:index/remoteImage:RemoteImage":
-      return { ...i, imageId: `sha256:${i.name}` };
-    case "random:index/randomPassword:RandomPassword":
-      return { ...i, result: `pw-${args.name}` };
-    case "aws:rds/instance:Instance":
-      return { ...i, address: `${i.identifier}.c0ffee.eu-west-1.rds.amazonaws.com`, port: 5432 };
-    case "aws:lb/loadBalancer:LoadBalancer":
-      return { ...i, dnsName: `${i.name}-0123.elb.eu-west-1.amazonaws.com`, arn: `arn:aws:elasticloadbalancing:::${args.name}` };
-    default:
-      return { ...i, arn: `arn:aws:mock:::${args.name}` };
-  }
-}
-
-interface Run {
-  readonly registrations: Registration[];
-  readonly outputs?: StackOutputs;
-  readonly error?: Error;
-}
-
-async function installMocks(stack: string, config: Config): Promise<Registration[]> {
-  const registrations: Registration[] = [];
-  let port = 49152;
-  await pulumi.runtime.setMocks(
-    {
-      newResource: (args) => ({ id: `${args.name}-id`, state: mockState(args, () => port++) }),
-      call: () => ({}),
-    },
-    PROJECT,
-    stack,
-    false,
-  );
-  const monitor = pulumi.runtime.getMonitor() as any;
-  const register = monitor.registerResource.bind(monitor);
-  monitor.registerResource = (req: any, callback: (err: unknown, res: any) => void) =>
-    register(req, (err: unknown, res: any) => {
-      if (!err) {
-        const inputs: Record<string, unknown> = pulumi.runtime.deserializeProperties(req.getObject());
-        registrations.push({
-          type: req.getType(),
-          name: req.getName(),
-          inputs: reveal(inputs),
-          secretInputs: Object.keys(inputs).filter((k) => isSecretValue(inputs[k])),
-          urn: res.getUrn(),
-          protect: req.getProtect() === true,
-          dependencies: req.getDependenciesList(),
-        });
-      }
-      callback(err, res);
-    });
-  pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(config).map(([k, v]) => [`${PROJECT}:${k}`, typeof v === "string" ? v : JSON.stringify(v)])));
-  return registrations;
-}
-
-async function deploy(stack: string, config: Config): Promise<Run> {
-  const registrations = await installMocks(stack, config);
-  let outputs: StackOutputs | undefined;
-  let error: Error | undefined;
-  try {
-    outputs = createStack();
-  } catch (e) {
-    error = e as Error;
-  }
-  await registrationsDone();
-  return { registrations, outputs, error };
-}
-
-async function deployed(stack: string, config: Config): Promise<Run & { outputs: StackOutputs }> {
-  const run = await deploy(stack, config);
-  if (run.error) throw run.error;
-  return run as Run & { outputs: StackOutputs };
-}
-
-const of = (run: Run, type: string) => run.registrations.filter((r) => r.type === type);
-const named = (run: Run, type: string, name: string) => {
-  const found = run.registrations.find((r) => r.type === type && r.name === name);
-  if (!found) throw new Error(`no ${type} named ${name}; registered: ${run.registrations.map((r) => `${r.type} ${r.name}`).join(", ")}`);
-  return found;
-};
 const uploaded = (r: Registration, file: string): string => r.inputs.uploads.find((u: any) => u.file === file).content;
 
 const CONTAINER = "docker:index/container:Container";
@@ -163,9 +33,11 @@ const RDS = "aws:rds/instance:Instance";
 const ECS_SERVICE = "aws:ecs/service:Service";
 const TASK = "aws:ecs/taskDefinition:TaskDefinition";
 
-/** Physical names: what Docker and AWS see. */
+/** Physical names: what Docker and AWS see (roles and schemas are named by the model, inside each stack's own server). */
 function physicalNames(run: Run): string[] {
-  return run.registrations.flatMap((r) => [r.inputs.name, r.inputs.identifier, r.inputs.family].filter((n): n is string => typeof n === "string"))
+  return run.registrations
+    .filter((r) => r.type.startsWith("docker:") || r.type.startsWith("aws:"))
+    .flatMap((r) => [r.inputs.name, r.inputs.identifier, r.inputs.family].filter((n): n is string => typeof n === "string"))
     .filter((_, i, all) => all.indexOf(_) === i);
 }
 

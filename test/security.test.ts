@@ -1,7 +1,9 @@
 // Attacks on the security model through the real pooler: row-level security, least privilege,
 // encrypted columns and the GoldenDAG audit chain.
 import { expect } from "chai";
+import { execFile } from "child_process";
 import { randomUUID } from "crypto";
+import * as path from "path";
 import { Client, PoolClient } from "pg";
 import { NeuralBlitzDb } from "../client";
 import { GRANTS, tripleKey, triplesOf } from "../schema/privileges";
@@ -89,6 +91,7 @@ async function attempt(tx: PoolClient, sql: string, params: unknown[] = []): Pro
 }
 
 describe("security", function () {
+  const stack = uniqueStack("security");
   let out: LocalStackOutputs;
   let db: NeuralBlitzDb;
   let dataKey: string;
@@ -96,7 +99,6 @@ describe("security", function () {
   let b: UserFixture;
 
   before(async function () {
-    const stack = uniqueStack("security");
     out = (await up({ stack, replicas: 0 })).outputs;
     dataKey = readDataKey(stack);
     db = new NeuralBlitzDb({ outputs: out, dataKey, max: 8 });
@@ -212,6 +214,30 @@ describe("security", function () {
       expect(await rejection(query(auditor, "SELECT * FROM neuralblitz.metrics"))).to.match(/permission denied/);
       expect((await query(auditor, "SELECT count(*) FROM neuralblitz.golden_dag_audit")).length).to.equal(1);
       expect(await query(auditor, "SELECT * FROM neuralblitz.verify_golden_dag()")).to.deep.equal([]);
+    });
+
+    it("gives tables nb_owner creates later the default grants, but never a partition", async function () {
+      const owner = new Client({ connectionString: out.connections.migrator });
+      await owner.connect();
+      try {
+        await owner.query("SET ROLE nb_owner");
+        await owner.query("CREATE TABLE neuralblitz.later_table (id int PRIMARY KEY)");
+        await owner.query("SELECT * FROM neuralblitz.run_partition_maintenance(now() + interval '60 days')");
+      } finally {
+        await owner.end();
+      }
+      const [later] = await query<{ r: boolean; app: boolean }>(
+        out.connections.admin,
+        "SELECT has_table_privilege('nb_readonly', 'neuralblitz.later_table', 'SELECT') AS r, has_table_privilege('nb_app', 'neuralblitz.later_table', 'INSERT') AS app",
+      );
+      expect(later).to.deep.equal({ r: true, app: false });
+      const leaked = await query(
+        out.connections.admin,
+        `SELECT c.relname FROM pg_class c, aclexplode(c.relacl) a
+          WHERE c.relnamespace = 'neuralblitz'::regnamespace AND c.relispartition AND a.grantee <> c.relowner`,
+      );
+      expect(leaked).to.deep.equal([]);
+      await query(out.connections.admin, "DROP TABLE neuralblitz.later_table");
     });
 
     it("pins search_path in every SECURITY DEFINER function", async function () {
@@ -384,6 +410,13 @@ describe("security", function () {
         const verdict = await verifyAuditTrail(out.connections.auditor);
         expect(verdict.broken.map((x) => x.id)).to.deep.equal([gone]);
         expect(verdict.broken[0].reason).to.match(/^missing: entry \d+ follows it/);
+        const cli = await new Promise<{ code: number; stdout: string }>((resolve) =>
+          execFile(process.execPath, [path.join(__dirname, "..", "bin", "nbdb.js"), "audit", "verify", "--stack", stack], (err, stdout) =>
+            resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout }),
+          ),
+        );
+        expect(cli.code).to.equal(1);
+        expect(cli.stdout).to.match(new RegExp(`audit chain BROKEN: 1 of \\d+ entries\\n  entry ${gone}: missing`));
       } finally {
         await admin.end();
       }

@@ -28,6 +28,8 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
   readonly sslMode = "require" as const;
+  // RDS replicas stream through RDS's own replication user, and REPLICATION needs a superuser RDS does not give.
+  readonly platformRoles = ["nb_replicator"] as const;
 
   constructor(name: string, args: AwsClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:AwsCluster", name, {}, opts);

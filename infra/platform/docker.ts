@@ -7,7 +7,7 @@ import { DockerConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../co
 import { renderHba, serverSettings, settingsArgs } from "../topology/postgresSettings";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
 import { replicaBootstrapScript } from "../topology/replicaBootstrap";
-import { REPLICATION_USER, primaryInitSql } from "./dockerPrimaryInit";
+import { INIT_SCRIPT_ROLES, REPLICATION_USER, primaryInitSql } from "./dockerPrimaryInit";
 import { PGBOUNCER_IMAGE, PGBOUNCER_IMAGE_UID, POSTGRES_IMAGES, POSTGRES_IMAGE_UID } from "./images";
 import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni } from "./poolerContainer";
 import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
@@ -70,6 +70,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
   readonly sslMode = "disable" as const;
+  readonly platformRoles = INIT_SCRIPT_ROLES;
 
   constructor(name: string, args: DockerClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:DockerCluster", name, {}, opts);

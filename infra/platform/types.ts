@@ -1,6 +1,7 @@
 // What every platform provides, so the stack outputs and the database layer use Docker and AWS
 // the same way.
 import * as pulumi from "@pulumi/pulumi";
+import { RoleName } from "../../schema/roles";
 import { PoolMode } from "../topology/pgbouncerIni";
 
 export interface Endpoint {
@@ -32,6 +33,8 @@ export interface Cluster {
   readonly admin: pulumi.Output<AdminLogin>;
   /** What direct connections to the servers must ask for (RDS refuses unencrypted ones). */
   readonly sslMode: "disable" | "require";
+  /** Roles of schema/roles.ts the database layer must not create: the platform creates them, or has no use for them. */
+  readonly platformRoles: readonly RoleName[];
 }
 
 /** The superuser the platform creates (POSTGRES_USER on Docker, the RDS master user). */

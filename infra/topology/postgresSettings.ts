@@ -20,8 +20,13 @@ function clamp(v: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, v));
 }
 
+export interface SettingsOptions {
+  /** Preload pg_cron, which runs the schema's maintenance on a schedule in `database`. */
+  readonly pgCron?: { readonly database: string };
+}
+
 /** Replication, durability and memory settings, sized for the node's share of the machine. */
-export function serverSettings(size: NodeSizing, maxReplicas: number): Settings {
+export function serverSettings(size: NodeSizing, maxReplicas: number, options: SettingsOptions = {}): Settings {
   const cpus = Math.max(1, Math.floor(size.cpus));
   return {
     wal_level: "replica",
@@ -46,7 +51,14 @@ export function serverSettings(size: NodeSizing, maxReplicas: number): Settings 
     random_page_cost: 1.1,
     checkpoint_timeout: "15min",
     max_wal_size: "2GB",
-    shared_preload_libraries: "pg_stat_statements",
+    shared_preload_libraries: options.pgCron ? "pg_stat_statements,pg_cron" : "pg_stat_statements",
+    ...(options.pgCron
+      ? {
+          "cron.database_name": options.pgCron.database,
+          // Jobs run in background workers: no connection, so no password, is needed.
+          "cron.use_background_workers": "on",
+        }
+      : {}),
     log_line_prefix: "%m [%p] %q%u@%d ",
     log_min_duration_statement: 1000,
     // Bind parameters carry the per-transaction data key (set_config('nb.data_key', $1, true)):

@@ -12,3 +12,13 @@ export function scramSha256Verifier(password: string, salt: Buffer = randomBytes
   const serverKey = createHmac("sha256", salted).update("Server Key").digest();
   return `SCRAM-SHA-256$${ITERATIONS}:${salt.toString("base64")}$${storedKey.toString("base64")}:${serverKey.toString("base64")}`;
 }
+
+/**
+ * A verifier whose salt is derived from the role and password, so the same password always gives the
+ * same text: a random salt would change a Pulumi input (a container upload, a Role's password), and so
+ * update or replace it, on every `up`.
+ */
+export function stableScramVerifier(roleName: string, password: string): string {
+  const salt = createHmac("sha256", password).update(`neuralblitz-db scram salt for ${roleName}`).digest().subarray(0, 16);
+  return scramSha256Verifier(password, salt);
+}

@@ -1,17 +1,20 @@
 // The database layer of the local stack, in the order the Pulumi stacks declare it: SQL bundles
-// (through the shared applier), partitions ahead, then grants from the privilege model. Each step
+// (through the shared applier), partitions ahead, grants from the privilege model, then the
+// maintenance schedule (pg_cron, where the server has it). Each step
 // reports only what it changed, so `nbdb up` on an up-to-date stack reports nothing.
 import { Client } from "pg";
 import { applyBundles } from "../../infra/bundles/applier";
 import { REPO_BUNDLE_DIR, loadCatalog } from "../../infra/bundles/catalog";
 import { convergeGrants } from "../ops/grants";
 import { maintainPartitions, summarizePartitionActions } from "../ops/partitions";
+import { ensureMaintenanceSchedule } from "../ops/schedule";
 
 /**
  * Converge the database reached at `migratorUrl`. With another bundle directory than the
  * repository's (tests), only the bundles are applied: the privilege model describes sql/.
  */
-export async function convergeDatabase(migratorUrl: string, bundleDir: string, log: (line: string) => void): Promise<string[]> {
+export async function convergeDatabase(urls: { migrator: string; admin: string }, bundleDir: string, log: (line: string) => void): Promise<string[]> {
+  const migratorUrl = urls.migrator;
   const applied = await applyBundles({ url: migratorUrl, log }, loadCatalog(bundleDir));
   const changes = applied.map((b) => `applied ${b.kind} bundle ${b.name}${b.status === "changed" ? " (changed)" : ""}`);
   if (bundleDir !== REPO_BUNDLE_DIR) return changes;
@@ -24,5 +27,7 @@ export async function convergeDatabase(migratorUrl: string, bundleDir: string, l
   } finally {
     await client.end();
   }
+  const scheduled = await ensureMaintenanceSchedule(urls.admin);
+  if (scheduled) changes.push(scheduled);
   return changes;
 }

@@ -5,6 +5,7 @@ import { Client } from "pg";
 import { renderConf, renderHba, serverSettings } from "../../infra/topology/postgresSettings";
 import { replicaBootstrapScript } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, nodeSizing, replicaLimit } from "./context";
+import { DATABASE } from "../../schema/roles";
 import { HOST, SUPERUSER, StackState } from "./state";
 import { chownToServer, processAlive, run, waitFor } from "./system";
 
@@ -66,7 +67,7 @@ export function writeNodeConf(ctx: LocalContext, node: NodeName, port: number): 
   const mainText = fs.readFileSync(main, "utf8");
   if (!mainText.includes(include)) writeServerFile(ctx, main, `${mainText}\n# neuralblitz-db settings\n${include}\n`);
   const settings = {
-    ...serverSettings(nodeSizing(), replicaLimit()),
+    ...serverSettings(nodeSizing(), replicaLimit(), hasPgCron(ctx) ? { pgCron: { database: DATABASE } } : {}),
     listen_addresses: HOST,
     port,
     unix_socket_directories: "",
@@ -75,6 +76,11 @@ export function writeNodeConf(ctx: LocalContext, node: NodeName, port: number): 
   const confChanged = writeServerFile(ctx, path.join(dir, "nbdb.conf"), renderConf(settings));
   const hbaChanged = writeServerFile(ctx, path.join(dir, "pg_hba.conf"), renderHba([`${HOST}/32`], REPLICATION_USER));
   return confChanged || hbaChanged;
+}
+
+/** Debian's postgresql-15-cron installed next to the server: then maintenance is scheduled in the database. */
+export function hasPgCron(ctx: LocalContext): boolean {
+  return fs.existsSync(path.join(path.dirname(ctx.bins.pgBinDir), "lib", "pg_cron.so"));
 }
 
 export async function initPrimary(ctx: LocalContext, state: StackState): Promise<void> {

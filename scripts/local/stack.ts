@@ -7,6 +7,7 @@ import { REPO_BUNDLE_DIR } from "../../infra/bundles/catalog";
 import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
 import { bootstrapPrimary } from "./bootstrap";
 import { convergeDatabase } from "./database";
+import { MaintenanceStatus, maintenanceStatus } from "../ops/schedule";
 import { LocalContext, localContext } from "./context";
 import { UserError } from "./errors";
 import {
@@ -265,7 +266,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
     await convergePooler(ctx, state, changes);
     if (opts.bundles !== false) {
-      changes.push(...(await convergeDatabase(outputsOf(state).connections.migrator, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log)));
+      changes.push(...(await convergeDatabase(outputsOf(state).connections, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log)));
     }
     if (writePrivate(outputsFile(opts.stack), JSON.stringify(outputsOf(state), null, 2) + "\n")) changes.push("wrote outputs.json");
     return { changes, outputs: outputsOf(state) };
@@ -317,6 +318,8 @@ export interface StackStatus {
   readonly stack: string;
   readonly nodes: NodeStatus[];
   readonly pooler: { port: number; pid: number | null; running: boolean; pools: PoolCounts[] };
+  /** Null while the primary is down. */
+  readonly maintenance: MaintenanceStatus | null;
 }
 
 export async function status(stack: string): Promise<StackStatus> {
@@ -343,5 +346,6 @@ export async function status(stack: string): Promise<StackStatus> {
   });
   const pid = poolerPid(ctx);
   const pools = pid ? await poolCounts(state).catch(() => []) : [];
-  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, pools } };
+  const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.admin).catch(() => null) : null;
+  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, pools }, maintenance };
 }

@@ -20,7 +20,7 @@ import { SCHEMA } from "../../schema/roles";
 
 // Every grantable object of the project, with PostgreSQL's implicit default ACL where none is set
 // (a function without an ACL is executable by PUBLIC, a database connectable by PUBLIC).
-const LIVE_GRANTS_SQL = `
+export const LIVE_GRANTS_SQL = `
   WITH objects AS (
     SELECT 'database' AS object_type, d.datname::text AS object, d.datdba AS owner, coalesce(d.datacl, acldefault('d'::"char", d.datdba)) AS acl
       FROM pg_catalog.pg_database d WHERE d.datname = current_database()

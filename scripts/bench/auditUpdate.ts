@@ -1,0 +1,96 @@
+// Single-row UPDATE tps on quantum_neurons with the GoldenDAG audit trigger, against the same
+// table without it: a bench copy (same columns, constraints, indexes and the table's other
+// triggers) rather than disabling the trigger on the real table, which would let a user's
+// concurrent writes go unaudited. Wait events are sampled during the audited 8-client runs.
+import { Client } from "pg";
+import { BENCH_SCHEMA, benchNeuronIdSql, benchUsers } from "./fixtures";
+import { withClient } from "./db";
+import { pgbench } from "./pgbench";
+import { alternate, ratios, sampling, spread } from "./runner";
+import { Benchmark, BenchContext, Figure, sized } from "./types";
+
+const AUDITED = "neuralblitz.quantum_neurons";
+const UNAUDITED = `${BENCH_SCHEMA}.quantum_neurons`;
+const APP_NAME = "nbdb-bench-update";
+
+async function createUnauditedCopy(c: Client): Promise<void> {
+  await c.query(`CREATE TABLE ${UNAUDITED} (LIKE ${AUDITED} INCLUDING ALL)`);
+  await c.query(`INSERT INTO ${UNAUDITED} SELECT * FROM ${AUDITED} WHERE user_id IN (SELECT id FROM neuralblitz.users WHERE username LIKE 'nbdb-bench-%')`);
+  const triggers = await c.query(
+    "SELECT pg_get_triggerdef(oid) AS def FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal AND tgname <> 'golden_dag'",
+    [AUDITED],
+  );
+  for (const t of triggers.rows) await c.query(String(t.def).replace(` ON ${AUDITED} `, ` ON ${UNAUDITED} `));
+  await c.query(`VACUUM (ANALYZE) ${UNAUDITED}`);
+}
+
+function updateScript(table: string, neurons: number): string {
+  return `\\set n random(1, ${neurons})\nUPDATE ${table} SET amplitude = random() WHERE id = ${benchNeuronIdSql(":n")};\n`;
+}
+
+async function waitEvents(c: Client): Promise<string[]> {
+  const res = await c.query(
+    "SELECT coalesce(wait_event_type || ':' || wait_event, 'on CPU') AS w FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'",
+    [APP_NAME],
+  );
+  return res.rows.map((r) => r.w);
+}
+
+function topWaits(samples: string[][]): string {
+  const counts = new Map<string, number>();
+  for (const w of samples.flat()) counts.set(w, (counts.get(w) ?? 0) + 1);
+  const total = samples.flat().length || 1;
+  return [...counts].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([w, n]) => `${w} ${Math.round((100 * n) / total)}%`).join(", ");
+}
+
+export const auditUpdate: Benchmark = {
+  id: "audit-update",
+  title: "audited single-row UPDATE",
+  async run(ctx: BenchContext): Promise<Figure[]> {
+    const seconds = sized(ctx, { quick: 1, full: 4 });
+    const { users, neuronsPerUser } = benchUsers(ctx);
+    const neurons = users * neuronsPerUser;
+    const url = ctx.outputs.connections.admin;
+    await withClient(url, createUnauditedCopy);
+    const env = (extra = "") => ({ PGAPPNAME: APP_NAME, ...(extra ? { PGOPTIONS: extra } : {}) });
+    const tps = (table: string, clients: number, options = "") => async (round: number) => {
+      ctx.note(`UPDATE ${table}, ${clients} clients, round ${round + 1}/${ctx.rounds}`);
+      return (await pgbench(ctx, { script: updateScript(table, neurons), url, clients, seconds, env: env(options) })).tps;
+    };
+    return withClient(url, async (monitor) => {
+      const figures: Figure[] = [];
+      for (const clients of [1, 8]) {
+        const waits: string[][] = [];
+        const audited = tps(AUDITED, clients);
+        const sides = await alternate(ctx.rounds, {
+          subject: async (r) => {
+            const { result, samples } = await sampling(50, () => waitEvents(monitor), () => audited(r));
+            waits.push(...samples);
+            return result;
+          },
+          baseline: tps(UNAUDITED, clients),
+        });
+        const value = ratios(sides.subject, sides.baseline);
+        const evidence = [`wait events of the audited clients (sampled every 50 ms): ${topWaits(waits)}`];
+        if (clients === 8) {
+          // Diagnostic: take the commit's WAL flush out of the time the chain's head row stays locked.
+          const asyncCommit = await alternate(1, { subject: tps(AUDITED, clients, "-c synchronous_commit=off"), baseline: tps(UNAUDITED, clients, "-c synchronous_commit=off") });
+          evidence.push(`diagnostic, both sides with synchronous_commit=off (one round): ${ratios(asyncCommit.subject, asyncCommit.baseline).median.toFixed(2)}× (${asyncCommit.subject[0].toFixed(0)} vs ${asyncCommit.baseline[0].toFixed(0)} tps)`);
+        }
+        figures.push({
+          id: `audit_update.c${clients}`,
+          title: `single-row UPDATE tps on quantum_neurons with the audit chain, ${clients} client${clients > 1 ? "s" : ""}`,
+          against: "the same table (bench copy with the same indexes and other triggers) without the audit trigger",
+          goal: clients === 8 ? "≥ 0.5" : "none at 1 client",
+          value,
+          unit: "× unaudited tps",
+          met: clients === 8 ? value.median >= 0.5 : null,
+          method: `pgbench custom script (UPDATE of a random one of ${neurons} bench neurons), ${clients} client(s), ${seconds} s per side per round, superuser straight to the primary, synchronous_commit on.`,
+          details: { auditedTps: spread(sides.subject), unauditedTps: spread(sides.baseline) },
+          evidence,
+        });
+      }
+      return figures;
+    });
+  },
+};

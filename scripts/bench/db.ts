@@ -1,0 +1,31 @@
+// Connections the bench makes: one-off clients, and the same login pointed at another node.
+import { Client } from "pg";
+
+export async function withClient<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  const client = new Client({ connectionString: url, application_name: "nbdb-bench" });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** The same login and database on another port (e.g. nb_app straight to the primary instead of the pooler). */
+export function atPort(url: string, port: number): string {
+  const u = new URL(url);
+  u.port = String(port);
+  return u.toString();
+}
+
+/** libpq environment for a connection string, so passwords never appear on a command line. */
+export function libpqEnv(url: string): NodeJS.ProcessEnv {
+  const u = new URL(url);
+  return {
+    PGHOST: u.hostname,
+    PGPORT: u.port,
+    PGUSER: decodeURIComponent(u.username),
+    PGPASSWORD: decodeURIComponent(u.password),
+    PGDATABASE: u.pathname.replace(/^\//, ""),
+  };
+}

@@ -1,0 +1,73 @@
+// What the bench adds to a stack and takes away again: the `nbdb_bench` schema (the baselines:
+// unpartitioned, unindexed, unaudited or RLS-free copies) and bench-owned users with neurons in
+// the real tables, recognisable by their fixed uuid prefixes. The audit trail keeps the entries
+// these rows cause: it is append-only by design, so those entries stay and say what the bench did.
+import { Client } from "pg";
+import { BenchContext, sized } from "./types";
+import { withClient } from "./db";
+
+export const BENCH_SCHEMA = "nbdb_bench";
+const USER_PREFIX = "b0000000-0000-4000-8000-";
+const NEURON_PREFIX = "b1000000-0000-4000-8000-";
+const BENCH_HASH = "$argon2id$v=19$m=65536,t=3,p=4$bmJkYi1iZW5jaA$bmJkYi1iZW5jaA";
+/** Audited rows per transaction when creating fixtures: every audited change rewrites the chain's head row. */
+const FIXTURE_BATCH = 500;
+
+export interface BenchUsers {
+  readonly users: number;
+  readonly neuronsPerUser: number;
+}
+
+export function benchUsers(ctx: BenchContext): BenchUsers {
+  return sized(ctx, { quick: { users: 10, neuronsPerUser: 10 }, full: { users: 100, neuronsPerUser: 50 } });
+}
+
+/** SQL for bench user n's uuid, n being a SQL expression (pgbench variables included). */
+export function benchUserIdSql(n: string): string {
+  return `('${USER_PREFIX}' || lpad((${n})::text, 12, '0'))::uuid`;
+}
+
+export function benchNeuronIdSql(n: string): string {
+  return `('${NEURON_PREFIX}' || lpad((${n})::text, 12, '0'))::uuid`;
+}
+
+async function deleteBenchUsers(c: Client): Promise<void> {
+  // ON DELETE CASCADE takes their neurons and neuron history with them.
+  await c.query(`DELETE FROM neuralblitz.users WHERE id BETWEEN $1 AND $2`, [`${USER_PREFIX}000000000000`, `${USER_PREFIX}ffffffffffff`]);
+}
+
+/** A new bench schema and the bench users with their neurons. */
+export async function createFixtures(ctx: BenchContext): Promise<BenchUsers> {
+  const size = benchUsers(ctx);
+  await withClient(ctx.outputs.connections.admin, async (c) => {
+    await c.query(`CREATE SCHEMA ${BENCH_SCHEMA}`);
+    await c.query("BEGIN");
+    await c.query("SELECT set_config('nb.data_key', $1, true)", [ctx.dataKey]);
+    await c.query(
+      `INSERT INTO neuralblitz.users (id, username, email_encrypted, email_hmac, password_hash, status)
+       SELECT ${benchUserIdSql("g")}, 'nbdb-bench-' || g, neuralblitz.encrypt_secret('bench-' || g || '@nbdb-bench.invalid'),
+              neuralblitz.lookup_hash('bench-' || g || '@nbdb-bench.invalid'), $2, 'active'
+         FROM generate_series(1, $1::int) AS g`,
+      [size.users, BENCH_HASH],
+    );
+    await c.query("COMMIT");
+    const neurons = size.users * size.neuronsPerUser;
+    for (let first = 1; first <= neurons; first += FIXTURE_BATCH) {
+      await c.query(
+        `INSERT INTO neuralblitz.quantum_neurons (id, user_id, label, amplitude)
+         SELECT ${benchNeuronIdSql("g")}, ${benchUserIdSql(`1 + (g - 1) % ${size.users}`)}, 'bench-' || g, random()
+           FROM generate_series($1::int, $2::int) AS g`,
+        [first, Math.min(neurons, first + FIXTURE_BATCH - 1)],
+      );
+    }
+    await c.query("ANALYZE neuralblitz.users, neuralblitz.quantum_neurons");
+  });
+  return size;
+}
+
+export async function removeFixtures(ctx: BenchContext): Promise<void> {
+  await withClient(ctx.outputs.connections.admin, async (c) => {
+    await c.query(`DROP SCHEMA IF EXISTS ${BENCH_SCHEMA} CASCADE`);
+    await deleteBenchUsers(c);
+  });
+}

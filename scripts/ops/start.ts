@@ -1,0 +1,67 @@
+// `npm start`: the getting-started path in one command: the local stack up (bundles, grants,
+// partitions), development data the first time, the schema verified, and a short summary.
+import { Client } from "pg";
+import { TABLES } from "../../schema/tables";
+import { StackStatus, status, up } from "../local/stack";
+import { LocalStackOutputs } from "../local/state";
+import { AuditVerdict, verifyAuditTrail } from "./audit";
+import { isSeeded, seed } from "./seed";
+import { Drift, verifySchema } from "./verify";
+
+export interface StartSummary {
+  readonly outputs: LocalStackOutputs;
+  readonly changes: string[];
+  readonly seeded: boolean;
+  readonly rowCounts: Record<string, number>;
+  readonly drifts: Drift[];
+  readonly status: StackStatus;
+  readonly audit: AuditVerdict;
+}
+
+async function rowCounts(adminUrl: string): Promise<Record<string, number>> {
+  const client = new Client({ connectionString: adminUrl, application_name: "nbdb-start" });
+  await client.connect();
+  try {
+    const counts: Record<string, number> = {};
+    for (const t of TABLES) counts[t.name] = Number((await client.query(`SELECT count(*) AS n FROM neuralblitz.${t.name}`)).rows[0].n);
+    return counts;
+  } finally {
+    await client.end();
+  }
+}
+
+export async function start(stack: string, log: (line: string) => void, progressTo: NodeJS.WriteStream | null = process.stderr): Promise<StartSummary> {
+  const { outputs, changes } = await up({ stack, replicas: undefined, log });
+  let seeded = false;
+  if (!isSeeded(stack)) {
+    log("loading development data (first start): nbdb seed --scale 1");
+    await seed({ stack, scale: 1, seed: 1, progressTo });
+    seeded = true;
+  }
+  const [drifts, rows, st, audit] = await Promise.all([
+    verifySchema(outputs.connections.migrator),
+    rowCounts(outputs.connections.admin),
+    status(stack),
+    verifyAuditTrail(outputs.connections.auditor),
+  ]);
+  return { outputs, changes, seeded, rowCounts: rows, drifts, status: st, audit };
+}
+
+export function printStartSummary(s: StartSummary, print: (line: string) => void = console.log): void {
+  const o = s.outputs;
+  print(`NeuralBlitz local stack '${o.stack}' is up${s.changes.length ? ` (${s.changes.length} changes)` : " (nothing to change)"}${s.seeded ? ", seeded" : ""}.`);
+  print(`  primary  ${o.primary.host}:${o.primary.port}    pooler ${o.pooler.host}:${o.pooler.port} (${o.pooler.poolMode})`);
+  for (const n of s.status.nodes.filter((x) => x.role === "replica")) {
+    print(`  ${n.node} ${o.primary.host}:${n.port}  ${n.streaming ? "streaming" : "NOT STREAMING"}, lag ${n.lagBytes ?? "-"} bytes / ${n.lagSeconds?.toFixed(3) ?? "-"} s`);
+  }
+  print(`  rows: ${Object.entries(s.rowCounts).map(([t, n]) => `${t} ${n}`).join(", ")}`);
+  print(s.drifts.length === 0 ? "  schema: verified, no drift" : `  schema: ${s.drifts.length} drift(s): run npx nbdb verify for what to do`);
+  print(
+    s.audit.broken.length === 0
+      ? `  audit chain: intact, ${s.audit.entries} entries`
+      : `  audit chain: BROKEN at ${s.audit.broken.length} entries: run npx nbdb audit verify`,
+  );
+  print(`  connection strings: .nbdb/${o.stack}/outputs.json (mode 0600); data key: state.json`);
+}
+
+
