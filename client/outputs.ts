@@ -2,8 +2,8 @@
 // outputs of the Pulumi program for deployed stacks (DESIGN.md, "Contracts").
 
 export interface Endpoint {
-  host: string;
-  port: number;
+  readonly host: string;
+  readonly port: number;
 }
 
 export interface StackOutputs {
@@ -20,4 +20,10 @@ export interface StackOutputs {
     /** The local stack only. */
     admin?: string;
   };
+}
+
+/** A postgresql:// URL to the database of a stack; `sslMode` other than "disable" is asked for in the URL. */
+export function connectionUrl(user: string, password: string, at: Endpoint, database: string, sslMode: "disable" | "require" = "disable"): string {
+  const tls = sslMode === "disable" ? "" : `?sslmode=${sslMode}`;
+  return `postgresql://${user}:${encodeURIComponent(password)}@${at.host}:${at.port}/${database}${tls}`;
 }

@@ -24,6 +24,11 @@ export class StackPasswords extends pulumi.ComponentResource {
   }
 
   platform(): PlatformPasswords {
-    return { admin: this.admin, replication: this.roles.nb_replicator, poolerAuth: this.roles.nb_pgbouncer };
+    return {
+      admin: this.admin,
+      replication: this.roles.nb_replicator,
+      poolerAuth: this.roles.nb_pgbouncer,
+      pooledLogins: { nb_app: this.roles.nb_app, nb_auditor: this.roles.nb_auditor },
+    };
   }
 }

@@ -1,6 +1,7 @@
 // The stack outputs, in the shape of the local stack's outputs.json (DESIGN.md, "Contracts"), so
 // clients and tools read every stack the same way. No `admin` connection: that is the local stack's alone.
 import * as pulumi from "@pulumi/pulumi";
+import { connectionUrl as databaseUrl } from "../client/outputs";
 import { DATABASE, LoginRoleName } from "../schema/roles";
 import { Cluster, Endpoint, PoolerEndpoint } from "./platform/types";
 
@@ -21,10 +22,9 @@ export interface StackOutputs {
   readonly connections: pulumi.Output<Connections>;
 }
 
-/** A direct connection URL; the database layer uses it too, for the administrator and nb_migrator. */
+/** A direct connection URL to the project database; the database layer uses it too, for the administrator and nb_migrator. */
 export function connectionUrl(user: string, password: string, at: Endpoint, sslMode: Cluster["sslMode"]): string {
-  const tls = sslMode === "disable" ? "" : `?sslmode=${sslMode}`;
-  return `postgresql://${user}:${encodeURIComponent(password)}@${at.host}:${at.port}/${DATABASE}${tls}`;
+  return databaseUrl(user, password, at, DATABASE, sslMode);
 }
 
 export function stackOutputs(stack: string, cluster: Cluster, passwords: Readonly<Record<LoginRoleName, pulumi.Output<string>>>): StackOutputs {

@@ -9,7 +9,9 @@ import { guardProduction, isSeeded, seed } from "../scripts/ops/seed";
 import { start } from "../scripts/ops/start";
 import { VERIFY_SQL_FILE } from "../scripts/ops/verifySql";
 import { expectedVerifySql, verifySchema } from "../scripts/ops/verify";
-import { up } from "../scripts/local/stack";
+import { localContext } from "../scripts/local/context";
+import { hasPgCron } from "../scripts/local/postgresNode";
+import { status, up } from "../scripts/local/stack";
 import { LocalStackOutputs } from "../scripts/local/state";
 import { findBinaries, waitFor } from "../scripts/local/system";
 import { query, uniqueStack } from "./helpers";
@@ -179,8 +181,26 @@ describe("maintenance", function () {
     expect(first.rowsMoved).to.equal(1);
     const second = await maintain(out.connections.migrator);
     expect([second.partitionsCreated, second.partitionsRetired, second.rowsMoved]).to.deep.equal([0, 0, 0]);
-    const runs = await query<{ source: string }>(out.connections.admin, "SELECT source FROM neuralblitz.maintenance_runs ORDER BY id");
+    const runs = await query<{ source: string }>(out.connections.admin, "SELECT source FROM neuralblitz.maintenance_runs ORDER BY id DESC LIMIT 2");
     expect(runs.map((r) => r.source)).to.deep.equal(["nbdb", "nbdb"]);
+  });
+
+  it("is scheduled hourly by pg_cron where the server has it, as nb_migrator, whose run works", async function () {
+    if (!hasPgCron(localContext(stack, () => undefined))) this.skip();
+    const [job] = await query<{ schedule: string; username: string; database: string; command: string }>(
+      out.connections.admin,
+      "SELECT schedule, username, database, command FROM cron.job WHERE jobname = 'neuralblitz-maintenance'",
+    );
+    expect(job).to.deep.equal({ schedule: "7 * * * *", username: "nb_migrator", database: "neuralblitz", command: "SELECT neuralblitz.run_maintenance('pg_cron')" });
+    const migrator = new Client({ connectionString: out.connections.migrator });
+    await migrator.connect();
+    try {
+      await migrator.query(job.command);
+    } finally {
+      await migrator.end();
+    }
+    expect((await status(stack)).maintenance).to.deep.include({ scheduled: true });
+    expect((await status(stack)).maintenance!.lastRun!.source).to.equal("pg_cron");
   });
 
   it("reports a bloated index with the REINDEX CONCURRENTLY it would run, and runs it on request", async function () {

@@ -2,6 +2,7 @@
 // resources it registers, how they are named, wired and protected, what it exports, and that every
 // invalid config value stops it before any resource is registered.
 import { expect } from "chai";
+import { stableScramVerifier } from "../infra/topology/scram";
 import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
 import { DockerCluster } from "../infra/platform/docker";
@@ -214,6 +215,19 @@ describe("Pulumi program (mocks)", function () {
       expect(JSON.stringify(container)).not.to.include("pw-");
     });
 
+    it("lists the pooled logins' stable SCRAM verifiers in the secret auth file instead of auth_query (RDS hides pg_authid)", () => {
+      const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+      const ini = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
+      expect(ini).to.not.match(/auth_query|auth_user/);
+      const [version] = of(run, "aws:secretsmanager/secretVersion:SecretVersion");
+      expect(version.secretInputs).to.include("secretString");
+      const lines = version.inputs.secretString.trim().split("\n");
+      expect(lines).to.have.length(3);
+      expect(lines[1]).to.equal(`"nb_app" "${stableScramVerifier("nb_app", "pw-nbdb-nb_app")}"`);
+      expect(lines[2]).to.equal(`"nb_auditor" "${stableScramVerifier("nb_auditor", "pw-nbdb-nb_auditor")}"`);
+      expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_app");
+    });
+
     it("protects the primary and the replicas", () => {
       expect(run.registrations.filter((r) => r.protect && r.type === RDS).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-replica-1"]);
     });
@@ -301,8 +315,8 @@ describe("Pulumi program (mocks)", function () {
 
   describe("the platform's admin login (for the database layer)", () => {
     for (const [stack, make] of [
-      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p" }, physicalSuffix: "", protectData: false })],
-      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p" }, physicalSuffix: "", protectData: false })],
+      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" } }, physicalSuffix: "", protectData: false })],
+      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" } }, physicalSuffix: "", protectData: false })],
     ] as const) {
       it(`is a secret on ${stack}`, async () => {
         await installMocks(stack, {});

@@ -3,6 +3,7 @@
 // (POSTGRES_DB on Docker, whose init script installs the pooler's lookup in it; `dbName` on RDS), so
 // the layer takes it over instead of declaring a postgresql.Database, which would fail on an
 // existing database.
+import { maintenanceScheduleSql } from "../topology/maintenanceSchedule";
 import { pgbouncerAuthSql } from "../topology/pgbouncerAuth";
 import { DATABASE } from "../../schema/roles";
 import { OBJECT_OWNER } from "../../schema/privileges";
@@ -23,5 +24,7 @@ export function adminSetupSql(database: string = DATABASE): string {
     // On Docker the init script installed it already; CREATE OR REPLACE leaves it as it is.
     // On RDS this installs it, owned by the master user, which the SECURITY DEFINER function needs.
     pgbouncerAuthSql(),
+    // Hourly maintenance where the server preloads pg_cron (RDS: its parameter group does).
+    maintenanceScheduleSql(database),
   ].join("\n");
 }

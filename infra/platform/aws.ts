@@ -131,6 +131,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
         serverPort: primary.port,
         pooler: args.pooler,
         authPassword: args.passwords.poolerAuth,
+        pooledLogins: args.passwords.pooledLogins,
         tasks: cfg.poolerTasks,
         physicalSuffix: args.physicalSuffix,
         protectData: args.protectData,

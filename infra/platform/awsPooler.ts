@@ -6,9 +6,10 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { PoolerConfig } from "../config";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
+import { stableScramVerifier } from "../topology/scram";
 import { PGBOUNCER_IMAGE } from "./images";
 import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni } from "./poolerContainer";
-import { PoolerEndpoint } from "./types";
+import { POOLED_LOGINS, PoolerEndpoint, PooledLogin } from "./types";
 
 export interface AwsPoolerArgs {
   readonly region: string;
@@ -20,6 +21,8 @@ export interface AwsPoolerArgs {
   readonly serverPort: pulumi.Input<number>;
   readonly pooler: PoolerConfig;
   readonly authPassword: pulumi.Input<string>;
+  /** Passwords of the logins served through the pooler: their SCRAM verifiers go into the auth file. */
+  readonly pooledLogins: Readonly<Record<PooledLogin, pulumi.Input<string>>>;
   readonly tasks: number;
   readonly physicalSuffix: string;
   /** Keep a deleted secret recoverable for 30 days; otherwise delete it at once, so the name can be reused. */
@@ -54,7 +57,15 @@ export class AwsPooler extends pulumi.ComponentResource {
       { name: `${physical}-auth-file`, recoveryWindowInDays: args.protectData ? 30 : 0 },
       parent,
     );
-    new aws.secretsmanager.SecretVersion(`${name}-auth-file`, { secretId: authFile.id, secretString: pulumi.output(args.authPassword).apply(renderPgbouncerAuthFile) }, parent);
+    // RDS lets no role read pg_authid, so auth_query cannot work there: the pooled logins' SCRAM
+    // verifiers are listed instead, the same stable ones the database layer sets on the roles
+    // (SCRAM pass-through needs the pooler's and the server's verifier to match, salt included).
+    const authFileText = pulumi
+      .all([args.authPassword, pulumi.all(POOLED_LOGINS.map((role) => pulumi.output(args.pooledLogins[role])))])
+      .apply(([authPassword, passwords]) =>
+        renderPgbouncerAuthFile(authPassword, Object.fromEntries(POOLED_LOGINS.map((role, i) => [role, stableScramVerifier(role, passwords[i])]))),
+      );
+    new aws.secretsmanager.SecretVersion(`${name}-auth-file`, { secretId: authFile.id, secretString: pulumi.secret(authFileText) }, parent);
 
     const executionRole = new aws.iam.Role(
       `${name}-execution`,
@@ -86,7 +97,7 @@ export class AwsPooler extends pulumi.ComponentResource {
 
     const ini = pulumi
       .all([args.serverHost, args.serverPort])
-      .apply(([host, port]) => containerPoolerIni({ host, port, tls: true }, args.pooler));
+      .apply(([host, port]) => containerPoolerIni({ host, port, tls: true }, args.pooler, "auth_file"));
     const taskDefinition = new aws.ecs.TaskDefinition(
       `${name}-task`,
       {

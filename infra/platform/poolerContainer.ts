@@ -16,7 +16,7 @@ export interface PoolerServer {
   readonly tls: boolean;
 }
 
-export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig): string {
+export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig, secretsFrom: "auth_query" | "auth_file" = "auth_query"): string {
   return renderPgbouncerIni({
     listenAddr: "0.0.0.0",
     listenPort: POOLER_PORT,
@@ -26,6 +26,7 @@ export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig): 
     authFile: POOLER_AUTH_FILE,
     ...pooler,
     ...(server.tls ? { serverTlsSslmode: "require" as const } : {}),
+    secretsFrom,
   });
 }
 

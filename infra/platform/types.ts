@@ -48,4 +48,12 @@ export interface PlatformPasswords {
   readonly replication: pulumi.Input<string>;
   /** nb_pgbouncer's: the pooler logs in with it to run its auth_query. */
   readonly poolerAuth: pulumi.Input<string>;
+  /**
+   * The logins clients use through the pooler (nb_app, nb_auditor). Where the pooler cannot ask the
+   * server for SCRAM secrets (RDS lets no role read pg_authid), it lists their verifiers instead.
+   */
+  readonly pooledLogins: Readonly<Record<PooledLogin, pulumi.Input<string>>>;
 }
+
+export type PooledLogin = "nb_app" | "nb_auditor";
+export const POOLED_LOGINS: readonly PooledLogin[] = ["nb_app", "nb_auditor"];

@@ -21,6 +21,12 @@ export interface PgbouncerConfig {
   readonly pidFile?: string;
   /** TLS to the server; absent where the server is on the same host or Docker network. */
   readonly serverTlsSslmode?: "require";
+  /**
+   * Where clients' SCRAM secrets come from: "auth_query" asks the server (pgbouncer.get_auth, which
+   * reads pg_authid); "auth_file" reads them from the auth file, for servers where no role may read
+   * pg_authid (RDS).
+   */
+  readonly secretsFrom?: "auth_query" | "auth_file";
 }
 
 export const POOLER_DEFAULTS = {
@@ -40,11 +46,10 @@ export function renderPgbouncerIni(c: PgbouncerConfig): string {
     `listen_port = ${c.listenPort}`,
     // TCP only: a Unix socket in a shared directory would clash between stacks.
     "unix_socket_dir =",
-    // Client SCRAM secrets come from the server through auth_query and are passed through to it.
+    // Clients authenticate with SCRAM; PgBouncer passes their proof through to the server.
     "auth_type = scram-sha-256",
     `auth_file = ${c.authFile}`,
-    `auth_user = ${AUTH_USER}`,
-    `auth_query = ${AUTH_QUERY}`,
+    ...(c.secretsFrom === "auth_file" ? [] : [`auth_user = ${AUTH_USER}`, `auth_query = ${AUTH_QUERY}`]),
     `pool_mode = ${c.poolMode}`,
     `max_client_conn = ${c.maxClientConnections}`,
     `default_pool_size = ${c.defaultPoolSize}`,
@@ -65,11 +70,17 @@ export function renderPgbouncerIni(c: PgbouncerConfig): string {
   return lines.join("\n") + "\n";
 }
 
+function authLine(user: string, secret: string): string {
+  return `"${user}" "${secret.replace(/"/g, '""')}"\n`;
+}
+
 /**
- * The auth file holds one line: the auth user with its plain password. PgBouncer needs the plain
- * password to log in as the auth user (with only a SCRAM secret it cannot); every other user's
- * secret comes from auth_query, so no other password is ever written to the pooler's files.
+ * The auth file: the auth user with its plain password (PgBouncer needs it to log in as the auth
+ * user and the stats user; with only a SCRAM secret it cannot). With auth_query, that is all: every
+ * other login's secret comes from the server, so no other password is ever written to the
+ * pooler's files. Without it (RDS), the logins served through the pooler are listed with their
+ * SCRAM verifiers, never their passwords; PgBouncer passes the client's proof through to the server.
  */
-export function renderPgbouncerAuthFile(authUserPassword: string): string {
-  return `"${AUTH_USER}" "${authUserPassword.replace(/"/g, '""')}"\n`;
+export function renderPgbouncerAuthFile(authUserPassword: string, scramVerifiers: Readonly<Record<string, string>> = {}): string {
+  return authLine(AUTH_USER, authUserPassword) + Object.entries(scramVerifiers).map(([user, verifier]) => authLine(user, verifier)).join("");
 }

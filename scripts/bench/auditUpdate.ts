@@ -71,7 +71,9 @@ export const auditUpdate: Benchmark = {
           baseline: tps(UNAUDITED, clients),
         });
         const value = ratios(sides.subject, sides.baseline);
-        const evidence = [`wait events of the audited clients (sampled every 50 ms): ${topWaits(waits)}`];
+        // Every append seq-scans the head table twice (no WHERE clause), so its bloat is time spent holding the chain's lock.
+        const headPages = Number((await monitor.query("SELECT pg_relation_size('neuralblitz.golden_dag_head') / 8192 AS pages")).rows[0].pages);
+        const evidence = [`wait events of the audited clients (sampled every 50 ms): ${topWaits(waits)}`, `golden_dag_head (one live row) spans ${headPages} pages after this figure`];
         if (clients === 8) {
           // Diagnostic: take the commit's WAL flush out of the time the chain's head row stays locked.
           const asyncCommit = await alternate(1, { subject: tps(AUDITED, clients, "-c synchronous_commit=off"), baseline: tps(UNAUDITED, clients, "-c synchronous_commit=off") });

@@ -5,7 +5,7 @@ import { randomBytes } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { DATABASE, LOGIN_ROLES, LoginRoleName } from "../../schema/roles";
-import { StackOutputs } from "../../client/outputs";
+import { StackOutputs, connectionUrl } from "../../client/outputs";
 import { UserError } from "./errors";
 
 export type { StackOutputs };
@@ -101,7 +101,7 @@ export function saveState(state: StackState): void {
 }
 
 function url(user: string, pass: string, port: number): string {
-  return `postgresql://${user}:${encodeURIComponent(pass)}@${HOST}:${port}/${DATABASE}`;
+  return connectionUrl(user, pass, { host: HOST, port }, DATABASE);
 }
 
 /** The stack's data key (never in outputs.json, which applications may share more widely). */
