@@ -17,6 +17,8 @@ export interface NeuralBlitzDbOptions {
   readonly dataKey: string;
   /** Connections per pool (default 10). */
   readonly max?: number;
+  /** Told about idle connections the server dropped (default: ignored; the pool replaces them). */
+  readonly onIdleError?: (e: Error) => void;
 }
 
 export interface UserTransactionOptions {
@@ -24,7 +26,7 @@ export interface UserTransactionOptions {
   readonly readOnly?: boolean;
 }
 
-function poolFor(url: string, max: number, endpoint?: { host: string; port: number }): Pool {
+function poolFor(url: string, max: number, onIdleError: (e: Error) => void, endpoint?: { host: string; port: number }): Pool {
   const config: PoolConfig = { connectionString: url, max, application_name: "neuralblitz-app" };
   if (endpoint) {
     const u = new URL(url);
@@ -32,7 +34,11 @@ function poolFor(url: string, max: number, endpoint?: { host: string; port: numb
     u.port = String(endpoint.port);
     config.connectionString = u.toString();
   }
-  return new Pool(config);
+  const pool = new Pool(config);
+  // An idle connection dropped by the server (a pooler restart, a failover) is removed by the pool;
+  // unhandled, the event would end the process.
+  pool.on("error", onIdleError);
+  return pool;
 }
 
 export class NeuralBlitzDb {
@@ -44,13 +50,19 @@ export class NeuralBlitzDb {
   private nextRead = 0;
 
   constructor(opts: NeuralBlitzDbOptions) {
-    if (!opts.dataKey || opts.dataKey.length < 32) throw new Error("NeuralBlitzDb needs the stack's data key (at least 32 characters)");
+    if (!opts.dataKey || opts.dataKey.length < 32) {
+      throw new Error(
+        "NeuralBlitzDb needs the stack's data key (at least 32 characters): readDataKey(stack) for a local stack (state.json), " +
+          "`pulumi stack output dataKey --show-secrets` for a deployed one",
+      );
+    }
     const max = opts.max ?? 10;
+    const onIdleError = opts.onIdleError ?? (() => undefined);
     this.dataKey = opts.dataKey;
-    this.write = poolFor(opts.outputs.connections.app, max);
+    this.write = poolFor(opts.outputs.connections.app, max, onIdleError);
     this.read = opts.outputs.replicas.length
-      ? opts.outputs.replicas.map((r) => poolFor(opts.outputs.connections.readonly, max, r))
-      : [poolFor(opts.outputs.connections.readonly, max)];
+      ? opts.outputs.replicas.map((r) => poolFor(opts.outputs.connections.readonly, max, onIdleError, r))
+      : [poolFor(opts.outputs.connections.readonly, max, onIdleError)];
   }
 
   /**

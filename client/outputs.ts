@@ -11,7 +11,7 @@ export interface StackOutputs {
   database: string;
   primary: Endpoint;
   replicas: Endpoint[];
-  pooler: Endpoint & { poolMode: "transaction" };
+  pooler: Endpoint & { poolMode: "transaction" | "session" };
   connections: {
     app: string;
     readonly: string;

@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as path from "path";
 import * as yaml from "js-yaml";
 import * as pulumi from "@pulumi/pulumi";
-import { PoolMode } from "./topology/pgbouncerIni";
+import { POOLER_DEFAULTS, PoolMode } from "./topology/pgbouncerIni";
 
 export const PROJECT = "neuralblitz-db";
 /** Fixed so that replica slots and senders never need the primary's restart when scaling. */
@@ -16,7 +16,8 @@ export const MAX_REPLICAS = 5;
 export const POSTGRES_VERSIONS = ["15", "16", "17"] as const;
 export type PostgresVersion = (typeof POSTGRES_VERSIONS)[number];
 const PLATFORMS = ["docker", "aws"] as const;
-const POOL_MODES: readonly PoolMode[] = ["transaction", "session", "statement"];
+// Not "statement": it ends every transaction after one statement, which breaks withUser() and SET LOCAL.
+const POOL_MODES: readonly PoolMode[] = ["transaction", "session"];
 const DEV_CONFIG_FILE = path.join(__dirname, "..", "Pulumi.dev.yaml");
 /** `review-` plus up to 13 characters keeps the longest suffixed AWS name within 32 characters. */
 const REVIEW_STACK = /^review-[a-z0-9]+(-[a-z0-9]+)*$/;
@@ -231,6 +232,13 @@ function awsConfig(p: Problems, v: unknown): AwsConfig {
   };
 }
 
+/** `own` over `base`, key by key, nested objects included (a review stack's own docker.poolerPort keeps dev's docker.nodeCpus). */
+function overlay(base: Values, own: Values): Values {
+  const merged: Values = { ...base };
+  for (const [k, v] of Object.entries(own)) merged[k] = isObject(v) && isObject(base[k]) ? overlay(base[k] as Values, v) : v;
+  return merged;
+}
+
 function checkStackName(p: Problems, stack: string, review: boolean): void {
   if (review && (!REVIEW_STACK.test(stack) || stack.length > REVIEW_STACK_MAX_LENGTH)) {
     p.list.push(
@@ -245,7 +253,7 @@ function checkStackName(p: Problems, stack: string, review: boolean): void {
 export function loadConfig(): StackConfig {
   const stack = pulumi.getStack();
   const review = stack.startsWith("review-");
-  const values: Values = review ? { ...devValues(), ...ownValues() } : ownValues();
+  const values: Values = review ? overlay(devValues(), ownValues()) : ownValues();
   const p = new Problems();
   checkStackName(p, stack, review);
   for (const k of Object.keys(values).filter((k) => !TOP_LEVEL_KEYS.includes(k))) {
@@ -263,10 +271,10 @@ export function loadConfig(): StackConfig {
     postgresVersion: choice(p, "postgresVersion", values.postgresVersion, POSTGRES_VERSIONS, "15"),
     deletionProtection,
     pooler: {
-      poolMode: choice(p, "pooler.poolMode", pooler.poolMode, POOL_MODES, "transaction"),
-      maxClientConnections: integer(p, "pooler.maxClientConnections", pooler.maxClientConnections, 1, 100000, 1000),
+      poolMode: choice(p, "pooler.poolMode", pooler.poolMode, POOL_MODES, POOLER_DEFAULTS.poolMode),
+      maxClientConnections: integer(p, "pooler.maxClientConnections", pooler.maxClientConnections, 1, 100000, POOLER_DEFAULTS.maxClientConnections),
       // Each login role gets a pool of this size; a quarter of the server's max_connections (200) keeps room for four.
-      defaultPoolSize: integer(p, "pooler.defaultPoolSize", pooler.defaultPoolSize, 1, 50, 20),
+      defaultPoolSize: integer(p, "pooler.defaultPoolSize", pooler.defaultPoolSize, 1, 50, POOLER_DEFAULTS.defaultPoolSize),
     },
     partitions: {
       premake: integer(p, "partitions.premake", partitions.premake, 1, 52, 4),

@@ -6,19 +6,22 @@ import * as random from "@pulumi/random";
 import { LOGIN_ROLES, LoginRoleName } from "../schema/roles";
 import { PlatformPasswords } from "./platform/types";
 
-function generated(name: string, parent: pulumi.Resource): pulumi.Output<string> {
+function generated(name: string, parent: pulumi.Resource, length = 32): pulumi.Output<string> {
   // Letters and digits only: safe unquoted in URLs, pgbouncer's auth file and shell; 32 of them are ~190 bits.
-  const password = new random.RandomPassword(name, { length: 32, special: false }, { parent });
+  const password = new random.RandomPassword(name, { length, special: false }, { parent });
   return pulumi.secret(password.result);
 }
 
 export class StackPasswords extends pulumi.ComponentResource {
   readonly admin: pulumi.Output<string>;
   readonly roles: Readonly<Record<LoginRoleName, pulumi.Output<string>>>;
+  /** The key of the encrypted columns, which applications send per transaction (client/ withUser). */
+  readonly dataKey: pulumi.Output<string>;
 
   constructor(name: string, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:credentials:StackPasswords", name, {}, opts);
     this.admin = generated(`${name}-admin`, this);
+    this.dataKey = generated(`${name}-data-key`, this, 48);
     this.roles = Object.fromEntries(LOGIN_ROLES.map((role) => [role, generated(`${name}-${role}`, this)])) as Record<LoginRoleName, pulumi.Output<string>>;
     this.registerOutputs({});
   }

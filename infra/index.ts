@@ -9,3 +9,5 @@ export const primary = outputs.primary;
 export const replicas = outputs.replicas;
 export const pooler = outputs.pooler;
 export const connections = outputs.connections;
+// Beside the outputs.json shape: what client/ needs to read and write the encrypted columns.
+export const dataKey = outputs.dataKey;

@@ -20,6 +20,8 @@ export interface StackOutputs {
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   /** A secret: every URL carries its role's password. */
   readonly connections: pulumi.Output<Connections>;
+  /** A secret: the key of the encrypted columns (the local stack keeps it in state.json). */
+  readonly dataKey: pulumi.Output<string>;
 }
 
 /** A direct connection URL to the project database; the database layer uses it too, for the administrator and nb_migrator. */
@@ -27,7 +29,12 @@ export function connectionUrl(user: string, password: string, at: Endpoint, sslM
   return databaseUrl(user, password, at, DATABASE, sslMode);
 }
 
-export function stackOutputs(stack: string, cluster: Cluster, passwords: Readonly<Record<LoginRoleName, pulumi.Output<string>>>): StackOutputs {
+export function stackOutputs(
+  stack: string,
+  cluster: Cluster,
+  passwords: Readonly<Record<LoginRoleName, pulumi.Output<string>>>,
+  dataKey: pulumi.Output<string>,
+): StackOutputs {
   const { nb_app, nb_readonly, nb_auditor, nb_migrator } = passwords;
   const connections = pulumi
     .all([cluster.primary, cluster.replicas, cluster.pooler, nb_app, nb_readonly, nb_auditor, nb_migrator])
@@ -47,5 +54,6 @@ export function stackOutputs(stack: string, cluster: Cluster, passwords: Readonl
     replicas: cluster.replicas,
     pooler: cluster.pooler,
     connections: pulumi.secret(connections),
+    dataKey: pulumi.secret(dataKey),
   };
 }

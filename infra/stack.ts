@@ -42,5 +42,5 @@ export function createStack(): StackOutputs {
     protectedStack: !config.review,
     protectData: config.deletionProtection,
   });
-  return stackOutputs(config.stack, cluster, passwords.roles);
+  return stackOutputs(config.stack, cluster, passwords.roles, passwords.dataKey);
 }

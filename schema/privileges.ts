@@ -2,7 +2,7 @@
 // single source for the local stack (rendered to GRANT/REVOKE by scripts/ops/grants.ts), the
 // Pulumi stacks (@pulumi/postgresql Grant and DefaultPrivileges resources, infra/database/grants.ts), `nbdb verify` and
 // `nbdb grants diff`. Row-level security then decides which rows (sql/repeatable/R060).
-import { DATABASE, ROLES, RoleName, SCHEMA } from "./roles";
+import { DATABASE, ROLES, RoleName, SCHEMA, ident } from "./roles";
 import { TABLES, TableName, VIEWS, MATERIALIZED_VIEWS } from "./tables";
 
 export type Privilege = "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE" | "REFERENCES" | "TRIGGER" | "EXECUTE" | "USAGE" | "CREATE" | "CONNECT" | "TEMPORARY";
@@ -78,6 +78,7 @@ export const GRANTS: readonly GrantSpec[] = [
 
   { role: "nb_auditor", objectType: "table", object: "golden_dag_audit", privileges: [S] },
   { role: "nb_auditor", objectType: "table", object: "golden_dag_head", privileges: [S] },
+  { role: "nb_auditor", objectType: "table", object: "golden_dag_archives", privileges: [S] },
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.verifyGoldenDag, privileges: ["EXECUTE"] },
   // verify_golden_dag() runs with the auditor's rights (no SECURITY DEFINER needed) and recomputes hashes with it.
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagCanonical, privileges: ["EXECUTE"] },
@@ -107,10 +108,6 @@ export function tripleKey(t: PrivilegeTriple): string {
 
 export function triplesOf(grants: readonly GrantSpec[] = GRANTS): PrivilegeTriple[] {
   return grants.flatMap((g) => g.privileges.map((privilege) => ({ role: g.role, objectType: g.objectType, object: g.object, privilege })));
-}
-
-function ident(name: string): string {
-  return /^[a-z_][a-z0-9_]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
 }
 
 /**

@@ -28,8 +28,9 @@ export type LoginRoleName = Extract<(typeof ROLES)[number], { login: true }>["na
 
 export const LOGIN_ROLES: readonly LoginRoleName[] = ROLES.filter((r) => r.login).map((r) => r.name as LoginRoleName);
 
-function ident(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
+/** An SQL identifier: bare when it is a plain lower-case name, quoted otherwise. */
+export function ident(name: string): string {
+  return /^[a-z_][a-z0-9_]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
 }
 
 /**

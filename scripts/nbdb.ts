@@ -7,14 +7,14 @@ import { PlanEntry } from "../infra/bundles/plan";
 import { BENCHMARKS, BENCH_STACK, runBench } from "./bench";
 import { parseReplicaCount } from "./local/context";
 import { UserError } from "./local/errors";
-import { verifyAuditTrail } from "./ops/audit";
+import { parseRecordedHead, verifyAuditTrail } from "./ops/audit";
 import { grantsDiff } from "./ops/grantsDiff";
 import { maintain } from "./ops/maintain";
 import { parseScale, seed } from "./ops/seed";
 import { printStartSummary, start } from "./ops/start";
 import { regenerateVerifySql, verifySchema } from "./ops/verify";
 import { StackStatus, down, status, up } from "./local/stack";
-import { readOutputs, validateStackName } from "./local/state";
+import { outputsFile, readOutputs, validateStackName } from "./local/state";
 
 const log = (line: string) => process.stderr.write(`nbdb: ${line}\n`);
 
@@ -78,7 +78,9 @@ function printPlan(stack: string, plan: readonly PlanEntry[]): void {
 export function program(): Command {
   const cli = new Command("nbdb")
     .description("NeuralBlitz PostgreSQL platform: the local stack (primary, streaming replicas, PgBouncer) and its operations.")
-    .showHelpAfterError("(run with --help for usage)");
+    .showHelpAfterError("(run with --help for usage)")
+    // Usage errors exit with 2 like every other error; --help and --version with 0.
+    .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
   cli
     .command("up")
@@ -93,7 +95,7 @@ export function program(): Command {
       console.log(`primary   ${out.primary.host}:${out.primary.port}`);
       out.replicas.forEach((r, i) => console.log(`replica-${i} ${r.host}:${r.port}`));
       console.log(`pooler    ${out.pooler.host}:${out.pooler.port} (${out.pooler.poolMode} pooling)`);
-      console.log(`connection strings (with passwords): .nbdb/${o.stack}/outputs.json`);
+      console.log(`connection strings (with passwords): ${outputsFile(o.stack)}`);
     });
 
   cli
@@ -156,6 +158,7 @@ export function program(): Command {
       if (!Number.isInteger(seedNumber) || seedNumber < 0) throw new UserError(`--seed must be a whole number, got '${o.seed}'.`);
       const asOf = o.asOf === undefined ? undefined : new Date(`${o.asOf}T00:00:00Z`);
       if (asOf && Number.isNaN(asOf.getTime())) throw new UserError(`--as-of must be a date like 2026-11-26, got '${o.asOf}'.`);
+      if (asOf && asOf.getTime() > Date.now()) throw new UserError(`--as-of ${o.asOf} is in the future: seed data ends today at the latest.`);
       const report = await seed({ stack: o.stack, scale: parseScale(o.scale), seed: seedNumber, asOf, productionStack: o.productionStack });
       const total = Object.values(report.rows).reduce((a, b) => a + b, 0);
       console.log(`seeded ${total} rows in ${(report.durationMs / 1000).toFixed(1)} s (tables analyzed)`);
@@ -223,13 +226,14 @@ export function program(): Command {
     .command("verify")
     .description("check every link of the audit chain (as nb_auditor); exit code 1 when any entry is broken")
     .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--expect-head <id:hash>", "a head printed by an earlier run: also check the chain still holds it (not rewritten since)")
     .option("--json", "print JSON for machines")
-    .action(async (o: { stack: string; json?: boolean }) => {
-      const verdict = await verifyAuditTrail(readOutputs(o.stack).connections.auditor);
+    .action(async (o: { stack: string; json?: boolean; expectHead?: string }) => {
+      const verdict = await verifyAuditTrail(readOutputs(o.stack).connections.auditor, o.expectHead ? parseRecordedHead(o.expectHead) : undefined);
       if (o.json) console.log(JSON.stringify(verdict, null, 2));
       else if (verdict.broken.length === 0) {
-        console.log(`audit chain intact: ${verdict.entries} entries; head entry ${verdict.head.id ?? "-"} sha256 ${verdict.head.hash}`);
-        console.log("Record the head hash outside the database: a later head that does not extend it means the chain was rewritten.");
+        console.log(`audit chain intact: ${verdict.entries} entries; head ${verdict.head.id ?? 0}:${verdict.head.hash}`);
+        console.log("Keep the head outside the database; later, --expect-head <that head> proves the chain was not rewritten since.");
       } else {
         console.log(`audit chain BROKEN: ${verdict.broken.length} of ${verdict.entries} entries`);
         for (const b of verdict.broken) console.log(`  entry ${b.id}: ${b.reason}`);
@@ -257,16 +261,15 @@ export function program(): Command {
   return cli;
 }
 
+/**
+ * Exit codes: 0 success; 1 a verdict (drift, a refused bundle, a broken chain, changed grants);
+ * 2 an error (bad input, or anything that stopped the command), so scripts can tell them apart.
+ */
 export async function main(argv: string[]): Promise<void> {
   try {
     await program().parseAsync(argv);
   } catch (e) {
-    if (e instanceof UserError) {
-      process.stderr.write(`nbdb: ${e.message}\n`);
-      process.exitCode = 2;
-    } else {
-      process.stderr.write(`nbdb: ${e instanceof Error ? e.message : String(e)}\n`);
-      process.exitCode = 1;
-    }
+    process.stderr.write(`nbdb: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = 2;
   }
 }

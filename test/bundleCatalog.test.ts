@@ -127,5 +127,10 @@ describe("SQL bundle catalog", () => {
       expect(plan[1].status).to.equal("refused");
       expect(plan[1].reason).to.match(/V002__b is new, but a later one \(version 3\) was already applied.*V004__b\.sql/);
     });
+
+    it("refuses it too when the deploy carries that one bundle only (as a SqlBundle resource does)", () => {
+      const plan = planBundles([v2], ledgerOf(v1, v3));
+      expect(plan[0].status).to.equal("refused");
+    });
   });
 });

@@ -166,6 +166,29 @@ describe("operations", function () {
   });
 });
 
+describe("audit archiving", function () {
+  it("archives a partition of the trail, and verification goes on from its recorded last entry", async function () {
+    const out = (await up({ stack: uniqueStack("archive"), replicas: 0 })).outputs;
+    const write = (label: string) =>
+      query(out.connections.admin, `INSERT INTO neuralblitz.monitoring_alerts (rule, metric, condition, threshold, severity) VALUES ($1, 'm', '>', 1, 'info')`, [label]);
+    await write("before-archive");
+    const month = new Date().toISOString().slice(0, 7).replace("-", "");
+    const [archive] = await query<{ partition_name: string; entries: string }>(
+      out.connections.migrator,
+      `SELECT partition_name, entries FROM neuralblitz.archive_golden_dag_partition('golden_dag_audit_p${month}')`,
+    );
+    expect(archive.partition_name).to.equal(`golden_dag_audit_p${month}`);
+    expect(Number(archive.entries)).to.be.greaterThan(0);
+    await write("after-archive");
+    expect(await query(out.connections.auditor, "SELECT * FROM neuralblitz.verify_golden_dag()")).to.deep.equal([]);
+    // Without the recorded anchor, the archived entries would be missing links.
+    await query(out.connections.admin, "DELETE FROM neuralblitz.golden_dag_archives");
+    const broken = await query<{ reason: string }>(out.connections.auditor, "SELECT reason FROM neuralblitz.verify_golden_dag()");
+    expect(broken.map((r) => r.reason)).to.have.length(1);
+    expect(broken[0].reason).to.match(/^missing: entry \d+ follows it/);
+  });
+});
+
 describe("maintenance", function () {
   const stack = uniqueStack("maint");
   let out: LocalStackOutputs;

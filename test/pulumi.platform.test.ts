@@ -77,8 +77,8 @@ describe("Pulumi program (mocks)", function () {
     it("creates the replication and pooler roles and the auth lookup at initdb, with SCRAM verifiers only", () => {
       const primary = named(run, CONTAINER, "nbdb-primary");
       const init = uploaded(primary, "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql");
-      expect(init).to.match(/ALTER ROLE "nb_replicator" WITH LOGIN REPLICATION .* PASSWORD 'SCRAM-SHA-256\$4096:/);
-      expect(init).to.match(/ALTER ROLE "nb_pgbouncer" WITH LOGIN NOREPLICATION .* PASSWORD 'SCRAM-SHA-256\$4096:/);
+      expect(init).to.match(/ALTER ROLE nb_replicator WITH LOGIN REPLICATION .* PASSWORD 'SCRAM-SHA-256\$4096:/);
+      expect(init).to.match(/ALTER ROLE nb_pgbouncer WITH LOGIN NOREPLICATION .* PASSWORD 'SCRAM-SHA-256\$4096:/);
       expect(init).to.include("CREATE OR REPLACE FUNCTION pgbouncer.get_auth");
       expect(init).not.to.include("pw-nbdb-nb_replicator");
       expect(primary.inputs.envs).to.include("POSTGRES_PASSWORD_FILE=/etc/postgresql/neuralblitz/admin-password");
@@ -126,8 +126,10 @@ describe("Pulumi program (mocks)", function () {
       expect(connections.migrator).to.equal("postgresql://nb_migrator:pw-nbdb-nb_migrator@127.0.0.1:15432/neuralblitz");
     });
 
-    it("exports credentials only as secrets", async () => {
+    it("exports credentials only as secrets, the data key included", async () => {
       expect(await pulumi.isSecret(run.outputs.connections)).to.equal(true);
+      expect(await pulumi.isSecret(run.outputs.dataKey)).to.equal(true);
+      expect(await value(run.outputs.dataKey)).to.equal("pw-nbdb-data-key");
       for (const plain of [run.outputs.primary, run.outputs.replicas, run.outputs.pooler]) {
         expect(await pulumi.isSecret<unknown>(plain)).to.equal(false);
         expect(JSON.stringify(await value<unknown>(plain))).not.to.include("pw-");
@@ -279,6 +281,13 @@ describe("Pulumi program (mocks)", function () {
 
     it("protects nothing", () => {
       expect(run.registrations.filter((r) => r.protect)).to.deep.equal([]);
+    });
+
+    it("overrides dev's settings key by key, nested ones included", async () => {
+      const own = await deployed("review-43", { pooler: { defaultPoolSize: 7 } });
+      const ini = uploaded(named(own, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini");
+      expect(ini).to.include("default_pool_size = 7");
+      expect(ini).to.include(`max_client_conn = ${DEV.pooler.maxClientConnections}`);
     });
 
     it("is suffixed and unprotected on AWS too", async () => {

@@ -263,13 +263,50 @@ describe("schema", function () {
         `SELECT table_name, action, partition_name FROM neuralblitz.run_partition_maintenance('2026-12-30') WHERE action <> 'created'`,
       );
       expect(actions).to.deep.include({ table_name: "metrics", action: "dropped", partition_name: "metrics_p20260601" });
-      expect(actions).to.deep.include({ table_name: "quantum_neuron_history", action: "detached", partition_name: "quantum_neuron_history_p2024w23" });
-      const [detached] = await sql<{ attached: boolean }>(`SELECT relispartition AS attached FROM pg_class WHERE oid = 'neuralblitz.quantum_neuron_history_p2024w23'::regclass`);
+      expect(actions).to.deep.include({ table_name: "quantum_neuron_history", action: "detached", partition_name: "quantum_neuron_history_p2024w23_archived" });
+      const [detached] = await sql<{ attached: boolean }>(`SELECT relispartition AS attached FROM pg_class WHERE oid = 'neuralblitz.quantum_neuron_history_p2024w23_archived'::regclass`);
       expect(detached.attached).to.equal(false);
       expect(await sql(`SELECT to_regclass('neuralblitz.metrics_p20260601') AS r`)).to.deep.equal([{ r: null }]);
       expect(
         await rejection(sql(`UPDATE neuralblitz.partition_policies SET retention = '1 year', retention_action = 'drop' WHERE table_name = 'golden_dag_audit'`)),
       ).to.match(/partition_policies_audit_never_dropped/);
+    });
+
+    it("never retires today's partitions, whatever date it is given", async function () {
+      const today = new Date().toISOString().slice(0, 10).replace(/-/g, "");
+      await sql(`SELECT * FROM neuralblitz.run_partition_maintenance(now() + interval '5 years')`);
+      expect(await sql(`SELECT to_regclass('neuralblitz.metrics_p${today}') IS NOT NULL AS kept`)).to.deep.equal([{ kept: true }]);
+    });
+
+    it("keeps strays of the append-only audit trail in its default partition instead of rewriting them", async function () {
+      await sql(
+        `INSERT INTO neuralblitz.golden_dag_audit (recorded_at, table_name, operation, row_pk, db_role, prev_hash, entry_hash)
+         VALUES ('2035-06-15+00', 't', 'INSERT', '{}', 'test', sha256(''), sha256(''))`,
+      );
+      const actions = await sql<{ action: string; partition_name: string }>(
+        `SELECT action, partition_name FROM neuralblitz.run_partition_maintenance() WHERE table_name = 'golden_dag_audit'`,
+      );
+      expect(actions).to.deep.include({ action: "kept in default", partition_name: "golden_dag_audit_p203506" });
+      expect(await sql(`SELECT count(*)::int AS n FROM neuralblitz.golden_dag_audit_default`)).to.deep.equal([{ n: 1 }]);
+    });
+
+    it("lets rows arrive while it moves strays, and still creates their partition", async function () {
+      await sql(`INSERT INTO neuralblitz.metrics (ts, name, value, source) VALUES ('2033-03-03 03:00+00', 'race', 1, 't')`);
+      const mover = new Client({ connectionString: admin });
+      await mover.connect();
+      try {
+        await mover.query("BEGIN");
+        await mover.query("SELECT * FROM neuralblitz.run_partition_maintenance('2026-12-30')");
+        // The default is locked until the move commits: a new stray of the same day waits for it.
+        const late = sql(`INSERT INTO neuralblitz.metrics (ts, name, value, source) VALUES ('2033-03-03 04:00+00', 'race', 2, 't')`);
+        await new Promise((r) => setTimeout(r, 200));
+        await mover.query("COMMIT");
+        await late;
+      } finally {
+        await mover.end();
+      }
+      const rows = await sql<{ p: string }>(`SELECT tableoid::regclass::text AS p FROM neuralblitz.metrics WHERE name = 'race' ORDER BY value`);
+      expect(rows.map((r) => r.p)).to.deep.equal(["neuralblitz.metrics_p20330303", "neuralblitz.metrics_p20330303"]);
     });
   });
 

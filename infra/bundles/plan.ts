@@ -24,7 +24,9 @@ export function editedMigrationMessage(bundle: Pick<Bundle, "file" | "name" | "c
 }
 
 export function planBundles(bundles: readonly Bundle[], ledger: ReadonlyMap<string, LedgerEntry>): PlanEntry[] {
-  const appliedVersions = bundles.filter((b) => b.kind === "versioned" && ledger.has(b.name)).map((b) => b.order);
+  // From the ledger, not from the bundles at hand: a deploy of one bundle (the SqlBundle resource)
+  // must refuse an out-of-order migration as surely as a deploy of all of sql/.
+  const appliedVersions = [...ledger.values()].filter((e) => e.kind === "versioned").map((e) => Number(/^V(\d+)__/.exec(e.name)?.[1] ?? 0));
   const lastApplied = Math.max(0, ...appliedVersions);
   const next = nextMigrationName(bundles);
   return bundles.map((bundle): PlanEntry => {

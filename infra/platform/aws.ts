@@ -1,6 +1,7 @@
 // The AWS platform (prod): an RDS primary with read replicas by index, its parameter group (the shared
 // settings RDS allows, pg_cron and pg_stat_statements preloaded, TLS forced), and PgBouncer on ECS
 // Fargate in front of the primary. Nothing is reachable from outside the VPC.
+import { REPLICATION_USER } from "../topology/replicaBootstrap";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { DATABASE } from "../../schema/roles";
@@ -29,7 +30,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
   readonly admin: pulumi.Output<AdminLogin>;
   readonly sslMode = "require" as const;
   // RDS replicas stream through RDS's own replication user, and REPLICATION needs a superuser RDS does not give.
-  readonly platformRoles = ["nb_replicator"] as const;
+  readonly platformRoles = [REPLICATION_USER] as const;
 
   constructor(name: string, args: AwsClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:AwsCluster", name, {}, opts);

@@ -1,5 +1,6 @@
 // The Docker platform (dev and review stacks): a primary, streaming replicas and PgBouncer as
 // containers on one network, each server's data in a named volume, ports published on 127.0.0.1.
+import { REPLICATION_USER } from "../topology/replicaBootstrap";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { DATABASE } from "../../schema/roles";
@@ -7,7 +8,7 @@ import { DockerConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../co
 import { renderHba, serverSettings, settingsArgs } from "../topology/postgresSettings";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
 import { replicaBootstrapScript } from "../topology/replicaBootstrap";
-import { INIT_SCRIPT_ROLES, REPLICATION_USER, primaryInitSql } from "./dockerPrimaryInit";
+import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
 import { PGBOUNCER_IMAGE, PGBOUNCER_IMAGE_UID, POSTGRES_IMAGES, POSTGRES_IMAGE_UID } from "./images";
 import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni } from "./poolerContainer";
 import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";

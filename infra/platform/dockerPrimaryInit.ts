@@ -2,11 +2,11 @@
 // platform itself needs before anything else exists (replicas stream as nb_replicator, PgBouncer looks
 // logins up as nb_pgbouncer) and the pooler's lookup function. The database layer owns every other
 // role and must leave these two to this script on Docker (creating them again would fail).
+import { REPLICATION_USER } from "../topology/replicaBootstrap";
 import { ROLES, RoleSpec, roleSql } from "../../schema/roles";
 import { AUTH_USER, pgbouncerAuthSql } from "../topology/pgbouncerAuth";
 import { stableScramVerifier } from "../topology/scram";
 
-export const REPLICATION_USER = "nb_replicator";
 /** The roles this script creates, which the database layer therefore leaves alone on Docker. */
 export const INIT_SCRIPT_ROLES = [REPLICATION_USER, AUTH_USER] as const;
 

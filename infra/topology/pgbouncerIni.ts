@@ -2,7 +2,8 @@
 // real, the Docker and AWS stacks mount them into the PgBouncer container.
 import { AUTH_QUERY, AUTH_USER } from "./pgbouncerAuth";
 
-export type PoolMode = "transaction" | "session" | "statement";
+/** Statement pooling is left out: the user context lives in a transaction (SET LOCAL). */
+export type PoolMode = "transaction" | "session";
 
 export interface PgbouncerConfig {
   /** Address and port clients connect to. */
@@ -31,7 +32,8 @@ export interface PgbouncerConfig {
 
 export const POOLER_DEFAULTS = {
   poolMode: "transaction" as PoolMode,
-  maxClientConnections: 1000,
+  // 1,000 application clients (the benchmark's figure) plus room for the auditor and the admin console.
+  maxClientConnections: 1100,
   defaultPoolSize: 20,
 };
 

@@ -12,6 +12,9 @@ export interface ReplicaBootstrap {
   readonly waitSeconds?: number;
 }
 
+/** The role replicas stream as (schema/roles.ts declares it with REPLICATION). */
+export const REPLICATION_USER = "nb_replicator";
+
 export function replicaSlotName(index: number): string {
   return `replica_${index}`;
 }

@@ -63,7 +63,9 @@ function acceptsConnections(port: number): Promise<boolean> {
 }
 
 export async function startPooler(ctx: LocalContext, state: StackState): Promise<void> {
-  await run(ctx.bins.pgbouncer, ["-d", iniFile(ctx)], { as: ctx.user }).catch((e: Error) => {
+  // Each client is a file descriptor: raise the soft open-files limit to the hard one first (1,024,
+  // a common soft default, would run out near max_client_conn).
+  await run("/bin/sh", ["-c", 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', ctx.bins.pgbouncer, "-d", iniFile(ctx)], { as: ctx.user }).catch((e: Error) => {
     throw new Error(`pgbouncer did not start: ${e.message}\nSee its log: ${poolerLog(ctx)}`);
   });
   await waitFor(`pgbouncer on port ${state.ports.pooler} (log: ${poolerLog(ctx)})`, 15_000, async () =>

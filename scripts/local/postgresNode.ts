@@ -3,7 +3,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
 import { renderConf, renderHba, serverSettings } from "../../infra/topology/postgresSettings";
-import { replicaBootstrapScript } from "../../infra/topology/replicaBootstrap";
+import { REPLICATION_USER, replicaBootstrapScript } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, nodeSizing, replicaLimit } from "./context";
 import { DATABASE } from "../../schema/roles";
 import { HOST, SUPERUSER, StackState } from "./state";
@@ -11,7 +11,6 @@ import { chownToServer, processAlive, run, waitFor } from "./system";
 
 export type NodeName = "primary" | `replica-${number}`;
 
-export const REPLICATION_USER = "nb_replicator";
 
 export function replicaName(index: number): NodeName {
   return `replica-${index}`;

@@ -242,19 +242,19 @@ async function convergePooler(ctx: LocalContext, state: StackState, changes: str
 /** Bring the stack to the asked shape; on a healthy stack of that shape, change nothing. */
 export async function up(opts: UpOptions): Promise<UpResult> {
   const ctx = localContext(opts.stack, opts.log ?? (() => undefined));
-  const existing = loadState(opts.stack);
-  const replicas = opts.replicas ?? existing?.ports.replicas.length ?? DEFAULT_REPLICAS;
-  if (!existing) {
-    const primary = await freePort();
-    let pooler = await freePort();
-    while (pooler === primary) pooler = await freePort();
-    prepareStackDir(ctx);
-    saveState(newState(opts.stack, { primary, pooler }));
-  }
   prepareStackDir(ctx);
   await checkServerUserReaches(ctx);
   return withStackLock(ctx, async () => {
+    // Created under the lock: two first `up`s of one stack must not each pick passwords and ports.
+    const isNew = !loadState(opts.stack);
+    if (isNew) {
+      const primary = await freePort();
+      let pooler = await freePort();
+      while (pooler === primary) pooler = await freePort();
+      saveState(newState(opts.stack, { primary, pooler }));
+    }
     const state = loadState(opts.stack)!;
+    const replicas = opts.replicas ?? (isNew ? DEFAULT_REPLICAS : state.ports.replicas.length);
     if (!state.dataKey) {
       state.dataKey = newDataKey();
       saveState(state);

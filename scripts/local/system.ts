@@ -8,7 +8,6 @@ import { UserError } from "./errors";
 
 export interface Binaries {
   readonly pgBinDir: string;
-  readonly pgMajor: number;
   readonly pgbouncer: string;
 }
 
@@ -48,7 +47,7 @@ export function findBinaries(): Binaries {
         `(or point NBDB_PG_BINDIR / NBDB_PGBOUNCER at existing binaries).`,
     );
   }
-  return { pgBinDir: pgBinDir!, pgMajor: Number(path.basename(path.dirname(pgBinDir!))) || MIN_PG_MAJOR, pgbouncer: pgbouncer! };
+  return { pgBinDir: pgBinDir!, pgbouncer: pgbouncer! };
 }
 
 export interface ServerUser {

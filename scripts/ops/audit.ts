@@ -2,6 +2,7 @@
 // with the head's id and hash to record elsewhere (a digest kept outside the database is what
 // shows that the whole chain was not rewritten, as QLDB's digests do).
 import { Client } from "pg";
+import { UserError } from "../local/errors";
 
 export interface AuditVerdict {
   readonly entries: number;
@@ -9,12 +10,37 @@ export interface AuditVerdict {
   readonly broken: { id: number; reason: string }[];
 }
 
-export async function verifyAuditTrail(auditorUrl: string): Promise<AuditVerdict> {
+/** A head recorded earlier, as `nbdb audit verify` prints it: `<id>:<sha256 hex>`. */
+export interface RecordedHead {
+  readonly id: number;
+  readonly hash: string;
+}
+
+export function parseRecordedHead(text: string): RecordedHead {
+  const m = /^(\d+):([0-9a-f]{64})$/.exec(text.trim());
+  if (!m) throw new UserError(`--expect-head takes <entry id>:<sha256 hex>, as nbdb audit verify printed it, got '${text}'.`);
+  return { id: Number(m[1]), hash: m[2] };
+}
+
+/** Whether an entry recorded earlier still has its hash: if not, the chain was rewritten since. */
+async function checkRecordedHead(client: Client, head: RecordedHead): Promise<{ id: number; reason: string }[]> {
+  const { rows } = await client.query(
+    `SELECT encode(entry_hash, 'hex') AS hash FROM neuralblitz.golden_dag_audit WHERE id = $1
+     UNION ALL SELECT encode(last_hash, 'hex') FROM neuralblitz.golden_dag_archives WHERE last_id = $1`,
+    [head.id],
+  );
+  if (rows.length === 0) return [{ id: head.id, reason: "recorded head: the entry is no longer in the trail (removed, or archived inside a partition)" }];
+  if (rows[0].hash !== head.hash) return [{ id: head.id, reason: `recorded head: the entry's hash is now ${rows[0].hash}, not ${head.hash}: the chain was rewritten` }];
+  return [];
+}
+
+export async function verifyAuditTrail(auditorUrl: string, expectHead?: RecordedHead): Promise<AuditVerdict> {
   const client = new Client({ connectionString: auditorUrl, application_name: "nbdb-audit" });
   await client.connect();
   try {
     await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     const broken = await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag()");
+    const headBroken = expectHead ? await checkRecordedHead(client, expectHead) : [];
     const counts = await client.query(
       `SELECT (SELECT count(*) FROM neuralblitz.golden_dag_audit) AS entries, h.last_id, encode(h.last_hash, 'hex') AS last_hash
          FROM neuralblitz.golden_dag_head h`,
@@ -24,7 +50,7 @@ export async function verifyAuditTrail(auditorUrl: string): Promise<AuditVerdict
     return {
       entries: Number(c.entries),
       head: { id: c.last_id === null ? null : Number(c.last_id), hash: c.last_hash },
-      broken: broken.rows.map((r) => ({ id: Number(r.id), reason: r.reason })),
+      broken: [...broken.rows.map((r) => ({ id: Number(r.id), reason: r.reason })), ...headBroken],
     };
   } finally {
     await client.end();

@@ -4,7 +4,8 @@ import { Client } from "pg";
 
 export interface PartitionAction {
   readonly table: string;
-  readonly action: "created" | "detached" | "dropped";
+  /** "kept in default": strays of an append-only table, which is never rewritten. */
+  readonly action: "created" | "detached" | "dropped" | "kept in default";
   readonly partition: string;
   readonly rowsMoved: number | null;
 }

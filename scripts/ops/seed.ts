@@ -170,18 +170,35 @@ function* metricLines(rand: Random, dayStart: number, rows: number): Generator<s
   if (batch) yield batch;
 }
 
-async function copyInto(client: Client, report: Reporter, table: string, columns: string, lines: Iterable<string>, count: number): Promise<number> {
-  const bar = report(table, count);
+async function inTransaction(client: Client, fn: () => Promise<void>): Promise<void> {
+  await client.query("BEGIN");
+  try {
+    await fn();
+    await client.query("COMMIT");
+  } catch (e) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw e;
+  }
+}
+
+/** COPY the lines into a table, telling `onRows` how many went in as they go. */
+async function copyLines(client: Client, table: string, columns: string, lines: Iterable<string>, onRows: (n: number) => void): Promise<number> {
   let sent = 0;
   const counted = function* () {
     for (const chunk of lines) {
       const n = chunk.split("\n").length - 1;
       sent += n;
-      bar.advance(n);
+      onRows(n);
       yield chunk;
     }
   };
   await pipeline(Readable.from(counted()), client.query(copyFrom(`COPY neuralblitz.${table} (${columns}) FROM STDIN`)));
+  return sent;
+}
+
+async function copyInto(client: Client, report: Reporter, table: string, columns: string, lines: Iterable<string>, count: number): Promise<number> {
+  const bar = report(table, count);
+  const sent = await copyLines(client, table, columns, lines, (n) => bar.advance(n));
   bar.finish();
   return sent;
 }
@@ -197,8 +214,7 @@ async function removePreviousSeed(client: Client): Promise<void> {
 }
 
 async function loadBusinessTables(client: Client, report: Reporter, g: Generated, dataKey: string, rows: Record<string, number>): Promise<void> {
-  await client.query("BEGIN");
-  try {
+  await inTransaction(client, async () => {
     await client.query("SELECT set_config('nb.data_key', $1, true)", [dataKey]);
     await removePreviousSeed(client);
     const u = g.users;
@@ -244,11 +260,7 @@ async function loadBusinessTables(client: Client, report: Reporter, g: Generated
     rows.consciousness_records = await copyInto(client, report, "consciousness_records", "id, user_id, subject_kind, subject_id, level, stage, attributes, recorded_at", chunks(g.records), g.records.length);
     rows.consciousness_snapshots = await copyInto(client, report, "consciousness_snapshots", "record_id, user_id, snapshot, captured_at", chunks(g.snapshots), g.snapshots.length);
     rows.monitoring_alerts = await copyInto(client, report, "monitoring_alerts", "rule, metric, condition, threshold, severity, state, fired_at, resolved_at", chunks(g.alerts), g.alerts.length);
-    await client.query("COMMIT");
-  } catch (e) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw e;
-  }
+  });
 }
 
 async function loadMetrics(client: Client, report: Reporter, rand: Random, scale: number, asOf: number): Promise<number> {
@@ -259,22 +271,10 @@ async function loadMetrics(client: Client, report: Reporter, rand: Random, scale
   for (let d = HISTORY_DAYS; d >= 1; d--) {
     const dayStart = asOf - d * DAY;
     // One day per transaction: sized so a scale-100 load commits every few hundred thousand rows.
-    await client.query("BEGIN");
-    try {
-      const lines = metricLines(rand, dayStart, perDay);
-      const counted = function* () {
-        for (const chunk of lines) {
-          bar.advance(chunk.split("\n").length - 1);
-          yield chunk;
-        }
-      };
-      await pipeline(Readable.from(counted()), client.query(copyFrom("COPY neuralblitz.metrics (ts, name, value, labels, source) FROM STDIN")));
-      await client.query("COMMIT");
-      total += perDay;
-    } catch (e) {
-      await client.query("ROLLBACK").catch(() => undefined);
-      throw e;
-    }
+    await inTransaction(client, async () => {
+      await copyLines(client, "metrics", "ts, name, value, labels, source", metricLines(rand, dayStart, perDay), (n) => bar.advance(n));
+    });
+    total += perDay;
   }
   bar.finish();
   return total;

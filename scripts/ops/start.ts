@@ -3,7 +3,8 @@
 import { Client } from "pg";
 import { TABLES } from "../../schema/tables";
 import { StackStatus, status, up } from "../local/stack";
-import { LocalStackOutputs } from "../local/state";
+import * as path from "path";
+import { LocalStackOutputs, outputsFile, stackDir } from "../local/state";
 import { AuditVerdict, verifyAuditTrail } from "./audit";
 import { isSeeded, seed } from "./seed";
 import { Drift, verifySchema } from "./verify";
@@ -61,7 +62,7 @@ export function printStartSummary(s: StartSummary, print: (line: string) => void
       ? `  audit chain: intact, ${s.audit.entries} entries`
       : `  audit chain: BROKEN at ${s.audit.broken.length} entries: run npx nbdb audit verify`,
   );
-  print(`  connection strings: .nbdb/${o.stack}/outputs.json (mode 0600); data key: state.json`);
+  print(`  connection strings: ${outputsFile(o.stack)} (mode 0600); data key: dataKey in ${path.join(stackDir(o.stack), "state.json")}`);
 }
 
 

@@ -31,15 +31,16 @@ const RELS = `
   SELECT c.oid, c.relname::text AS relname, c.relkind
     FROM pg_catalog.pg_class c
    WHERE c.relnamespace = 'neuralblitz'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition
-     AND c.relname !~ '_p([0-9]{6}|[0-9]{8}|[0-9]{4}w[0-9]{2})$'`;
+     AND c.relname !~ '_p([0-9]{6}|[0-9]{8}|[0-9]{4}w[0-9]{2})_archived$'`;
 
 /** The catalog as (kind, name, detail) rows; the same query builds the expected state and reads the live one. */
 export const LIVE_CATALOG_SQL = `
   WITH rels AS (${RELS}),
   grants AS (${LIVE_GRANTS_SQL.replace(/\$1/g, "'neuralblitz'")})
-  SELECT 'relation' AS kind, relname AS name,
-         CASE relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'v' THEN 'view' ELSE 'materialized view' END AS detail
-    FROM rels
+  SELECT 'relation' AS kind, rels.relname AS name,
+         CASE rels.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'v' THEN 'view' ELSE 'materialized view' END
+         || ' owned by ' || pg_catalog.pg_get_userbyid(c.relowner) AS detail
+    FROM rels JOIN pg_catalog.pg_class c USING (oid)
   UNION ALL
   SELECT 'column', r.relname || '.' || a.attname,
          pg_catalog.format_type(a.atttypid, a.atttypmod)
@@ -81,17 +82,25 @@ export const LIVE_CATALOG_SQL = `
    WHERE pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
   UNION ALL
   SELECT 'function', p.oid::regprocedure::text,
-         'body md5 ' || pg_catalog.md5(p.prosrc) || CASE WHEN p.prosecdef THEN ', SECURITY DEFINER' ELSE '' END
+         'owned by ' || pg_catalog.pg_get_userbyid(p.proowner) || ', body md5 ' || pg_catalog.md5(p.prosrc)
+         || CASE WHEN p.prosecdef THEN ', SECURITY DEFINER' ELSE '' END
          || coalesce(', SET ' || pg_catalog.array_to_string(p.proconfig, ', SET '), '')
     FROM pg_catalog.pg_proc p
    WHERE p.pronamespace IN ('neuralblitz'::regnamespace, 'pgbouncer'::regnamespace)
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep WHERE dep.classid = 'pg_catalog.pg_proc'::regclass AND dep.objid = p.oid AND dep.deptype = 'e')
   UNION ALL
+  SELECT 'default privilege', pg_catalog.pg_get_userbyid(d.defaclrole) || ' ' || CASE d.defaclobjtype WHEN 'r' THEN 'tables' WHEN 'f' THEN 'functions' WHEN 'S' THEN 'sequences' WHEN 'T' THEN 'types' ELSE 'schemas' END
+         || ' in ' || coalesce(n.nspname, 'every schema'),
+         (SELECT pg_catalog.string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END || ' ' || a.privilege_type, ', ' ORDER BY 1)
+            FROM pg_catalog.aclexplode(d.defaclacl) a)
+    FROM pg_catalog.pg_default_acl d LEFT JOIN pg_catalog.pg_namespace n ON n.oid = d.defaclnamespace
+   WHERE d.defaclrole = 'nb_owner'::regrole
+  UNION ALL
   SELECT 'grant', g.role || ' ' || g.privilege || ' on ' || g.object_type || ' ' || g.object,
          'GRANT ' || g.privilege || ' ON ' || upper(g.object_type) || ' '
          || CASE WHEN g.object_type IN ('table', 'function') THEN 'neuralblitz.' ELSE '' END || g.object || ' TO ' || g.role
     FROM grants g
-   WHERE g.role IN (${MANAGED}) AND g.object !~ '_p([0-9]{6}|[0-9]{8}|[0-9]{4}w[0-9]{2})$'`;
+   WHERE g.role IN (${MANAGED})`;
 
 function dollarQuoted(tag: string, text: string): string {
   if (text.includes(`$${tag}$`)) throw new Error(`cannot embed text containing $${tag}$`);
@@ -109,6 +118,7 @@ const FIX_SQL = `
     WHEN kind = 'ledger' AND problem = 'missing' THEN 'apply it: npx nbdb up'
     WHEN kind = 'ledger' AND problem = 'extra' THEN 'this database ran a bundle that is not in sql/: restore its file from version control'
     WHEN kind = 'ledger' THEN 'the database holds another version of this bundle than sql/: restore the file (a migration is never edited; add a new one), or for a repeatable bundle run npx nbdb up'
+    WHEN kind = 'default privilege' THEN 'default privileges differ from schema/privileges.ts and sql/repeatable/R010__schema_settings.sql: npx nbdb up sets the model''s'
     WHEN problem = 'extra' THEN 'not made by any bundle: drop it, or add it to a bundle in sql/ if it is meant'
     WHEN kind = 'index' AND problem = 'missing' THEN 'recreate it: ' || expected
     WHEN source LIKE 'sql/repeatable/%' THEN 're-apply ' || source || ' as nb_owner (psql -c ''SET ROLE nb_owner'' -f ' || source || '), or bring it back in that file'
@@ -160,6 +170,8 @@ drift AS (
          e.checksum, l.checksum, 'sql/'
     FROM ledger_expected e FULL JOIN ledger_live l ON l.name = e.name
    WHERE e.checksum IS DISTINCT FROM l.checksum
+     -- Bundles the Pulumi program generates from stack config (infra/database/) have no file in sql/.
+     AND NOT (e.name IS NULL AND l.name LIKE 'deploy\\_\\_%')
   UNION ALL
   SELECT 'partition ahead', p.partition, 'missing', 'attached partition of ' || p.table_name, NULL, 'neuralblitz.run_partition_maintenance()'
     FROM periods p
@@ -169,8 +181,7 @@ drift AS (
   SELECT 'default partition rows', d.name || '_default', 'changed', '0 rows', d.n || ' rows', 'neuralblitz.run_partition_maintenance()'
     FROM (SELECT 'metrics' AS name, count(*) AS n FROM neuralblitz.metrics_default
           UNION ALL SELECT 'quantum_neuron_history', count(*) FROM neuralblitz.quantum_neuron_history_default
-          UNION ALL SELECT 'consciousness_snapshots', count(*) FROM neuralblitz.consciousness_snapshots_default
-          UNION ALL SELECT 'golden_dag_audit', count(*) FROM neuralblitz.golden_dag_audit_default) AS d
+          UNION ALL SELECT 'consciousness_snapshots', count(*) FROM neuralblitz.consciousness_snapshots_default) AS d
    WHERE d.n > 0
 )
 SELECT kind, name, problem, expected, actual, ${FIX_SQL.trim()} AS fix FROM drift;

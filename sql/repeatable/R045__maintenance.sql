@@ -20,7 +20,7 @@ DECLARE
   v_rel      regclass;
   v_run      neuralblitz.maintenance_runs;
 BEGIN
-  SELECT count(*) FILTER (WHERE action = 'created'), count(*) FILTER (WHERE action <> 'created'), coalesce(sum(rows_moved), 0)
+  SELECT count(*) FILTER (WHERE action = 'created'), count(*) FILTER (WHERE action IN ('detached', 'dropped')), coalesce(sum(rows_moved), 0)
     INTO v_created, v_retired, v_moved
     FROM neuralblitz.run_partition_maintenance();
 
