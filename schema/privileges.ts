@@ -55,6 +55,7 @@ export const FUNCTIONS = {
   decryptSecret: "decrypt_secret(bytea)",
   lookupHash: "lookup_hash(text)",
   verifyGoldenDag: "verify_golden_dag()",
+  sealGoldenDag: "seal_golden_dag(interval,interval)",
   goldenDagCanonical: "golden_dag_canonical(bigint,timestamp with time zone,text,text,jsonb,text,uuid,jsonb,jsonb,bigint)",
 } as const;
 
@@ -77,9 +78,12 @@ export const GRANTS: readonly GrantSpec[] = [
   { role: "nb_readonly", objectType: "function", object: FUNCTIONS.currentUserId, privileges: ["EXECUTE"] },
 
   { role: "nb_auditor", objectType: "table", object: "golden_dag_audit", privileges: [S] },
+  { role: "nb_auditor", objectType: "table", object: "golden_dag_seals", privileges: [S] },
   { role: "nb_auditor", objectType: "table", object: "golden_dag_head", privileges: [S] },
   { role: "nb_auditor", objectType: "table", object: "golden_dag_archives", privileges: [S] },
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.verifyGoldenDag, privileges: ["EXECUTE"] },
+  // So that a verification first chains what has committed since the last scheduled run.
+  { role: "nb_auditor", objectType: "function", object: FUNCTIONS.sealGoldenDag, privileges: ["EXECUTE"] },
   // verify_golden_dag() runs with the auditor's rights (no SECURITY DEFINER needed) and recomputes hashes with it.
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagCanonical, privileges: ["EXECUTE"] },
 ];

@@ -232,7 +232,7 @@ export function program(): Command {
       const verdict = await verifyAuditTrail(readOutputs(o.stack).connections.auditor, o.expectHead ? parseRecordedHead(o.expectHead) : undefined);
       if (o.json) console.log(JSON.stringify(verdict, null, 2));
       else if (verdict.broken.length === 0) {
-        console.log(`audit chain intact: ${verdict.entries} entries; head ${verdict.head.id ?? 0}:${verdict.head.hash}`);
+        console.log(`audit chain intact: ${verdict.entries - verdict.unsealed} entries chained (${verdict.unsealed} committing now); head ${verdict.head.id ?? 0}:${verdict.head.hash}`);
         console.log("Keep the head outside the database; later, --expect-head <that head> proves the chain was not rewritten since.");
       } else {
         console.log(`audit chain BROKEN: ${verdict.broken.length} of ${verdict.entries} entries`);

@@ -110,6 +110,12 @@ describe("security", function () {
     await db?.close();
   });
 
+  /** Chain every committed entry now (the scheduled sealer waits a second for commits to settle). */
+  async function sealAll(): Promise<number> {
+    const [{ n }] = await query<{ n: number }>(out.connections.admin, "SELECT neuralblitz.seal_golden_dag(interval '0') AS n");
+    return n;
+  }
+
   describe("row-level security, as nb_app through PgBouncer", function () {
     it("is enabled and forced on exactly the user-data tables", async function () {
       const rows = await query<{ relname: string }>(
@@ -298,6 +304,9 @@ describe("security", function () {
           "DELETE FROM neuralblitz.golden_dag_audit_default",
           "TRUNCATE neuralblitz.golden_dag_audit_default",
           "SET nb.partition_maintenance = on; DELETE FROM neuralblitz.golden_dag_audit_default",
+          "UPDATE neuralblitz.golden_dag_seals SET entry_hash = prev_hash",
+          "DELETE FROM neuralblitz.golden_dag_seals",
+          "TRUNCATE neuralblitz.golden_dag_seals",
         ]) {
           expect(await rejection(owner.query(sql)), sql).to.match(/permission denied|append-only/);
         }
@@ -373,7 +382,8 @@ describe("security", function () {
       expect(await rejection(query(out.connections.admin, "TRUNCATE neuralblitz.monitoring_alerts"))).to.match(/would leave no audit entries/);
     });
 
-    it("stays one intact chain under 8 concurrent writers", async function () {
+    it("lets 8 concurrent writers append side by side, then seals them into one intact chain in commit order", async function () {
+      await sealAll();
       const before = await verifyAuditTrail(out.connections.auditor);
       const writers = 8;
       const perWriter = 20;
@@ -391,25 +401,37 @@ describe("security", function () {
       } finally {
         await pool.close();
       }
+      const sealed = await sealAll();
+      expect(sealed).to.be.at.least(writers * perWriter * 0.9);
       const after = await verifyAuditTrail(out.connections.auditor);
       expect(after.broken).to.deep.equal([]);
-      expect(after.entries - before.entries).to.be.at.least(writers * perWriter * 0.9);
+      expect(after.unsealed).to.equal(0);
+      expect(after.entries - before.entries).to.equal(sealed);
+      // Chain order is commit order: each seal's transaction committed no later than the next one's.
+      const outOfOrder = await query(
+        out.connections.admin,
+        `SELECT s.entry_id FROM neuralblitz.golden_dag_seals s JOIN neuralblitz.golden_dag_seals p ON p.entry_id = s.prev_id
+          WHERE p.committed_at > s.committed_at`,
+      );
+      expect(outOfOrder).to.deep.equal([]);
     });
 
     it("catches a consistent rewrite of the chain's end against a head recorded earlier", async function () {
+      await sealAll();
       const recorded = (await verifyAuditTrail(out.connections.auditor)).head;
       const admin = new Client({ connectionString: out.connections.admin });
       await admin.connect();
       try {
-        // A superuser rewrites the last entry and recomputes its hash and the head: every link holds.
+        // A superuser rewrites the last entry and recomputes its seal and the head: every link holds.
         await admin.query("SET session_replication_role = replica");
         await admin.query(`UPDATE neuralblitz.golden_dag_audit SET new_values = '{"rewritten": true}' WHERE id = $1`, [recorded.id]);
         await admin.query(
-          `UPDATE neuralblitz.golden_dag_audit a SET entry_hash = sha256(a.prev_hash || neuralblitz.golden_dag_canonical(
-             a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id, a.old_values, a.new_values, a.prev_id)) WHERE id = $1`,
+          `UPDATE neuralblitz.golden_dag_seals s SET entry_hash = sha256(s.prev_hash || neuralblitz.golden_dag_canonical(
+             a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id, a.old_values, a.new_values, s.prev_id))
+             FROM neuralblitz.golden_dag_audit a WHERE a.id = s.entry_id AND s.entry_id = $1`,
           [recorded.id],
         );
-        await admin.query("UPDATE neuralblitz.golden_dag_head h SET last_hash = a.entry_hash FROM neuralblitz.golden_dag_audit a WHERE a.id = h.last_id");
+        await admin.query("UPDATE neuralblitz.golden_dag_head h SET last_hash = s.entry_hash FROM neuralblitz.golden_dag_seals s WHERE s.entry_id = h.last_id");
       } finally {
         await admin.end();
       }
@@ -421,16 +443,17 @@ describe("security", function () {
     });
 
     it("names exactly the entry a superuser altered, then exactly the one deleted", async function () {
+      await sealAll();
       const admin = new Client({ connectionString: out.connections.admin });
       await admin.connect();
       try {
         // A superuser can bypass the refusing triggers; verification is what catches it.
         await admin.query("SET session_replication_role = replica");
-        const ids = (await admin.query("SELECT id FROM neuralblitz.golden_dag_audit ORDER BY id")).rows.map((r) => Number(r.id));
+        const ids = (await admin.query("SELECT entry_id AS id FROM neuralblitz.golden_dag_seals ORDER BY entry_id")).rows.map((r) => Number(r.id));
         const victim = ids[Math.floor(ids.length / 2)];
         const original = (await admin.query("SELECT new_values FROM neuralblitz.golden_dag_audit WHERE id = $1", [victim])).rows[0].new_values;
         await admin.query(`UPDATE neuralblitz.golden_dag_audit SET new_values = '{"forged": true}' WHERE id = $1`, [victim]);
-        expect((await verifyAuditTrail(out.connections.auditor)).broken).to.deep.equal([{ id: victim, reason: "content altered: the entry does not hash to its entry_hash" }]);
+        expect((await verifyAuditTrail(out.connections.auditor)).broken).to.deep.equal([{ id: victim, reason: "content altered: the entry does not hash to its sealed entry_hash" }]);
         await admin.query("UPDATE neuralblitz.golden_dag_audit SET new_values = $2 WHERE id = $1", [victim, original]);
         expect((await verifyAuditTrail(out.connections.auditor)).broken).to.deep.equal([]);
 
@@ -438,14 +461,18 @@ describe("security", function () {
         await admin.query("DELETE FROM neuralblitz.golden_dag_audit WHERE id = $1", [gone]);
         const verdict = await verifyAuditTrail(out.connections.auditor);
         expect(verdict.broken.map((x) => x.id)).to.deep.equal([gone]);
-        expect(verdict.broken[0].reason).to.match(/^missing: entry \d+ follows it/);
+        expect(verdict.broken[0].reason).to.match(/^missing: sealed into the chain, but gone from the trail/);
+
+        const unlinked = ids[Math.floor(ids.length / 4)];
+        await admin.query("DELETE FROM neuralblitz.golden_dag_seals WHERE entry_id = $1", [unlinked]);
+        expect((await verifyAuditTrail(out.connections.auditor)).broken.map((x) => x.id)).to.include(unlinked);
         const cli = await new Promise<{ code: number; stdout: string }>((resolve) =>
           execFile(process.execPath, [path.join(__dirname, "..", "bin", "nbdb.js"), "audit", "verify", "--stack", stack], (err, stdout) =>
             resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout }),
           ),
         );
         expect(cli.code).to.equal(1);
-        expect(cli.stdout).to.match(new RegExp(`audit chain BROKEN: 1 of \\d+ entries\\n  entry ${gone}: missing`));
+        expect(cli.stdout).to.match(new RegExp(`audit chain BROKEN: \\d+ of \\d+ entries\\n(.*\\n)*  entry ${gone}: missing: sealed`));
       } finally {
         await admin.end();
       }

@@ -18,6 +18,7 @@ const RDS_TAKES: Readonly<Record<string, { readonly static: boolean; readonly un
   max_wal_senders: { static: true },
   max_replication_slots: { static: true },
   shared_preload_libraries: { static: true },
+  track_commit_timestamp: { static: true },
   wal_keep_size: { static: false, unit: "MB" },
   max_slot_wal_keep_size: { static: false, unit: "MB" },
   max_wal_size: { static: false, unit: "MB" },

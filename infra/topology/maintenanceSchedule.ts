@@ -1,11 +1,14 @@
 // The schema's maintenance on a schedule inside the database, by pg_cron where the server has it
 // loaded (Debian's postgresql-15-cron locally, RDS's parameter group in prod; the official Docker
-// image has none): hourly run_maintenance() as nb_migrator. Run by a superuser (rds_superuser on
+// image has none): hourly run_maintenance() and the audit sealer every minute, as nb_migrator. Run by a superuser (rds_superuser on
 // RDS) in the database pg_cron serves; does nothing where pg_cron is not loaded. Idempotent.
 import { DATABASE } from "../../schema/roles";
 
 export const MAINTENANCE_JOB = "neuralblitz-maintenance";
 export const MAINTENANCE_SCHEDULE = "7 * * * *";
+/** The audit sealer: committed audit entries join the hash chain within a minute. */
+export const SEAL_JOB = "neuralblitz-audit-seal";
+export const SEAL_SCHEDULE = "* * * * *";
 
 export function maintenanceScheduleSql(database: string = DATABASE): string {
   return `
@@ -20,6 +23,10 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM cron.job WHERE jobname = '${MAINTENANCE_JOB}') THEN
     PERFORM cron.schedule_in_database('${MAINTENANCE_JOB}', '${MAINTENANCE_SCHEDULE}',
                                       $job$SELECT neuralblitz.run_maintenance('pg_cron')$job$, '${database}', 'nb_migrator');
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM cron.job WHERE jobname = '${SEAL_JOB}') THEN
+    PERFORM cron.schedule_in_database('${SEAL_JOB}', '${SEAL_SCHEDULE}',
+                                      $job$SELECT neuralblitz.seal_golden_dag()$job$, '${database}', 'nb_migrator');
   END IF;
 EXCEPTION WHEN insufficient_privilege THEN
   -- Only a superuser (rds_superuser on RDS) may read these settings and create pg_cron.

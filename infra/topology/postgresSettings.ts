@@ -39,6 +39,8 @@ export function serverSettings(size: NodeSizing, maxReplicas: number, options: S
     max_slot_wal_keep_size: "8GB",
     hot_standby: "on",
     hot_standby_feedback: "on",
+    // The GoldenDAG sealer chains audit entries in commit order, which it reads from here.
+    track_commit_timestamp: "on",
     password_encryption: "scram-sha-256",
     max_connections: 200,
     shared_buffers: mb(clamp(size.memoryBytes / 4, 128 * MiB, 8192 * MiB)),

@@ -161,6 +161,12 @@ async function convergePrimary(ctx: LocalContext, state: StackState, changes: st
   } else if (writeNodeConf(ctx, "primary", state.ports.primary)) {
     await reloadNode(ctx, "primary");
     changes.push("reloaded the primary's settings");
+    const pending = await withSuperuser(state, state.ports.primary, async (c) =>
+      (await c.query("SELECT name FROM pg_catalog.pg_settings WHERE pending_restart ORDER BY 1")).rows.map((r) => r.name as string),
+    );
+    if (pending.length > 0) {
+      changes.push(`settings that take effect only after a restart changed (${pending.join(", ")}): npx nbdb down --stack ${ctx.stack} && npx nbdb up --stack ${ctx.stack}`);
+    }
   }
   if (!state.primaryBootstrapped) {
     ctx.log("creating roles, the database and the pooler's auth lookup");

@@ -6,6 +6,10 @@ import { UserError } from "../local/errors";
 
 export interface AuditVerdict {
   readonly entries: number;
+  /** Entries this run chained before verifying (committed since the sealer last ran). */
+  readonly sealedNow: number;
+  /** Entries not in the chain yet: committed in the last second, or in transactions still open. */
+  readonly unsealed: number;
   readonly head: { id: number | null; hash: string };
   readonly broken: { id: number; reason: string }[];
 }
@@ -25,11 +29,10 @@ export function parseRecordedHead(text: string): RecordedHead {
 /** Whether an entry recorded earlier still has its hash: if not, the chain was rewritten since. */
 async function checkRecordedHead(client: Client, head: RecordedHead): Promise<{ id: number; reason: string }[]> {
   const { rows } = await client.query(
-    `SELECT encode(entry_hash, 'hex') AS hash FROM neuralblitz.golden_dag_audit WHERE id = $1
-     UNION ALL SELECT encode(last_hash, 'hex') FROM neuralblitz.golden_dag_archives WHERE last_id = $1`,
+    "SELECT encode(entry_hash, 'hex') AS hash FROM neuralblitz.golden_dag_seals WHERE entry_id = $1",
     [head.id],
   );
-  if (rows.length === 0) return [{ id: head.id, reason: "recorded head: the entry is no longer in the trail (removed, or archived inside a partition)" }];
+  if (rows.length === 0) return [{ id: head.id, reason: "recorded head: the entry is no longer in the chain" }];
   if (rows[0].hash !== head.hash) return [{ id: head.id, reason: `recorded head: the entry's hash is now ${rows[0].hash}, not ${head.hash}: the chain was rewritten` }];
   return [];
 }
@@ -38,17 +41,23 @@ export async function verifyAuditTrail(auditorUrl: string, expectHead?: Recorded
   const client = new Client({ connectionString: auditorUrl, application_name: "nbdb-audit" });
   await client.connect();
   try {
+    // First chain what has committed since the sealer last ran, so the verdict covers it.
+    const sealed = Number((await client.query("SELECT neuralblitz.seal_golden_dag() AS n")).rows[0].n);
     await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     const broken = await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag()");
     const headBroken = expectHead ? await checkRecordedHead(client, expectHead) : [];
     const counts = await client.query(
-      `SELECT (SELECT count(*) FROM neuralblitz.golden_dag_audit) AS entries, h.last_id, encode(h.last_hash, 'hex') AS last_hash
+      `SELECT (SELECT count(*) FROM neuralblitz.golden_dag_audit) AS entries,
+              (SELECT count(*) FROM neuralblitz.golden_dag_audit a WHERE NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals s WHERE s.entry_id = a.id)) AS unsealed,
+              h.last_id, encode(h.last_hash, 'hex') AS last_hash
          FROM neuralblitz.golden_dag_head h`,
     );
     await client.query("COMMIT");
     const c = counts.rows[0];
     return {
       entries: Number(c.entries),
+      sealedNow: sealed,
+      unsealed: Number(c.unsealed),
       head: { id: c.last_id === null ? null : Number(c.last_id), hash: c.last_hash },
       broken: [...broken.rows.map((r) => ({ id: Number(r.id), reason: r.reason })), ...headBroken],
     };

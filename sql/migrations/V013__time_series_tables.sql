@@ -74,13 +74,9 @@ CREATE TABLE neuralblitz.golden_dag_audit (
   app_user_id  uuid,
   old_values   jsonb,
   new_values   jsonb,
-  -- The chain: the entry before this one (NULL for the first) and its hash (zeros for the first).
-  prev_id      bigint,
-  prev_hash    bytea NOT NULL,
-  entry_hash   bytea NOT NULL,
+  -- Its place in the hash chain is kept in golden_dag_seals (V016), written once it has committed.
   PRIMARY KEY (id, recorded_at),
-  CONSTRAINT golden_dag_audit_operation CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE')),
-  CONSTRAINT golden_dag_audit_hash_sizes CHECK (octet_length(prev_hash) = 32 AND octet_length(entry_hash) = 32)
+  CONSTRAINT golden_dag_audit_operation CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE'))
 ) PARTITION BY RANGE (recorded_at);
 CREATE TABLE neuralblitz.golden_dag_audit_default PARTITION OF neuralblitz.golden_dag_audit DEFAULT;
 CREATE INDEX golden_dag_audit_recorded_at_brin ON neuralblitz.golden_dag_audit USING brin (recorded_at);

@@ -1,7 +1,8 @@
 -- Creates run_maintenance(), the scheduled upkeep of the schema, run hourly by pg_cron where the
 -- server has it and by `nbdb maintain`: partitions ahead, strays moved, retention
 -- (run_partition_maintenance), the roll-ups refreshed CONCURRENTLY, and ANALYZE of the
--- partitions that changed and of their parents (autovacuum never analyzes a partitioned parent).
+-- partitions that changed and of their parents (autovacuum never analyzes a partitioned parent),
+-- and the GoldenDAG sealer (which pg_cron also runs every minute).
 -- Each run is recorded in maintenance_runs. One transaction: an interrupted run leaves nothing
 -- half done. REINDEX CONCURRENTLY cannot run inside it: `nbdb maintain --reindex` does that.
 
@@ -25,6 +26,7 @@ BEGIN
     FROM neuralblitz.run_partition_maintenance();
 
   PERFORM neuralblitz.refresh_rollups();
+  PERFORM neuralblitz.seal_golden_dag();
 
   -- Partitions with a tenth of their rows changed since their last ANALYZE, then their parents.
   FOR v_rel IN

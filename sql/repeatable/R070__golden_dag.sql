@@ -1,10 +1,13 @@
 -- Creates the GoldenDAG audit trail's behaviour: the append trigger on every audited business
 -- table (list below = schema/tables.ts, `audited: true`), the canonical encoding and hash of an
--- entry, verify_golden_dag(), archive_golden_dag_partition(), TRUNCATE refused on audited tables,
--- and the append-only seal of golden_dag_audit and its partitions.
--- entry_hash = sha256(prev_hash || canonical(entry)); the first entry's prev_hash is 32 zero bytes.
--- Appends lock golden_dag_head, so concurrent transactions form one chain in commit order.
--- Re-runnable.
+-- entry, the sealer that chains committed entries, verify_golden_dag(),
+-- archive_golden_dag_partition(), TRUNCATE refused on audited tables, and the append-only seal of
+-- the trail and its chain. entry_hash = sha256(prev_hash || canonical(entry)); the first entry's
+-- prev_hash is 32 zero bytes.
+-- Serialization: appending takes no lock (concurrent writers commit side by side and share WAL
+-- flushes); seal_golden_dag(), run every minute by pg_cron and by nbdb audit verify and
+-- maintenance, chains the entries of committed transactions in commit order (commit timestamps,
+-- track_commit_timestamp), one sealer at a time. Re-runnable.
 
 -- The canonical encoding: a JSON array of every field but the hashes. jsonb's text form is
 -- deterministic (keys sorted, numbers normalised); the timestamp is spelled in UTC explicitly.
@@ -37,15 +40,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_old       jsonb := CASE WHEN TG_OP <> 'INSERT' THEN pg_catalog.to_jsonb(OLD) END;
-  v_new       jsonb := CASE WHEN TG_OP <> 'DELETE' THEN pg_catalog.to_jsonb(NEW) END;
-  v_pk        jsonb := pg_catalog.jsonb_build_object('id', coalesce(v_new, v_old) -> 'id');
-  v_user      uuid  := nullif(pg_catalog.current_setting('nb.user_id', true), '')::uuid;
-  v_prev_id   bigint;
-  v_prev_hash bytea;
-  v_id        bigint;
-  v_at        timestamptz;
-  v_hash      bytea;
+  v_old  jsonb := CASE WHEN TG_OP <> 'INSERT' THEN pg_catalog.to_jsonb(OLD) END;
+  v_new  jsonb := CASE WHEN TG_OP <> 'DELETE' THEN pg_catalog.to_jsonb(NEW) END;
+  v_pk   jsonb := pg_catalog.jsonb_build_object('id', coalesce(v_new, v_old) -> 'id');
+  v_user uuid  := nullif(pg_catalog.current_setting('nb.user_id', true), '')::uuid;
 BEGIN
   IF TG_OP = 'UPDATE' THEN
     -- Only the columns that changed, before and after.
@@ -57,69 +55,107 @@ BEGIN
       RETURN NULL;
     END IF;
   END IF;
-  v_old := neuralblitz.golden_dag_redact(v_old);
-  v_new := neuralblitz.golden_dag_redact(v_new);
-
-  -- By its primary key: the one live row, however many dead versions the table holds between vacuums.
-  SELECT last_id, last_hash INTO v_prev_id, v_prev_hash FROM neuralblitz.golden_dag_head WHERE singleton FOR UPDATE;
-  v_id := pg_catalog.nextval('neuralblitz.golden_dag_audit_id_seq');
-  v_at := pg_catalog.clock_timestamp();
-  v_hash := pg_catalog.sha256(v_prev_hash || neuralblitz.golden_dag_canonical(
-              v_id, v_at, TG_TABLE_NAME, TG_OP, v_pk, session_user, v_user, v_old, v_new, v_prev_id));
-  INSERT INTO neuralblitz.golden_dag_audit
-         (id, recorded_at, table_name, operation, row_pk, db_role, app_user_id, old_values, new_values, prev_id, prev_hash, entry_hash)
-  OVERRIDING SYSTEM VALUE
-  VALUES (v_id, v_at, TG_TABLE_NAME, TG_OP, v_pk, session_user, v_user, v_old, v_new, v_prev_id, v_prev_hash, v_hash);
-  UPDATE neuralblitz.golden_dag_head SET last_id = v_id, last_hash = v_hash WHERE singleton;
+  INSERT INTO neuralblitz.golden_dag_audit (recorded_at, table_name, operation, row_pk, db_role, app_user_id, old_values, new_values)
+  VALUES (pg_catalog.clock_timestamp(), TG_TABLE_NAME, TG_OP, v_pk, session_user, v_user,
+          neuralblitz.golden_dag_redact(v_old), neuralblitz.golden_dag_redact(v_new));
   RETURN NULL;
 END
 $$;
 REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_append() FROM PUBLIC;
 
--- One set-based pass over the whole trail: every entry's hash recomputed, every link checked
--- (not just the ends), forks, second beginnings and the head. One row per broken entry.
+-- Chain the entries of committed transactions, in commit order (ties by transaction, then entry).
+-- Only transactions committed at least p_settle ago: one committing right now might not be
+-- visible yet while later ones are. Entries recorded more than p_window ago are not looked for
+-- (verify_golden_dag() reports any left unsealed). One sealer at a time. Returns entries sealed.
+CREATE OR REPLACE FUNCTION neuralblitz.seal_golden_dag(p_settle interval DEFAULT '1 second', p_window interval DEFAULT '1 day')
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_prev_id   bigint;
+  v_prev_hash bytea;
+  v_hash      bytea;
+  v_sealed    integer := 0;
+  e           record;
+BEGIN
+  PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('neuralblitz.seal_golden_dag'));
+  SELECT last_id, last_hash INTO v_prev_id, v_prev_hash FROM neuralblitz.golden_dag_head WHERE singleton FOR UPDATE;
+  FOR e IN
+    SELECT a.*, pg_catalog.pg_xact_commit_timestamp(a.xmin) AS committed_at
+      FROM neuralblitz.golden_dag_audit a
+     WHERE a.recorded_at > pg_catalog.now() - p_window
+       AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals s WHERE s.entry_id = a.id)
+       AND pg_catalog.pg_xact_commit_timestamp(a.xmin) < pg_catalog.clock_timestamp() - p_settle
+     ORDER BY committed_at, a.xmin::text::bigint, a.id
+  LOOP
+    v_hash := pg_catalog.sha256(v_prev_hash || neuralblitz.golden_dag_canonical(
+                e.id, e.recorded_at, e.table_name, e.operation, e.row_pk, e.db_role, e.app_user_id, e.old_values, e.new_values, v_prev_id));
+    INSERT INTO neuralblitz.golden_dag_seals (entry_id, prev_id, prev_hash, entry_hash, committed_at)
+    VALUES (e.id, v_prev_id, v_prev_hash, v_hash, e.committed_at);
+    v_prev_id := e.id;
+    v_prev_hash := v_hash;
+    v_sealed := v_sealed + 1;
+  END LOOP;
+  IF v_sealed > 0 THEN
+    UPDATE neuralblitz.golden_dag_head SET last_id = v_prev_id, last_hash = v_prev_hash WHERE singleton;
+  END IF;
+  RETURN v_sealed;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.seal_golden_dag(interval, interval) FROM PUBLIC;
+
+-- One set-based pass over the whole chain: every sealed entry's hash recomputed, every link checked
+-- (not just the ends), second beginnings, the head, entries gone from the trail, and entries left
+-- unsealed. One row per broken entry, none when the chain is intact.
 CREATE OR REPLACE FUNCTION neuralblitz.verify_golden_dag() RETURNS TABLE (id bigint, reason text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 -- The joins over every entry sort in memory instead of spilling at the default work_mem.
 SET work_mem = '256MB'
 AS $$
-  WITH e AS MATERIALIZED (
-    SELECT a.id, a.prev_id, a.prev_hash, a.entry_hash,
-           pg_catalog.sha256(a.prev_hash || neuralblitz.golden_dag_canonical(
+  WITH s AS MATERIALIZED (
+    SELECT s.entry_id, s.prev_id, s.prev_hash, s.entry_hash, a.id AS present,
+           pg_catalog.sha256(s.prev_hash || neuralblitz.golden_dag_canonical(
              a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id,
-             a.old_values, a.new_values, a.prev_id)) AS recomputed
-      FROM neuralblitz.golden_dag_audit a
+             a.old_values, a.new_values, s.prev_id)) AS recomputed
+      FROM neuralblitz.golden_dag_seals s
+      LEFT JOIN neuralblitz.golden_dag_audit a ON a.id = s.entry_id
   ),
   head AS (SELECT last_id, last_hash FROM neuralblitz.golden_dag_head),
+  archived AS (SELECT first_id, last_id FROM neuralblitz.golden_dag_archives),
   broken AS (
-    SELECT e.id, 'content altered: the entry does not hash to its entry_hash' AS reason
-      FROM e WHERE e.entry_hash <> e.recomputed
+    SELECT s.entry_id AS id, 'content altered: the entry does not hash to its sealed entry_hash' AS reason
+      FROM s WHERE s.present IS NOT NULL AND s.entry_hash <> s.recomputed
     UNION ALL
-    SELECT e.id, pg_catalog.format('link broken: prev_hash is not the hash of entry %s', e.prev_id)
-      FROM e JOIN e AS p ON p.id = e.prev_id WHERE e.prev_hash <> p.entry_hash
+    SELECT s.entry_id, 'missing: sealed into the chain, but gone from the trail'
+      FROM s WHERE s.present IS NULL
+       AND NOT EXISTS (SELECT 1 FROM archived r WHERE s.entry_id BETWEEN r.first_id AND r.last_id)
     UNION ALL
-    SELECT e.prev_id, pg_catalog.format('missing: entry %s follows it, but it is not in the trail', e.id)
-      FROM e LEFT JOIN e AS p ON p.id = e.prev_id
-     WHERE e.prev_id IS NOT NULL AND p.id IS NULL
-       -- Archived entries are gone from the table, but their last one's hash was recorded.
-       AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_archives a WHERE a.last_id = e.prev_id AND a.last_hash = e.prev_hash)
+    SELECT s.entry_id, pg_catalog.format('link broken: prev_hash is not the hash of entry %s', s.prev_id)
+      FROM s JOIN s AS p ON p.entry_id = s.prev_id WHERE s.prev_hash <> p.entry_hash
     UNION ALL
-    SELECT e.id, 'second beginning: no previous entry, but it is not the first'
-      FROM e WHERE e.prev_id IS NULL AND (e.prev_hash <> pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex')
-                                          OR e.id <> (SELECT pg_catalog.min(x.id) FROM e AS x))
+    SELECT s.prev_id, pg_catalog.format('missing: entry %s follows it, but its seal is not in the chain', s.entry_id)
+      FROM s LEFT JOIN s AS p ON p.entry_id = s.prev_id WHERE s.prev_id IS NOT NULL AND p.entry_id IS NULL
     UNION ALL
-    SELECT e.id, pg_catalog.format('fork: entry %s also follows entry %s', f.id, e.prev_id)
-      FROM e JOIN e AS f ON f.prev_id = e.prev_id AND f.id > e.id
+    SELECT s.entry_id, 'second beginning: no previous entry, but it is not the first'
+      FROM s WHERE s.prev_id IS NULL AND (s.prev_hash <> pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex')
+                                          OR s.entry_id <> (SELECT x.entry_id FROM s AS x WHERE x.prev_id IS NULL ORDER BY x.entry_id LIMIT 1))
     UNION ALL
-    SELECT h.last_id, 'missing: the chain head names it, but it is not in the trail'
-      FROM head h WHERE h.last_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM e WHERE e.id = h.last_id)
+    SELECT h.last_id, 'missing: the chain head names it, but it is not in the chain'
+      FROM head h WHERE h.last_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM s WHERE s.entry_id = h.last_id)
     UNION ALL
-    SELECT e.id, 'head mismatch: the chain head holds another hash for this entry'
-      FROM e JOIN head h ON h.last_id = e.id WHERE e.entry_hash <> h.last_hash
+    SELECT s.entry_id, 'head mismatch: the chain head holds another hash for this entry'
+      FROM s JOIN head h ON h.last_id = s.entry_id WHERE s.entry_hash <> h.last_hash
     UNION ALL
-    SELECT e.id, 'beyond the head: not part of the chain'
-      FROM e, head h WHERE e.id > coalesce(h.last_id, 0)
+    SELECT s.entry_id, 'beyond the head: sealed after the entry the head names'
+      FROM s JOIN head h ON true WHERE s.prev_id IS NOT DISTINCT FROM h.last_id AND h.last_id IS NOT NULL
+    UNION ALL
+    SELECT a.id, 'not sealed: committed over a day ago, but not in the chain (run neuralblitz.seal_golden_dag(p_window => ''30 days''))'
+      FROM neuralblitz.golden_dag_audit a
+     WHERE a.recorded_at < pg_catalog.now() - interval '1 day'
+       AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = a.id)
   )
   SELECT id, reason FROM broken ORDER BY id, reason
 $$;
@@ -143,12 +179,19 @@ BEGIN
       USING HINT = 'Name one of the partitions listed by: SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = ''neuralblitz.golden_dag_audit''::regclass';
   END IF;
   EXECUTE pg_catalog.format(
-    'SELECT %L, min(id), max(id), (SELECT entry_hash FROM %s WHERE id = (SELECT max(id) FROM %s)), count(*) FROM %s',
-    p_partition, v_rel, v_rel, v_rel)
+    'SELECT %L, min(id), max(id), (SELECT entry_hash FROM neuralblitz.golden_dag_seals WHERE entry_id = (SELECT max(id) FROM %s)), count(*) FROM %s',
+    p_partition, v_rel, v_rel)
     INTO v_archive.partition_name, v_archive.first_id, v_archive.last_id, v_archive.last_hash, v_archive.entries;
   IF v_archive.entries = 0 THEN
     RAISE EXCEPTION '% holds no entries: nothing to archive', p_partition;
   END IF;
+  -- Archive sealed entries only: the seals stay behind and keep the chain checkable.
+  PERFORM neuralblitz.seal_golden_dag(p_settle => interval '0', p_window => interval '100 years');
+  IF EXISTS (SELECT 1 FROM neuralblitz.golden_dag_audit a WHERE a.tableoid = v_rel
+              AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals s WHERE s.entry_id = a.id)) THEN
+    RAISE EXCEPTION '% holds entries not sealed yet (a transaction still open?): try again later', p_partition;
+  END IF;
+  EXECUTE pg_catalog.format('SELECT entry_hash FROM neuralblitz.golden_dag_seals WHERE entry_id = %s', v_archive.last_id) INTO v_archive.last_hash;
   INSERT INTO neuralblitz.golden_dag_archives (partition_name, first_id, last_id, last_hash, entries)
   VALUES (v_archive.partition_name, v_archive.first_id, v_archive.last_id, v_archive.last_hash, v_archive.entries)
   RETURNING * INTO v_archive;
@@ -195,5 +238,9 @@ BEGIN
   FOR part IN SELECT i.inhrelid::regclass FROM pg_inherits i WHERE i.inhparent = 'neuralblitz.golden_dag_audit'::regclass LOOP
     PERFORM neuralblitz.seal_append_only(part);
   END LOOP;
+  -- The chain itself: appended by the sealer, never changed.
+  PERFORM neuralblitz.seal_append_only('neuralblitz.golden_dag_seals');
+  CREATE OR REPLACE TRIGGER refuse_rewrite BEFORE UPDATE OR DELETE ON neuralblitz.golden_dag_seals
+    FOR EACH ROW EXECUTE FUNCTION neuralblitz.refuse_rewrite();
 END
 $$;
