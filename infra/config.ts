@@ -89,10 +89,18 @@ class Problems {
   readonly list: string[] = [];
 
   add(key: string, value: unknown, allowed: string): void {
+    this.push(key, value, allowed, "set", `${key} <value>`);
+  }
+
+  /** A key the program does not know (a typo?): the fix removes it. */
+  unknown(key: string, value: unknown, known: readonly string[]): void {
+    this.push(key, value, `unknown key; known keys: ${known.join(", ")}`, "rm", key);
+  }
+
+  private push(key: string, value: unknown, allowed: string, verb: "set" | "rm", args: string): void {
     const shown = value === undefined ? "(unset)" : JSON.stringify(value);
-    const top = !key.includes(".");
-    const fix = `pulumi config set ${top ? "" : "--path "}${key} <value>`;
-    this.list.push(`${PROJECT}:${key} = ${shown}: ${allowed} (fix: ${fix})`);
+    const path = key.includes(".") ? "--path " : "";
+    this.list.push(`${PROJECT}:${key} = ${shown}: ${allowed} (fix: pulumi config ${verb} ${path}${args})`);
   }
 }
 
@@ -147,7 +155,7 @@ function object(p: Problems, key: string, v: unknown, known: readonly string[], 
     p.add(key, v, `expected an object with keys ${known.join(", ")}`);
     return {};
   }
-  for (const k of Object.keys(v).filter((k) => !known.includes(k))) p.add(`${key}.${k}`, v[k], `unknown key; known keys of ${key}: ${known.join(", ")}`);
+  for (const k of Object.keys(v).filter((k) => !known.includes(k))) p.unknown(`${key}.${k}`, v[k], known);
   return v;
 }
 
@@ -257,7 +265,7 @@ export function loadConfig(): StackConfig {
   const p = new Problems();
   checkStackName(p, stack, review);
   for (const k of Object.keys(values).filter((k) => !TOP_LEVEL_KEYS.includes(k))) {
-    p.add(k, values[k], `unknown key; known keys: ${TOP_LEVEL_KEYS.join(", ")}`);
+    p.unknown(k, values[k], TOP_LEVEL_KEYS);
   }
   const pooler = object(p, "pooler", values.pooler, ["poolMode", "maxClientConnections", "defaultPoolSize"], false);
   const partitions = object(p, "partitions", values.partitions, ["premake", "metricsRetentionDays"], false);

@@ -53,14 +53,24 @@ describe("Pulumi program (mocks)", function () {
       run = await deployed("dev", DEV);
     });
 
-    it("registers a primary, one replica per config and a pooler, with their volumes, network and pinned images", () => {
-      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler"]);
+    it("registers a primary, one replica per config, a pooler and a scheduler, with their volumes, network and pinned images", () => {
+      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-scheduler"]);
       expect(of(run, VOLUME).map((r) => r.name)).to.have.members(["nbdb-primary-data", "nbdb-replica-0-data"]);
       expect(of(run, NETWORK)).to.have.length(1);
       expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["postgres:15.17-bookworm", "edoburu/pgbouncer:v1.25.2-p0"]);
       expect(of(run, IMAGE).every((r) => r.inputs.keepLocally === true)).to.equal(true);
       expect(run.registrations.filter((r) => r.type.startsWith("aws:"))).to.deep.equal([]);
       expect(of(run, "neuralblitz:platform:DockerCluster")).to.have.length(1);
+    });
+
+    it("runs the scheduled jobs (maintenance, the audit sealer) from a scheduler container, as nb_migrator, password in a pgpass file", () => {
+      const c = named(run, CONTAINER, "nbdb-scheduler");
+      expect(c.inputs.entrypoints.slice(0, 2)).to.deep.equal(["/bin/sh", "-c"]);
+      expect(c.inputs.entrypoints[2]).to.include("SELECT neuralblitz.seal_golden_dag()").and.include("SELECT neuralblitz.run_maintenance('scheduler')");
+      expect(c.inputs.envs).to.include.members(["PGUSER=nb_migrator", "PGDATABASE=neuralblitz", "PGHOST=nbdb-primary"]);
+      expect(c.inputs.envs.join(" ")).to.not.include("pw-");
+      expect(c.secretInputs).to.include("uploads");
+      expect(uploaded(c, "/etc/postgresql/neuralblitz/scheduler.pgpass")).to.equal("*:*:neuralblitz:nb_migrator:pw-nbdb-nb_migrator\n");
     });
 
     it("runs every server from the image's id, healthchecked on 127.0.0.1, and waits for it", () => {
@@ -257,7 +267,7 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("takes dev's platform, replica count and pooler settings from Pulumi.dev.yaml", async () => {
-      expect(of(run, CONTAINER)).to.have.length(2 + DEV.replicas);
+      expect(of(run, CONTAINER)).to.have.length(3 + DEV.replicas);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include(`default_pool_size = ${DEV.pooler.defaultPoolSize}`);
     });
 
@@ -270,12 +280,13 @@ describe("Pulumi program (mocks)", function () {
         "nbdb-replica-0-data-review-42",
         "nbdb-replica-0-review-42",
         "nbdb-pooler-review-42",
+        "nbdb-scheduler-review-42",
       ]);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include("host=nbdb-primary-review-42 ");
     });
 
     it("lets Docker choose the published ports, so it runs beside dev, and exports the chosen ones", async () => {
-      for (const c of of(run, CONTAINER)) expect(c.inputs.ports[0].external).to.equal(undefined);
+      for (const c of of(run, CONTAINER).filter((x) => x.inputs.ports)) expect(c.inputs.ports[0].external).to.equal(undefined);
       expect((await value(run.outputs.primary)).port).to.be.greaterThan(49151);
     });
 
@@ -324,8 +335,8 @@ describe("Pulumi program (mocks)", function () {
 
   describe("the platform's admin login (for the database layer)", () => {
     for (const [stack, make] of [
-      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" } }, physicalSuffix: "", protectData: false })],
-      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" } }, physicalSuffix: "", protectData: false })],
+      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false })],
+      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false })],
     ] as const) {
       it(`is a secret on ${stack}`, async () => {
         await installMocks(stack, {});

@@ -1,5 +1,6 @@
 // The Docker platform (dev and review stacks): a primary, streaming replicas and PgBouncer as
 // containers on one network, each server's data in a named volume, ports published on 127.0.0.1.
+import { schedulerLoopScript } from "../topology/maintenanceSchedule";
 import { REPLICATION_USER } from "../topology/replicaBootstrap";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
@@ -31,6 +32,7 @@ const DATA_DIR = "/var/lib/postgresql/data";
 const CONF_DIR = "/etc/postgresql/neuralblitz";
 const HBA_FILE = `${CONF_DIR}/pg_hba.conf`;
 const ADMIN_PASSWORD_FILE = `${CONF_DIR}/admin-password`;
+const SCHEDULER_PASSFILE = `${CONF_DIR}/scheduler.pgpass`;
 const REPLICATION_PASSWORD_FILE = `${CONF_DIR}/replication-password`;
 const REPLICA_BOOTSTRAP_FILE = `${CONF_DIR}/replica-bootstrap.sh`;
 const MiB = 1024 * 1024;
@@ -168,6 +170,30 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         waitTimeout: 120,
       },
       { parent: this },
+    );
+
+    // The official image has no pg_cron: the same jobs on the same schedule, from a container of the
+    // same image (it has psql), as nb_migrator, whose password reaches it as a pgpass file.
+    new docker.Container(
+      `${name}-scheduler`,
+      {
+        name: physical(`${name}-scheduler`),
+        image: postgresImage.imageId,
+        restart: "unless-stopped",
+        networksAdvanced,
+        entrypoints: ["/bin/sh", "-c", schedulerLoopScript()],
+        envs: [pulumi.interpolate`PGHOST=${primary.name}`, `PGPORT=${POSTGRES_PORT}`, "PGUSER=nb_migrator", `PGDATABASE=${DATABASE}`, `PGPASSFILE=${SCHEDULER_PASSFILE}`],
+        user: POSTGRES_IMAGE_UID,
+        uploads: [
+          {
+            file: SCHEDULER_PASSFILE,
+            content: pulumi.output(args.passwords.scheduler).apply((password) => `*:*:${DATABASE}:nb_migrator:${password}\n`),
+            owner: POSTGRES_IMAGE_UID,
+            permissions: "0600",
+          },
+        ],
+      },
+      { parent: this, dependsOn: [primary] },
     );
 
     const endpoint = (c: docker.Container, port: number) => publishedPort(c, port).apply((p) => ({ host: PUBLISH_ADDRESS, port: p }));

@@ -53,6 +53,8 @@ export interface PlatformPasswords {
    * server for SCRAM secrets (RDS lets no role read pg_authid), it lists their verifiers instead.
    */
   readonly pooledLogins: Readonly<Record<PooledLogin, pulumi.Input<string>>>;
+  /** nb_migrator's: where the server has no pg_cron (Docker), a scheduler container runs the jobs as it. */
+  readonly scheduler: pulumi.Input<string>;
 }
 
 export type PooledLogin = "nb_app" | "nb_auditor";

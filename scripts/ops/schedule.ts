@@ -1,9 +1,9 @@
 // The maintenance schedule of the local stack (infra/topology/maintenanceSchedule.ts, which the
 // Pulumi stacks run too) and what `nbdb status` shows of it.
 import { Client } from "pg";
-import { MAINTENANCE_JOB, MAINTENANCE_SCHEDULE, SEAL_JOB, SEAL_SCHEDULE, maintenanceScheduleSql } from "../../infra/topology/maintenanceSchedule";
+import { MAINTENANCE_JOB, SEAL_JOB, maintenanceScheduleSql } from "../../infra/topology/maintenanceSchedule";
 
-async function jobExists(client: Client, job: string = MAINTENANCE_JOB): Promise<boolean> {
+async function jobExists(client: Client, job: string = MAINTENANCE_JOB.name): Promise<boolean> {
   const { rows } = await client.query("SELECT to_regclass('cron.job') IS NOT NULL AS has_cron");
   return rows[0].has_cron && ((await client.query("SELECT 1 FROM cron.job WHERE jobname = $1", [job])).rowCount ?? 0) > 0;
 }
@@ -13,10 +13,10 @@ export async function ensureMaintenanceSchedule(superuserUrl: string): Promise<s
   const client = new Client({ connectionString: superuserUrl, application_name: "nbdb-schedule" });
   await client.connect();
   try {
-    if ((await jobExists(client)) && (await jobExists(client, SEAL_JOB))) return undefined;
+    if ((await jobExists(client)) && (await jobExists(client, SEAL_JOB.name))) return undefined;
     await client.query(maintenanceScheduleSql());
-    return (await jobExists(client, SEAL_JOB))
-      ? `scheduled maintenance ('${MAINTENANCE_SCHEDULE}') and the audit sealer ('${SEAL_SCHEDULE}') with pg_cron`
+    return (await jobExists(client, SEAL_JOB.name))
+      ? `scheduled maintenance ('${MAINTENANCE_JOB.schedule}') and the audit sealer ('${SEAL_JOB.schedule}') with pg_cron`
       : undefined;
   } finally {
     await client.end();

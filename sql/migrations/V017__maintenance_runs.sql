@@ -1,4 +1,5 @@
--- Creates maintenance_runs: one row per run of run_maintenance() (by pg_cron or `nbdb maintain`),
+-- Creates maintenance_runs: one row per run of run_maintenance() (by the scheduler, pg_cron or a
+-- container, or `nbdb maintain`),
 -- so operators and `nbdb status` can see when maintenance last ran and what it did.
 
 CREATE TABLE neuralblitz.maintenance_runs (
@@ -10,7 +11,7 @@ CREATE TABLE neuralblitz.maintenance_runs (
   partitions_retired  integer NOT NULL,
   rows_moved          bigint NOT NULL,
   tables_analyzed     text[] NOT NULL,
-  CONSTRAINT maintenance_runs_source CHECK (source IN ('pg_cron', 'nbdb', 'manual')),
+  CONSTRAINT maintenance_runs_source CHECK (source IN ('scheduler', 'nbdb', 'manual')),
   CONSTRAINT maintenance_runs_order CHECK (finished_at >= started_at)
 );
 -- "When did maintenance last run": ORDER BY started_at DESC LIMIT 1.

@@ -6,9 +6,10 @@
 -- Re-runnable: existing policies of these tables are dropped and created again.
 
 -- Missing or empty → NULL, so `user_id = NULL` matches no row; malformed → an error, never all rows.
+-- Called once per query (policies wrap it in a sub-select), and cheap: no exception block (a
+-- subtransaction per call) and no SET clause (it is not SECURITY DEFINER and names pg_catalog).
 CREATE OR REPLACE FUNCTION neuralblitz.current_user_id() RETURNS uuid
 LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v text := pg_catalog.current_setting('nb.user_id', true);
@@ -16,11 +17,12 @@ BEGIN
   IF v IS NULL OR v = '' THEN
     RETURN NULL;
   END IF;
+  IF v !~* '^\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?$' THEN
+    RAISE EXCEPTION 'nb.user_id is not a uuid: "%"', v
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the user per transaction: SELECT set_config(''nb.user_id'', ''<uuid>'', true)';
+  END IF;
   RETURN v::uuid;
-EXCEPTION WHEN invalid_text_representation THEN
-  RAISE EXCEPTION 'nb.user_id is not a uuid: "%"', v
-    USING ERRCODE = 'invalid_parameter_value',
-          HINT = 'Name the user per transaction: SELECT set_config(''nb.user_id'', ''<uuid>'', true)';
 END
 $$;
 

@@ -9,19 +9,29 @@
 -- maintenance, chains the entries of committed transactions in commit order (commit timestamps,
 -- track_commit_timestamp), one sealer at a time. Re-runnable.
 
--- The canonical encoding: a JSON array of every field but the hashes. jsonb's text form is
--- deterministic (keys sorted, numbers normalised); the timestamp is spelled in UTC explicitly.
--- No SET clause (every name is qualified): it would keep the planner from inlining the function,
--- which verification calls once per entry (measured: 1.23 s vs 0.73 s for 200k entries).
+-- The canonical encoding: every field but the hashes, one per line. jsonb's text form is
+-- deterministic (keys sorted, numbers normalised) and never holds a raw newline; free-text fields
+-- are length-prefixed; NULL is '-', which no field's text can be; the time is exact microseconds
+-- since the epoch. Plain concatenation, because building a jsonb array of the fields cost 1.7x as
+-- much per entry (measured over 200k entries: 0.86 s vs 0.52 s), and verification hashes them all.
+-- No SET clause (every name is qualified): it would keep the planner from inlining the function.
 CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_canonical(
   p_id bigint, p_recorded_at timestamptz, p_table text, p_operation text, p_row_pk jsonb,
   p_db_role text, p_app_user_id uuid, p_old jsonb, p_new jsonb, p_prev_id bigint
 ) RETURNS bytea
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-  SELECT pg_catalog.convert_to(pg_catalog.jsonb_build_array(
-           p_id, pg_catalog.to_char(p_recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-           p_table, p_operation, p_row_pk, p_db_role, p_app_user_id, p_old, p_new, p_prev_id)::text, 'UTF8')
+  SELECT pg_catalog.convert_to(pg_catalog.concat_ws(E'\n',
+           p_id,
+           (EXTRACT(epoch FROM p_recorded_at) * 1000000)::bigint,
+           pg_catalog.length(p_table) || ':' || p_table,
+           p_operation,
+           p_row_pk,
+           pg_catalog.length(p_db_role) || ':' || p_db_role,
+           coalesce(p_app_user_id::text, '-'),
+           coalesce(p_old::text, '-'),
+           coalesce(p_new::text, '-'),
+           coalesce(p_prev_id::text, '-')), 'UTF8')
 $$;
 
 -- Secrets never reach the trail in any form: their columns are recorded as changed, not their value.
@@ -112,50 +122,52 @@ REVOKE EXECUTE ON FUNCTION neuralblitz.seal_golden_dag(interval, interval) FROM 
 CREATE OR REPLACE FUNCTION neuralblitz.verify_golden_dag() RETURNS TABLE (id bigint, reason text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
--- The joins over every entry sort in memory instead of spilling at the default work_mem.
+-- The joins over every entry sort and hash in memory instead of spilling at the default work_mem.
 SET work_mem = '256MB'
 AS $$
+  -- Every seal with its entry and every entry with its seal, read once.
   WITH s AS MATERIALIZED (
-    SELECT s.entry_id, s.prev_id, s.prev_hash, s.entry_hash, a.id AS present,
-           pg_catalog.sha256(s.prev_hash || neuralblitz.golden_dag_canonical(
-             a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id,
-             a.old_values, a.new_values, s.prev_id)) AS recomputed
-      FROM neuralblitz.golden_dag_seals s
-      LEFT JOIN neuralblitz.golden_dag_audit a ON a.id = s.entry_id
+    SELECT x.entry_id, x.prev_id, x.prev_hash, x.entry_hash, a.id AS present, a.recorded_at,
+           CASE WHEN x.entry_id IS NOT NULL AND a.id IS NOT NULL THEN
+             pg_catalog.sha256(x.prev_hash || neuralblitz.golden_dag_canonical(
+               a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id,
+               a.old_values, a.new_values, x.prev_id)) END AS recomputed
+      FROM neuralblitz.golden_dag_seals x
+      FULL JOIN neuralblitz.golden_dag_audit a ON a.id = x.entry_id
   ),
   head AS (SELECT last_id, last_hash FROM neuralblitz.golden_dag_head),
   archived AS (SELECT first_id, last_id FROM neuralblitz.golden_dag_archives),
   broken AS (
     SELECT s.entry_id AS id, 'content altered: the entry does not hash to its sealed entry_hash' AS reason
-      FROM s WHERE s.present IS NOT NULL AND s.entry_hash <> s.recomputed
+      FROM s WHERE s.entry_hash <> s.recomputed
     UNION ALL
     SELECT s.entry_id, 'missing: sealed into the chain, but gone from the trail'
-      FROM s WHERE s.present IS NULL
+      FROM s WHERE s.entry_id IS NOT NULL AND s.present IS NULL
        AND NOT EXISTS (SELECT 1 FROM archived r WHERE s.entry_id BETWEEN r.first_id AND r.last_id)
     UNION ALL
-    SELECT s.entry_id, pg_catalog.format('link broken: prev_hash is not the hash of entry %s', s.prev_id)
-      FROM s JOIN s AS p ON p.entry_id = s.prev_id WHERE s.prev_hash <> p.entry_hash
-    UNION ALL
-    SELECT s.prev_id, pg_catalog.format('missing: entry %s follows it, but its seal is not in the chain', s.entry_id)
-      FROM s LEFT JOIN s AS p ON p.entry_id = s.prev_id WHERE s.prev_id IS NOT NULL AND p.entry_id IS NULL
+    -- Every link, both ways it can break, in one join.
+    SELECT CASE WHEN p.entry_id IS NULL THEN s.prev_id ELSE s.entry_id END,
+           CASE WHEN p.entry_id IS NULL THEN pg_catalog.format('missing: entry %s follows it, but its seal is not in the chain', s.entry_id)
+                ELSE pg_catalog.format('link broken: prev_hash is not the hash of entry %s', s.prev_id) END
+      FROM s LEFT JOIN s AS p ON p.entry_id = s.prev_id
+     WHERE s.prev_id IS NOT NULL AND (p.entry_id IS NULL OR s.prev_hash <> p.entry_hash)
     UNION ALL
     SELECT s.entry_id, 'second beginning: no previous entry, but it is not the first'
-      FROM s WHERE s.prev_id IS NULL AND (s.prev_hash <> pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex')
-                                          OR s.entry_id <> (SELECT x.entry_id FROM s AS x WHERE x.prev_id IS NULL ORDER BY x.entry_id LIMIT 1))
+      FROM s WHERE s.entry_id IS NOT NULL AND s.prev_id IS NULL
+       AND (s.prev_hash <> pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex')
+            OR s.entry_id <> (SELECT min(x.entry_id) FROM neuralblitz.golden_dag_seals x WHERE x.prev_id IS NULL))
     UNION ALL
     SELECT h.last_id, 'missing: the chain head names it, but it is not in the chain'
-      FROM head h WHERE h.last_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM s WHERE s.entry_id = h.last_id)
+      FROM head h WHERE h.last_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = h.last_id)
     UNION ALL
-    SELECT s.entry_id, 'head mismatch: the chain head holds another hash for this entry'
-      FROM s JOIN head h ON h.last_id = s.entry_id WHERE s.entry_hash <> h.last_hash
+    SELECT x.entry_id, 'head mismatch: the chain head holds another hash for this entry'
+      FROM neuralblitz.golden_dag_seals x JOIN head h ON h.last_id = x.entry_id WHERE x.entry_hash <> h.last_hash
     UNION ALL
-    SELECT s.entry_id, 'beyond the head: sealed after the entry the head names'
-      FROM s JOIN head h ON true WHERE s.prev_id IS NOT DISTINCT FROM h.last_id AND h.last_id IS NOT NULL
+    SELECT x.entry_id, 'beyond the head: sealed after the entry the head names'
+      FROM neuralblitz.golden_dag_seals x JOIN head h ON x.prev_id = h.last_id
     UNION ALL
-    SELECT a.id, 'not sealed: committed over a day ago, but not in the chain (run neuralblitz.seal_golden_dag(p_window => ''30 days''))'
-      FROM neuralblitz.golden_dag_audit a
-     WHERE a.recorded_at < pg_catalog.now() - interval '1 day'
-       AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = a.id)
+    SELECT s.present, 'not sealed: committed over a day ago, but not in the chain (run neuralblitz.seal_golden_dag(p_window => ''30 days''))'
+      FROM s WHERE s.entry_id IS NULL AND s.recorded_at < pg_catalog.now() - interval '1 day'
   )
   SELECT id, reason FROM broken ORDER BY id, reason
 $$;
