@@ -286,15 +286,16 @@ describe("local stack", function () {
 });
 
 describe("local stack recovery", function () {
-  it("finishes a stack whose first up was interrupted after initdb started", async function () {
+  it("finishes a stack whose first up was interrupted after initdb started, with the replica count it was asked for", async function () {
     const stack = uniqueStack("crash");
     // A killed first run leaves state.json and a half-written data directory behind.
-    const first = nbdbChild(stack);
+    const first = nbdbChild(stack, 1);
     await waitFor("initdb to begin", 30_000, async () => (fs.existsSync(path.join(stackDir(stack), "primary", "base")) ? true : undefined));
     first.kill("SIGKILL");
     await new Promise((r) => first.once("exit", r));
-    const res = await up({ stack, replicas: 0 });
+    const res = await up({ stack });
     expect(res.changes).to.include("created roles, database and schema");
+    expect(res.outputs.replicas).to.have.length(1);
     const [row] = await query<{ n: string }>(res.outputs.connections.migrator, "SELECT current_database() AS n");
     expect(row.n).to.equal("neuralblitz");
     await down({ stack, purge: true, yes: true });
@@ -302,6 +303,6 @@ describe("local stack recovery", function () {
   });
 });
 
-function nbdbChild(stack: string) {
-  return execFile(process.execPath, [BIN, "up", "--stack", stack, "--replicas", "0"], { env: process.env });
+function nbdbChild(stack: string, replicas: number) {
+  return execFile(process.execPath, [BIN, "up", "--stack", stack, "--replicas", String(replicas)], { env: process.env });
 }

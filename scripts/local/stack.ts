@@ -260,12 +260,14 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       saveState(newState(opts.stack, { primary, pooler }));
     }
     const state = loadState(opts.stack)!;
-    const replicas = opts.replicas ?? (isNew ? DEFAULT_REPLICAS : state.ports.replicas.length);
-    if (!state.dataKey) {
-      state.dataKey = newDataKey();
+    // Asked for, else asked for last time (a first run killed halfway keeps its count), else the default.
+    const replicas = opts.replicas ?? state.replicas ?? (isNew ? DEFAULT_REPLICAS : state.ports.replicas.length);
+    await checkPortsFree(ctx, state, replicas);
+    if (state.replicas !== replicas || !state.dataKey) {
+      state.replicas = replicas;
+      state.dataKey ||= newDataKey();
       saveState(state);
     }
-    await checkPortsFree(ctx, state, replicas);
     const changes: string[] = [];
     await convergePrimary(ctx, state, changes);
     for (let i = 0; i < replicas; i++) await convergeReplica(ctx, state, i, changes);

@@ -25,6 +25,8 @@ export interface StackState {
   primaryBootstrapped: boolean;
   /** The key of the encrypted columns; applications send it per transaction (client/). */
   dataKey: string;
+  /** The replica count last asked for: what `up` without --replicas converges to. */
+  replicas?: number;
 }
 
 export const HOST = "127.0.0.1";
