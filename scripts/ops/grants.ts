@@ -101,7 +101,11 @@ export async function convergeGrants(client: ClientBase): Promise<string[]> {
   try {
     // Grants made as the owner, whoever the member of nb_owner running this is.
     await client.query("SET LOCAL ROLE nb_owner");
-    for (const s of statements) await client.query(s);
+    for (const s of statements) {
+      await client.query(s).catch((e: Error) => {
+        throw new Error(`${s}: ${e.message}. Nothing was granted or revoked. The model is schema/privileges.ts; does the object exist (a bundle not applied?)`);
+      });
+    }
     await client.query("COMMIT");
   } catch (e) {
     await client.query("ROLLBACK");
