@@ -10,7 +10,7 @@ import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { BundleError } from "./errors";
-import { SqlStatement, lineAndColumn, splitStatements } from "./sqlSplit";
+import { SqlStatement, SqlSyntaxError, lineAndColumn, splitStatements } from "./sqlSplit";
 
 export type BundleKind = "versioned" | "repeatable";
 
@@ -37,8 +37,9 @@ const LAYOUT = [
   { kind: "repeatable", subdir: "repeatable", pattern: /^R(\d+)__([a-z0-9]+(?:_[a-z0-9]+)*)\.sql$/, example: "R020__audit_functions.sql" },
 ] as const;
 
-// Statements that would commit or abandon the applier's transaction behind its back.
-const TRANSACTION_CONTROL = new Set(["begin", "start", "commit", "end", "rollback", "abort"]);
+// Statements that would start, commit or abandon the applier's transaction behind its back
+// (savepoints stay inside it and are allowed).
+const TRANSACTION_CONTROL = new Set(["TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE"]);
 
 export function checksumOf(sql: string): string {
   return createHash("sha256").update(sql, "utf8").digest("hex");
@@ -56,7 +57,7 @@ function declaresNoTransaction(sql: string, statements: readonly SqlStatement[])
 }
 
 function refuseTransactionControl(file: string, sql: string, statements: readonly SqlStatement[]): void {
-  const control = statements.find((s) => TRANSACTION_CONTROL.has(s.firstWord) && !/^rollback\s+to\b/i.test(s.text));
+  const control = statements.find((s) => s.transactionKind !== undefined && TRANSACTION_CONTROL.has(s.transactionKind));
   if (!control) return;
   const { line, column } = lineAndColumn(sql, control.offset);
   throw new BundleError(
@@ -65,10 +66,23 @@ function refuseTransactionControl(file: string, sql: string, statements: readonl
   );
 }
 
+/** The bundle's statements, or an error naming where PostgreSQL's parser stopped and why. */
+function parseBundle(file: string, sql: string): SqlStatement[] {
+  try {
+    return splitStatements(sql);
+  } catch (e) {
+    if (!(e instanceof SqlSyntaxError)) throw e;
+    const { line, column } = lineAndColumn(sql, e.index);
+    throw new BundleError(
+      `${file}:${line}:${column}: PostgreSQL's parser refuses the bundle: ${e.pgMessage}. Nothing was applied; fix the SQL there (bundles are written for PostgreSQL 15, the oldest server version the platform runs).`,
+    );
+  }
+}
+
 /** A bundle from its text; `file` names it in messages. */
 export function bundleFromText(file: string, kind: BundleKind, order: number, name: string, text: string): Bundle {
   const sql = text.replace(/^\uFEFF/, "").replace(/\r\n/g, "\n");
-  const statements = splitStatements(sql);
+  const statements = parseBundle(file, sql);
   const transactional = !declaresNoTransaction(sql, statements);
   if (transactional) refuseTransactionControl(file, sql, statements);
   return { name, kind, order, file, sql, checksum: checksumOf(sql), transactional };
