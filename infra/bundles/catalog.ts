@@ -32,9 +32,13 @@ export interface Bundle {
 export const REPO_BUNDLE_DIR = path.resolve(__dirname, "..", "..", "sql");
 export const NO_TRANSACTION_DIRECTIVE = "-- nbdb:no-transaction";
 
+/** A bundle's `<name>`: lower-case snake_case. */
+export const BUNDLE_NAME = /^[a-z0-9]+(?:_[a-z0-9]+)*$/;
+const NAME = BUNDLE_NAME.source.slice(1, -1);
+
 const LAYOUT = [
-  { kind: "versioned", subdir: "migrations", pattern: /^V(\d+)__([a-z0-9]+(?:_[a-z0-9]+)*)\.sql$/, example: "V012__add_metrics.sql" },
-  { kind: "repeatable", subdir: "repeatable", pattern: /^R(\d+)__([a-z0-9]+(?:_[a-z0-9]+)*)\.sql$/, example: "R020__audit_functions.sql" },
+  { kind: "versioned", subdir: "migrations", pattern: new RegExp(`^V(\\d+)__(${NAME})\\.sql$`), example: "V012__add_metrics.sql" },
+  { kind: "repeatable", subdir: "repeatable", pattern: new RegExp(`^R(\\d+)__(${NAME})\\.sql$`), example: "R020__audit_functions.sql" },
 ] as const;
 
 // Statements that would start, commit or abandon the applier's transaction behind its back
@@ -115,8 +119,17 @@ export function loadCatalog(dir: string = REPO_BUNDLE_DIR): Bundle[] {
   return LAYOUT.flatMap((layout) => readKind(dir, layout));
 }
 
+/** The version the next migration takes: one above the highest. */
+export function nextMigrationVersion(bundles: readonly Pick<Bundle, "kind" | "order">[]): number {
+  return Math.max(0, ...bundles.filter((b) => b.kind === "versioned").map((b) => b.order)) + 1;
+}
+
+/** A migration's file name: `V<version>__<name>.sql`, the version padded to three digits. */
+export function migrationFileName(version: number, name: string): string {
+  return `V${String(version).padStart(3, "0")}__${name}.sql`;
+}
+
 /** The file name the next migration should take, e.g. `V004__<name>.sql`. */
 export function nextMigrationName(bundles: readonly Pick<Bundle, "kind" | "order">[]): string {
-  const last = Math.max(0, ...bundles.filter((b) => b.kind === "versioned").map((b) => b.order));
-  return `V${String(last + 1).padStart(3, "0")}__<name>.sql`;
+  return migrationFileName(nextMigrationVersion(bundles), "<name>");
 }
