@@ -86,7 +86,7 @@ describe("nbdb migration new", function () {
 
 describe("pg_service.conf", function () {
   it("carries every parameter of a connection URL, decoded, and refuses a value a service line cannot hold", () => {
-    const url = "postgresql://nb_app:p%40ss%2Fw@db.example:6432/neuralblitz?sslmode=verify-full&sslrootcert=%2Fetc%2Fnbdb%2Fca.pem&target_session_attrs=read-write";
+    const url = "postgresql://nb_app:p%40ss%2Fw@db.example:6432/neuralblitz?sslmode=verify-full&sslrootcert=%2Fetc%2Fnbdb%2Fca.pem&target_session_attrs=read-write&uselibpqcompat=true";
     expect(libpqKeywords(url)).to.deep.equal([
       ["host", "db.example"],
       ["port", "6432"],

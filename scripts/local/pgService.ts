@@ -17,9 +17,14 @@ export function pgServiceFile(stack: string): string {
   return path.join(stackDir(stack), "pg_service.conf");
 }
 
+// Parameters node-postgres reads that are no libpq keyword (libpq refuses the whole service file
+// for one). `uselibpqcompat=true` asks node-postgres for libpq's meaning of sslmode, which libpq has.
+const NODE_POSTGRES_ONLY = new Set(["uselibpqcompat"]);
+
 /**
  * libpq's keywords for a postgresql:// URL: host, port, dbname, user, password, then every query
- * parameter as it is (they are libpq keywords already: sslmode, sslrootcert, target_session_attrs...).
+ * parameter as it is (they are libpq keywords already: sslmode, sslrootcert, target_session_attrs...),
+ * but for node-postgres's own.
  */
 export function libpqKeywords(url: string): [string, string][] {
   const u = new URL(url);
@@ -35,7 +40,7 @@ export function libpqKeywords(url: string): [string, string][] {
   add("dbname", decodeURIComponent(u.pathname.replace(/^\//, "")));
   add("user", decodeURIComponent(u.username));
   add("password", decodeURIComponent(u.password));
-  for (const [key, value] of u.searchParams) add(key, value);
+  for (const [key, value] of u.searchParams) if (!NODE_POSTGRES_ONLY.has(key)) add(key, value);
   return keywords;
 }
 
