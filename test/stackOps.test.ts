@@ -141,6 +141,8 @@ describe("nbdb reset and the stack's service file", function () {
     fs.writeFileSync(path.join(root, `Pulumi.${stack}.yaml`), "config:\n  neuralblitz-db:deletionProtection: true\n");
     const message = await rejection(reset({ stack, yes: true, projectRoot: root, progressTo: null }));
     expect(message).to.match(new RegExp(`stack '${stack}' is marked as production .*refused for it\\. Nothing was changed`));
+    // The repository's own production stack, decided from Pulumi.prod.yaml, before anything is looked at.
+    expect(await rejection(reset({ stack: "prod", yes: true, progressTo: null }))).to.match(/stack 'prod' is marked as production/);
     expect(await query(out.connections.admin, "SELECT to_regclass('public.reset_marker')::text AS t")).to.deep.equal([{ t: "reset_marker" }]);
     expect(await postmasterStart(out)).to.equal(started);
     expect(readOutputs(stack)).to.deep.equal(out);

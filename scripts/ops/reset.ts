@@ -1,7 +1,8 @@
 // `nbdb reset --stack S --yes`: a local stack rebuilt from nothing: down, purge, up (same replica
 // count), seed. Refused for a stack marked as production (as `nbdb seed` decides it) and without
-// --yes; a refusal changes nothing. Interrupted at any point, the next `nbdb up` (or reset) heals it:
-// before the purge the stack is as it was, after it `up` builds it anew, and seed replaces itself.
+// --yes; a refusal changes nothing. Interrupted at any point, `nbdb up` heals it: before the purge
+// the stack is as it was; after it `up` builds it anew (`nbdb start` then seeds it, as seed.json is
+// written only once a seed completed), and an interrupted seed is replaced by the next one.
 import { down, up } from "../local/stack";
 import { LocalStackOutputs, requireStack } from "../local/state";
 import { UserError } from "../local/errors";
