@@ -12,6 +12,7 @@ import { findBinaries } from "../scripts/local/system";
 import { loadCatalog } from "../infra/bundles/catalog";
 import { newMigration } from "../scripts/ops/migration";
 import { reset } from "../scripts/ops/reset";
+import { StartSummary, printStartSummary } from "../scripts/ops/start";
 import { query, rejection, uniqueStack } from "./helpers";
 
 const BIN = path.join(__dirname, "..", "bin", "nbdb.js");
@@ -121,6 +122,17 @@ describe("nbdb reset and the stack's service file", function () {
     }
     // The app's service goes through the pooler, as its URL does.
     expect(fs.readFileSync(file, "utf8")).to.include(`[nbdb-${stack}-app]\nhost=127.0.0.1\nport=${out.pooler.port}\n`);
+  });
+
+  it("is named in npm start's summary with a command line that works as printed", async function () {
+    const lines: string[] = [];
+    const summary = { outputs: out, changes: [], seeded: false, rowCounts: {}, drifts: [], status: { nodes: [] }, audit: { broken: [], entries: 0 } } as unknown as StartSummary;
+    printStartSummary(summary, (line) => lines.push(line));
+    const printed = lines.find((l) => l.startsWith("  psql: "));
+    expect(printed).to.match(new RegExp(`psql service=nbdb-${stack}-app \\(also -migrator, -readonly, -auditor, -admin\\)$`));
+    const command = printed!.replace(/^ {2}psql: /, "").replace(/ \(also .*\)$/, "");
+    const r = await run("/bin/sh", ["-c", `${command} -X -At -c 'SELECT current_user'`]);
+    expect(r.stdout.trim()).to.equal("nb_app");
   });
 
   it("passes a URL's parameters on to psql (what the outputs say is what the service does)", async function () {
