@@ -30,6 +30,7 @@ import {
 import { PoolCounts, poolCounts, poolerPid, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
 import { LocalStackOutputs, StackState, loadState, newDataKey, newState, outputsFile, outputsOf, requireStack, saveState, writePrivate } from "./state";
 import { freePort, portIsFree, run, waitFor } from "./system";
+import { POOLER_TLS_NAME, convergeTls, removeServerCert } from "./tls";
 
 export const DEFAULT_REPLICAS = 2;
 const STREAMING_TIMEOUT_MS = 30_000;
@@ -228,6 +229,7 @@ async function removeReplica(ctx: LocalContext, state: StackState, index: number
   await dropSlot(state, index);
   fs.rmSync(dataDir(ctx, node), { recursive: true, force: true });
   fs.rmSync(logFile(ctx, node), { force: true });
+  removeServerCert(ctx, node);
   state.ports.replicas.length = index;
   saveState(state);
   changes.push(`removed ${node}`);
@@ -268,11 +270,17 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       state.dataKey ||= newDataKey();
       saveState(state);
     }
-    const changes: string[] = [];
+    const nodes: NodeName[] = ["primary", ...Array.from({ length: replicas }, (_, i) => replicaName(i))];
+    // Certificates first: the servers' settings and the replicas' base backups use them.
+    const tls = convergeTls(ctx, [...nodes, POOLER_TLS_NAME]);
+    const changes: string[] = [...tls.changes];
     await convergePrimary(ctx, state, changes);
     for (let i = 0; i < replicas; i++) await convergeReplica(ctx, state, i, changes);
     for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
     await convergePooler(ctx, state, changes);
+    // A renewed certificate reaches a running server with a reload (clients stay connected).
+    for (const node of nodes) if (tls.issued.includes(node) && runningPid(ctx, node)) await reloadNode(ctx, node);
+    if (tls.issued.includes(POOLER_TLS_NAME)) reloadPooler(ctx);
     if (opts.bundles !== false) {
       changes.push(...(await convergeDatabase(outputsOf(state).connections, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log)));
     }
