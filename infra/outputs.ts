@@ -22,6 +22,8 @@ export interface StackOutputs {
   readonly connections: pulumi.Output<Connections>;
   /** A secret: the key of the encrypted columns (the local stack keeps it in state.json). */
   readonly dataKey: pulumi.Output<string>;
+  /** The CA file the URLs verify the servers with (on the machine that ran `pulumi up`) and, where the program issued it, its PEM. */
+  readonly tls: pulumi.Output<{ caFile?: string; caCert?: string }>;
 }
 
 /** How direct connections to the cluster's servers ask for TLS. */
@@ -61,5 +63,9 @@ export function stackOutputs(
     pooler: cluster.pooler,
     connections: pulumi.secret(connections),
     dataKey: pulumi.secret(dataKey),
+    tls: pulumi.output(cluster.caCert).apply((caCert) => ({
+      ...(cluster.sslRootCert ? { caFile: cluster.sslRootCert } : {}),
+      ...(caCert ? { caCert } : {}),
+    })),
   };
 }

@@ -38,6 +38,8 @@ export interface Cluster {
   readonly sslRootCert?: string;
   /** What connections to the pooler ask for; absent: no TLS (a pooler without a certificate). */
   readonly poolerTls?: UrlTls;
+  /** The stack's own CA certificate (PEM), where the program issues the certificates. */
+  readonly caCert?: pulumi.Output<string>;
   /** Roles of schema/roles.ts the database layer must not create: the platform creates them, or has no use for them. */
   readonly platformRoles: readonly RoleName[];
 }

@@ -28,8 +28,9 @@ export function replicaApplicationName(index: number): string {
   return `replica-${index}`;
 }
 
-/** A libpq conninfo value, quoted. */
+/** A libpq conninfo value, quoted when it needs to be. */
 function conninfoValue(s: string): string {
+  if (/^[A-Za-z0-9_./-]+$/.test(s)) return s;
   return `'${s.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
 }
 
