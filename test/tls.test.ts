@@ -7,10 +7,8 @@ import { expect } from "chai";
 import { execFile } from "child_process";
 import { X509Certificate } from "crypto";
 import * as fs from "fs";
-import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import * as tls from "tls";
 import { promisify } from "util";
 import * as pulumi from "@pulumi/pulumi";
 import { Client } from "pg";
@@ -19,30 +17,12 @@ import { KeyPair, LOOPBACK_NAMES, issueServerCert, newCa } from "../infra/topolo
 import { localContext } from "../scripts/local/context";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs, caFile, loadState, stackDir, tlsDir } from "../scripts/local/state";
-import { findBinaries, serverUser } from "../scripts/local/system";
-import { POOLER_TLS_NAME, certFile, keyFile, serverNames } from "../scripts/local/tls";
+import { findBinaries, serverUser, waitFor } from "../scripts/local/system";
+import { POOLER_TLS_NAME, certFile, keyFile, presentedCert, serverNames, waitPresenting } from "../scripts/local/tls";
 import { query, rejection, uniqueStack } from "./helpers";
 
 const REPO = path.join(__dirname, "..");
 const DAY_MS = 86_400_000;
-
-/** The certificate a PostgreSQL-protocol server presents (SSLRequest, then a TLS handshake that trusts anything). */
-function presentedCert(port: number): Promise<X509Certificate> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("error", reject);
-    socket.once("connect", () => socket.write(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])));
-    socket.once("data", (answer) => {
-      if (answer.toString() !== "S") return reject(new Error(`server on ${port} does not offer TLS (answered ${JSON.stringify(answer.toString())})`));
-      const secure = tls.connect({ socket, rejectUnauthorized: false }, () => {
-        const raw = secure.getPeerX509Certificate();
-        secure.destroy();
-        if (!raw) reject(new Error("no certificate")); else resolve(raw);
-      });
-      secure.once("error", reject);
-    });
-  });
-}
 
 function psql(url: string, sql: string): Promise<string> {
   return promisify(execFile)(path.join(findBinaries().pgBinDir, "psql"), [url, "-X", "-At", "-c", sql]).then((r) => r.stdout.trim());
@@ -172,6 +152,25 @@ describe("TLS on every hop (local stack)", function () {
     }
   });
 
+  it("points a replica built before TLS (primary_conninfo without sslmode) at verify-full, and it streams on", async function () {
+    const state = loadState(stack)!;
+    const old = `user=nb_replicator password=${state.passwords.nb_replicator} host=127.0.0.1 port=${out.primary.port} application_name=replica-0`;
+    await query(replicaAdmin, `ALTER SYSTEM SET primary_conninfo = '${old}'`);
+    await query(replicaAdmin, "SELECT pg_catalog.pg_reload_conf()");
+    const { changes } = await up({ stack, bundles: false });
+    expect(changes).to.deep.equal(["replica-0 now streams from the primary with sslmode=verify-full"]);
+    const [conninfo] = await query<{ primary_conninfo: string }>(replicaAdmin, "SHOW primary_conninfo");
+    expect(conninfo.primary_conninfo).to.match(/sslmode=verify-full sslrootcert='.*ca\.crt'$/);
+    await waitFor("replica-0 to stream again", 30_000, async () => {
+      const rows = await query<{ state: string; ssl: boolean }>(
+        out.connections.admin,
+        "SELECT r.state, s.ssl FROM pg_catalog.pg_stat_replication r JOIN pg_catalog.pg_stat_ssl s USING (pid) WHERE r.application_name = 'replica-0'",
+      );
+      return rows.length === 1 && rows[0].state === "streaming" && rows[0].ssl ? true : undefined;
+    });
+    expect((await up({ stack, bundles: false })).changes).to.deep.equal([]);
+  });
+
   it("rewrites nothing on a no-op up", async function () {
     const files = (dir: string) => fs.readdirSync(dir).map((f) => path.join(dir, f)).filter((f) => fs.statSync(f).isFile());
     const watched = [...files(tlsDir(stack)), ...files(path.join(stackDir(stack), "pgbouncer")).filter((f) => !f.endsWith(".pid")), path.join(stackDir(stack), "outputs.json")];
@@ -219,7 +218,7 @@ describe("TLS on every hop (local stack)", function () {
       uid: ctx.user.uid,
       gid: ctx.user.gid,
     });
-    await new Promise((r) => setTimeout(r, 500));
+    await waitPresenting(ctx, "primary", out.primary.port);
     expect(await rejection(query(out.connections.migrator, "SELECT 1"))).to.match(/Hostname\/IP does not match|IP: 127\.0\.0\.1 is not in the cert's list/);
     expect(await rejection(psql(out.connections.migrator, "SELECT 1"))).to.match(/server certificate for .* does not match host name|does not match/);
     const { changes } = await up({ stack, bundles: false });
@@ -239,6 +238,17 @@ describe("TLS on every hop (local stack)", function () {
       expect(new X509Certificate(fs.readFileSync(certFile(ctx, server))).checkIssued(new X509Certificate(fs.readFileSync(caFile(stack))))).to.equal(true);
     }
     for (const [role, url] of Object.entries(out.connections)) expect(await query(url, "SELECT 1 AS one"), role).to.deep.equal([{ one: 1 }]);
+  });
+
+  it("rotates everything on request (up --renew-tls): a client still trusting the old CA is refused, the outputs' URLs work", async function () {
+    const oldCa = path.join(stackDir(stack), "old-ca.crt");
+    fs.copyFileSync(caFile(stack), oldCa);
+    const { changes } = await up({ stack, bundles: false, renewTls: true });
+    expect(changes[0]).to.match(/^issued a new CA .*: asked for with --renew-tls$/);
+    expect(changes.filter((c) => c.startsWith("issued the TLS certificate of"))).to.have.length(3);
+    expect(await rejection(query(withUrl(out.connections.app, (u) => u.searchParams.set("sslrootcert", oldCa)), "SELECT 1"))).to.match(/self[- ]signed certificate|unable to verify|unable to get local issuer/);
+    for (const [role, url] of Object.entries(out.connections)) expect(await query(url, "SELECT 1 AS one"), role).to.deep.equal([{ one: 1 }]);
+    expect((await up({ stack, bundles: false })).changes).to.deep.equal([]);
   });
 });
 

@@ -1,12 +1,15 @@
 // The local stack's certificates: a CA of its own and one server certificate per node and for the
 // pooler, in `<stack>/tls/`. `up` issues what is missing, wrong or in its last 30 days
 // (infra/topology/tls.ts decides) and leaves everything else untouched, so a no-op `up` writes nothing.
+import { X509Certificate } from "crypto";
 import * as fs from "fs";
+import * as net from "net";
 import * as path from "path";
+import * as tls from "tls";
 import { KeyPair, LOOPBACK_NAMES, ServerNames, caProblem, issueServerCert, newCa, serverCertProblem } from "../../infra/topology/tls";
 import { LocalContext } from "./context";
 import { caFile, tlsDir } from "./state";
-import { chownToServer } from "./system";
+import { chownToServer, waitFor } from "./system";
 
 /** The servers with a certificate: the nodes (primary, replica-<i>) and the pooler. */
 export type TlsServer = string;
@@ -50,12 +53,13 @@ export interface TlsConvergence {
  * runs nbdb (mode 0600); each server's key belongs to the server user (mode 0600, as PostgreSQL
  * demands); certificates are world-readable.
  */
-export function convergeTls(ctx: LocalContext, servers: readonly TlsServer[], now: Date = new Date()): TlsConvergence {
+export function convergeTls(ctx: LocalContext, servers: readonly TlsServer[], opts: { readonly renew?: boolean; readonly now?: Date } = {}): TlsConvergence {
+  const now = opts.now ?? new Date();
   const dir = tlsDir(ctx.stack);
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   const changes: string[] = [];
   let ca: KeyPair = { cert: read(caFile(ctx.stack)) ?? "", key: read(caKeyFile(ctx)) ?? "" };
-  const badCa = caProblem(ca, now);
+  const badCa = opts.renew ? "asked for with --renew-tls" : caProblem(ca, now);
   if (badCa) {
     ctx.log(`issuing the stack's CA (${badCa})`);
     ca = newCa(ctx.stack, now);
@@ -82,4 +86,35 @@ export function convergeTls(ctx: LocalContext, servers: readonly TlsServer[], no
 export function removeServerCert(ctx: LocalContext, server: TlsServer): void {
   fs.rmSync(certFile(ctx, server), { force: true });
   fs.rmSync(keyFile(ctx, server), { force: true });
+}
+
+/**
+ * The certificate a PostgreSQL-protocol server (PostgreSQL or PgBouncer) on 127.0.0.1 presents: an
+ * SSLRequest, then a handshake that accepts anything, since the point is to look at it.
+ */
+export function presentedCert(port: number): Promise<X509Certificate> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("error", reject);
+    socket.once("connect", () => socket.write(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])));
+    socket.once("data", (answer) => {
+      if (answer.toString() !== "S") {
+        socket.destroy();
+        return reject(new Error(`the server on port ${port} does not offer TLS`));
+      }
+      const secure = tls.connect({ socket, rejectUnauthorized: false }, () => {
+        const cert = secure.getPeerX509Certificate();
+        secure.destroy();
+        if (cert) resolve(cert);
+        else reject(new Error(`the server on port ${port} presented no certificate`));
+      });
+      secure.once("error", reject);
+    });
+  });
+}
+
+/** A reload is asynchronous: wait until the server on `port` presents the certificate now in its file. */
+export async function waitPresenting(ctx: LocalContext, server: TlsServer, port: number): Promise<void> {
+  const wanted = new X509Certificate(fs.readFileSync(certFile(ctx, server))).serialNumber;
+  await waitFor(`${server} to present its new certificate`, 15_000, async () => ((await presentedCert(port)).serialNumber === wanted ? true : undefined));
 }
