@@ -14,6 +14,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { Client } from "pg";
 import { TlsCertificatesInputs, TlsCertificatesOutputs, tlsCertificatesProvider } from "../infra/dynamic/tlsCertificates";
 import { KeyPair, LOOPBACK_NAMES, issueServerCert, newCa } from "../infra/topology/tls";
+import { POOLER_DEFAULTS, renderPgbouncerIni } from "../infra/topology/pgbouncerIni";
+import { renderHba } from "../infra/topology/postgresSettings";
 import { localContext } from "../scripts/local/context";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs, caFile, loadState, stackDir, tlsDir } from "../scripts/local/state";
@@ -249,6 +251,36 @@ describe("TLS on every hop (local stack)", function () {
     expect(await rejection(query(withUrl(out.connections.app, (u) => u.searchParams.set("sslrootcert", oldCa)), "SELECT 1"))).to.match(/self[- ]signed certificate|unable to verify|unable to get local issuer/);
     for (const [role, url] of Object.entries(out.connections)) expect(await query(url, "SELECT 1 AS one"), role).to.deep.equal([{ one: 1 }]);
     expect((await up({ stack, bundles: false })).changes).to.deep.equal([]);
+  });
+});
+
+describe("TLS in the shared renderers", function () {
+  const base = { listenAddr: "127.0.0.1", listenPort: 6432, serverHost: "db", serverPort: 5432, database: "neuralblitz", authFile: "/a", ...POOLER_DEFAULTS };
+
+  it("refuses a pooler asked to verify the server without a CA, saying what is missing", function () {
+    expect(() => renderPgbouncerIni({ ...base, serverTls: { sslmode: "verify-full", caFile: "" } })).to.throw(/verify-full needs the CA file/);
+  });
+
+  it("puts the pooler's TLS settings in their own group", function () {
+    const ini = renderPgbouncerIni({ ...base, clientTls: { certFile: "/c.crt", keyFile: "/c.key" }, serverTls: { sslmode: "verify-full", caFile: "/ca.crt" } }).split("\n");
+    const at = ini.indexOf("; TLS");
+    expect(at).to.be.greaterThan(0);
+    expect(ini.slice(at + 1, at + 8)).to.deep.equal([
+      "client_tls_sslmode = require",
+      "client_tls_cert_file = /c.crt",
+      "client_tls_key_file = /c.key",
+      "client_tls_protocols = tlsv1.2,tlsv1.3",
+      "server_tls_sslmode = verify-full",
+      "server_tls_ca_file = /ca.crt",
+      "server_tls_protocols = tlsv1.2,tlsv1.3",
+    ]);
+  });
+
+  it("admits TCP only over TLS in pg_hba.conf", function () {
+    const tcp = renderHba(["10.0.0.0/8"], "nb_replicator").split("\n").filter((l) => /^host/.test(l));
+    expect(tcp.length).to.be.greaterThan(0);
+    // Whatever rules decide who may come from where, each TCP line admits TLS connections only.
+    for (const line of tcp) expect(line).to.match(/^hostssl /);
   });
 });
 
