@@ -20,10 +20,29 @@ export interface StackOutputs {
     /** The local stack only. */
     admin?: string;
   };
+  /** The CA certificate that signed the servers' and the pooler's certificates (the URLs name it too). */
+  tls?: { caFile: string };
 }
 
-/** A postgresql:// URL to the database of a stack; `sslMode` other than "disable" is asked for in the URL. */
-export function connectionUrl(user: string, password: string, at: Endpoint, database: string, sslMode: "disable" | "require" = "disable"): string {
-  const tls = sslMode === "disable" ? "" : `?sslmode=${sslMode}`;
-  return `postgresql://${user}:${encodeURIComponent(password)}@${at.host}:${at.port}/${database}${tls}`;
+/**
+ * How a connection URL asks for TLS. `verify-full` checks the server's certificate and its name; with
+ * `rootCert` (a file path) against that CA alone, else against the system's CAs. node-postgres
+ * (pg-connection-string 2.x) and libpq (psql) read these URLs alike for verify-full; `require`
+ * means verify-full to node-postgres but no verification to libpq, so the stacks' outputs use
+ * verify-full.
+ */
+export interface UrlTls {
+  readonly sslMode: "verify-full" | "require" | "disable";
+  readonly rootCert?: string;
+}
+
+/** A query-string value: percent-encoded, but a path's slashes kept readable (both parsers decode it). */
+function queryValue(v: string): string {
+  return encodeURIComponent(v).replace(/%2F/gi, "/");
+}
+
+/** A postgresql:// URL to the database of a stack, asking for TLS as `tls` says. */
+export function connectionUrl(user: string, password: string, at: Endpoint, database: string, tls: UrlTls): string {
+  const params = tls.sslMode === "disable" ? [] : [`sslmode=${tls.sslMode}`, ...(tls.rootCert ? [`sslrootcert=${queryValue(tls.rootCert)}`] : [])];
+  return `postgresql://${user}:${encodeURIComponent(password)}@${at.host}:${at.port}/${database}${params.length ? `?${params.join("&")}` : ""}`;
 }

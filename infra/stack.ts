@@ -2,6 +2,7 @@
 // chosen platform, put the database layer (roles, grants, SQL bundles) on its primary, and describe
 // it in the outputs. infra/index.ts runs it for the engine; tests run it under mocks, once per scenario.
 import * as aws from "@pulumi/aws";
+import * as path from "path";
 import { PROJECT, StackConfig, loadConfig } from "./config";
 import { StackPasswords } from "./credentials";
 import { DatabaseLayer } from "./database/layer";
@@ -12,6 +13,14 @@ import { Cluster } from "./platform/types";
 
 const NAME = "nbdb";
 
+/**
+ * Where `pulumi up` writes the stack's CA certificate, which the outputs' URLs name: beside the local
+ * stacks (NBDB_HOME, else .nbdb in the project), under `_pulumi` (no local stack can have that name).
+ */
+export function pulumiCaFile(stack: string): string {
+  return path.resolve(process.env.NBDB_HOME ?? ".nbdb", "_pulumi", stack, "ca.crt");
+}
+
 function buildCluster(config: StackConfig, passwords: StackPasswords): Cluster {
   const common = {
     postgresVersion: config.postgresVersion,
@@ -21,7 +30,7 @@ function buildCluster(config: StackConfig, passwords: StackPasswords): Cluster {
     physicalSuffix: config.nameSuffix,
     protectData: config.deletionProtection,
   };
-  if (config.platform === "docker") return new DockerCluster(NAME, { ...common, docker: config.docker });
+  if (config.platform === "docker") return new DockerCluster(NAME, { ...common, docker: config.docker, caFile: pulumiCaFile(config.stack) });
   // The region comes from the stack's config, not the machine's environment; tags say whose it is.
   const provider = new aws.Provider(`${NAME}-aws`, {
     region: config.aws.region,

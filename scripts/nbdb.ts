@@ -90,8 +90,9 @@ export function program(): Command {
     .description("create or converge a local stack: primary, streaming replicas and PgBouncer (idempotent)")
     .option("--stack <name>", "stack name", stackOption, "local")
     .option("--replicas <n>", "number of streaming replicas (default: 2 for a new stack, the current count for an existing one)", replicasOption)
-    .action(async (o: { stack: string; replicas?: number }) => {
-      const res = await up({ stack: o.stack, replicas: o.replicas, log });
+    .option("--renew-tls", "issue a new CA and new certificates for every server now (e.g. after a key leaked); the CA file keeps its path")
+    .action(async (o: { stack: string; replicas?: number; renewTls?: boolean }) => {
+      const res = await up({ stack: o.stack, replicas: o.replicas, renewTls: o.renewTls, log });
       if (res.changes.length === 0) console.log(`stack ${o.stack} is up to date: nothing changed.`);
       else for (const c of res.changes) console.log(`- ${c}`);
       const out = res.outputs;
@@ -99,6 +100,7 @@ export function program(): Command {
       out.replicas.forEach((r, i) => console.log(`replica-${i} ${r.host}:${r.port}`));
       console.log(`pooler    ${out.pooler.host}:${out.pooler.port} (${out.pooler.poolMode} pooling)`);
       console.log(`connection strings (with passwords): ${outputsFile(o.stack)}`);
+      if (out.tls) console.log(`TLS: verify-full against the stack's CA ${out.tls.caFile}`);
     });
 
   cli

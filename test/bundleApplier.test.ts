@@ -134,7 +134,7 @@ describe("SQL bundle applier", () => {
   it("serializes concurrent deploys: the second waits, naming the first, then finds nothing to do", async () => {
     const url = await newDatabase();
     const catalog = loadCatalog(fixtureBundleDir("slow"));
-    const slowUrl = `${url}?options=${encodeURIComponent("-c nbdb_test.sleep_seconds=1")}`;
+    const slowUrl = `${url}${url.includes("?") ? "&" : "?"}options=${encodeURIComponent("-c nbdb_test.sleep_seconds=1")}`;
     const waits: string[] = [];
     const first = applyBundles({ url: slowUrl }, catalog);
     await new Promise((r) => setTimeout(r, 300));
@@ -183,7 +183,7 @@ describe("SQL bundle applier", () => {
     it("leaves the database as before the bundle when the deploy process is killed, and the next run completes", async () => {
       const url = await newDatabase();
       const dir = fixtureBundleDir("slow");
-      const slowUrl = `${url}?options=${encodeURIComponent("-c nbdb_test.sleep_seconds=120")}`;
+      const slowUrl = `${url}${url.includes("?") ? "&" : "?"}options=${encodeURIComponent("-c nbdb_test.sleep_seconds=120")}`;
       const child: ChildProcess = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", path.join(__dirname, "fixtures", "applyBundles.ts"), slowUrl, dir], {
         cwd: path.join(__dirname, ".."),
         stdio: "ignore",
@@ -206,7 +206,7 @@ describe("SQL bundle applier", () => {
     it("reports a connection cut mid-bundle as an interruption to re-run, with the bundle rolled back", async () => {
       const url = await newDatabase();
       const dir = fixtureBundleDir("slow");
-      const slowUrl = `${url}?options=${encodeURIComponent("-c nbdb_test.sleep_seconds=120")}`;
+      const slowUrl = `${url}${url.includes("?") ? "&" : "?"}options=${encodeURIComponent("-c nbdb_test.sleep_seconds=120")}`;
       const deploy = rejection(applyBundles({ url: slowUrl }, loadCatalog(dir)));
       const pid = await waitFor("the deploy to be inside the slow bundle", () => deployBackend(url));
       await query(outputs.connections.admin, "SELECT pg_terminate_backend($1)", [pid]);

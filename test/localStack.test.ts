@@ -70,7 +70,7 @@ describe("local stack", function () {
     const file = path.join(stackDir(stack), "outputs.json");
     const written = JSON.parse(fs.readFileSync(file, "utf8"));
     expect(written).to.deep.equal(out);
-    expect(Object.keys(written)).to.deep.equal(["stack", "database", "primary", "replicas", "pooler", "connections"]);
+    expect(Object.keys(written)).to.deep.equal(["stack", "database", "primary", "replicas", "pooler", "connections", "tls"]);
     expect(written.database).to.equal("neuralblitz");
     expect(written.pooler.poolMode).to.equal("transaction");
     expect(Object.keys(written.connections)).to.deep.equal(["app", "readonly", "auditor", "migrator", "admin"]);

@@ -241,6 +241,9 @@ describe("maintenance", function () {
         PGUSER: "nb_migrator",
         PGPASSWORD: decodeURIComponent(migrator.password),
         PGDATABASE: "neuralblitz",
+        // As the Docker scheduler container does: verify the primary against the stack's CA.
+        PGSSLMODE: "verify-full",
+        PGSSLROOTCERT: migrator.searchParams.get("sslrootcert")!,
       },
       stdio: "ignore",
     });

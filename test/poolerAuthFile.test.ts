@@ -10,7 +10,9 @@ import { stableScramVerifier } from "../infra/topology/scram";
 import { DATABASE } from "../schema/roles";
 import { localContext } from "../scripts/local/context";
 import { up } from "../scripts/local/stack";
-import { HOST, LocalStackOutputs, loadState, stackDir } from "../scripts/local/state";
+import { HOST, LocalStackOutputs, caFile, loadState, stackDir } from "../scripts/local/state";
+import { POOLER_TLS_NAME, certFile, keyFile } from "../scripts/local/tls";
+import { connectionUrl } from "../client/outputs";
 import { chownToServer, freePort, processAlive, run, waitFor } from "../scripts/local/system";
 import { query, rejection, uniqueStack } from "./helpers";
 
@@ -43,6 +45,9 @@ describe("pooler with SCRAM verifiers in its auth file (the AWS mode)", function
         authFile: path.join(dir, "userlist.txt"),
         ...POOLER_DEFAULTS,
         secretsFrom: "auth_file",
+        // TLS on both sides, as on ECS: the stack's pooler certificate, the primary verified.
+        clientTls: { certFile: certFile(ctx, POOLER_TLS_NAME), keyFile: keyFile(ctx, POOLER_TLS_NAME) },
+        serverTls: { sslmode: "verify-full", caFile: caFile(stack) },
         logFile: path.join(dir, "pgbouncer.log"),
         pidFile: path.join(dir, "pgbouncer.pid"),
       }),
@@ -68,7 +73,7 @@ describe("pooler with SCRAM verifiers in its auth file (the AWS mode)", function
   });
 
   function viaThisPooler(role: string, password: string): string {
-    return `postgresql://${role}:${encodeURIComponent(password)}@${HOST}:${port}/${DATABASE}`;
+    return connectionUrl(role, password, { host: HOST, port }, DATABASE, { sslMode: "verify-full", rootCert: caFile(stack) });
   }
 
   it("has no auth_query and no plain password but the stats user's", function () {

@@ -11,6 +11,7 @@ import { loadCatalog } from "../infra/bundles/catalog";
 import { adminSetupSql } from "../infra/database/adminSetup";
 import { PARTITION_MAINTENANCE_BUNDLE } from "../infra/database/partitionMaintenance";
 import { AdminSqlOutputs, adminSqlProvider } from "../infra/dynamic/adminSql";
+import { pulumiCaFile } from "../infra/stack";
 import { StackOutputs } from "../infra/outputs";
 import { INIT_SCRIPT_ROLES } from "../infra/platform/dockerPrimaryInit";
 import { AUTH_FUNCTION } from "../infra/topology/pgbouncerAuth";
@@ -84,7 +85,9 @@ describe("database layer (mocks)", function () {
         expect(`${provider.inputs.host}:${provider.inputs.port}`).not.to.equal(`${pooler.host}:${pooler.port}`);
         expect(provider.inputs.host).not.to.include(":");
         expect(provider.inputs.superuser).to.equal(String(platform === "docker"));
-        expect(provider.inputs.sslmode).to.equal(platform === "aws" ? "require" : "disable");
+        // Docker: the stack's own CA verifies the primary's certificate and name (verify-full).
+        expect(provider.inputs.sslmode).to.equal(platform === "aws" ? "require" : "verify-full");
+        if (platform === "docker") expect(provider.inputs.sslrootcert).to.equal(pulumiCaFile(stack));
         expect(provider.secretInputs).to.include.members(["password", "host"]);
         const postgresResources = run.registrations.filter((r) => r.type.startsWith("postgresql:"));
         expect(postgresResources.length).to.be.greaterThan(0);

@@ -7,6 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
 import { DockerCluster } from "../infra/platform/docker";
 import { AwsCluster } from "../infra/platform/aws";
+import { pulumiCaFile } from "../infra/stack";
 import { Config, DEV, PROD, Registration, Run, deploy, deployed, installMocks, named, of, registrationsDone, value } from "./pulumiMocks";
 
 function clone<T>(v: T): T {
@@ -131,9 +132,10 @@ describe("Pulumi program (mocks)", function () {
       expect(await value(o.pooler)).to.deep.equal({ host: "127.0.0.1", port: 16432, poolMode: "transaction" });
       const connections = await value(o.connections);
       expect(Object.keys(connections)).to.have.members(["app", "readonly", "auditor", "migrator"]);
-      expect(connections.app).to.equal("postgresql://nb_app:pw-nbdb-nb_app@127.0.0.1:16432/neuralblitz");
-      expect(connections.readonly).to.equal("postgresql://nb_readonly:pw-nbdb-nb_readonly@127.0.0.1:15442/neuralblitz");
-      expect(connections.migrator).to.equal("postgresql://nb_migrator:pw-nbdb-nb_migrator@127.0.0.1:15432/neuralblitz");
+      const tls = `sslmode=verify-full&sslrootcert=${pulumiCaFile("dev")}`;
+      expect(connections.app).to.equal(`postgresql://nb_app:pw-nbdb-nb_app@127.0.0.1:16432/neuralblitz?${tls}`);
+      expect(connections.readonly).to.equal(`postgresql://nb_readonly:pw-nbdb-nb_readonly@127.0.0.1:15442/neuralblitz?${tls}`);
+      expect(connections.migrator).to.equal(`postgresql://nb_migrator:pw-nbdb-nb_migrator@127.0.0.1:15432/neuralblitz?${tls}`);
     });
 
     it("exports credentials only as secrets, the data key included", async () => {
@@ -144,6 +146,82 @@ describe("Pulumi program (mocks)", function () {
         expect(await pulumi.isSecret<unknown>(plain)).to.equal(false);
         expect(JSON.stringify(await value<unknown>(plain))).not.to.include("pw-");
       }
+    });
+
+    describe("TLS on every hop", () => {
+      const TLS = "pulumi-nodejs:dynamic/neuralblitz:TlsCertificates";
+      const CONF = "/etc/postgresql/neuralblitz";
+      const upload = (r: Registration, file: string) => {
+        const i = r.inputs.uploads.findIndex((u: any) => u.file === file);
+        expect(i, `${r.name} uploads ${file}`).to.be.at.least(0);
+        // Pulumi marks the whole input secret when any part of it is.
+        return { ...r.inputs.uploads[i], secret: r.secretPaths.some((p) => `uploads.${i}.content`.startsWith(p)) };
+      };
+
+      it("issues one CA and a certificate per server with the program, naming its container and the loopback, keys secret", () => {
+        const certs = of(run, TLS);
+        expect(certs.map((c) => c.name)).to.deep.equal(["nbdb-tls"]);
+        const [c] = certs;
+        expect(c.inputs.caFile).to.equal(pulumiCaFile("dev"));
+        expect(c.inputs.servers).to.deep.equal(
+          ["nbdb-primary", "nbdb-replica-0", "nbdb-pooler"].map((n) => ({ name: n, dnsNames: [n, "localhost"], ipAddresses: ["127.0.0.1"] })),
+        );
+        expect(c.additionalSecretOutputs).to.have.members(["caKey", "serverKeys"]);
+      });
+
+      it("turns TLS on in every server through the shared settings and admits TCP only over it (hostssl)", () => {
+        for (const name of ["nbdb-primary", "nbdb-replica-0"]) {
+          const server = named(run, CONTAINER, name);
+          const command = server.inputs.command.join(" ");
+          expect(command).to.include(`ssl=on -c ssl_cert_file=${CONF}/server.crt -c ssl_key_file=${CONF}/server.key`);
+          expect(upload(server, `${CONF}/server.crt`)).to.include({ content: `mock certificate of ${name}` });
+          expect(upload(server, `${CONF}/server.key`)).to.include({ content: `mock key of ${name}`, owner: "999", permissions: "0600", secret: true });
+          const hba = upload(server, `${CONF}/pg_hba.conf`).content as string;
+          const tcp = hba.split("\n").filter((l) => /^host/.test(l));
+          expect(tcp.length).to.be.greaterThan(0);
+          for (const line of tcp) expect(line).to.match(/^hostssl /);
+        }
+      });
+
+      it("streams replicas with sslmode=verify-full against the stack's CA", () => {
+        const replica = named(run, CONTAINER, "nbdb-replica-0");
+        expect(upload(replica, `${CONF}/ca.crt`).content).to.equal("mock CA certificate of nbdb");
+        expect(upload(replica, `${CONF}/replica-bootstrap.sh`).content).to.include(`host=nbdb-primary port=5432 user=nb_replicator sslmode=verify-full sslrootcert=${CONF}/ca.crt`);
+      });
+
+      it("runs PgBouncer with client TLS required and verify-full to the primary", () => {
+        const pooler = named(run, CONTAINER, "nbdb-pooler");
+        const ini = upload(pooler, "/etc/pgbouncer/pgbouncer.ini").content as string;
+        for (const line of [
+          "; TLS",
+          "client_tls_sslmode = require",
+          "client_tls_cert_file = /etc/pgbouncer/server.crt",
+          "client_tls_key_file = /etc/pgbouncer/server.key",
+          "server_tls_sslmode = verify-full",
+          "server_tls_ca_file = /etc/pgbouncer/ca.crt",
+        ]) {
+          expect(ini.split("\n")).to.include(line);
+        }
+        expect(upload(pooler, "/etc/pgbouncer/server.key")).to.include({ content: "mock key of nbdb-pooler", owner: "70", permissions: "0600", secret: true });
+        expect(upload(pooler, "/etc/pgbouncer/ca.crt").content).to.equal("mock CA certificate of nbdb");
+      });
+
+      it("has the scheduler verify the primary too (verify-full, the stack's CA)", () => {
+        const scheduler = named(run, CONTAINER, "nbdb-scheduler");
+        expect(scheduler.inputs.envs).to.include.members(["PGSSLMODE=verify-full", `PGSSLROOTCERT=${CONF}/ca.crt`]);
+        expect(upload(scheduler, `${CONF}/ca.crt`).content).to.equal("mock CA certificate of nbdb");
+      });
+
+      it("exports only verify-full URLs naming the CA file, never sslmode=disable, and the CA itself", async () => {
+        const connections = await value(run.outputs.connections);
+        for (const [role, url] of Object.entries(connections)) {
+          expect(new URL(url).searchParams.get("sslmode"), role).to.equal("verify-full");
+          expect(new URL(url).searchParams.get("sslrootcert"), role).to.equal(pulumiCaFile("dev"));
+        }
+        const all = JSON.stringify(await value<unknown>(pulumi.all([run.outputs.connections, run.outputs.tls, run.outputs.pooler, run.outputs.primary])));
+        expect(all).not.to.include("sslmode=disable");
+        expect(await value(run.outputs.tls)).to.deep.equal({ caFile: pulumiCaFile("dev"), caCert: "mock CA certificate of nbdb" });
+      });
     });
 
     it("protects nothing (dev sets no deletionProtection)", () => {
@@ -335,7 +413,7 @@ describe("Pulumi program (mocks)", function () {
 
   describe("the platform's admin login (for the database layer)", () => {
     for (const [stack, make] of [
-      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false })],
+      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, caFile: "/tmp/nbdb-ca.crt" })],
       ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false })],
     ] as const) {
       it(`is a secret on ${stack}`, async () => {

@@ -23,6 +23,10 @@ export interface Registration {
   /** `<provider urn>::<provider id>`, or empty for the default provider. */
   readonly provider: string;
   readonly retainOnDelete: boolean;
+  /** Outputs the engine is told to keep secret whatever the provider returns. */
+  readonly additionalSecretOutputs: string[];
+  /** Where inside the inputs a secret sits, e.g. `uploads.2.content`. */
+  readonly secretPaths: string[];
 }
 
 export type Config = Record<string, any>;
@@ -41,6 +45,12 @@ export function value<T>(o: pulumi.Output<T>): Promise<T> {
 
 function isSecretValue(v: unknown): v is { value: unknown } {
   return typeof v === "object" && v !== null && (v as Record<string, unknown>)[pulumi.runtime.specialSigKey] === pulumi.runtime.specialSecretSig;
+}
+
+function secretPaths(v: unknown, at: string[] = []): string[] {
+  if (isSecretValue(v)) return [at.join(".")];
+  if (typeof v === "object" && v !== null) return Object.entries(v).flatMap(([k, x]) => secretPaths(x, [...at, k]));
+  return [];
 }
 
 function reveal(v: unknown): any {
@@ -68,6 +78,17 @@ function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number
       return { ...i, address: `${i.identifier}.c0ffee.eu-west-1.rds.amazonaws.com`, port: 5432 };
     case "aws:lb/loadBalancer:LoadBalancer":
       return { ...i, dnsName: `${i.name}-0123.elb.eu-west-1.amazonaws.com`, arn: `arn:aws:elasticloadbalancing:::${args.name}` };
+    case "pulumi-nodejs:dynamic/neuralblitz:TlsCertificates": {
+      // Stand-ins named for what they are; the real issuing is tested in test/tls.test.ts.
+      const servers: { name: string }[] = i.servers ?? [];
+      return {
+        ...i,
+        caCert: `mock CA certificate of ${i.label}`,
+        caKey: `mock CA key of ${i.label}`,
+        serverCerts: Object.fromEntries(servers.map((s) => [s.name, `mock certificate of ${s.name}`])),
+        serverKeys: Object.fromEntries(servers.map((s) => [s.name, `mock key of ${s.name}`])),
+      };
+    }
     default:
       return { ...i, arn: `arn:aws:mock:::${args.name}` };
   }
@@ -107,6 +128,8 @@ export async function installMocks(stack: string, config: Config): Promise<Regis
           dependencies: req.getDependenciesList(),
           provider: req.getProvider(),
           retainOnDelete: req.getRetainondelete() === true,
+          additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
+          secretPaths: secretPaths(inputs),
         });
       }
       callback(err, res);

@@ -13,7 +13,7 @@ import { loadCatalog } from "../bundles/catalog";
 import { PartitionConfig } from "../config";
 import { AdminSql } from "../dynamic/adminSql";
 import { sqlBundles } from "../dynamic/sqlBundle";
-import { connectionUrl } from "../outputs";
+import { connectionUrl, serverTls } from "../outputs";
 import { Cluster } from "../platform/types";
 import { stableScramVerifier } from "../topology/scram";
 import { adminSetupSql } from "./adminSetup";
@@ -45,6 +45,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
         password: admin.apply((a) => a.password),
         superuser: admin.apply((a) => a.superuser),
         sslmode: cluster.sslMode,
+        ...(cluster.sslRootCert ? { sslrootcert: cluster.sslRootCert } : {}),
         database: DATABASE,
       },
       { parent: this },
@@ -62,7 +63,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
 
     const adminSetup = new AdminSql(
       `${name}-admin-setup`,
-      { sql: adminSetupSql(), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.sslMode)) },
+      { sql: adminSetupSql(), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, serverTls(cluster))) },
       { parent: this, dependsOn: allRoles },
     );
     // A review database goes with its stack: dropping its schema must take the bundles' objects with
@@ -94,7 +95,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
       ...grants.filter((g) => !g.onBundleObjects).map((g) => grant(g, accessDependencies)),
     ];
 
-    const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, cluster.sslMode));
+    const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, serverTls(cluster)));
     const bundles = sqlBundles(
       `${name}-bundle`,
       { bundles: [...loadCatalog(), partitionMaintenanceBundle(args.partitions)], connection: migratorUrl, protectedStack: args.protectedStack },

@@ -9,9 +9,11 @@ import { DockerConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../co
 import { renderHba, serverSettings, settingsArgs } from "../topology/postgresSettings";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
 import { replicaBootstrapScript } from "../topology/replicaBootstrap";
+import { TlsCertificates } from "../dynamic/tlsCertificates";
+import { LOOPBACK_NAMES } from "../topology/tls";
 import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
 import { PGBOUNCER_IMAGE, PGBOUNCER_IMAGE_UID, POSTGRES_IMAGES, POSTGRES_IMAGE_UID } from "./images";
-import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni } from "./poolerContainer";
+import { POOLER_AUTH_FILE, POOLER_CONFIG_DIR, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni } from "./poolerContainer";
 import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
 
 export interface DockerClusterArgs {
@@ -24,6 +26,8 @@ export interface DockerClusterArgs {
   readonly physicalSuffix: string;
   /** Protect the data volumes from `pulumi destroy`. */
   readonly protectData: boolean;
+  /** Where the stack's CA certificate is written on the machine running `pulumi up` (the outputs' URLs name it). */
+  readonly caFile: string;
 }
 
 /** Dev databases are reachable from this host only. */
@@ -35,6 +39,13 @@ const ADMIN_PASSWORD_FILE = `${CONF_DIR}/admin-password`;
 const SCHEDULER_PASSFILE = `${CONF_DIR}/scheduler.pgpass`;
 const REPLICATION_PASSWORD_FILE = `${CONF_DIR}/replication-password`;
 const REPLICA_BOOTSTRAP_FILE = `${CONF_DIR}/replica-bootstrap.sh`;
+// Each server's certificate and key (the key the server user's, mode 0600, as PostgreSQL demands) and the CA.
+const CA_FILE = `${CONF_DIR}/ca.crt`;
+const CERT_FILE = `${CONF_DIR}/server.crt`;
+const KEY_FILE = `${CONF_DIR}/server.key`;
+const POOLER_CA_FILE = `${POOLER_CONFIG_DIR}/ca.crt`;
+const POOLER_CERT_FILE = `${POOLER_CONFIG_DIR}/server.crt`;
+const POOLER_KEY_FILE = `${POOLER_CONFIG_DIR}/server.key`;
 const MiB = 1024 * 1024;
 
 /**
@@ -72,13 +83,42 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly replicas: pulumi.Output<Endpoint[]>;
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
-  readonly sslMode = "disable" as const;
+  readonly sslMode = "verify-full" as const;
+  readonly sslRootCert: string;
+  readonly poolerTls: { readonly sslMode: "verify-full"; readonly rootCert: string };
   readonly platformRoles = INIT_SCRIPT_ROLES;
+  /** The stack's CA certificate (PEM). */
+  readonly caCert: pulumi.Output<string>;
 
   constructor(name: string, args: DockerClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:DockerCluster", name, {}, opts);
     const physical = (logical: string) => `${logical}${args.physicalSuffix}`;
     const { docker: cfg } = args;
+    this.sslRootCert = args.caFile;
+    this.poolerTls = { sslMode: "verify-full", rootCert: args.caFile };
+
+    // One CA per stack; each server's certificate names its container (how the other containers
+    // reach it) and the loopback addresses its published port is reached on from this host.
+    const serverNodes = ["primary", ...Array.from({ length: args.replicas }, (_, i) => `replica-${i}`), "pooler"];
+    const certificates = new TlsCertificates(
+      `${name}-tls`,
+      {
+        label: physical(name),
+        servers: serverNodes.map((node) => ({ name: physical(`${name}-${node}`), dnsNames: [physical(`${name}-${node}`), ...LOOPBACK_NAMES.dnsNames], ipAddresses: [...LOOPBACK_NAMES.ipAddresses] })),
+        caFile: args.caFile,
+      },
+      { parent: this },
+    );
+    this.caCert = certificates.caCert;
+    const tlsUploads = (node: string, files: { ca: string; cert: string; key: string }, owner: string): docker.types.input.ContainerUpload[] => {
+      const pair = certificates.pair(physical(`${name}-${node}`));
+      return [
+        { file: files.ca, content: certificates.caCert },
+        { file: files.cert, content: pair.cert },
+        { file: files.key, content: pair.key, owner, permissions: "0600" },
+      ];
+    };
+    const serverTlsUploads = (node: string) => tlsUploads(node, { ca: CA_FILE, cert: CERT_FILE, key: KEY_FILE }, POSTGRES_IMAGE_UID);
 
     const network = new docker.Network(`${name}-network`, { name: physical(`${name}-network`), driver: "bridge" }, { parent: this });
     const networksAdvanced = [{ name: network.name }];
@@ -87,7 +127,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
 
     // Sized once for MAX_REPLICAS, so that scaling never changes (and restarts) the primary.
     const sizing = { memoryBytes: cfg.nodeMemoryMb * MiB, cpus: cfg.nodeCpus };
-    const settings = { ...serverSettings(sizing, MAX_REPLICAS), hba_file: HBA_FILE };
+    const settings = { ...serverSettings(sizing, MAX_REPLICAS, { tls: { certFile: CERT_FILE, keyFile: KEY_FILE } }), hba_file: HBA_FILE };
     const server = (node: string, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = []) => {
       const volume = new docker.Volume(`${name}-${node}-data`, { name: physical(`${name}-${node}-data`) }, { parent: this, protect: args.protectData });
       const container = new docker.Container(
@@ -116,6 +156,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       envs: [`POSTGRES_USER=${ADMIN_USER}`, `POSTGRES_DB=${DATABASE}`, `POSTGRES_PASSWORD_FILE=${ADMIN_PASSWORD_FILE}`, "POSTGRES_INITDB_ARGS=--data-checksums"],
       uploads: [
         { file: HBA_FILE, content: HBA },
+        ...serverTlsUploads("primary"),
         { file: ADMIN_PASSWORD_FILE, content: args.passwords.admin, owner: POSTGRES_IMAGE_UID, permissions: "0600" },
         {
           file: "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql",
@@ -132,11 +173,12 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           entrypoints: ["/bin/sh", "-c", REPLICA_ENTRYPOINT, "replica-entrypoint"],
           uploads: [
             { file: HBA_FILE, content: HBA },
+            ...serverTlsUploads(`replica-${i}`),
             { file: REPLICATION_PASSWORD_FILE, content: args.passwords.replication, permissions: "0600" },
             {
               file: REPLICA_BOOTSTRAP_FILE,
               content: primary.name.apply((primaryHost) =>
-                replicaBootstrapScript({ primaryHost, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i, waitSeconds: 300 }),
+                replicaBootstrapScript({ primaryHost, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i, caFile: CA_FILE, waitSeconds: 300 }),
               ),
             },
           ],
@@ -157,7 +199,13 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         entrypoints: ["pgbouncer"],
         command: [POOLER_INI_FILE],
         uploads: [
-          { file: POOLER_INI_FILE, content: primary.name.apply((host) => containerPoolerIni({ host, port: POSTGRES_PORT, tls: false }, args.pooler)) },
+          {
+            file: POOLER_INI_FILE,
+            content: primary.name.apply((host) =>
+              containerPoolerIni({ host, port: POSTGRES_PORT, tls: true, caFile: POOLER_CA_FILE }, args.pooler, "auth_query", { certFile: POOLER_CERT_FILE, keyFile: POOLER_KEY_FILE }),
+            ),
+          },
+          ...tlsUploads("pooler", { ca: POOLER_CA_FILE, cert: POOLER_CERT_FILE, key: POOLER_KEY_FILE }, PGBOUNCER_IMAGE_UID),
           {
             file: POOLER_AUTH_FILE,
             content: pulumi.output(args.passwords.poolerAuth).apply(renderPgbouncerAuthFile),
@@ -182,9 +230,18 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         restart: "unless-stopped",
         networksAdvanced,
         entrypoints: ["/bin/sh", "-c", schedulerLoopScript()],
-        envs: [pulumi.interpolate`PGHOST=${primary.name}`, `PGPORT=${POSTGRES_PORT}`, "PGUSER=nb_migrator", `PGDATABASE=${DATABASE}`, `PGPASSFILE=${SCHEDULER_PASSFILE}`],
+        envs: [
+          pulumi.interpolate`PGHOST=${primary.name}`,
+          `PGPORT=${POSTGRES_PORT}`,
+          "PGUSER=nb_migrator",
+          `PGDATABASE=${DATABASE}`,
+          `PGPASSFILE=${SCHEDULER_PASSFILE}`,
+          "PGSSLMODE=verify-full",
+          `PGSSLROOTCERT=${CA_FILE}`,
+        ],
         user: POSTGRES_IMAGE_UID,
         uploads: [
+          { file: CA_FILE, content: certificates.caCert },
           {
             file: SCHEDULER_PASSFILE,
             content: pulumi.output(args.passwords.scheduler).apply((password) => `*:*:${DATABASE}:nb_migrator:${password}\n`),

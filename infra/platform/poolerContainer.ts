@@ -2,7 +2,7 @@
 // shared generator), pointed at the primary.
 import { DATABASE } from "../../schema/roles";
 import { PoolerConfig } from "../config";
-import { renderPgbouncerIni } from "../topology/pgbouncerIni";
+import { PgbouncerConfig, renderPgbouncerIni } from "../topology/pgbouncerIni";
 
 export const POOLER_PORT = 6432;
 export const POOLER_CONFIG_DIR = "/etc/pgbouncer";
@@ -12,11 +12,18 @@ export const POOLER_AUTH_FILE = `${POOLER_CONFIG_DIR}/userlist.txt`;
 export interface PoolerServer {
   readonly host: string;
   readonly port: number;
-  /** RDS forces TLS; on a Docker network the server is next door. */
+  /** TLS to the server. */
   readonly tls: boolean;
+  /** The CA (a path in the container) the server's certificate is verified with (verify-full); without it, TLS is unverified (require). */
+  readonly caFile?: string;
 }
 
-export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig, secretsFrom: "auth_query" | "auth_file" = "auth_query"): string {
+export function containerPoolerIni(
+  server: PoolerServer,
+  pooler: PoolerConfig,
+  secretsFrom: "auth_query" | "auth_file" = "auth_query",
+  clientTls?: PgbouncerConfig["clientTls"],
+): string {
   return renderPgbouncerIni({
     listenAddr: "0.0.0.0",
     listenPort: POOLER_PORT,
@@ -25,7 +32,8 @@ export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig, s
     database: DATABASE,
     authFile: POOLER_AUTH_FILE,
     ...pooler,
-    ...(server.tls ? { serverTlsSslmode: "require" as const } : {}),
+    ...(server.tls ? { serverTls: server.caFile ? { sslmode: "verify-full" as const, caFile: server.caFile } : { sslmode: "require" as const, caFile: "" } } : {}),
+    ...(clientTls ? { clientTls } : {}),
     secretsFrom,
   });
 }

@@ -2,6 +2,7 @@
 // the same way.
 import * as pulumi from "@pulumi/pulumi";
 import { RoleName } from "../../schema/roles";
+import { UrlTls } from "../../client/outputs";
 import { PoolMode } from "../topology/pgbouncerIni";
 
 export interface Endpoint {
@@ -32,7 +33,13 @@ export interface Cluster {
   /** A secret. */
   readonly admin: pulumi.Output<AdminLogin>;
   /** What direct connections to the servers must ask for (RDS refuses unencrypted ones). */
-  readonly sslMode: "disable" | "require";
+  readonly sslMode: UrlTls["sslMode"];
+  /** The CA file (a path where the outputs' URLs are used) that verifies the servers' certificates; absent: the system's CAs. */
+  readonly sslRootCert?: string;
+  /** What connections to the pooler ask for; absent: no TLS (a pooler without a certificate). */
+  readonly poolerTls?: UrlTls;
+  /** The stack's own CA certificate (PEM), where the program issues the certificates. */
+  readonly caCert?: pulumi.Output<string>;
   /** Roles of schema/roles.ts the database layer must not create: the platform creates them, or has no use for them. */
   readonly platformRoles: readonly RoleName[];
 }

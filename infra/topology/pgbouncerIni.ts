@@ -20,8 +20,13 @@ export interface PgbouncerConfig {
   /** Absent where the container's stdout is the log (Docker, ECS). */
   readonly logFile?: string;
   readonly pidFile?: string;
-  /** TLS to the server; absent where the server is on the same host or Docker network. */
-  readonly serverTlsSslmode?: "require";
+  /** Client side: PgBouncer presents this certificate and refuses clients without TLS. */
+  readonly clientTls?: { readonly certFile: string; readonly keyFile: string };
+  /**
+   * Pooler to server: `verify-full` checks the server's certificate against `caFile` and its name
+   * against serverHost. `require` (encrypted, unverified) writes no CA line when `caFile` is "".
+   */
+  readonly serverTls?: { readonly sslmode: "verify-full" | "require"; readonly caFile: string };
   /**
    * Where clients' SCRAM secrets come from: "auth_query" asks the server (pgbouncer.get_auth, which
    * reads pg_authid); "auth_file" reads them from the auth file, for servers where no role may read
@@ -66,10 +71,25 @@ export function renderPgbouncerIni(c: PgbouncerConfig): string {
     "log_connections = 0",
     "log_disconnections = 0",
   ];
-  if (c.serverTlsSslmode) lines.push(`server_tls_sslmode = ${c.serverTlsSslmode}`);
+  if (c.clientTls || c.serverTls) lines.push("; TLS", ...tlsLines(c));
   if (c.logFile) lines.push(`logfile = ${c.logFile}`);
   if (c.pidFile) lines.push(`pidfile = ${c.pidFile}`);
   return lines.join("\n") + "\n";
+}
+
+function tlsLines(c: PgbouncerConfig): string[] {
+  const lines: string[] = [];
+  if (c.clientTls) {
+    lines.push("client_tls_sslmode = require", `client_tls_cert_file = ${c.clientTls.certFile}`, `client_tls_key_file = ${c.clientTls.keyFile}`);
+    lines.push("client_tls_protocols = tlsv1.2,tlsv1.3");
+  }
+  if (c.serverTls) {
+    if (c.serverTls.sslmode === "verify-full" && !c.serverTls.caFile) throw new Error("pgbouncer.ini: server_tls_sslmode = verify-full needs the CA file that signed the server's certificate");
+    lines.push(`server_tls_sslmode = ${c.serverTls.sslmode}`);
+    if (c.serverTls.caFile) lines.push(`server_tls_ca_file = ${c.serverTls.caFile}`);
+    lines.push("server_tls_protocols = tlsv1.2,tlsv1.3");
+  }
+  return lines;
 }
 
 function authLine(user: string, secret: string): string {

@@ -8,6 +8,11 @@ export interface ReplicaBootstrap {
   readonly replicationUser: string;
   /** The replica's index: its slot is `replica_<i>` and its application_name `replica-<i>`. */
   readonly index: number;
+  /**
+   * The CA that signed the primary's certificate: the replica streams with sslmode=verify-full
+   * (pg_basebackup writes this connection into primary_conninfo).
+   */
+  readonly caFile: string;
   /** How long to wait for the primary to accept connections. */
   readonly waitSeconds?: number;
 }
@@ -23,6 +28,12 @@ export function replicaApplicationName(index: number): string {
   return `replica-${index}`;
 }
 
+/** A libpq conninfo value, quoted when it needs to be. */
+function conninfoValue(s: string): string {
+  if (/^[A-Za-z0-9_./-]+$/.test(s)) return s;
+  return `'${s.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
+}
+
 function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
@@ -35,7 +46,7 @@ function shellQuote(s: string): string {
  */
 export function replicaBootstrapScript(b: ReplicaBootstrap): string {
   const slot = replicaSlotName(b.index);
-  const conn = `host=${b.primaryHost} port=${b.primaryPort} user=${b.replicationUser}`;
+  const conn = `host=${b.primaryHost} port=${b.primaryPort} user=${b.replicationUser} sslmode=verify-full sslrootcert=${conninfoValue(b.caFile)}`;
   const createSlot =
     `SELECT pg_catalog.pg_create_physical_replication_slot('${slot}') ` +
     `WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = '${slot}')`;

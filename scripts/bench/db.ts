@@ -27,5 +27,8 @@ export function libpqEnv(url: string): NodeJS.ProcessEnv {
     PGUSER: decodeURIComponent(u.username),
     PGPASSWORD: decodeURIComponent(u.password),
     PGDATABASE: u.pathname.replace(/^\//, ""),
+    // The URL's TLS too: libpq's default (prefer) would encrypt without verifying.
+    ...(u.searchParams.get("sslmode") ? { PGSSLMODE: u.searchParams.get("sslmode")! } : {}),
+    ...(u.searchParams.get("sslrootcert") ? { PGSSLROOTCERT: u.searchParams.get("sslrootcert")! } : {}),
   };
 }

@@ -7,7 +7,8 @@ import { POOLER_DEFAULTS, renderPgbouncerAuthFile, renderPgbouncerIni } from "..
 import { DATABASE } from "../../schema/roles";
 import { LocalContext } from "./context";
 import { ensureServerDir } from "./postgresNode";
-import { HOST, StackState } from "./state";
+import { HOST, StackState, caFile, clientSsl } from "./state";
+import { POOLER_TLS_NAME, certFile, keyFile } from "./tls";
 import { chownToServer, processAlive, run, waitFor } from "./system";
 import * as net from "net";
 
@@ -40,6 +41,8 @@ export function writePoolerConfig(ctx: LocalContext, state: StackState): boolean
     ...POOLER_DEFAULTS,
     logFile: poolerLog(ctx),
     pidFile: pidFile(ctx),
+    clientTls: { certFile: certFile(ctx, POOLER_TLS_NAME), keyFile: keyFile(ctx, POOLER_TLS_NAME) },
+    serverTls: { sslmode: "verify-full", caFile: caFile(ctx.stack) },
   });
   let changed = false;
   for (const [file, content] of [
@@ -98,7 +101,7 @@ export interface PoolCounts {
 
 /** SHOW POOLS on the admin console, as the stats user. */
 export async function poolCounts(state: StackState): Promise<PoolCounts[]> {
-  const client = new Client({ host: HOST, port: state.ports.pooler, user: AUTH_USER, password: state.passwords[AUTH_USER], database: "pgbouncer" });
+  const client = new Client({ host: HOST, port: state.ports.pooler, user: AUTH_USER, password: state.passwords[AUTH_USER], database: "pgbouncer", ssl: clientSsl(state.stack) });
   await client.connect();
   try {
     const res = await client.query("SHOW POOLS");

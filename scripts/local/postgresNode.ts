@@ -6,7 +6,8 @@ import { renderConf, renderHba, serverSettings } from "../../infra/topology/post
 import { REPLICATION_USER, replicaBootstrapScript } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, nodeSizing, replicaLimit } from "./context";
 import { DATABASE } from "../../schema/roles";
-import { HOST, SUPERUSER, StackState } from "./state";
+import { HOST, SUPERUSER, StackState, caFile, clientSsl } from "./state";
+import { certFile, keyFile } from "./tls";
 import { chownToServer, processAlive, run, waitFor } from "./system";
 
 export type NodeName = "primary" | `replica-${number}`;
@@ -66,7 +67,10 @@ export function writeNodeConf(ctx: LocalContext, node: NodeName, port: number): 
   const mainText = fs.readFileSync(main, "utf8");
   if (!mainText.includes(include)) writeServerFile(ctx, main, `${mainText}\n# neuralblitz-db settings\n${include}\n`);
   const settings = {
-    ...serverSettings(nodeSizing(), replicaLimit(), hasPgCron(ctx) ? { pgCron: { database: DATABASE } } : {}),
+    ...serverSettings(nodeSizing(), replicaLimit(), {
+      ...(hasPgCron(ctx) ? { pgCron: { database: DATABASE } } : {}),
+      tls: { certFile: certFile(ctx, node), keyFile: keyFile(ctx, node) },
+    }),
     listen_addresses: HOST,
     port,
     unix_socket_directories: "",
@@ -107,7 +111,7 @@ export async function bootstrapReplica(ctx: LocalContext, state: StackState, ind
   const dir = dataDir(ctx, node);
   fs.rmSync(dir, { recursive: true, force: true });
   ensureServerDir(ctx, dir);
-  const script = replicaBootstrapScript({ primaryHost: HOST, primaryPort: state.ports.primary, replicationUser: REPLICATION_USER, index });
+  const script = replicaBootstrapScript({ primaryHost: HOST, primaryPort: state.ports.primary, replicationUser: REPLICATION_USER, index, caFile: caFile(state.stack) });
   await run("/bin/sh", ["-c", script], {
     as: ctx.user,
     env: { PGDATA: dir, PGPASSWORD: state.passwords.nb_replicator, PATH: `${ctx.bins.pgBinDir}:${process.env.PATH}` },
@@ -173,9 +177,9 @@ function tail(file: string, lines = 15): string {
   return fs.readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
 }
 
-/** Run `fn` with a superuser connection to a node (database `postgres` unless given). */
+/** Run `fn` with a superuser connection to a node (database `postgres` unless given), over verified TLS. */
 export async function withSuperuser<T>(state: StackState, port: number, fn: (c: Client) => Promise<T>, database = "postgres"): Promise<T> {
-  const client = new Client({ host: HOST, port, user: SUPERUSER, password: state.passwords[SUPERUSER], database, application_name: "nbdb" });
+  const client = new Client({ host: HOST, port, user: SUPERUSER, password: state.passwords[SUPERUSER], database, application_name: "nbdb", ssl: clientSsl(state.stack) });
   await client.connect();
   try {
     return await fn(client);

@@ -29,8 +29,9 @@ import {
 } from "./postgresNode";
 import { PoolCounts, poolCounts, poolerPid, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
 import { writePgServiceConf } from "./pgService";
-import { LocalStackOutputs, StackState, loadState, newDataKey, newState, outputsFile, outputsOf, requireStack, saveState, writePrivate } from "./state";
+import { LocalStackOutputs, StackState, caFile, loadState, newDataKey, newState, outputsFile, outputsOf, requireStack, saveState, writePrivate } from "./state";
 import { freePort, portIsFree, run, waitFor } from "./system";
+import { POOLER_TLS_NAME, convergeTls, removeServerCert, waitPresenting } from "./tls";
 
 export const DEFAULT_REPLICAS = 2;
 const STREAMING_TIMEOUT_MS = 30_000;
@@ -110,6 +111,8 @@ export interface UpOptions {
   readonly replicas?: number;
   /** Directory of SQL bundles to apply once the topology is up (default: the repository's sql/); false applies none. */
   readonly bundles?: string | false;
+  /** Issue a new CA and every certificate now, good or not. */
+  readonly renewTls?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -222,6 +225,26 @@ async function convergeReplica(ctx: LocalContext, state: StackState, index: numb
   }
 }
 
+/**
+ * A replica streams with sslmode=verify-full against the stack's CA. One built before the stack had
+ * TLS still holds a primary_conninfo without it (libpq's default, prefer: encrypted, unverified);
+ * the keywords added at the end override earlier ones, and a reload restarts the stream with them.
+ */
+async function convergeReplicaTls(ctx: LocalContext, state: StackState, index: number, changes: string[]): Promise<void> {
+  const node = replicaName(index);
+  if (!runningPid(ctx, node)) return;
+  const ca = caFile(state.stack);
+  await withSuperuser(state, portOf(state, node), async (c) => {
+    const current = (await c.query("SHOW primary_conninfo")).rows[0].primary_conninfo as string;
+    if (/\bsslmode='?verify-full'?/.test(current) && (current.includes(`sslrootcert='${ca}'`) || current.includes(`sslrootcert=${ca}`))) return;
+    const wanted = `${current} sslmode=verify-full sslrootcert='${ca.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
+    const sql = (await c.query("SELECT pg_catalog.format('ALTER SYSTEM SET primary_conninfo = %L', $1::text) AS sql", [wanted])).rows[0].sql as string;
+    await c.query(sql);
+    await c.query("SELECT pg_catalog.pg_reload_conf()");
+    changes.push(`${node} now streams from the primary with sslmode=verify-full`);
+  });
+}
+
 async function removeReplica(ctx: LocalContext, state: StackState, index: number, changes: string[]): Promise<void> {
   const node = replicaName(index);
   ctx.log(`removing ${node}`);
@@ -229,6 +252,7 @@ async function removeReplica(ctx: LocalContext, state: StackState, index: number
   await dropSlot(state, index);
   fs.rmSync(dataDir(ctx, node), { recursive: true, force: true });
   fs.rmSync(logFile(ctx, node), { force: true });
+  removeServerCert(ctx, node);
   state.ports.replicas.length = index;
   saveState(state);
   changes.push(`removed ${node}`);
@@ -269,9 +293,25 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       state.dataKey ||= newDataKey();
       saveState(state);
     }
-    const changes: string[] = [];
+    const nodes: NodeName[] = ["primary", ...Array.from({ length: replicas }, (_, i) => replicaName(i))];
+    // Certificates first: the servers' settings and the replicas' base backups use them.
+    const tls = convergeTls(ctx, [...nodes, POOLER_TLS_NAME], { renew: opts.renewTls });
+    const changes: string[] = [...tls.changes];
+    // A renewed certificate reaches a running server with a reload (clients stay connected), before
+    // anything connects to it trusting a CA that may be new too.
+    for (const node of nodes.filter((n) => tls.issued.includes(n) && runningPid(ctx, n))) {
+      await reloadNode(ctx, node);
+      await waitPresenting(ctx, node, portOf(state, node));
+    }
+    if (tls.issued.includes(POOLER_TLS_NAME) && poolerPid(ctx)) {
+      reloadPooler(ctx);
+      await waitPresenting(ctx, POOLER_TLS_NAME, state.ports.pooler);
+    }
     await convergePrimary(ctx, state, changes);
-    for (let i = 0; i < replicas; i++) await convergeReplica(ctx, state, i, changes);
+    for (let i = 0; i < replicas; i++) {
+      await convergeReplica(ctx, state, i, changes);
+      await convergeReplicaTls(ctx, state, i, changes);
+    }
     for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
     await convergePooler(ctx, state, changes);
     if (opts.bundles !== false) {

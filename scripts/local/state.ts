@@ -102,8 +102,23 @@ export function saveState(state: StackState): void {
   writePrivate(path.join(stackDir(state.stack), "state.json"), JSON.stringify(state, null, 2) + "\n");
 }
 
-function url(user: string, pass: string, port: number): string {
-  return connectionUrl(user, pass, { host: HOST, port }, DATABASE);
+/** The stack's certificates and keys (scripts/local/tls.ts). */
+export function tlsDir(stack: string): string {
+  return path.join(stackDir(stack), "tls");
+}
+
+/** The stack's CA certificate: what every URL in outputs.json verifies the servers with. */
+export function caFile(stack: string): string {
+  return path.join(tlsDir(stack), "ca.crt");
+}
+
+/** TLS options for a node-postgres client of the stack's servers: verified against the stack's CA. */
+export function clientSsl(stack: string): { ca: string } {
+  return { ca: fs.readFileSync(caFile(stack), "utf8") };
+}
+
+function url(stack: string, user: string, pass: string, port: number): string {
+  return connectionUrl(user, pass, { host: HOST, port }, DATABASE, { sslMode: "verify-full", rootCert: caFile(stack) });
 }
 
 /** The stack's data key (never in outputs.json, which applications may share more widely). */
@@ -121,12 +136,13 @@ export function outputsOf(state: StackState): LocalStackOutputs {
     replicas: ports.replicas.map((port) => ({ host: HOST, port })),
     pooler: { host: HOST, port: ports.pooler, poolMode: "transaction" },
     connections: {
-      app: url("nb_app", pw.nb_app, ports.pooler),
-      readonly: url("nb_readonly", pw.nb_readonly, readonlyPort),
-      auditor: url("nb_auditor", pw.nb_auditor, ports.pooler),
-      migrator: url("nb_migrator", pw.nb_migrator, ports.primary),
-      admin: url(SUPERUSER, pw[SUPERUSER], ports.primary),
+      app: url(state.stack, "nb_app", pw.nb_app, ports.pooler),
+      readonly: url(state.stack, "nb_readonly", pw.nb_readonly, readonlyPort),
+      auditor: url(state.stack, "nb_auditor", pw.nb_auditor, ports.pooler),
+      migrator: url(state.stack, "nb_migrator", pw.nb_migrator, ports.primary),
+      admin: url(state.stack, SUPERUSER, pw[SUPERUSER], ports.primary),
     },
+    tls: { caFile: caFile(state.stack) },
   };
 }
 

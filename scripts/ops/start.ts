@@ -4,7 +4,7 @@ import { Client } from "pg";
 import { TABLES } from "../../schema/tables";
 import { StackStatus, status, up } from "../local/stack";
 import * as path from "path";
-import { LocalStackOutputs, outputsFile, stackDir } from "../local/state";
+import { LocalStackOutputs, caFile, outputsFile, stackDir } from "../local/state";
 import { pgServiceFile, serviceName } from "../local/pgService";
 import { AuditVerdict, verifyAuditTrail } from "./audit";
 import { isSeeded, seed } from "./seed";
@@ -65,6 +65,7 @@ export function printStartSummary(s: StartSummary, print: (line: string) => void
   );
   print(`  connection strings: ${outputsFile(o.stack)} (mode 0600); data key: dataKey in ${path.join(stackDir(o.stack), "state.json")}`);
   print(`  psql: PGSERVICEFILE=${pgServiceFile(o.stack)} psql service=${serviceName(o.stack, "app")} (also -migrator, -readonly, -auditor, -admin)`);
+  print(`  TLS: every hop, verify-full against the stack's CA ${caFile(o.stack)}`);
 }
 
 
