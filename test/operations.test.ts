@@ -215,7 +215,7 @@ describe("maintenance", function () {
       out.connections.admin,
       "SELECT schedule, username, database, command FROM cron.job WHERE jobname = 'neuralblitz-maintenance'",
     );
-    expect(job).to.deep.equal({ schedule: "7 * * * *", username: "nb_migrator", database: "neuralblitz", command: "SELECT neuralblitz.run_maintenance('scheduler')" });
+    expect(job).to.deep.equal({ schedule: "7 * * * *", username: "nb_migrator", database: "neuralblitz", command: "CALL neuralblitz.run_maintenance_proc('scheduler')" });
     const migrator = new Client({ connectionString: out.connections.migrator });
     await migrator.connect();
     try {
