@@ -1,17 +1,18 @@
 // Recovery without manual repair (issue 16): every state a crash or a fault leaves, and `nbdb up`
 // healing it in one run; status that does not lie. Real servers on free ports.
 import { expect } from "chai";
-import { execFile } from "child_process";
+import { ChildProcess, execFile } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Client } from "pg";
+import { NeuralBlitzDb } from "../client";
 import { applyBundles } from "../infra/bundles/applier";
 import { REPO_BUNDLE_DIR, loadCatalog } from "../infra/bundles/catalog";
 import { maintain } from "../scripts/ops/maintain";
-import { status, up } from "../scripts/local/stack";
-import { LocalStackOutputs } from "../scripts/local/state";
-import { sleep } from "../scripts/local/system";
+import { down, status, up } from "../scripts/local/stack";
+import { LocalStackOutputs, stackDir } from "../scripts/local/state";
+import { processAlive, sleep, waitFor } from "../scripts/local/system";
 import { query, rejection, uniqueStack } from "./helpers";
 
 const BIN = path.join(__dirname, "..", "bin", "nbdb.js");
@@ -238,5 +239,213 @@ describe("recovery: maintenance and migrations never stall the application", fun
       await r.release();
     }
     expect(await query(admin, "SELECT count(*)::int AS n FROM neuralblitz.bundle_ledger WHERE name = 'V901__probe_more'")).to.deep.equal([{ n: 0 }]);
+  });
+});
+
+async function startTime(url: string): Promise<string> {
+  const [row] = await query<{ t: string }>(url, "SELECT pg_postmaster_start_time()::text AS t");
+  return row.t;
+}
+
+describe("recovery: lost and damaged files", function () {
+  const stack = uniqueStack("files");
+  let out: LocalStackOutputs;
+  let dir: string;
+
+  before(async function () {
+    out = (await up({ stack, replicas: 1, bundles: false })).outputs;
+    dir = stackDir(stack);
+  });
+
+  it("restores a missing or truncated state.json from its copy, changing nothing that runs", async function () {
+    const started = await startTime(out.connections.admin);
+    const conf = fs.readFileSync(path.join(dir, "primary", "nbdb.conf"), "utf8");
+    fs.rmSync(path.join(dir, "state.json"));
+    let res = await up({ stack, bundles: false });
+    expect(res.changes).to.deep.equal(["restored state.json from .state.backup.json"]);
+    expect(res.outputs).to.deep.equal(out);
+    fs.writeFileSync(path.join(dir, "state.json"), fs.readFileSync(path.join(dir, "state.json"), "utf8").slice(0, 40));
+    res = await up({ stack, bundles: false });
+    expect(res.changes).to.deep.equal(["restored state.json from .state.backup.json"]);
+    expect(res.outputs).to.deep.equal(out);
+    expect(await startTime(out.connections.admin)).to.equal(started);
+    expect(fs.readFileSync(path.join(dir, "primary", "nbdb.conf"), "utf8")).to.equal(conf);
+  });
+
+  it("refuses to set up a running stack as new when state.json and its copy are both gone, and says how to recover", async function () {
+    const started = await startTime(out.connections.admin);
+    const conf = fs.readFileSync(path.join(dir, "primary", "nbdb.conf"), "utf8");
+    const keep = fs.readFileSync(path.join(dir, "state.json"));
+    fs.rmSync(path.join(dir, "state.json"));
+    fs.rmSync(path.join(dir, ".state.backup.json"));
+    try {
+      const message = await rejection(up({ stack, bundles: false }));
+      expect(message).to.include("no state.json").and.include("data key").and.include("--purge --yes");
+      expect(fs.existsSync(path.join(dir, "state.json"))).to.equal(false);
+      expect(fs.readFileSync(path.join(dir, "primary", "nbdb.conf"), "utf8")).to.equal(conf);
+      expect(await startTime(out.connections.admin)).to.equal(started);
+    } finally {
+      fs.writeFileSync(path.join(dir, "state.json"), keep, { mode: 0o600 });
+    }
+    expect((await up({ stack, bundles: false })).outputs).to.deep.equal(out);
+  });
+
+  it("names outputs.json and the fix when it is missing, damaged or a directory; up rewrites it", async function () {
+    const file = path.join(dir, "outputs.json");
+    fs.rmSync(file);
+    expect((await nbdb(["plan", "--stack", stack])).stderr).to.include(file).and.include(`npx nbdb up --stack ${stack}`);
+    expect((await up({ stack, bundles: false })).changes).to.deep.equal(["wrote outputs.json"]);
+    fs.writeFileSync(file, '{"stack": "x", \u0001');
+    const damaged = await nbdb(["verify", "--stack", stack]);
+    expect(damaged.code).to.equal(2);
+    expect(damaged.stderr).to.include(file).and.include("not valid JSON").and.include(`npx nbdb up --stack ${stack}`);
+    expect((await up({ stack, bundles: false })).changes).to.deep.equal(["wrote outputs.json"]);
+    fs.rmSync(file);
+    fs.mkdirSync(file);
+    expect((await nbdb(["plan", "--stack", stack])).stderr).to.include(file).and.include("is a directory").and.include("mv ");
+    expect(await rejection(up({ stack, bundles: false }))).to.include(file).and.include("is a directory");
+    fs.rmdirSync(file);
+    expect((await up({ stack, bundles: false })).outputs).to.deep.equal(out);
+  });
+
+  it("finds servers without postmaster.pid: status does not lie, up restarts them cleanly", async function () {
+    const before = await status(stack);
+    fs.rmSync(path.join(dir, "primary", "postmaster.pid"));
+    fs.rmSync(path.join(dir, "replica-0", "postmaster.pid"));
+    const s = await status(stack);
+    expect(s.nodes.map((n) => [n.node, n.pid, n.running])).to.deep.equal(before.nodes.map((n) => [n.node, n.pid, true]));
+    expect(s.problems.join("\n")).to.include("the primary runs without its postmaster.pid");
+    expect((await nbdb(["status", "--stack", stack])).code).to.equal(1);
+    const res = await up({ stack, bundles: false });
+    expect(res.changes).to.include("restarted the primary (its postmaster.pid was gone)");
+    const after = await status(stack);
+    expect(after.problems).to.deep.equal([]);
+    expect(after.nodes[0].pid).not.to.equal(before.nodes[0].pid);
+  });
+
+  it("down --purge --yes stops servers that lost their pid files before it deletes, and never deletes under a running process", async function () {
+    const pids = (await status(stack)).nodes.map((n) => n.pid!);
+    fs.rmSync(path.join(dir, "primary", "postmaster.pid"));
+    // Something else working in the data directory, that down does not own.
+    const squatter = execFile("sleep", ["120"], { cwd: path.join(dir, "primary") });
+    try {
+      await waitForPid(squatter);
+      const message = await rejection(down({ stack, purge: true, yes: true }));
+      expect(message).to.include(`pid ${squatter.pid}`).and.include("Nothing was deleted");
+      expect(fs.existsSync(path.join(dir, "primary", "PG_VERSION"))).to.equal(true);
+      for (const pid of pids) expect(processAlive(pid, "postgres")).to.equal(false);
+    } finally {
+      squatter.kill("SIGKILL");
+      await new Promise((r) => squatter.once("exit", r));
+    }
+    await down({ stack, purge: true, yes: true });
+    expect(fs.existsSync(dir)).to.equal(false);
+  });
+});
+
+async function waitForPid(child: ChildProcess): Promise<void> {
+  await waitFor("the child to start", 10_000, async () => (child.pid && fs.existsSync(`/proc/${child.pid}/cwd`) ? true : undefined));
+}
+
+describe("recovery: servers killed under load", function () {
+  const stack = uniqueStack("load");
+  let out: LocalStackOutputs;
+
+  before(async function () {
+    out = (await up({ stack, replicas: 1, bundles: false })).outputs;
+    await query(out.connections.admin, "CREATE TABLE public.acked (id bigint PRIMARY KEY); GRANT SELECT, INSERT ON public.acked TO nb_app; GRANT SELECT ON public.acked TO nb_readonly");
+  });
+
+  /** Writers through the pooler that note every commit the server acknowledged, and carry on through errors. */
+  function ackingWriters(n = 3) {
+    let stop = false;
+    const acked: number[] = [];
+    let errors = 0;
+    const done = Promise.all(
+      Array.from({ length: n }, async (_, w) => {
+        let seq = 0;
+        let c: Client | undefined;
+        while (!stop) {
+          const id = w * 10_000_000 + seq++;
+          try {
+            if (!c) {
+              c = new Client({ connectionString: out.connections.app, connectionTimeoutMillis: 2000 });
+              c.on("error", () => undefined);
+              await c.connect();
+            }
+            await c.query("INSERT INTO public.acked (id) VALUES ($1)", [id]);
+            acked.push(id);
+          } catch {
+            errors++;
+            await c?.end().catch(() => undefined);
+            c = undefined;
+            await sleep(100);
+          }
+        }
+        await c?.end().catch(() => undefined);
+      }),
+    );
+    return {
+      acked,
+      async stop() {
+        stop = true;
+        await done;
+        return { acked, errors };
+      },
+    };
+  }
+
+  async function ids(url: string): Promise<Set<number>> {
+    return new Set((await query<{ id: string }>(url, "SELECT id FROM public.acked")).map((r) => Number(r.id)));
+  }
+
+  it("loses no acknowledged commit when the primary, the pooler and a replica are killed, and one up heals each", async function () {
+    this.timeout(600_000);
+    const w = ackingWriters();
+    const progress = async () => {
+      const n = w.acked.length;
+      await waitFor("acknowledged commits to continue", 60_000, async () => (w.acked.length > n + 50 ? true : undefined));
+    };
+    await progress();
+    for (const victim of ["primary", "pgbouncer", "replica-0"] as const) {
+      const s = await status(stack);
+      const pid = victim === "pgbouncer" ? s.pooler.pid! : s.nodes.find((n) => n.node === victim)!.pid!;
+      process.kill(pid, "SIGKILL");
+      await waitFor(`${victim} to be gone`, 30_000, async () => (processAlive(pid, victim === "pgbouncer" ? "pgbouncer" : "postgres") ? undefined : true));
+      const down = await nbdb(["status", "--stack", stack]);
+      expect(down.code, `status with ${victim} killed`).to.equal(1);
+      const res = await up({ stack, bundles: false });
+      expect(res.changes.join("\n")).to.match(victim === "pgbouncer" ? /started pgbouncer/ : victim === "primary" ? /started the primary/ : /restarted replica-0/);
+      expect((await status(stack)).problems, `after up healed ${victim}`).to.deep.equal([]);
+      await progress();
+    }
+    const { acked, errors } = await w.stop();
+    console.log(`      ${acked.length} acknowledged commits, ${errors} failed tries during the outages`);
+    const onPrimary = await ids(out.connections.admin);
+    expect(acked.filter((id) => !onPrimary.has(id))).to.deep.equal([]);
+    const replica = onPort(out.connections.admin, out.replicas[0].port);
+    const [{ lsn }] = await query<{ lsn: string }>(out.connections.admin, "SELECT pg_current_wal_lsn()::text AS lsn");
+    await waitFor("the replica to replay everything", 60_000, async () =>
+      (await query<{ ok: boolean }>(replica, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok", [lsn]))[0].ok ? true : undefined,
+    );
+    const onReplica = await ids(replica);
+    expect(acked.filter((id) => !onReplica.has(id))).to.deep.equal([]);
+  });
+
+  it("reads through the client fall back to the primary while the only replica is down", async function () {
+    const db = new NeuralBlitzDb({ outputs: out, dataKey: "k".repeat(32) });
+    try {
+      const user = "00000000-0000-4000-8000-000000000001";
+      const read = () => db.withUser(user, async (tx) => (await tx.query("SELECT pg_is_in_recovery() AS r")).rows[0].r as boolean, { readOnly: true });
+      expect(await read()).to.equal(true);
+      const pid = (await status(stack)).nodes[1].pid!;
+      process.kill(pid, "SIGKILL");
+      await waitFor("replica-0 to be gone", 30_000, async () => (processAlive(pid, "postgres") ? undefined : true));
+      for (let i = 0; i < 5; i++) expect(await read()).to.equal(false);
+      await up({ stack, bundles: false });
+      expect(await read()).to.be.oneOf([true, false]);
+    } finally {
+      await db.close();
+    }
   });
 });
