@@ -75,10 +75,10 @@ export class NeuralBlitzDb {
    */
   async withUser<T>(userId: string, fn: (tx: PoolClient) => Promise<T>, opts: UserTransactionOptions = {}): Promise<T> {
     if (!UUID.test(userId)) throw new Error(`withUser: '${userId}' is not a uuid`);
-    const client = opts.readOnly ? await this.readConnection() : await this.write.connect();
+    const client = opts.readOnly ? await this.readTransaction() : await this.write.connect();
     let broken: Error | undefined;
     try {
-      await client.query(opts.readOnly ? "BEGIN READ ONLY" : "BEGIN");
+      if (!opts.readOnly) await client.query("BEGIN");
       await client.query("SELECT set_config('nb.user_id', $1, true), set_config('nb.data_key', $2, true)", [userId, this.dataKey]);
       const result = await fn(client);
       await client.query("COMMIT");
@@ -92,18 +92,22 @@ export class NeuralBlitzDb {
   }
 
   /**
-   * A connection for a read: the replicas in turn; one that cannot be reached (it died, it
-   * restarts) is passed over for the next, and the primary's read pool is the last resort, so a
-   * replica's failure costs reads nothing but the failed connection attempt.
+   * A connection in a READ ONLY transaction: the replicas in turn; one that cannot be reached or
+   * fails to begin (it died, it restarts: nothing has run yet) is passed over for the next, and the
+   * primary is the last resort, so a replica's failure costs reads only the failed attempt.
    */
-  private async readConnection(): Promise<PoolClient> {
+  private async readTransaction(): Promise<PoolClient> {
     const start = this.nextRead++;
     const order = [...this.read.map((_, i) => this.read[(start + i) % this.read.length]), ...(this.readFallback ? [this.readFallback] : [])];
     let last: unknown;
     for (const pool of order) {
+      let client: PoolClient | undefined;
       try {
-        return await pool.connect();
+        client = await pool.connect();
+        await client.query("BEGIN READ ONLY");
+        return client;
       } catch (e) {
+        client?.release(e as Error);
         last = e;
       }
     }

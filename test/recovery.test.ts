@@ -1,7 +1,7 @@
 // Recovery without manual repair (issue 16): every state a crash or a fault leaves, and `nbdb up`
 // healing it in one run; status that does not lie. Real servers on free ports.
 import { expect } from "chai";
-import { ChildProcess, execFile } from "child_process";
+import { ChildProcess, execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -12,7 +12,8 @@ import { REPO_BUNDLE_DIR, loadCatalog } from "../infra/bundles/catalog";
 import { maintain } from "../scripts/ops/maintain";
 import { down, status, up } from "../scripts/local/stack";
 import { LocalStackOutputs, stackDir } from "../scripts/local/state";
-import { processAlive, sleep, waitFor } from "../scripts/local/system";
+import { findBinaries, processAlive, processesUsing, sleep, waitFor } from "../scripts/local/system";
+import { STALL_GOAL_MS, holdRead, startWriters } from "../scripts/bench/writeStall";
 import { query, rejection, uniqueStack } from "./helpers";
 
 const BIN = path.join(__dirname, "..", "bin", "nbdb.js");
@@ -87,60 +88,11 @@ describe("recovery: a replica that stops reading", function () {
   });
 });
 
-/**
- * Writers that insert one row per transaction into `table` until stopped, each on its own
- * connection; reports the longest any single insert waited, and how many committed.
- */
-function writers(url: string, insert: string, n = 4) {
-  let stop = false;
-  let worstMs = 0;
-  let commits = 0;
-  const done = Promise.all(
-    Array.from({ length: n }, async () => {
-      const c = new Client({ connectionString: url, application_name: "test-writer" });
-      await c.connect();
-      try {
-        while (!stop) {
-          const t = performance.now();
-          await c.query(insert);
-          worstMs = Math.max(worstMs, performance.now() - t);
-          commits++;
-          await sleep(5);
-        }
-      } finally {
-        await c.end();
-      }
-    }),
-  );
-  return {
-    async stop(): Promise<{ worstMs: number; commits: number }> {
-      stop = true;
-      await done;
-      return { worstMs, commits };
-    },
-  };
-}
-
-/** A session that reads `table` in a transaction left open: it holds ACCESS SHARE until released. */
-async function reader(url: string, table: string): Promise<{ pid: number; release(): Promise<void> }> {
-  const c = new Client({ connectionString: url, application_name: "long-reader" });
-  await c.connect();
-  await c.query("BEGIN");
-  const [{ pid }] = (await c.query(`SELECT pg_backend_pid() AS pid, count(*) FROM ${table}`)).rows;
-  return {
-    pid,
-    async release() {
-      await c.query("COMMIT").catch(() => undefined);
-      await c.end();
-    },
-  };
-}
-
 describe("recovery: maintenance and migrations never stall the application", function () {
   const stack = uniqueStack("stall");
   let out: LocalStackOutputs;
-  // Writers' worst wait: a generous bound on what the application must never see (goal 1 s).
-  const BOUND_MS = 1000;
+  // Writers' worst wait: a generous bound on what the application must never see.
+  const BOUND_MS = STALL_GOAL_MS;
 
   before(async function () {
     this.timeout(600_000);
@@ -159,10 +111,10 @@ describe("recovery: maintenance and migrations never stall the application", fun
     );
     const metricsParts = parts.filter((p) => p.name.startsWith("metrics_p")).slice(0, 2);
     for (const p of metricsParts) await query(admin, `DROP TABLE neuralblitz.${p.name}`);
-    const w = writers(admin, "INSERT INTO neuralblitz.metrics (ts, name, value, source) VALUES (now(), 'test.stall', 1, 'test')");
+    const w = startWriters(admin, "INSERT INTO neuralblitz.metrics (ts, name, value, source) VALUES (now(), 'test.stall', 1, 'test')");
     await sleep(300);
     // An auditor-like read of the parent, open for 3 s: a creation must not queue writers behind it.
-    const r = await reader(admin, "neuralblitz.metrics");
+    const r = await holdRead(admin, "neuralblitz.metrics");
     const maintaining = maintain(out.connections.migrator);
     await sleep(3000);
     await r.release();
@@ -185,8 +137,8 @@ describe("recovery: maintenance and migrations never stall the application", fun
       "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'neuralblitz.metrics'::regclass AND c.relname <> 'metrics_default' ORDER BY 1 DESC LIMIT 1",
     );
     await query(admin, `DROP TABLE neuralblitz.${last.name}`);
-    const w = writers(admin, "INSERT INTO neuralblitz.metrics (ts, name, value, source) VALUES (now(), 'test.stall', 1, 'test')");
-    const r = await reader(admin, "neuralblitz.metrics");
+    const w = startWriters(admin, "INSERT INTO neuralblitz.metrics (ts, name, value, source) VALUES (now(), 'test.stall', 1, 'test')");
+    const r = await holdRead(admin, "neuralblitz.metrics");
     const calling = query(out.connections.migrator, "CALL neuralblitz.run_maintenance_proc('scheduler')");
     await sleep(2000);
     await r.release();
@@ -209,9 +161,9 @@ describe("recovery: maintenance and migrations never stall the application", fun
     const admin = out.connections.admin;
     await query(admin, "CREATE TABLE neuralblitz.lock_probe (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v int); ALTER TABLE neuralblitz.lock_probe OWNER TO nb_owner");
     const dir = bundleDirWith("V900__probe_note.sql", "-- Test: a column on a table the application holds.\nALTER TABLE neuralblitz.lock_probe ADD COLUMN note text;\n");
-    const w = writers(admin, "INSERT INTO neuralblitz.lock_probe (v) VALUES (1)");
+    const w = startWriters(admin, "INSERT INTO neuralblitz.lock_probe (v) VALUES (1)");
     await sleep(300);
-    const r = await reader(admin, "neuralblitz.lock_probe");
+    const r = await holdRead(admin, "neuralblitz.lock_probe");
     const applying = applyBundles({ url: out.connections.migrator, objectLockTimeout: "30s" }, loadCatalog(dir));
     await sleep(3000);
     await r.release();
@@ -227,7 +179,7 @@ describe("recovery: maintenance and migrations never stall the application", fun
   it("gives up at the deploy's limit naming the session that holds the lock, without blaming the file", async function () {
     const admin = out.connections.admin;
     const dir = bundleDirWith("V901__probe_more.sql", "-- Test: another column.\nALTER TABLE neuralblitz.lock_probe ADD COLUMN more text;\n");
-    const r = await reader(admin, "neuralblitz.lock_probe");
+    const r = await holdRead(admin, "neuralblitz.lock_probe");
     try {
       const message = await rejection(applyBundles({ url: out.connections.migrator, objectLockTimeout: "2s" }, loadCatalog(dir)));
       expect(message).to.include("V901__probe_more.sql");
@@ -440,12 +392,77 @@ describe("recovery: servers killed under load", function () {
       expect(await read()).to.equal(true);
       const pid = (await status(stack)).nodes[1].pid!;
       process.kill(pid, "SIGKILL");
-      await waitFor("replica-0 to be gone", 30_000, async () => (processAlive(pid, "postgres") ? undefined : true));
+      await waitFor("replica-0 to be gone", 30_000, async () => (processesUsing(path.join(stackDir(stack), "replica-0")).length ? undefined : true));
       for (let i = 0; i < 5; i++) expect(await read()).to.equal(false);
       await up({ stack, bundles: false });
       expect(await read()).to.be.oneOf([true, false]);
     } finally {
       await db.close();
     }
+  });
+});
+
+/** Every file of a stack but its state (which holds the passwords by design) that contains `secret`. */
+function filesHolding(dir: string, secret: string): string[] {
+  const found: string[] = [];
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && !["state.json", ".state.backup.json", "outputs.json"].includes(e.name) && fs.readFileSync(p).includes(secret)) found.push(p);
+    }
+  };
+  walk(dir);
+  return found;
+}
+
+describe("recovery: up killed halfway", function () {
+  it("redoes an initdb killed with its whole process group, leaving no password file and no stray server", async function () {
+    this.timeout(300_000);
+    const stack = uniqueStack("initkill");
+    const dir = stackDir(stack);
+    const child = spawn(process.execPath, [BIN, "up", "--stack", stack, "--replicas", "0", "--bundles", "/nonexistent-never-reached"], { env: process.env, detached: true, stdio: "ignore" });
+    await waitFor("initdb to begin", 60_000, async () => (fs.existsSync(path.join(dir, "primary", "PG_VERSION")) ? true : undefined));
+    process.kill(-child.pid!, "SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    const res = await up({ stack, bundles: false });
+    expect(res.changes[0]).to.match(/^(redid the primary's interrupted initdb|initialised the primary)$/);
+    expect(res.changes).to.include("created roles, database and schema");
+    expect((await status(stack)).problems).to.deep.equal([]);
+    const [{ n }] = await query<{ n: string }>(res.outputs.connections.migrator, "SELECT current_database() AS n");
+    expect(n).to.equal("neuralblitz");
+    const password = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8")).passwords.postgres as string;
+    expect(filesHolding(dir, password)).to.deep.equal([]);
+    expect(fs.existsSync(path.join(dir, "log", ".initdb-pw"))).to.equal(false);
+    await down({ stack, purge: true, yes: true });
+  });
+
+  it("ends an orphaned pg_basebackup that still holds the slot and takes the replica again", async function () {
+    this.timeout(300_000);
+    const stack = uniqueStack("orphan");
+    const out = (await up({ stack, replicas: 0, bundles: false })).outputs;
+    const dir = stackDir(stack);
+    const state = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8"));
+    await query(out.connections.admin, "SELECT pg_create_physical_replication_slot('replica_0')");
+    // A base backup a killed `up` left behind: slow, holding the slot, writing into replica-0/.
+    const replicaDir = path.join(dir, "replica-0");
+    fs.mkdirSync(replicaDir, { mode: 0o700 });
+    const pgUser = fs.readFileSync("/etc/passwd", "utf8").split("\n").map((l) => l.split(":")).find((e) => e[0] === "postgres");
+    if (process.getuid?.() === 0 && pgUser) fs.chownSync(replicaDir, Number(pgUser[2]), Number(pgUser[3]));
+    const orphan = spawn(
+      findBinaries().pgBinDir + "/pg_basebackup",
+      [`--pgdata=${replicaDir}`, `--dbname=host=127.0.0.1 port=${out.primary.port} user=nb_replicator application_name=replica-0`, "--slot=replica_0", "--max-rate=32k", "--checkpoint=fast", "--wal-method=stream", "--no-password"],
+      { env: { ...process.env, PGPASSWORD: state.passwords.nb_replicator }, detached: true, stdio: "ignore", ...(process.getuid?.() === 0 && pgUser ? { uid: Number(pgUser[2]), gid: Number(pgUser[3]) } : {}) },
+    );
+    try {
+      await waitFor("the orphan to write", 60_000, async () => (fs.readdirSync(replicaDir).length > 0 ? true : undefined));
+      const res = await up({ stack, replicas: 1, bundles: false });
+      expect(res.changes).to.include("redid replica-0's interrupted base backup");
+      expect(processAlive(orphan.pid, "pg_basebackup")).to.equal(false);
+      expect((await status(stack)).problems).to.deep.equal([]);
+    } finally {
+      if (orphan.exitCode === null) orphan.kill("SIGKILL");
+    }
+    await down({ stack, purge: true, yes: true });
   });
 });

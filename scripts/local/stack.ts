@@ -222,6 +222,14 @@ async function convergePrimary(ctx: LocalContext, state: StackState, changes: st
 async function rebuildReplica(ctx: LocalContext, state: StackState, index: number, why: string): Promise<void> {
   ctx.log(`replica-${index}: ${why}; taking a base backup`);
   await stopNode(ctx, replicaName(index));
+  await killRemains(ctx, replicaName(index));
+  // The walsender of what just ended (the replica, or an orphaned pg_basebackup) lets go of the slot
+  // once it notices; the base backup needs the slot free.
+  await waitFor(`slot ${replicaSlotName(index)} to be released`, 30_000, () =>
+    withSuperuser(state, state.ports.primary, async (c) =>
+      (await c.query("SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active", [replicaSlotName(index)])).rowCount === 0 ? true : undefined,
+    ),
+  );
   await bootstrapReplica(ctx, state, index);
   await startNode(ctx, replicaName(index));
   await waitStreaming(state, index);
