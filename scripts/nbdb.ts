@@ -61,6 +61,7 @@ function printStatus(s: StackStatus): void {
     console.log(`maintenance ${m.scheduled ? "scheduled hourly by pg_cron" : "not scheduled (no pg_cron on this server)"}; ${last}`);
   }
   for (const p of s.problems) console.log(`PROBLEM: ${p}`);
+  if (s.problems.length > 0) console.log(`npx nbdb up --stack ${s.stack} repairs the stack.`);
 }
 
 function printPlan(stack: string, plan: readonly PlanEntry[]): void {

@@ -275,6 +275,19 @@ describe("recovery: lost and damaged files", function () {
     expect(after.nodes[0].pid).not.to.equal(before.nodes[0].pid);
   });
 
+  it("up --bundles DIR applies the bundles of that directory, like plan", async function () {
+    const bundles = fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-bundles-"));
+    fs.mkdirSync(path.join(bundles, "migrations"));
+    fs.mkdirSync(path.join(bundles, "repeatable"));
+    fs.copyFileSync(path.join(REPO_BUNDLE_DIR, "migrations", "V001__bundle_ledger.sql"), path.join(bundles, "migrations", "V001__bundle_ledger.sql"));
+    const res = await nbdb(["up", "--stack", stack, "--bundles", bundles]);
+    expect(res.code, res.stderr).to.equal(0);
+    expect(res.stderr).to.include("V001__bundle_ledger.sql");
+    expect(await query(out.connections.admin, "SELECT name FROM neuralblitz.bundle_ledger")).to.deep.equal([{ name: "V001__bundle_ledger" }]);
+    const plan = await nbdb(["plan", "--stack", stack, "--bundles", bundles]);
+    expect(plan.stdout).to.include("nbdb up would apply nothing");
+  });
+
   it("down --purge --yes stops servers that lost their pid files before it deletes, and never deletes under a running process", async function () {
     const pids = (await status(stack)).nodes.map((n) => n.pid!);
     fs.rmSync(path.join(dir, "primary", "postmaster.pid"));

@@ -507,6 +507,5 @@ export async function status(stack: string): Promise<StackStatus> {
   if (!pid) problems.push("pgbouncer is not running");
   const pools = pid ? await poolCounts(state).catch(() => []) : [];
   const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.admin).catch(() => null) : null;
-  if (problems.length > 0) problems.push(`npx nbdb up --stack ${stack} repairs the stack`);
   return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, pools }, maintenance, problems };
 }
