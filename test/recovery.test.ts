@@ -242,6 +242,25 @@ describe("recovery: lost and damaged files", function () {
     expect((await up({ stack, bundles: false })).outputs).to.deep.equal(out);
   });
 
+  it("with state.json damaged and no copy, up refuses naming the file, and down still stops every server", async function () {
+    const keep = fs.readFileSync(path.join(dir, "state.json"));
+    const pids = (await status(stack)).nodes.map((n) => n.pid!);
+    fs.writeFileSync(path.join(dir, "state.json"), "{\"version\": 1, \"sta");
+    fs.rmSync(path.join(dir, ".state.backup.json"));
+    try {
+      const message = await rejection(up({ stack, bundles: false }));
+      expect(message).to.include(path.join(dir, "state.json")).and.include("damaged");
+      await down({ stack });
+      for (const pid of pids) expect(processAlive(pid, "postgres")).to.equal(false);
+      expect(processesUsing(dir)).to.deep.equal([]);
+    } finally {
+      fs.writeFileSync(path.join(dir, "state.json"), keep, { mode: 0o600 });
+    }
+    const res = await up({ stack, bundles: false });
+    expect(res.changes).to.include("started the primary");
+    expect(res.outputs).to.deep.equal(out);
+  });
+
   it("names outputs.json and the fix when it is missing, damaged or a directory; up rewrites it", async function () {
     const file = path.join(dir, "outputs.json");
     fs.rmSync(file);
