@@ -240,6 +240,8 @@ describe("recovery: lost and damaged files", function () {
       fs.writeFileSync(path.join(dir, "state.json"), keep, { mode: 0o600 });
     }
     expect((await up({ stack, bundles: false })).outputs).to.deep.equal(out);
+    // The copy is written again, so the next loss is recoverable too.
+    expect(fs.readFileSync(path.join(dir, ".state.backup.json"))).to.deep.equal(keep);
   });
 
   it("with state.json damaged and no copy, up refuses naming the file, and down still stops every server", async function () {

@@ -376,6 +376,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     let pooler = await freePort();
     while (pooler === primary) pooler = await freePort();
     const { state, isNew } = stateForUp(ctx, opts, changes, { primary, pooler });
+    // The copy too is healed: written again when it is missing or differs.
+    saveState(state);
     // Left by nbdb versions that passed the superuser's password to initdb in a file.
     fs.rmSync(path.join(ctx.dir, "log", ".initdb-pw"), { force: true });
     // Asked for, else asked for last time (a first run killed halfway keeps its count), else the default.
