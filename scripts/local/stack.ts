@@ -235,6 +235,15 @@ async function rebuildReplica(ctx: LocalContext, state: StackState, index: numbe
   await waitStreaming(state, index);
 }
 
+/** Takes the replica again when its slot is missing or lost (it can never catch up then); true when it did. */
+async function rebuiltForSlot(ctx: LocalContext, state: StackState, index: number, changes: string[]): Promise<boolean> {
+  const slot = await slotHealth(state, index);
+  if (slot === "ok") return false;
+  await rebuildReplica(ctx, state, index, slot === "lost" ? "the primary no longer holds the WAL it needs" : "its replication slot is missing");
+  changes.push(`re-bootstrapped ${replicaName(index)} (slot ${slot})`);
+  return true;
+}
+
 /**
  * A replica that runs is healthy only when its slot holds the WAL it needs and it streams (heard
  * from lately); one that does not get there within STREAMING_TIMEOUT_MS cannot catch up and is
@@ -242,12 +251,7 @@ async function rebuildReplica(ctx: LocalContext, state: StackState, index: numbe
  */
 async function ensureStreaming(ctx: LocalContext, state: StackState, index: number, changes: string[]): Promise<void> {
   const node = replicaName(index);
-  const slot = await slotHealth(state, index);
-  if (slot !== "ok") {
-    await rebuildReplica(ctx, state, index, slot === "lost" ? "the primary no longer holds the WAL it needs" : "its replication slot is missing");
-    changes.push(`re-bootstrapped ${node} (slot ${slot})`);
-    return;
-  }
+  if (await rebuiltForSlot(ctx, state, index, changes)) return;
   try {
     await waitStreaming(state, index);
   } catch (e) {
@@ -280,12 +284,7 @@ async function convergeReplica(ctx: LocalContext, state: StackState, index: numb
     await ensureStreaming(ctx, state, index, changes);
     return;
   }
-  const slot = await slotHealth(state, index);
-  if (slot !== "ok") {
-    await rebuildReplica(ctx, state, index, slot === "lost" ? "the primary no longer holds the WAL it needs" : "its replication slot is missing");
-    changes.push(`re-bootstrapped ${node} (slot ${slot})`);
-    return;
-  }
+  if (await rebuiltForSlot(ctx, state, index, changes)) return;
   writeNodeConf(ctx, state, node);
   ctx.log(`starting ${node} on port ${portOf(state, node)}`);
   try {
