@@ -471,6 +471,24 @@ describe("recovery: up killed halfway", function () {
     await down({ stack, purge: true, yes: true });
   });
 
+  it("finishes a replica whose base backup was killed with up's whole process group", async function () {
+    this.timeout(300_000);
+    const stack = uniqueStack("bbkill");
+    const out = (await up({ stack, replicas: 0, bundles: false })).outputs;
+    // Enough data that the base backup takes a moment to copy.
+    await query(out.connections.admin, "CREATE TABLE public.bulk AS SELECT g AS id, repeat('x', 500) AS pad FROM generate_series(1, 200000) g");
+    const replicaDir = path.join(stackDir(stack), "replica-0");
+    const child = spawn(process.execPath, [BIN, "up", "--stack", stack, "--replicas", "1"], { env: process.env, detached: true, stdio: "ignore" });
+    await waitFor("the base backup to begin", 60_000, async () => (fs.existsSync(path.join(replicaDir, "base")) ? true : undefined));
+    process.kill(-child.pid!, "SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    const res = await up({ stack, bundles: false });
+    expect(res.changes.join("\n")).to.match(/replica-0/);
+    expect((await status(stack)).problems).to.deep.equal([]);
+    expect(await query(onPort(out.connections.admin, res.outputs.replicas[0].port), "SELECT count(*)::int AS n FROM public.bulk")).to.deep.equal([{ n: 200000 }]);
+    await down({ stack, purge: true, yes: true });
+  });
+
   it("ends an orphaned pg_basebackup that still holds the slot and takes the replica again", async function () {
     this.timeout(300_000);
     const stack = uniqueStack("orphan");
