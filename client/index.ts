@@ -47,6 +47,8 @@ export class NeuralBlitzDb {
   /** nb_readonly, one pool per replica (the primary when there is none), used in turn. */
   readonly read: readonly Pool[];
   private readonly dataKey: string;
+  /** nb_readonly on the primary, for reads when no replica can be reached (none when there are no replicas). */
+  private readonly readFallback?: Pool;
   private nextRead = 0;
 
   constructor(opts: NeuralBlitzDbOptions) {
@@ -63,6 +65,7 @@ export class NeuralBlitzDb {
     this.read = opts.outputs.replicas.length
       ? opts.outputs.replicas.map((r) => poolFor(opts.outputs.connections.readonly, max, onIdleError, r))
       : [poolFor(opts.outputs.connections.readonly, max, onIdleError)];
+    if (opts.outputs.replicas.length) this.readFallback = poolFor(opts.outputs.connections.readonly, max, onIdleError, opts.outputs.primary);
   }
 
   /**
@@ -72,11 +75,10 @@ export class NeuralBlitzDb {
    */
   async withUser<T>(userId: string, fn: (tx: PoolClient) => Promise<T>, opts: UserTransactionOptions = {}): Promise<T> {
     if (!UUID.test(userId)) throw new Error(`withUser: '${userId}' is not a uuid`);
-    const pool = opts.readOnly ? this.read[this.nextRead++ % this.read.length] : this.write;
-    const client = await pool.connect();
+    const client = opts.readOnly ? await this.readTransaction() : await this.write.connect();
     let broken: Error | undefined;
     try {
-      await client.query(opts.readOnly ? "BEGIN READ ONLY" : "BEGIN");
+      if (!opts.readOnly) await client.query("BEGIN");
       await client.query("SELECT set_config('nb.user_id', $1, true), set_config('nb.data_key', $2, true)", [userId, this.dataKey]);
       const result = await fn(client);
       await client.query("COMMIT");
@@ -89,7 +91,30 @@ export class NeuralBlitzDb {
     }
   }
 
+  /**
+   * A connection in a READ ONLY transaction: the replicas in turn; one that cannot be reached or
+   * fails to begin (it died, it restarts: nothing has run yet) is passed over for the next, and the
+   * primary is the last resort, so a replica's failure costs reads only the failed attempt.
+   */
+  private async readTransaction(): Promise<PoolClient> {
+    const start = this.nextRead++;
+    const order = [...this.read.map((_, i) => this.read[(start + i) % this.read.length]), ...(this.readFallback ? [this.readFallback] : [])];
+    let last: unknown;
+    for (const pool of order) {
+      let client: PoolClient | undefined;
+      try {
+        client = await pool.connect();
+        await client.query("BEGIN READ ONLY");
+        return client;
+      } catch (e) {
+        client?.release(e as Error);
+        last = e;
+      }
+    }
+    throw last;
+  }
+
   async close(): Promise<void> {
-    await Promise.all([this.write.end(), ...this.read.map((p) => p.end())]);
+    await Promise.all([this.write.end(), ...this.read.map((p) => p.end()), ...(this.readFallback ? [this.readFallback.end()] : [])]);
   }
 }

@@ -63,6 +63,8 @@ function printStatus(s: StackStatus): void {
       : "has not run yet (npx nbdb maintain)";
     console.log(`maintenance ${m.scheduled ? "scheduled hourly by pg_cron" : "not scheduled (no pg_cron on this server)"}; ${last}`);
   }
+  for (const p of s.problems) console.log(`PROBLEM: ${p}`);
+  if (s.problems.length > 0) console.log(`npx nbdb up --stack ${s.stack} repairs the stack.`);
 }
 
 function printPlan(stack: string, plan: readonly PlanEntry[]): void {
@@ -90,9 +92,10 @@ export function program(): Command {
     .description("create or converge a local stack: primary, streaming replicas and PgBouncer (idempotent)")
     .option("--stack <name>", "stack name", stackOption, "local")
     .option("--replicas <n>", "number of streaming replicas (default: 2 for a new stack, the current count for an existing one)", replicasOption)
+    .option("--bundles <dir>", "directory of SQL bundles to apply", REPO_BUNDLE_DIR)
     .option("--renew-tls", "issue a new CA and new certificates for every server now (e.g. after a key leaked); the CA file keeps its path")
-    .action(async (o: { stack: string; replicas?: number; renewTls?: boolean }) => {
-      const res = await up({ stack: o.stack, replicas: o.replicas, renewTls: o.renewTls, log });
+    .action(async (o: { stack: string; replicas?: number; bundles: string; renewTls?: boolean }) => {
+      const res = await up({ stack: o.stack, replicas: o.replicas, bundles: o.bundles, renewTls: o.renewTls, log });
       if (res.changes.length === 0) console.log(`stack ${o.stack} is up to date: nothing changed.`);
       else for (const c of res.changes) console.log(`- ${c}`);
       const out = res.outputs;
@@ -137,13 +140,14 @@ export function program(): Command {
 
   cli
     .command("status")
-    .description("show each node (role, port, pid, running, replication lag) and the pooler's pools")
+    .description("show each node (role, port, pid, running, streaming, replication lag) and the pooler's pools; exit code 1 when a node or the pooler is down or a replica is not streaming")
     .option("--stack <name>", "stack name", stackOption, "local")
     .option("--json", "print JSON for machines")
     .action(async (o: { stack: string; json?: boolean }) => {
       const s = await status(o.stack);
       if (o.json) console.log(JSON.stringify(s, null, 2));
       else printStatus(s);
+      if (s.problems.length > 0) process.exitCode = 1;
     });
 
   cli

@@ -23,6 +23,8 @@ const FIGURES = [
   "replica.lag",
   "audit.verify",
   "up.noop",
+  "stall.maintain",
+  "stall.migration",
 ];
 
 describe("nbdb bench --quick", function () {

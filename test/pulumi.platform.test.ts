@@ -67,7 +67,7 @@ describe("Pulumi program (mocks)", function () {
     it("runs the scheduled jobs (maintenance, the audit sealer) from a scheduler container, as nb_migrator, password in a pgpass file", () => {
       const c = named(run, CONTAINER, "nbdb-scheduler");
       expect(c.inputs.entrypoints.slice(0, 2)).to.deep.equal(["/bin/sh", "-c"]);
-      expect(c.inputs.entrypoints[2]).to.include("SELECT neuralblitz.seal_golden_dag()").and.include("SELECT neuralblitz.run_maintenance('scheduler')");
+      expect(c.inputs.entrypoints[2]).to.include("SELECT neuralblitz.seal_golden_dag()").and.include("CALL neuralblitz.run_maintenance_proc('scheduler')");
       expect(c.inputs.envs).to.include.members(["PGUSER=nb_migrator", "PGDATABASE=neuralblitz", "PGHOST=nbdb-primary"]);
       expect(c.inputs.envs.join(" ")).to.not.include("pw-");
       expect(c.secretInputs).to.include("uploads");

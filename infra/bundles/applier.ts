@@ -16,7 +16,15 @@ import { indexOfPosition, splitStatements } from "./sqlSplit";
 
 export const DEPLOY_APPLICATION_NAME = "nbdb-deploy";
 export const DEFAULT_DEPLOY_LOCK_TIMEOUT_MS = 5 * 60_000;
+/** How long in all a bundle may wait for the locks it needs (the deploy's limit). */
 export const DEFAULT_OBJECT_LOCK_TIMEOUT = "30s";
+/**
+ * How long one try waits for a lock. While a DDL statement waits for its lock, every later query on
+ * that table queues behind it: so a bundle waits this long at most, rolls back, lets the queue
+ * drain, and tries again (backing off), until DEFAULT_OBJECT_LOCK_TIMEOUT is spent.
+ */
+export const LOCK_TRY_TIMEOUT_MS = 200;
+const LOCK_RETRY_PAUSE_MS = [100, 200, 400, 800, 1600, 2000];
 const OBJECT_OWNER = "nb_owner";
 
 // The SqlBundle provider reaches the engine through this module alone.
@@ -28,7 +36,11 @@ export interface DeployTarget {
   readonly log?: (line: string) => void;
   /** How long to wait for another deploy of the same database before giving up. */
   readonly deployLockTimeoutMs?: number;
-  /** lock_timeout for the bundles' statements, so a deploy never waits forever behind the application. */
+  /**
+   * How long in all a bundle waits for the locks it needs, e.g. "30s" (tries of LOCK_TRY_TIMEOUT_MS
+   * with pauses between), so a deploy never waits forever behind the application, nor makes the
+   * application wait behind it for longer than one try.
+   */
   readonly objectLockTimeout?: string;
 }
 
@@ -59,9 +71,109 @@ async function connect(target: DeployTarget): Promise<Client> {
             pg_catalog.set_config('idle_in_transaction_session_timeout', '0', false),
             pg_catalog.set_config('client_connection_check_interval', '1s', false),
             pg_catalog.set_config('lock_timeout', $1, false)`,
-    [target.objectLockTimeout ?? DEFAULT_OBJECT_LOCK_TIMEOUT],
+    [`${LOCK_TRY_TIMEOUT_MS}ms`],
   );
   return client;
+}
+
+/** "30s", "500ms", "2min" or a number of milliseconds (PostgreSQL's spelling of lock_timeout). */
+export function durationMs(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*$/.exec(text);
+  if (!m) throw new BundleError(`objectLockTimeout '${text}' is not a duration: write it like 30s, 500ms or 2min.`);
+  return Number(m[1]) * { ms: 1, s: 1000, min: 60_000 }[m[2] ?? "ms"]!;
+}
+
+/** A bundle's statement did not get its lock within one try (SQLSTATE 55P03); the bundle was rolled back. */
+class LockTry extends Error {}
+
+interface Blocker {
+  pid: number;
+  application_name: string | null;
+  usename: string | null;
+  state: string | null;
+  xact_start: Date | null;
+}
+
+function describeBlocker(b: Blocker): string {
+  const since = b.xact_start ? `, in a transaction since ${b.xact_start.toISOString()}` : "";
+  return `pid ${b.pid} (application '${b.application_name || "?"}', user ${b.usename ?? "?"}${b.state ? `, ${b.state}` : ""}${since})`;
+}
+
+/**
+ * Watches, on a connection of its own, which sessions block the deploy's session, so that the
+ * error after the last try can name them (by then the waiting statement is gone).
+ */
+class BlockerWatch {
+  private last: Blocker[] = [];
+  private stopped = false;
+  private readonly done: Promise<void>;
+
+  constructor(target: DeployTarget, deployPid: number) {
+    this.done = this.watch(target, deployPid).catch(() => undefined);
+  }
+
+  private async watch(target: DeployTarget, deployPid: number): Promise<void> {
+    const c = new Client({ connectionString: target.url, application_name: `${DEPLOY_APPLICATION_NAME}-watch` });
+    c.on("error", () => undefined);
+    await c.connect();
+    try {
+      while (!this.stopped) {
+        const r = await c.query<Blocker>(
+          `SELECT a.pid, a.application_name, a.usename, a.state, a.xact_start
+             FROM pg_catalog.pg_stat_activity a
+            WHERE a.pid = ANY (pg_catalog.pg_blocking_pids($1)) ORDER BY a.pid`,
+          [deployPid],
+        );
+        if (r.rows.length > 0) this.last = r.rows;
+        await new Promise((res) => setTimeout(res, LOCK_TRY_TIMEOUT_MS / 4));
+      }
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  async stop(): Promise<Blocker[]> {
+    this.stopped = true;
+    await this.done;
+    return this.last;
+  }
+}
+
+/** Run one bundle, trying again while it only lacks a lock, up to the deploy's limit. */
+async function withLockRetries(target: DeployTarget, client: Client, bundle: Bundle, log: (line: string) => void, apply: () => Promise<number>): Promise<number> {
+  const limitMs = durationMs(target.objectLockTimeout ?? DEFAULT_OBJECT_LOCK_TIMEOUT);
+  const started = Date.now();
+  let watch: BlockerWatch | undefined;
+  let tries = 0;
+  try {
+    for (;;) {
+      tries++;
+      try {
+        return await apply();
+      } catch (e) {
+        if (!(e instanceof LockTry)) throw e;
+      }
+      if (!watch) {
+        const [{ pid }] = (await client.query<{ pid: number }>("SELECT pg_catalog.pg_backend_pid() AS pid")).rows;
+        watch = new BlockerWatch(target, pid);
+        log(`${bundle.file}: another session holds a lock it needs; trying again (each try waits at most ${LOCK_TRY_TIMEOUT_MS} ms, for ${Math.round(limitMs / 1000)} s in all)`);
+      }
+      const pause = LOCK_RETRY_PAUSE_MS[Math.min(tries - 1, LOCK_RETRY_PAUSE_MS.length - 1)];
+      if (Date.now() - started + pause >= limitMs) break;
+      await new Promise((res) => setTimeout(res, pause));
+    }
+    const blockers = await watch!.stop();
+    watch = undefined;
+    const who = blockers.length ? blockers.map(describeBlocker).join(", ") : "another session (it let go before it could be named)";
+    const end = blockers.length ? blockers.map((b) => `SELECT pg_terminate_backend(${b.pid})`).join("; ") : "SELECT pg_terminate_backend(<pid>)";
+    throw new BundleError(
+      `${bundle.file}: could not get a lock it needs within ${Math.round(limitMs / 1000)} s (${tries} tries of at most ${LOCK_TRY_TIMEOUT_MS} ms each, so the application never queued behind it for longer): ` +
+        `it is held by ${who}. The file is not at fault and nothing of it was applied (the ledger is unchanged). ` +
+        `Let that session finish, or end it (${end}), then run the deploy again.`,
+    );
+  } finally {
+    await watch?.stop();
+  }
 }
 
 async function withConnection<T>(target: DeployTarget, fn: (client: Client) => Promise<T>): Promise<T> {
@@ -91,8 +203,10 @@ export async function applyBundles(target: DeployTarget, bundles: readonly Bundl
     for (const { bundle, status } of pendingOf(plan)) {
       log(`applying ${bundle.file}${status === "changed" ? " (changed since it was applied)" : ""}`);
       try {
-        const durationMs = bundle.transactional ? await applyInTransaction(client, bundle) : await applyStatementByStatement(client, bundle);
-        applied.push({ name: bundle.name, kind: bundle.kind, file: bundle.file, status: status as AppliedBundle["status"], durationMs });
+        const ms = await withLockRetries(target, client, bundle, log, () =>
+          bundle.transactional ? applyInTransaction(client, bundle) : applyStatementByStatement(client, bundle),
+        );
+        applied.push({ name: bundle.name, kind: bundle.kind, file: bundle.file, status: status as AppliedBundle["status"], durationMs: ms });
       } catch (e) {
         if (applied.length > 0 && e instanceof Error) e.message += `\nApplied and recorded before it: ${applied.map((a) => a.name).join(", ")}.`;
         throw e;
@@ -143,8 +257,9 @@ function stepFailure(bundle: Bundle, step: string, err: unknown): BundleError {
 }
 
 /** A failure of the bundle's own SQL, located in its file. */
-function sqlFailure(bundle: Bundle, err: unknown, locate: Locate): BundleError {
+function sqlFailure(bundle: Bundle, err: unknown, locate: Locate): Error {
   if (!isPgError(err) || INTERRUPTION.test(err.code!)) return stepFailure(bundle, "applying it", err);
+  if (err.code === "55P03") return new LockTry(err.message);
   return sqlErrorInBundle(bundle, err, locate(err.position ? Number(err.position) : undefined));
 }
 

@@ -15,7 +15,8 @@ export interface ScheduledJob {
 export const MAINTENANCE_JOB: ScheduledJob = {
   name: "neuralblitz-maintenance",
   schedule: "7 * * * *",
-  command: "SELECT neuralblitz.run_maintenance('scheduler')",
+  // A procedure: it commits after each partition it creates, so no writer waits behind a long transaction.
+  command: "CALL neuralblitz.run_maintenance_proc('scheduler')",
 };
 
 /** The audit sealer: committed audit entries join the hash chain within a minute. */
@@ -25,7 +26,8 @@ export const SCHEDULED_JOBS: readonly ScheduledJob[] = [MAINTENANCE_JOB, SEAL_JO
 
 export function maintenanceScheduleSql(database: string = DATABASE): string {
   const schedule = SCHEDULED_JOBS.map(
-    (j) => `  IF NOT EXISTS (SELECT 1 FROM cron.job WHERE jobname = '${j.name}') THEN
+    // A job whose command changed (an older release's) is scheduled again: same name, new command.
+    (j) => `  IF NOT EXISTS (SELECT 1 FROM cron.job WHERE jobname = '${j.name}' AND command = $job$${j.command}$job$) THEN
     PERFORM cron.schedule_in_database('${j.name}', '${j.schedule}', $job$${j.command}$job$, '${database}', 'nb_migrator');
   END IF;`,
   );

@@ -42,6 +42,18 @@ export function serverSettings(size: NodeSizing, maxReplicas: number, options: S
     // A replica that is gone for long loses its slot instead of filling the primary's disk; the
     // next `up` sees wal_status = 'lost' and re-bootstraps it.
     max_slot_wal_keep_size: "8GB",
+    // A replica that stops reading (frozen, or its host gone) must not hold a walsender, and with it
+    // the slot and the checkpointer that invalidates the slot, for longer than these: the walsender
+    // ends when no reply came for wal_sender_timeout, and the kernel aborts its socket when sent
+    // data stays unacknowledged, or the replica's receive window stays shut, for tcp_user_timeout
+    // (a walsender blocked in a full socket buffer never reaches its own timeout check). Keepalives
+    // find a peer that vanished without closing. The same for client connections: a dead client's
+    // backend goes away instead of holding its locks.
+    wal_sender_timeout: "30s",
+    tcp_keepalives_idle: 30,
+    tcp_keepalives_interval: 10,
+    tcp_keepalives_count: 3,
+    tcp_user_timeout: 30_000,
     hot_standby: "on",
     hot_standby_feedback: "on",
     // The GoldenDAG sealer chains audit entries in commit order, which it reads from here.

@@ -9,7 +9,7 @@ import { LocalContext } from "./context";
 import { ensureServerDir } from "./postgresNode";
 import { HOST, StackState, caFile, clientSsl } from "./state";
 import { POOLER_TLS_NAME, certFile, keyFile } from "./tls";
-import { chownToServer, processAlive, run, waitFor } from "./system";
+import { chownToServer, processAlive, processesUsing, run, waitFor } from "./system";
 import * as net from "net";
 
 export function poolerDir(ctx: LocalContext): string {
@@ -20,10 +20,13 @@ const pidFile = (ctx: LocalContext) => path.join(poolerDir(ctx), "pgbouncer.pid"
 const iniFile = (ctx: LocalContext) => path.join(poolerDir(ctx), "pgbouncer.ini");
 export const poolerLog = (ctx: LocalContext) => path.join(ctx.dir, "log", "pgbouncer.log");
 
+/** PgBouncer's pid: from its pid file, or (the file gone) the pgbouncer process started with this stack's ini. */
 export function poolerPid(ctx: LocalContext): number | undefined {
-  if (!fs.existsSync(pidFile(ctx))) return undefined;
-  const pid = Number(fs.readFileSync(pidFile(ctx), "utf8").trim());
-  return processAlive(pid, "pgbouncer") ? pid : undefined;
+  if (fs.existsSync(pidFile(ctx))) {
+    const pid = Number(fs.readFileSync(pidFile(ctx), "utf8").trim());
+    if (processAlive(pid, "pgbouncer")) return pid;
+  }
+  return processesUsing(poolerDir(ctx)).find((p) => path.basename(p.argv[0] ?? "") === "pgbouncer" && p.argv.includes(iniFile(ctx)))?.pid;
 }
 
 /** Write pgbouncer.ini and the auth file; true when either changed. */

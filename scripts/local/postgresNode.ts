@@ -8,7 +8,8 @@ import { LocalContext, bin, nodeSizing, replicaLimit } from "./context";
 import { DATABASE } from "../../schema/roles";
 import { HOST, SUPERUSER, StackState, caFile, clientSsl } from "./state";
 import { certFile, keyFile } from "./tls";
-import { chownToServer, processAlive, run, waitFor } from "./system";
+import { ProcessInfo, chownToServer, processAlive, processesUsing, run, signal, waitFor } from "./system";
+import { scramSha256Verifier } from "../../infra/topology/scram";
 
 export type NodeName = "primary" | `replica-${number}`;
 
@@ -30,16 +31,67 @@ export function portOf(state: StackState, node: NodeName): number {
   return state.ports.replicas[Number(node.slice("replica-".length))];
 }
 
-export function hasCluster(ctx: LocalContext, node: NodeName): boolean {
-  return fs.existsSync(path.join(dataDir(ctx, node), "PG_VERSION"));
+// Written once a data directory is whole: initdb (and the superuser's password) done, or the base
+// backup taken. PG_VERSION alone proves nothing: initdb writes it first, and a killed initdb or
+// pg_basebackup leaves a directory that holds it but no usable cluster.
+const COMPLETE_MARKER: Record<"primary" | "replica", string> = { primary: "nbdb-initdb.done", replica: "nbdb-basebackup.done" };
+
+function markerOf(node: NodeName): string {
+  return COMPLETE_MARKER[node === "primary" ? "primary" : "replica"];
 }
 
-/** The postmaster's pid when it is running, else undefined. */
-export function runningPid(ctx: LocalContext, node: NodeName): number | undefined {
+/**
+ * 'complete', 'partial' (an interrupted initdb or base backup: nothing in it is data) or 'none'.
+ * `builtBefore`: the stack recorded this node as built (stacks made before the marker existed).
+ */
+export function clusterState(ctx: LocalContext, node: NodeName, builtBefore = false): "none" | "partial" | "complete" {
+  const dir = dataDir(ctx, node);
+  if (fs.existsSync(path.join(dir, markerOf(node)))) return "complete";
+  if (!fs.existsSync(path.join(dir, "PG_VERSION"))) return fs.existsSync(dir) && fs.readdirSync(dir).length > 0 ? "partial" : "none";
+  if (builtBefore) return "complete";
+  // A replica of a stack made before the marker: pg_basebackup writes standby.signal at its end.
+  if (node !== "primary" && fs.existsSync(path.join(dir, "standby.signal")) && fs.existsSync(path.join(dir, "global", "pg_control"))) return "complete";
+  return "partial";
+}
+
+export function hasCluster(ctx: LocalContext, node: NodeName, builtBefore = false): boolean {
+  return clusterState(ctx, node, builtBefore) === "complete";
+}
+
+function markComplete(ctx: LocalContext, node: NodeName): void {
+  writeServerFile(ctx, path.join(dataDir(ctx, node), markerOf(node)), `${new Date().toISOString()}\n`);
+}
+
+/** The postmaster's pid from postmaster.pid, when that process is alive and works in the data directory. */
+function pidFromFile(ctx: LocalContext, node: NodeName): number | undefined {
   const pidFile = path.join(dataDir(ctx, node), "postmaster.pid");
   if (!fs.existsSync(pidFile)) return undefined;
   const pid = Number(fs.readFileSync(pidFile, "utf8").split("\n")[0]);
   return processAlive(pid, "postgres") ? pid : undefined;
+}
+
+/** Every process working in or on the node's data directory (servers, initdb, pg_basebackup). */
+export function nodeProcesses(ctx: LocalContext, node: NodeName): ProcessInfo[] {
+  return processesUsing(dataDir(ctx, node));
+}
+
+/**
+ * The postmaster's pid when it is running, else undefined. Found by its pid file, and without one
+ * (deleted, or the server started by hand) by the process working in the data directory whose
+ * parent does not: the postmaster; its children share its directory.
+ */
+export function runningPid(ctx: LocalContext, node: NodeName): number | undefined {
+  const fromFile = pidFromFile(ctx, node);
+  if (fromFile) return fromFile;
+  const dir = path.resolve(dataDir(ctx, node));
+  const servers = nodeProcesses(ctx, node).filter((p) => p.cwd === dir && path.basename(p.argv[0] ?? "") === "postgres");
+  const pids = new Set(servers.map((p) => p.pid));
+  return servers.find((p) => !pids.has(p.ppid))?.pid;
+}
+
+/** True when the node runs but its postmaster.pid is gone (PostgreSQL shuts itself down within a minute then). */
+export function lostPidFile(ctx: LocalContext, node: NodeName): boolean {
+  return !pidFromFile(ctx, node) && runningPid(ctx, node) !== undefined;
 }
 
 /** Make a directory the server user owns with mode 0700 (PostgreSQL insists on it for data). */
@@ -60,7 +112,7 @@ function writeServerFile(ctx: LocalContext, file: string, content: string): bool
  * Write the node's settings (nbdb.conf, included from postgresql.conf). Returns true when they
  * changed, so a running server needs a reload.
  */
-export function writeNodeConf(ctx: LocalContext, node: NodeName, port: number): boolean {
+export function writeNodeConf(ctx: LocalContext, state: StackState, node: NodeName): boolean {
   const dir = dataDir(ctx, node);
   const main = path.join(dir, "postgresql.conf");
   const include = "include = 'nbdb.conf'";
@@ -71,8 +123,9 @@ export function writeNodeConf(ctx: LocalContext, node: NodeName, port: number): 
       ...(hasPgCron(ctx) ? { pgCron: { database: DATABASE } } : {}),
       tls: { certFile: certFile(ctx, node), keyFile: keyFile(ctx, node) },
     }),
+    ...state.settings,
     listen_addresses: HOST,
-    port,
+    port: portOf(state, node),
     unix_socket_directories: "",
     cluster_name: `nbdb-${ctx.stack}-${node}`,
   };
@@ -86,29 +139,52 @@ export function hasPgCron(ctx: LocalContext): boolean {
   return fs.existsSync(path.join(path.dirname(ctx.bins.pgBinDir), "lib", "pg_cron.so"));
 }
 
+/**
+ * End whatever still works on a node's data directory: a server of a half-made cluster, or an
+ * initdb or pg_basebackup left running by a killed `up`. Only for a directory about to be redone.
+ */
+export async function killRemains(ctx: LocalContext, node: NodeName): Promise<void> {
+  const left = nodeProcesses(ctx, node);
+  if (left.length === 0) return;
+  ctx.log(`${node}: ending what a previous run left working on it (${left.map((p) => `${p.pid} ${path.basename(p.argv[0] ?? "?")}`).join(", ")})`);
+  for (const p of left) {
+    signal(p.pid, "SIGCONT");
+    signal(p.pid, "SIGKILL");
+  }
+  await waitFor(`the processes left on ${dataDir(ctx, node)} to exit`, 30_000, async () => (nodeProcesses(ctx, node).length === 0 ? true : undefined));
+}
+
 export async function initPrimary(ctx: LocalContext, state: StackState): Promise<void> {
   const dir = dataDir(ctx, "primary");
-  // A directory without PG_VERSION is an initdb that never finished: nothing in it is data.
+  // A directory without the marker is an initdb that never finished: nothing in it is data.
+  await killRemains(ctx, "primary");
   fs.rmSync(dir, { recursive: true, force: true });
+  // Written by nbdb before the password left files: a killed run left it behind.
+  fs.rmSync(path.join(ctx.dir, "log", ".initdb-pw"), { force: true });
   ensureServerDir(ctx, dir);
-  const pwFile = path.join(ctx.dir, "log", ".initdb-pw");
-  writeServerFile(ctx, pwFile, state.passwords[SUPERUSER] + "\n");
-  try {
-    await run(
-      bin(ctx, "initdb"),
-      [`--pgdata=${dir}`, `--username=${SUPERUSER}`, `--pwfile=${pwFile}`, "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--data-checksums"],
-      { as: ctx.user },
-    );
-  } finally {
-    fs.rmSync(pwFile, { force: true });
-  }
-  writeNodeConf(ctx, "primary", state.ports.primary);
+  // No password file: initdb with trust (pg_hba.conf is replaced below, before the server ever
+  // starts), then the superuser's SCRAM verifier through a single-user backend's standard input.
+  await run(
+    bin(ctx, "initdb"),
+    [`--pgdata=${dir}`, `--username=${SUPERUSER}`, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--data-checksums"],
+    { as: ctx.user },
+  );
+  writeNodeConf(ctx, state, "primary");
+  const verifier = scramSha256Verifier(state.passwords[SUPERUSER]);
+  await run(bin(ctx, "postgres"), ["--single", "-D", dir, "-c", "shared_preload_libraries=", "-c", "log_statement=none", "postgres"], {
+    as: ctx.user,
+    input: `ALTER ROLE ${SUPERUSER} PASSWORD '${verifier}'\n`,
+    describe: "setting the superuser's password (postgres --single)",
+  });
+  markComplete(ctx, "primary");
 }
 
 /** Take a base backup of the primary into the replica's (new or partial) data directory. */
 export async function bootstrapReplica(ctx: LocalContext, state: StackState, index: number): Promise<void> {
   const node = replicaName(index);
   const dir = dataDir(ctx, node);
+  // A pg_basebackup left by a killed run still holds the slot: end it first.
+  await killRemains(ctx, node);
   fs.rmSync(dir, { recursive: true, force: true });
   ensureServerDir(ctx, dir);
   const script = replicaBootstrapScript({ primaryHost: HOST, primaryPort: state.ports.primary, replicationUser: REPLICATION_USER, index, caFile: caFile(state.stack) });
@@ -116,8 +192,10 @@ export async function bootstrapReplica(ctx: LocalContext, state: StackState, ind
     as: ctx.user,
     env: { PGDATA: dir, PGPASSWORD: state.passwords.nb_replicator, PATH: `${ctx.bins.pgBinDir}:${process.env.PATH}` },
     timeoutMs: 30 * 60_000,
+    describe: `the base backup of ${node} (infra/topology/replicaBootstrap.ts)`,
   });
-  writeNodeConf(ctx, node, portOf(state, node));
+  writeNodeConf(ctx, state, node);
+  markComplete(ctx, node);
 }
 
 function pidExists(pid: number): boolean {
@@ -163,13 +241,27 @@ export async function startNode(ctx: LocalContext, node: NodeName): Promise<void
   });
 }
 
+/**
+ * Stop a node's server: a fast shutdown, found by more than its pid file. Processes stopped with
+ * SIGSTOP are continued first (a stopped process cannot exit); one that will not stop is killed.
+ */
 export async function stopNode(ctx: LocalContext, node: NodeName): Promise<void> {
-  if (!runningPid(ctx, node)) return;
-  await run(bin(ctx, "pg_ctl"), ["stop", `--pgdata=${dataDir(ctx, node)}`, "--mode=fast", "--wait", "--timeout=120"], { as: ctx.user, timeoutMs: 130_000 });
+  const pid = runningPid(ctx, node);
+  if (!pid) return;
+  for (const p of nodeProcesses(ctx, node)) signal(p.pid, "SIGCONT");
+  signal(pid, "SIGINT");
+  try {
+    await waitFor(`${node} (pid ${pid}) to shut down`, 60_000, async () => (processAlive(pid, "postgres") ? undefined : true));
+  } catch {
+    ctx.log(`${node}: did not shut down within 60 s; killing it`);
+    for (const p of nodeProcesses(ctx, node)) signal(p.pid, "SIGKILL");
+  }
+  await waitForRemainsOf(ctx, node);
 }
 
 export async function reloadNode(ctx: LocalContext, node: NodeName): Promise<void> {
-  await run(bin(ctx, "pg_ctl"), ["reload", `--pgdata=${dataDir(ctx, node)}`], { as: ctx.user });
+  const pid = runningPid(ctx, node);
+  if (pid) signal(pid, "SIGHUP");
 }
 
 function tail(file: string, lines = 15): string {

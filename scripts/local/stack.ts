@@ -13,10 +13,12 @@ import { UserError } from "./errors";
 import {
   NodeName,
   bootstrapReplica,
+  clusterState,
   dataDir,
   ensureServerDir,
-  hasCluster,
   initPrimary,
+  killRemains,
+  lostPidFile,
   logFile,
   portOf,
   reloadNode,
@@ -29,8 +31,22 @@ import {
 } from "./postgresNode";
 import { PoolCounts, poolCounts, poolerPid, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
 import { writePgServiceConf } from "./pgService";
-import { LocalStackOutputs, StackState, caFile, loadState, newDataKey, newState, outputsFile, outputsOf, requireStack, saveState, writePrivate } from "./state";
-import { freePort, portIsFree, run, waitFor } from "./system";
+import {
+  LocalStackOutputs,
+  StackState,
+  caFile,
+  loadState,
+  loadStateBackup,
+  newDataKey,
+  newState,
+  outputsFile,
+  outputsOf,
+  requireStack,
+  saveState,
+  stateBackupFile,
+  writePrivate,
+} from "./state";
+import { freePort, portIsFree, processesUsing, run, waitFor } from "./system";
 import { POOLER_TLS_NAME, convergeTls, removeServerCert, waitPresenting } from "./tls";
 
 export const DEFAULT_REPLICAS = 2;
@@ -67,21 +83,39 @@ async function checkServerUserReaches(ctx: LocalContext): Promise<void> {
   });
 }
 
-async function replicationRows(state: StackState): Promise<Map<string, { state: string; lagBytes: number; lagSeconds: number }>> {
+// A walreceiver reports every wal_receiver_status_interval (10 s); silent for this long, it is not
+// streaming, whatever the walsender's state says (a frozen replica's walsender still says 'streaming').
+const MAX_REPLY_AGE_S = 30;
+
+interface ReplicationRow {
+  state: string;
+  /** Streaming and heard from within MAX_REPLY_AGE_S. */
+  healthy: boolean;
+  lagBytes: number;
+  lagSeconds: number;
+}
+
+async function replicationRows(state: StackState): Promise<Map<string, ReplicationRow>> {
   return withSuperuser(state, state.ports.primary, async (c) => {
     const res = await c.query(
       `SELECT application_name, state,
               COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), replay_lsn), 0)::float8 AS lag_bytes,
-              COALESCE(EXTRACT(epoch FROM replay_lag), 0)::float8 AS lag_seconds
+              COALESCE(EXTRACT(epoch FROM replay_lag), 0)::float8 AS lag_seconds,
+              COALESCE(EXTRACT(epoch FROM pg_catalog.now() - reply_time), 1e9)::float8 AS reply_age
          FROM pg_catalog.pg_stat_replication`,
     );
-    return new Map(res.rows.map((r) => [r.application_name, { state: r.state, lagBytes: Number(r.lag_bytes), lagSeconds: Number(r.lag_seconds) }]));
+    return new Map(
+      res.rows.map((r) => [
+        r.application_name,
+        { state: r.state, healthy: r.state === "streaming" && Number(r.reply_age) < MAX_REPLY_AGE_S, lagBytes: Number(r.lag_bytes), lagSeconds: Number(r.lag_seconds) },
+      ]),
+    );
   });
 }
 
 async function waitStreaming(state: StackState, index: number): Promise<void> {
   await waitFor(`replica-${index} to stream from the primary`, STREAMING_TIMEOUT_MS, async () =>
-    (await replicationRows(state)).get(replicaApplicationName(index))?.state === "streaming" ? true : undefined,
+    (await replicationRows(state)).get(replicaApplicationName(index))?.healthy ? true : undefined,
   );
 }
 
@@ -114,6 +148,8 @@ export interface UpOptions {
   /** Issue a new CA and every certificate now, good or not. */
   readonly renewTls?: boolean;
   readonly log?: (line: string) => void;
+  /** Server settings over the shared ones, kept for the stack's life; only for a new stack (tests: small WAL limits). */
+  readonly settings?: Record<string, string | number>;
 }
 
 export interface UpResult {
@@ -146,23 +182,30 @@ async function newPort(state: StackState): Promise<number> {
 }
 
 async function convergePrimary(ctx: LocalContext, state: StackState, changes: string[]): Promise<void> {
-  if (!hasCluster(ctx, "primary")) {
+  const cluster = clusterState(ctx, "primary", state.primaryBootstrapped);
+  if (cluster !== "complete") {
     if (state.primaryBootstrapped) {
       throw new UserError(
         `the primary's data directory ${dataDir(ctx, "primary")} is gone, but stack '${ctx.stack}' was built before: nbdb will not silently replace a database.\n` +
           `Restore the directory, or start over with: npx nbdb down --stack ${ctx.stack} --purge --yes`,
       );
     }
-    ctx.log("initialising the primary (initdb)");
+    ctx.log(cluster === "partial" ? "redoing the primary's initdb (a previous run was interrupted in it)" : "initialising the primary (initdb)");
     await initPrimary(ctx, state);
-    changes.push("initialised the primary");
+    changes.push(cluster === "partial" ? "redid the primary's interrupted initdb" : "initialised the primary");
+  }
+  if (lostPidFile(ctx, "primary")) {
+    // PostgreSQL shuts itself down within a minute of losing its lock file: restart it cleanly now.
+    ctx.log("the primary runs without its postmaster.pid; restarting it");
+    await stopNode(ctx, "primary");
+    changes.push("restarted the primary (its postmaster.pid was gone)");
   }
   if (!runningPid(ctx, "primary")) {
-    writeNodeConf(ctx, "primary", state.ports.primary);
+    writeNodeConf(ctx, state, "primary");
     ctx.log(`starting the primary on port ${state.ports.primary}`);
     await startNode(ctx, "primary");
-    changes.push("started the primary");
-  } else if (writeNodeConf(ctx, "primary", state.ports.primary)) {
+    if (!changes.some((c) => c.startsWith("restarted the primary"))) changes.push("started the primary");
+  } else if (writeNodeConf(ctx, state, "primary")) {
     await reloadNode(ctx, "primary");
     changes.push("reloaded the primary's settings");
     const pending = await withSuperuser(state, state.ports.primary, async (c) =>
@@ -184,9 +227,42 @@ async function convergePrimary(ctx: LocalContext, state: StackState, changes: st
 async function rebuildReplica(ctx: LocalContext, state: StackState, index: number, why: string): Promise<void> {
   ctx.log(`replica-${index}: ${why}; taking a base backup`);
   await stopNode(ctx, replicaName(index));
+  await killRemains(ctx, replicaName(index));
+  // The walsender of what just ended (the replica, or an orphaned pg_basebackup) lets go of the slot
+  // once it notices; the base backup needs the slot free.
+  await waitFor(`slot ${replicaSlotName(index)} to be released`, 30_000, () =>
+    withSuperuser(state, state.ports.primary, async (c) =>
+      (await c.query("SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active", [replicaSlotName(index)])).rowCount === 0 ? true : undefined,
+    ),
+  );
   await bootstrapReplica(ctx, state, index);
   await startNode(ctx, replicaName(index));
   await waitStreaming(state, index);
+}
+
+/** Takes the replica again when its slot is missing or lost (it can never catch up then); true when it did. */
+async function rebuiltForSlot(ctx: LocalContext, state: StackState, index: number, changes: string[]): Promise<boolean> {
+  const slot = await slotHealth(state, index);
+  if (slot === "ok") return false;
+  await rebuildReplica(ctx, state, index, slot === "lost" ? "the primary no longer holds the WAL it needs" : "its replication slot is missing");
+  changes.push(`re-bootstrapped ${replicaName(index)} (slot ${slot})`);
+  return true;
+}
+
+/**
+ * A replica that runs is healthy only when its slot holds the WAL it needs and it streams (heard
+ * from lately); one that does not get there within STREAMING_TIMEOUT_MS cannot catch up and is
+ * taken again.
+ */
+async function ensureStreaming(ctx: LocalContext, state: StackState, index: number, changes: string[]): Promise<void> {
+  const node = replicaName(index);
+  if (await rebuiltForSlot(ctx, state, index, changes)) return;
+  try {
+    await waitStreaming(state, index);
+  } catch (e) {
+    await rebuildReplica(ctx, state, index, `it does not stream (${(e as Error).message.split("\n")[0]})`);
+    changes.push(`re-bootstrapped ${node} (could not catch up)`);
+  }
 }
 
 async function convergeReplica(ctx: LocalContext, state: StackState, index: number, changes: string[]): Promise<void> {
@@ -195,25 +271,26 @@ async function convergeReplica(ctx: LocalContext, state: StackState, index: numb
     state.ports.replicas[index] = await newPort(state);
     saveState(state);
   }
-  if (!hasCluster(ctx, node)) {
-    await rebuildReplica(ctx, state, index, "new");
-    changes.push(`created ${node} on port ${portOf(state, node)}`);
+  const cluster = clusterState(ctx, node);
+  if (cluster !== "complete") {
+    await rebuildReplica(ctx, state, index, cluster === "partial" ? "a previous base backup was interrupted" : "new");
+    changes.push(cluster === "partial" ? `redid ${node}'s interrupted base backup` : `created ${node} on port ${portOf(state, node)}`);
     return;
   }
+  if (lostPidFile(ctx, node)) {
+    ctx.log(`${node} runs without its postmaster.pid; restarting it`);
+    await stopNode(ctx, node);
+  }
   if (runningPid(ctx, node)) {
-    if (writeNodeConf(ctx, node, portOf(state, node))) {
+    if (writeNodeConf(ctx, state, node)) {
       await reloadNode(ctx, node);
       changes.push(`reloaded ${node}'s settings`);
     }
+    await ensureStreaming(ctx, state, index, changes);
     return;
   }
-  const slot = await slotHealth(state, index);
-  if (slot !== "ok") {
-    await rebuildReplica(ctx, state, index, slot === "lost" ? "the primary no longer holds the WAL it needs" : "its replication slot is missing");
-    changes.push(`re-bootstrapped ${node} (slot ${slot})`);
-    return;
-  }
-  writeNodeConf(ctx, node, portOf(state, node));
+  if (await rebuiltForSlot(ctx, state, index, changes)) return;
+  writeNodeConf(ctx, state, node);
   ctx.log(`starting ${node} on port ${portOf(state, node)}`);
   try {
     await startNode(ctx, node);
@@ -270,24 +347,73 @@ async function convergePooler(ctx: LocalContext, state: StackState, changes: str
   }
 }
 
+/** True when the stack directory holds data or a server: what a missing state.json must never be taken as new over. */
+function hasRemains(ctx: LocalContext): boolean {
+  const nodes = fs.existsSync(ctx.dir) ? fs.readdirSync(ctx.dir).filter((d) => d === "primary" || /^replica-\d+$/.test(d)) : [];
+  return nodes.some((d) => fs.readdirSync(path.join(ctx.dir, d)).length > 0) || processesUsing(ctx.dir).length > 0;
+}
+
+/**
+ * The stack's state: made for a new stack; restored from its copy when state.json is missing or
+ * damaged; never made anew over a stack that has data or runs (its passwords and data key would be
+ * replaced, the running servers reconfigured, the encrypted columns lost).
+ */
+function stateForUp(ctx: LocalContext, opts: UpOptions, changes: string[], ports: { primary: number; pooler: number }): { state: StackState; isNew: boolean } {
+  let state: StackState | undefined;
+  let damaged: UserError | undefined;
+  try {
+    state = loadState(opts.stack);
+  } catch (e) {
+    if (!(e instanceof UserError)) throw e;
+    damaged = e;
+  }
+  if (state) return { state, isNew: false };
+  const backup = loadStateBackup(opts.stack);
+  if (backup) {
+    saveState(backup);
+    ctx.log(`state.json was ${damaged ? "damaged" : "missing"}; restored it from ${stateBackupFile(opts.stack)}`);
+    changes.push(`restored state.json from ${path.basename(stateBackupFile(opts.stack))}`);
+    return { state: backup, isNew: false };
+  }
+  if (damaged) throw damaged;
+  if (hasRemains(ctx)) {
+    throw new UserError(
+      `stack '${opts.stack}' has data or running servers in ${ctx.dir}, but no state.json and no copy of it (${stateBackupFile(opts.stack)}): ` +
+        `its passwords and data key are not known, so nbdb will not set the stack up as new over it (that would reconfigure the servers and lose the key of the encrypted columns).\n` +
+        `Restore state.json from a backup of yours and run up again; or, if the data may go, delete the stack: npx nbdb down --stack ${opts.stack} --purge --yes`,
+    );
+  }
+  const fresh = newState(opts.stack, ports);
+  if (opts.settings) fresh.settings = { ...opts.settings };
+  saveState(fresh);
+  return { state: fresh, isNew: true };
+}
+
 /** Bring the stack to the asked shape; on a healthy stack of that shape, change nothing. */
 export async function up(opts: UpOptions): Promise<UpResult> {
   const ctx = localContext(opts.stack, opts.log ?? (() => undefined));
   prepareStackDir(ctx);
   await checkServerUserReaches(ctx);
   return withStackLock(ctx, async () => {
-    // Created under the lock: two first `up`s of one stack must not each pick passwords and ports.
-    const isNew = !loadState(opts.stack);
-    if (isNew) {
-      const primary = await freePort();
-      let pooler = await freePort();
-      while (pooler === primary) pooler = await freePort();
-      saveState(newState(opts.stack, { primary, pooler }));
-    }
-    const state = loadState(opts.stack)!;
+    const changes: string[] = [];
+    // Made under the lock: two first `up`s of one stack must not each pick passwords and ports.
+    const primary = await freePort();
+    let pooler = await freePort();
+    while (pooler === primary) pooler = await freePort();
+    const { state, isNew } = stateForUp(ctx, opts, changes, { primary, pooler });
+    // The copy too is healed: written again when it is missing or differs.
+    saveState(state);
+    // Left by nbdb versions that passed the superuser's password to initdb in a file.
+    fs.rmSync(path.join(ctx.dir, "log", ".initdb-pw"), { force: true });
     // Asked for, else asked for last time (a first run killed halfway keeps its count), else the default.
     const replicas = opts.replicas ?? state.replicas ?? (isNew ? DEFAULT_REPLICAS : state.ports.replicas.length);
     await checkPortsFree(ctx, state, replicas);
+    if (!state.dataKey && state.primaryBootstrapped) {
+      throw new UserError(
+        `${path.join(ctx.dir, "state.json")} has no data key, but stack '${opts.stack}' holds data: a new key would make its encrypted columns unreadable.\n` +
+          `Put the key back into state.json ("dataKey") and run up again.`,
+      );
+    }
     if (state.replicas !== replicas || !state.dataKey) {
       state.replicas = replicas;
       state.dataKey ||= newDataKey();
@@ -296,7 +422,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     const nodes: NodeName[] = ["primary", ...Array.from({ length: replicas }, (_, i) => replicaName(i))];
     // Certificates first: the servers' settings and the replicas' base backups use them.
     const tls = convergeTls(ctx, [...nodes, POOLER_TLS_NAME], { renew: opts.renewTls });
-    const changes: string[] = [...tls.changes];
+    changes.push(...tls.changes);
     // A renewed certificate reaches a running server with a reload (clients stay connected), before
     // anything connects to it trusting a CA that may be new too.
     for (const node of nodes.filter((n) => tls.issued.includes(n) && runningPid(ctx, n))) {
@@ -317,8 +443,9 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     if (opts.bundles !== false) {
       changes.push(...(await convergeDatabase(outputsOf(state).connections, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log)));
     }
+    // Done means streaming: a replica that stopped streaming meanwhile (the primary restarted) is waited for.
+    for (let i = 0; i < replicas; i++) await ensureStreaming(ctx, state, i, changes);
     if (writePrivate(outputsFile(opts.stack), JSON.stringify(outputsOf(state), null, 2) + "\n")) changes.push("wrote outputs.json");
-    if (writePgServiceConf(outputsOf(state))) changes.push("wrote pg_service.conf");
     if (writePgServiceConf(outputsOf(state))) changes.push("wrote pg_service.conf");
     return { changes, outputs: outputsOf(state) };
   });
@@ -331,22 +458,41 @@ export interface DownOptions {
   readonly log?: (line: string) => void;
 }
 
-/** Stop every process of the stack; with purge (and yes), delete its directory and all its data. */
+/** The nodes whose data directories the stack holds, replicas from the highest down. */
+function nodesOnDisk(ctx: LocalContext): NodeName[] {
+  const replicas = fs.existsSync(ctx.dir)
+    ? fs.readdirSync(ctx.dir).filter((d) => /^replica-\d+$/.test(d)).map((d) => Number(d.slice("replica-".length)))
+    : [];
+  return [...replicas.sort((a, b) => b - a).map(replicaName), "primary"];
+}
+
+/**
+ * Stop every process of the stack; with purge (and yes), delete its directory and all its data.
+ * Works without state.json (it finds the servers by their data directories), and never deletes a
+ * directory a process still works in.
+ */
 export async function down(opts: DownOptions): Promise<void> {
-  const state = requireStack(opts.stack);
   const ctx = localContext(opts.stack, opts.log ?? (() => undefined));
+  if (!fs.existsSync(ctx.dir)) requireStack(opts.stack);
   if (opts.purge && !opts.yes) {
     throw new UserError(`--purge deletes every database of stack '${opts.stack}' in ${ctx.dir}. To do exactly that, add --yes.`);
   }
   await withStackLock(ctx, async () => {
     ctx.log("stopping pgbouncer");
     await stopPooler(ctx);
-    for (let i = state.ports.replicas.length - 1; i >= 0; i--) {
-      ctx.log(`stopping ${replicaName(i)}`);
-      await stopNode(ctx, replicaName(i));
+    for (const node of nodesOnDisk(ctx)) {
+      ctx.log(`stopping ${node}`);
+      await stopNode(ctx, node);
+      // An initdb or base backup a killed `up` left running.
+      if (!runningPid(ctx, node) && clusterState(ctx, node) === "partial") await killRemains(ctx, node);
     }
-    ctx.log("stopping the primary");
-    await stopNode(ctx, "primary");
+    const left = processesUsing(ctx.dir);
+    if (left.length > 0) {
+      throw new UserError(
+        `processes still work in ${ctx.dir}: ${left.map((p) => `pid ${p.pid} (${p.argv.join(" ").slice(0, 80)})`).join("; ")}. ` +
+          `Nothing was deleted. Stop them and run the command again.`,
+      );
+    }
     if (opts.purge) {
       ctx.log(`removing ${ctx.dir}`);
       fs.rmSync(ctx.dir, { recursive: true, force: true });
@@ -371,32 +517,40 @@ export interface StackStatus {
   readonly pooler: { port: number; pid: number | null; running: boolean; pools: PoolCounts[] };
   /** Null while the primary is down. */
   readonly maintenance: MaintenanceStatus | null;
+  /** What is wrong, one line each (a node down, a replica not streaming); empty when healthy. `nbdb status` exits 1 unless empty. */
+  readonly problems: string[];
 }
 
 export async function status(stack: string): Promise<StackStatus> {
   const state = requireStack(stack);
   const ctx = localContext(stack, () => undefined);
+  const problems: string[] = [];
   const primaryPid = runningPid(ctx, "primary");
-  const replication = primaryPid ? await replicationRows(state).catch(() => new Map()) : new Map();
+  if (!primaryPid) problems.push("the primary is not running");
+  else if (lostPidFile(ctx, "primary")) problems.push("the primary runs without its postmaster.pid (it will shut itself down; npx nbdb up restarts it)");
+  let replication: Map<string, ReplicationRow> | undefined;
+  if (primaryPid) {
+    replication = await replicationRows(state).catch((e: Error) => {
+      problems.push(`the primary does not answer (${e.message})`);
+      return undefined;
+    });
+  }
   const nodes: NodeStatus[] = [
     { node: "primary", role: "primary", port: state.ports.primary, pid: primaryPid ?? null, running: !!primaryPid, streaming: null, lagBytes: null, lagSeconds: null },
   ];
   state.ports.replicas.forEach((port, i) => {
-    const pid = runningPid(ctx, replicaName(i));
-    const row = replication.get(replicaApplicationName(i));
-    nodes.push({
-      node: replicaName(i),
-      role: "replica",
-      port,
-      pid: pid ?? null,
-      running: !!pid,
-      streaming: primaryPid ? row?.state === "streaming" : null,
-      lagBytes: row ? row.lagBytes : null,
-      lagSeconds: row ? row.lagSeconds : null,
-    });
+    const node = replicaName(i);
+    const pid = runningPid(ctx, node);
+    const row = replication?.get(replicaApplicationName(i));
+    const streaming = replication ? !!row?.healthy : null;
+    if (!pid) problems.push(`${node} is not running`);
+    else if (streaming === false) problems.push(`${node} is not streaming from the primary${row ? ` (walsender ${row.state}, not heard from lately)` : ""}`);
+    if (pid && lostPidFile(ctx, node)) problems.push(`${node} runs without its postmaster.pid`);
+    nodes.push({ node, role: "replica", port, pid: pid ?? null, running: !!pid, streaming, lagBytes: row ? row.lagBytes : null, lagSeconds: row ? row.lagSeconds : null });
   });
   const pid = poolerPid(ctx);
+  if (!pid) problems.push("pgbouncer is not running");
   const pools = pid ? await poolCounts(state).catch(() => []) : [];
   const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.admin).catch(() => null) : null;
-  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, pools }, maintenance };
+  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, pools }, maintenance, problems };
 }

@@ -27,6 +27,11 @@ export interface StackState {
   dataKey: string;
   /** The replica count last asked for: what `up` without --replicas converges to. */
   replicas?: number;
+  /**
+   * Server settings over the shared ones (infra/topology/postgresSettings.ts), given to the first
+   * `up` of a stack: tests use small WAL limits so that losing a slot takes seconds, not gigabytes.
+   */
+  settings?: Record<string, string | number>;
 }
 
 export const HOST = "127.0.0.1";
@@ -49,7 +54,11 @@ export function stackDir(stack: string): string {
 export function knownStacks(): string[] {
   const root = nbdbRoot();
   if (!fs.existsSync(root)) return [];
-  return fs.readdirSync(root).filter((s) => fs.existsSync(path.join(root, s, "state.json"))).sort();
+  // A stack that lost its state.json is still a stack while its copy or its data is there.
+  return fs
+    .readdirSync(root)
+    .filter((s) => STACK_NAME.test(s) && ["state.json", ".state.backup.json", "primary"].some((f) => fs.existsSync(path.join(root, s, f))))
+    .sort();
 }
 
 /** The state of an existing stack, or a clear error listing the stacks that do exist. */
@@ -66,13 +75,45 @@ export function requireStack(stack: string): StackState {
   return state;
 }
 
-export function loadState(stack: string): StackState | undefined {
-  const file = path.join(stackDir(stack), "state.json");
+function stateFile(stack: string): string {
+  return path.join(stackDir(stack), "state.json");
+}
+
+/** A copy of state.json written with it: what `up` restores the passwords and the data key from when state.json is lost. */
+export function stateBackupFile(stack: string): string {
+  return path.join(stackDir(stack), ".state.backup.json");
+}
+
+function parseState(file: string): StackState {
+  const text = fs.readFileSync(file, "utf8");
+  const s = JSON.parse(text) as StackState;
+  if (!s || typeof s !== "object" || s.version !== 1 || typeof s.stack !== "string" || !s.ports || !s.passwords) {
+    throw new Error("it does not hold a stack's state (version, stack, ports, passwords)");
+  }
+  return s;
+}
+
+/** The backup copy of a stack's state, when it is there and whole. */
+export function loadStateBackup(stack: string): StackState | undefined {
+  const file = stateBackupFile(stack);
   if (!fs.existsSync(file)) return undefined;
   try {
-    return JSON.parse(fs.readFileSync(file, "utf8")) as StackState;
+    return parseState(file);
+  } catch {
+    return undefined;
+  }
+}
+
+export function loadState(stack: string): StackState | undefined {
+  const file = stateFile(stack);
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    return parseState(file);
   } catch (e) {
-    throw new UserError(`${file} is not valid JSON (${(e as Error).message}); restore it or remove the stack with: npx nbdb down --stack ${stack} --purge --yes`);
+    const backup = loadStateBackup(stack) ? ` ${stateBackupFile(stack)} holds a copy: npx nbdb up --stack ${stack} restores it from there.` : "";
+    throw new UserError(
+      `${file} is damaged (${(e as Error).message}).${backup || ` Restore it from a backup of yours; without it the stack's passwords and data key are lost, and the only way on is to delete the stack: npx nbdb down --stack ${stack} --purge --yes`}`,
+    );
   }
 }
 
@@ -91,6 +132,9 @@ export function newState(stack: string, ports: { primary: number; pooler: number
 
 /** Write a file readable by its owner only, atomically; returns false when the content was already there. */
 export function writePrivate(file: string, content: string): boolean {
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) {
+    throw new UserError(`${file} is a directory, where nbdb keeps a file: move it away (mv ${file} ${file}.moved) and run the command again.`);
+  }
   if (fs.existsSync(file) && fs.readFileSync(file, "utf8") === content) return false;
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, content, { mode: 0o600 });
@@ -99,7 +143,10 @@ export function writePrivate(file: string, content: string): boolean {
 }
 
 export function saveState(state: StackState): void {
-  writePrivate(path.join(stackDir(state.stack), "state.json"), JSON.stringify(state, null, 2) + "\n");
+  const text = JSON.stringify(state, null, 2) + "\n";
+  // The copy first: whichever of the two a crash leaves half-written, the other is whole.
+  writePrivate(stateBackupFile(state.stack), text);
+  writePrivate(stateFile(state.stack), text);
 }
 
 /** The stack's certificates and keys (scripts/local/tls.ts). */
@@ -153,6 +200,17 @@ export function outputsFile(stack: string): string {
 /** Read a stack's outputs.json (what clients, seed, verify and tests connect with). */
 export function readOutputs(stack: string): LocalStackOutputs {
   const file = outputsFile(stack);
-  if (!fs.existsSync(file)) throw new UserError(`stack '${stack}' has no outputs yet (${file}); run: npx nbdb up --stack ${stack}`);
-  return JSON.parse(fs.readFileSync(file, "utf8")) as LocalStackOutputs;
+  const rewrite = `nbdb up writes it from the stack's state: npx nbdb up --stack ${stack}`;
+  if (!fs.existsSync(file)) throw new UserError(`stack '${stack}' has no outputs (${file} is missing); ${rewrite}`);
+  let outputs: LocalStackOutputs;
+  try {
+    outputs = JSON.parse(fs.readFileSync(file, "utf8")) as LocalStackOutputs;
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code === "EISDIR" ? "is a directory" : `is not valid JSON (${(e as Error).message})`;
+    throw new UserError(`${file} ${why}; ${why === "is a directory" ? `move it away (mv ${file} ${file}.moved), then ` : ""}${rewrite}`);
+  }
+  if (!outputs || typeof outputs !== "object" || !outputs.connections || !outputs.primary) {
+    throw new UserError(`${file} does not hold a stack's outputs (no connections or primary); ${rewrite}`);
+  }
+  return outputs;
 }

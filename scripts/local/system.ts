@@ -83,6 +83,10 @@ export interface RunOptions {
   readonly as?: ServerUser;
   readonly env?: NodeJS.ProcessEnv;
   readonly timeoutMs?: number;
+  /** Written to the child's standard input (then closed): secrets go here, never into a file or argv. */
+  readonly input?: string;
+  /** How to name the command in an error (default: the command line; a script's text is long). */
+  readonly describe?: string;
 }
 
 export interface RunResult {
@@ -93,7 +97,7 @@ export interface RunResult {
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const asOther = opts.as && opts.as.uid !== process.getuid?.();
   return new Promise((resolve, reject) => {
-    execFile(
+    const child = execFile(
       cmd,
       args,
       {
@@ -107,13 +111,71 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       (err, stdout, stderr) => {
         if (err) {
           const detail = (stderr || stdout || err.message).trim();
-          reject(new Error(`${path.basename(cmd)} ${args.join(" ")} failed: ${detail}`));
+          reject(new Error(`${opts.describe ?? `${path.basename(cmd)} ${args.join(" ")}`} failed: ${detail}`));
         } else {
           resolve({ stdout, stderr });
         }
       },
     );
+    child.stdin?.on("error", () => undefined);
+    child.stdin?.end(opts.input ?? "");
   });
+}
+
+export interface ProcessInfo {
+  readonly pid: number;
+  readonly ppid: number;
+  readonly argv: string[];
+  /** Its working directory, when this user may read it. */
+  readonly cwd: string | undefined;
+}
+
+/** Every process of the machine but this one (those that vanish while we look are skipped). */
+export function processes(): ProcessInfo[] {
+  const out: ProcessInfo[] = [];
+  for (const d of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0").filter((a) => a !== "");
+      const stat = fs.readFileSync(`/proc/${d}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      let cwd: string | undefined;
+      try {
+        cwd = fs.readlinkSync(`/proc/${d}/cwd`);
+      } catch {
+        cwd = undefined;
+      }
+      out.push({ pid: Number(d), ppid, argv, cwd });
+    } catch {
+      continue;
+    }
+  }
+  return out;
+}
+
+function under(p: string, dir: string): boolean {
+  return p === dir || p.startsWith(dir.endsWith("/") ? dir : `${dir}/`);
+}
+
+/**
+ * Processes that work in `dir` or below: their working directory is there (every PostgreSQL server
+ * process works in its data directory), or an argument names a path there (initdb --pgdata=...,
+ * pg_basebackup --pgdata=..., pgbouncer <dir>/pgbouncer.ini). Found without any pid file.
+ */
+export function processesUsing(dir: string): ProcessInfo[] {
+  const abs = path.resolve(dir);
+  return processes().filter(
+    (p) => (p.cwd !== undefined && under(p.cwd, abs)) || p.argv.some((a) => under(a.slice(a.indexOf("=") + 1), abs) || under(a, abs)),
+  );
+}
+
+/** Send a signal, ignoring a process that is already gone. */
+export function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // gone already
+  }
 }
 
 /** Give a path to the server user (no-op when nbdb is not root). */

@@ -1,10 +1,11 @@
-// `nbdb maintain`: run_maintenance() (partitions ahead, strays moved, retention, roll-ups
-// refreshed CONCURRENTLY, changed partitions analyzed; one transaction, recorded in
-// maintenance_runs), then the index bloat report with the REINDEX CONCURRENTLY it would run
+// `nbdb maintain`: partitions ahead, strays moved and retention, one action per short transaction
+// (partitions.ts), then run_maintenance() (roll-ups refreshed CONCURRENTLY, changed partitions
+// analyzed; one transaction, recorded in maintenance_runs), then the index bloat report with the REINDEX CONCURRENTLY it would run
 // (`--reindex` runs it). Interrupted, it leaves nothing half done: the maintenance transaction
 // rolls back (the connection is checked every second), and the leftovers of an interrupted
 // REINDEX CONCURRENTLY (invalid *_ccnew/_ccold indexes) are dropped by the next run.
 import { Client } from "pg";
+import { maintainPartitions } from "./partitions";
 
 export interface BloatedIndex {
   readonly index: string;
@@ -76,7 +77,14 @@ export async function maintain(migratorUrl: string, opts: { reindex?: boolean } 
     await client.query("SET client_connection_check_interval = '1s'");
     await client.query("SET ROLE nb_owner");
     const droppedLeftovers = await dropReindexLeftovers(client);
-    const { rows } = await client.query("SELECT * FROM neuralblitz.run_maintenance('nbdb')");
+    // Partitions first, each in a short transaction of its own with a short lock_timeout: so the
+    // one long transaction below (roll-ups, sealing, ANALYZE) finds none to create and never holds
+    // a parent's ACCESS EXCLUSIVE lock.
+    const steps = await maintainPartitions(migratorUrl);
+    const created = steps.filter((a) => a.action === "created").length;
+    const retired = steps.filter((a) => a.action === "detached" || a.action === "dropped").length;
+    const moved = steps.reduce((n, a) => n + (a.rowsMoved ?? 0), 0);
+    const { rows } = await client.query("SELECT * FROM neuralblitz.run_maintenance('nbdb', $1, $2, $3)", [created, retired, moved]);
     const run = rows[0];
     const bloated = await bloatedIndexes(client);
     const reindexed: string[] = [];

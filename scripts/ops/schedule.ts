@@ -3,9 +3,9 @@
 import { Client } from "pg";
 import { MAINTENANCE_JOB, SEAL_JOB, maintenanceScheduleSql } from "../../infra/topology/maintenanceSchedule";
 
-async function jobExists(client: Client, job: string = MAINTENANCE_JOB.name): Promise<boolean> {
+async function jobExists(client: Client, job: string = MAINTENANCE_JOB.name, command?: string): Promise<boolean> {
   const { rows } = await client.query("SELECT to_regclass('cron.job') IS NOT NULL AS has_cron");
-  return rows[0].has_cron && ((await client.query("SELECT 1 FROM cron.job WHERE jobname = $1", [job])).rowCount ?? 0) > 0;
+  return rows[0].has_cron && ((await client.query("SELECT 1 FROM cron.job WHERE jobname = $1 AND command = coalesce($2, command)", [job, command ?? null])).rowCount ?? 0) > 0;
 }
 
 /** Schedules the job where pg_cron is loaded and the job is missing; says so when it did. */
@@ -13,7 +13,7 @@ export async function ensureMaintenanceSchedule(superuserUrl: string): Promise<s
   const client = new Client({ connectionString: superuserUrl, application_name: "nbdb-schedule" });
   await client.connect();
   try {
-    if ((await jobExists(client)) && (await jobExists(client, SEAL_JOB.name))) return undefined;
+    if ((await jobExists(client, MAINTENANCE_JOB.name, MAINTENANCE_JOB.command)) && (await jobExists(client, SEAL_JOB.name, SEAL_JOB.command))) return undefined;
     await client.query(maintenanceScheduleSql());
     return (await jobExists(client, SEAL_JOB.name))
       ? `scheduled maintenance ('${MAINTENANCE_JOB.schedule}') and the audit sealer ('${SEAL_JOB.schedule}') with pg_cron`

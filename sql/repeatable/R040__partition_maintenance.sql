@@ -9,6 +9,10 @@
 -- Append-only tables (the audit trail) are never rewritten, not even by maintenance: their strays
 -- stay in DEFAULT (still part of the table and its chain), and no partition is made for a period
 -- that has some; premaking months ahead keeps that from happening while maintenance runs.
+-- Creating or detaching a partition takes ACCESS EXCLUSIVE on the parent until its transaction
+-- ends, and every writer of that table waits behind it: partition_maintenance_step() does one such
+-- action and returns, so callers (`nbdb maintain`, `nbdb up`, run_maintenance_proc()) run each in a
+-- short transaction of its own with a short lock_timeout, and try again later when it expires.
 
 CREATE OR REPLACE FUNCTION neuralblitz.partition_name(p_table text, p_period text, p_start timestamptz)
 RETURNS text
@@ -64,7 +68,9 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION neuralblitz.reach_only_through_parent(regclass) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION neuralblitz.run_partition_maintenance(p_now timestamptz DEFAULT now())
+-- All of it in one transaction (p_limit NULL), or stop after p_limit actions that lock a parent
+-- (created, detached, dropped).
+CREATE OR REPLACE FUNCTION neuralblitz.partition_maintenance(p_now timestamptz, p_limit integer)
 RETURNS TABLE (table_name text, action text, partition_name text, rows_moved bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -72,6 +78,7 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 AS $$
 DECLARE
+  v_done    integer := 0;
   pol       record;
   v_parent  regclass;
   v_default text;
@@ -138,6 +145,11 @@ BEGIN
       END IF;
       table_name := pol.table_name; action := 'created'; partition_name := v_name; rows_moved := v_moved;
       RETURN NEXT;
+      v_done := v_done + 1;
+      IF v_done >= p_limit THEN
+        PERFORM neuralblitz.reach_only_through_parent(v_parent);
+        RETURN;
+      END IF;
     END LOOP;
     PERFORM neuralblitz.reach_only_through_parent(v_parent);
 
@@ -164,8 +176,32 @@ BEGIN
       END IF;
       table_name := pol.table_name; rows_moved := NULL;
       RETURN NEXT;
+      v_done := v_done + 1;
+      EXIT WHEN v_done >= p_limit;
     END LOOP;
+    EXIT WHEN v_done >= p_limit;
   END LOOP;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.partition_maintenance(timestamptz, integer) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION neuralblitz.run_partition_maintenance(p_now timestamptz DEFAULT now())
+RETURNS TABLE (table_name text, action text, partition_name text, rows_moved bigint)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT * FROM neuralblitz.partition_maintenance(p_now, NULL)
+$$;
 REVOKE EXECUTE ON FUNCTION neuralblitz.run_partition_maintenance(timestamptz) FROM PUBLIC;
+
+-- One action that locks a parent (or none left: only 'kept in default' rows, or no row at all).
+CREATE OR REPLACE FUNCTION neuralblitz.partition_maintenance_step(p_now timestamptz DEFAULT now())
+RETURNS TABLE (table_name text, action text, partition_name text, rows_moved bigint)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT * FROM neuralblitz.partition_maintenance(p_now, 1)
+$$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.partition_maintenance_step(timestamptz) FROM PUBLIC;
