@@ -437,13 +437,14 @@ describe("recovery: servers killed under load", function () {
 });
 
 /** Every file of a stack but its state (which holds the passwords by design) that contains `secret`. */
+/** Files holding `secret`, besides the stack's credential files (state, outputs, the libpq service file; all mode 0600). */
 function filesHolding(dir: string, secret: string): string[] {
   const found: string[] = [];
   const walk = (d: string) => {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
       if (e.isDirectory()) walk(p);
-      else if (e.isFile() && !["state.json", ".state.backup.json", "outputs.json"].includes(e.name) && fs.readFileSync(p).includes(secret)) found.push(p);
+      else if (e.isFile() && !["state.json", ".state.backup.json", "outputs.json", "pg_service.conf"].includes(e.name) && fs.readFileSync(p).includes(secret)) found.push(p);
     }
   };
   walk(dir);

@@ -69,6 +69,9 @@ function acceptsConnections(port: number): Promise<boolean> {
 }
 
 export async function startPooler(ctx: LocalContext, state: StackState): Promise<void> {
+  // A pid file a killed PgBouncer left: it would refuse to start ("pidfile exists") while its pid is
+  // still taken (an unreaped zombie, or a pid the system gave to another process).
+  if (fs.existsSync(pidFile(ctx)) && !poolerPid(ctx)) fs.rmSync(pidFile(ctx), { force: true });
   // Each client is a file descriptor: raise the soft open-files limit to the hard one first (1,024,
   // a common soft default, would run out near max_client_conn).
   await run("/bin/sh", ["-c", 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', ctx.bins.pgbouncer, "-d", iniFile(ctx)], { as: ctx.user }).catch((e: Error) => {
