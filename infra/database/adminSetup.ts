@@ -21,6 +21,8 @@ export function adminSetupSql(database: string = DATABASE): string {
     // What the local stack does; PostgreSQL 15+ already creates schema public this way, so it
     // only guards a database made from an altered template. PUBLIC keeps USAGE, as locally.
     "REVOKE CREATE ON SCHEMA public FROM PUBLIC;",
+    // No project role logs in to database postgres (the administrator owns it and keeps CONNECT).
+    "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;",
     // On Docker the init script installed it already; CREATE OR REPLACE leaves it as it is.
     // On RDS this installs it, owned by the master user, which the SECURITY DEFINER function needs.
     pgbouncerAuthSql(),

@@ -6,7 +6,7 @@ import { AUTH_USER } from "../../infra/topology/pgbouncerAuth";
 import { POOLER_DEFAULTS, renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
 import { DATABASE } from "../../schema/roles";
 import { LocalContext } from "./context";
-import { ensureServerDir } from "./postgresNode";
+import { ensureServerDir, primarySocketDir } from "./postgresNode";
 import { HOST, StackState } from "./state";
 import { chownToServer, processAlive, run, waitFor } from "./system";
 import * as net from "net";
@@ -33,7 +33,8 @@ export function writePoolerConfig(ctx: LocalContext, state: StackState): boolean
   const ini = renderPgbouncerIni({
     listenAddr: HOST,
     listenPort: state.ports.pooler,
-    serverHost: HOST,
+    // Over the primary's Unix socket: the pooled roles are refused over TCP (pg_hba.conf).
+    serverHost: primarySocketDir(ctx),
     serverPort: state.ports.primary,
     database: DATABASE,
     authFile,
