@@ -18,7 +18,7 @@ AS $$
 BEGIN
   PERFORM pg_catalog.set_config('nb.user_id', COALESCE(p_user_id::text, ''), true),
           pg_catalog.set_config('nb.data_key', COALESCE(p_data_key, ''), true),
-          pg_catalog.set_config('nb.context_at', pg_catalog.extract(epoch FROM pg_catalog.now())::text, true);
+          pg_catalog.set_config('nb.context_at', EXTRACT(epoch FROM pg_catalog.now())::text, true);
 END
 $$;
 
@@ -37,7 +37,7 @@ BEGIN
   IF v IS NULL OR v = '' THEN
     RETURN NULL;
   END IF;
-  IF pg_catalog.current_setting('nb.context_at', true) IS DISTINCT FROM pg_catalog.extract(epoch FROM pg_catalog.now())::text THEN
+  IF pg_catalog.current_setting('nb.context_at', true) IS DISTINCT FROM EXTRACT(epoch FROM pg_catalog.now())::text THEN
     RETURN NULL;
   END IF;
   IF v !~* '^\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?$' THEN

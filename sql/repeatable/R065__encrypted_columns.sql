@@ -14,7 +14,7 @@ BEGIN
   -- Only a key set for this transaction by set_user_context() counts (R060): one left at session
   -- level on a pooled connection never decrypts anything.
   IF k IS NULL OR pg_catalog.length(k) < 32
-     OR pg_catalog.current_setting('nb.context_at', true) IS DISTINCT FROM pg_catalog.extract(epoch FROM pg_catalog.now())::text THEN
+     OR pg_catalog.current_setting('nb.context_at', true) IS DISTINCT FROM EXTRACT(epoch FROM pg_catalog.now())::text THEN
     RAISE EXCEPTION 'no data key for this transaction'
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Set the stack''s data key per transaction: SELECT neuralblitz.set_user_context(<user id or NULL>, $1) (client withUser() does).';
