@@ -85,7 +85,11 @@ export function writeNodeConf(ctx: LocalContext, node: NodeName, port: number): 
  * Locally the pooler reaches the primary over a Unix socket in the stack directory, so the pooled
  * roles are admitted there only and refused over TCP; database `postgres` admits the superuser only.
  */
-export const LOCAL_HBA_ACCESS: HbaAccess = { poolerOnly: { roles: POOLER_ONLY_ROLES, from: "local" }, postgresDatabaseUsers: [SUPERUSER] };
+export const LOCAL_HBA_ACCESS: HbaAccess = {
+  poolerOnly: { roles: POOLER_ONLY_ROLES, from: "local" },
+  // The replica bootstrap creates its slot from database postgres.
+  postgresDatabaseUsers: [SUPERUSER, REPLICATION_USER],
+};
 
 /** The directory of the primary's Unix socket (mode 0700, the server user's): only the pooler uses it. */
 export function primarySocketDir(ctx: LocalContext): string {
