@@ -118,7 +118,7 @@ describe("security: pooled sessions, the pooler and the platform's locks", funct
           });
           expect(await rejection(c.query("SELECT neuralblitz.decrypt_secret(neuralblitz.encrypt_secret('x'))"))).to.match(/no data key for this transaction/);
           // The next client writes: a leaked read-only default would refuse it.
-          await c.query("INSERT INTO neuralblitz.metrics (name, value) VALUES ('pooling-probe', 1)");
+          await c.query("INSERT INTO neuralblitz.metrics (ts, name, value, source) VALUES (now(), 'pooling_probe', 1, 'test')");
         } finally {
           await c.end();
         }
