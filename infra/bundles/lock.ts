@@ -56,9 +56,10 @@ async function waitLoop(timeoutMs: number, log: (line: string) => void, attempt:
     const holder = await attempt();
     if (holder === undefined) return;
     if (Date.now() >= deadline) {
+      const pid = /pid (\d+)/.exec(holder)?.[1] ?? "<pid>";
       throw new BundleError(
         `another deploy still holds the bundle lock after ${Math.round(timeoutMs / 1000)} s: ${holder}. ` +
-          `Let it finish and run again; if that deploy is gone but its session lingers, end it with SELECT pg_terminate_backend(<pid>) and run again.`,
+          `Let it finish and run again; if that deploy is gone but its session lingers, end it with SELECT pg_terminate_backend(${pid}) and run again.`,
       );
     }
     if (Date.now() >= nextReport) {
