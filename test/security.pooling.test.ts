@@ -5,6 +5,8 @@ import { randomUUID } from "crypto";
 import * as net from "net";
 import { Client } from "pg";
 import { NeuralBlitzDb } from "../client";
+import { applyBundles } from "../infra/bundles/applier";
+import { loadCatalog } from "../infra/bundles/catalog";
 import { POOLER_FAILURE_SETTINGS } from "../infra/topology/pgbouncerIni";
 import { ROLE_TIMEOUT_DEFAULTS } from "../schema/roles";
 import { maintainPartitions } from "../scripts/ops/partitions";
@@ -296,6 +298,20 @@ describe("security: pooled sessions, the pooler and the platform's locks", funct
         await busy;
       } finally {
         await holder.end().catch(() => undefined);
+      }
+    });
+
+    it("make a second deploy give up within its bound, naming the deploy that holds the lock", async function () {
+      const owner = await connected(out.connections.migrator);
+      try {
+        await owner.query("SET application_name = 'stuck-deploy'");
+        await owner.query("BEGIN; SELECT neuralblitz.take_platform_lock('deploy', '1 second')");
+        const pid = (await owner.query("SELECT pg_backend_pid() AS pid")).rows[0].pid;
+        const msg = await rejection(applyBundles({ url: out.connections.migrator, deployLockTimeoutMs: 1500 }, loadCatalog()));
+        expect(msg).to.match(new RegExp(`bundle lock after 2 s: pid ${pid}, role nb_migrator, application 'stuck-deploy', since \\d{4}-`));
+        expect(msg).to.include(`SELECT pg_terminate_backend(${pid})`);
+      } finally {
+        await owner.end();
       }
     });
 

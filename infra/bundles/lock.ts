@@ -80,7 +80,7 @@ async function tryRowLock(side: Client): Promise<string | undefined> {
     await side.query("ROLLBACK");
     if ((e as { code?: string }).code !== "55P03") throw e;
     // take_platform_lock names the holder: pid, role, application, since.
-    return (e as Error).message.replace(/^the deploy lock is still held after [^:]*: /, "");
+    return (e as Error).message.replace(/^the deploy lock is still held after \S+: /, "");
   }
 }
 
