@@ -52,14 +52,34 @@ export const POOLER_FAILURE_SETTINGS = {
   clientLoginTimeout: 15,
 } as const;
 
+/**
+ * Run on every server connection a client gives back: DISCARD ALL without its two parts that would
+ * throw away what is safe to keep. Kept: cached plans (DISCARD PLANS; a plan is correct for any
+ * client, and PostgreSQL re-plans on a role or row_security change) and protocol-level prepared
+ * statements (PgBouncer 1.22+ tracks those it prepared on the connection and maps each client's
+ * names to them, so no client can reach another's). Removed: every session setting, role and
+ * session authorization, SQL PREPAREs (pg_prepared_statements.from_sql), LISTENs, session
+ * advisory locks, temporary tables, sequence state and open cursors.
+ */
+export const SESSION_RESET_SQL = [
+  "CLOSE ALL",
+  "SET SESSION AUTHORIZATION DEFAULT",
+  "RESET ROLE",
+  "RESET ALL",
+  "UNLISTEN *",
+  "SELECT pg_catalog.pg_advisory_unlock_all()",
+  "DISCARD TEMP",
+  "DISCARD SEQUENCES",
+  "DO $$DECLARE n text; BEGIN FOR n IN SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql LOOP EXECUTE pg_catalog.format('DEALLOCATE %I', n); END LOOP; END$$",
+].join("; ");
+
 const SESSION_STATE_AND_TIMEOUTS = [
   "; session state and timeouts",
   // Every server connection is reset when a client's transaction (or session) gives it back, in every
   // pool mode: whatever a client SETs at session level (any GUC, search_path, statement_timeout,
   // default_transaction_read_only, row_security, role), PREPAREs, LISTENs, advisory locks, temp tables,
-  // open cursors, is gone before another client gets the connection. PgBouncer 1.22+ also forgets its
-  // own protocol-level prepared statements on that connection (re-preparing them on next use).
-  "server_reset_query = DISCARD ALL",
+  // open cursors, is gone before another client gets the connection.
+  `server_reset_query = ${SESSION_RESET_SQL}`,
   "server_reset_query_always = 1",
   // A short primary outage: clients are refused for at most this long after the server is back.
   `server_login_retry = ${POOLER_FAILURE_SETTINGS.serverLoginRetry}`,

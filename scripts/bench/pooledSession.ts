@@ -3,7 +3,7 @@
 //    current_user_id()) against the previous design (set_config alone, an unbound current_user_id())
 //    on a bench copy of the same rows, indexes and policy;
 //  - session.reset_plain / session.reset_rls: the pooler's reset after every transaction
-//    (server_reset_query = DISCARD ALL, server_reset_query_always = 1) against a second PgBouncer of
+//    (server_reset_query = SESSION_RESET_SQL, server_reset_query_always = 1) against a second PgBouncer of
 //    the same stack rendered identically except that it never resets, for a plain transaction and for
 //    the rls.select transaction.
 import * as fs from "fs";
@@ -161,7 +161,7 @@ export const pooledSession: Benchmark = {
       },
       {
         id: "session.reset_plain",
-        title: "per-transaction cost of the pooler's reset (DISCARD ALL), plain transaction",
+        title: "per-transaction cost of the pooler's reset after every transaction, plain transaction",
         against: "a second PgBouncer rendered identically but with server_reset_query_always = 0",
         goal: "reported",
         value: plainValue,
@@ -173,7 +173,7 @@ export const pooledSession: Benchmark = {
       },
       {
         id: "session.reset_rls",
-        title: "per-transaction cost of the pooler's reset (DISCARD ALL), rls.select transaction",
+        title: "per-transaction cost of the pooler's reset after every transaction, rls.select transaction",
         against: "a second PgBouncer rendered identically but with server_reset_query_always = 0",
         goal: "reported",
         value: rlsValue,

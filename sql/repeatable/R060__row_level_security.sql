@@ -13,12 +13,15 @@
 -- Names the user (and, for the encrypted columns, the data key) for this transaction only.
 -- p_user_id NULL names no user (e.g. a job that needs only the key).
 CREATE OR REPLACE FUNCTION neuralblitz.set_user_context(p_user_id uuid, p_data_key text DEFAULT NULL) RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
-  -- SQL, not plpgsql: cheaper per call when the pooler's reset (DISCARD ALL) drops cached plans.
-  SELECT pg_catalog.set_config('nb.user_id', COALESCE(p_user_id::text, ''), true),
-         pg_catalog.set_config('nb.data_key', COALESCE(p_data_key, ''), true),
-         pg_catalog.set_config('nb.context_at', EXTRACT(epoch FROM pg_catalog.now())::text, true);
+BEGIN
+  -- plpgsql: its plan is cached per session (the pooler's reset keeps cached plans); a SQL function's
+  -- body would be planned again at every call.
+  PERFORM pg_catalog.set_config('nb.user_id', COALESCE(p_user_id::text, ''), true),
+          pg_catalog.set_config('nb.data_key', COALESCE(p_data_key, ''), true),
+          pg_catalog.set_config('nb.context_at', EXTRACT(epoch FROM pg_catalog.now())::text, true);
+END
 $$;
 
 -- Missing, empty or not stamped for this transaction → NULL, so `user_id = NULL` matches no row;
