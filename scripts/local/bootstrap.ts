@@ -5,6 +5,7 @@ import { scramSha256Verifier } from "../../infra/topology/scram";
 import { GRANTS, grantSql } from "../../schema/privileges";
 import { DATABASE, ROLES, RoleSpec, SCHEMA, roleSettings, roleSql } from "../../schema/roles";
 import { Client } from "pg";
+import { REPLICATION_USER } from "../../infra/topology/replicaBootstrap";
 import { withSuperuser } from "./postgresNode";
 import { StackState } from "./state";
 
@@ -95,7 +96,8 @@ export async function convergeRoles(state: StackState): Promise<string[]> {
       [ROLES.map((r) => r.name)],
     );
     // Database postgres is the administrator's (pg_hba.conf refuses every other login there too).
-    await c.query("REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC");
+    // The replica bootstrap creates its slot from there.
+    await c.query(`REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC; GRANT CONNECT ON DATABASE postgres TO ${REPLICATION_USER}`);
     const live = new Map(rows.map((r) => [r.rolname as string, r as LiveRole]));
     const repaired: string[] = [];
     for (const role of ROLES) {
