@@ -79,7 +79,8 @@ export class NeuralBlitzDb {
     let broken: Error | undefined;
     try {
       if (!opts.readOnly) await client.query("BEGIN");
-      await client.query("SELECT set_config('nb.user_id', $1, true), set_config('nb.data_key', $2, true)", [userId, this.dataKey]);
+      // Bound to this transaction (R060): nothing a session-level SET leaves on a pooled connection counts.
+      await client.query("SELECT neuralblitz.set_user_context($1, $2)", [userId, this.dataKey]);
       const result = await fn(client);
       await client.query("COMMIT");
       return result;

@@ -9,6 +9,7 @@ import * as path from "path";
 import * as yaml from "js-yaml";
 import * as pulumi from "@pulumi/pulumi";
 import { POOLER_DEFAULTS, PoolMode } from "./topology/pgbouncerIni";
+import { ROLE_TIMEOUT_DEFAULTS, RoleTimeouts, TimedRole } from "../schema/roles";
 
 export const PROJECT = "neuralblitz-db";
 /** Fixed so that replica slots and senders never need the primary's restart when scaling. */
@@ -70,13 +71,29 @@ interface CommonConfig {
   readonly deletionProtection: boolean;
   readonly pooler: PoolerConfig;
   readonly partitions: PartitionConfig;
+  /** Role-level timeouts of nb_app and nb_readonly (schema/roles.ts; defaults ROLE_TIMEOUT_DEFAULTS). */
+  readonly timeouts: Readonly<Record<TimedRole, RoleTimeouts>>;
 }
 
 export type StackConfig = CommonConfig & ({ readonly platform: "docker"; readonly docker: DockerConfig } | { readonly platform: "aws"; readonly aws: AwsConfig });
 
 type Values = Record<string, unknown>;
 
-const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "docker", "aws"];
+const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "timeouts", "docker", "aws"];
+const TIMED_ROLES: readonly TimedRole[] = ["nb_app", "nb_readonly"];
+const TIMEOUT_KEYS = ["statementMs", "lockMs", "idleInTransactionMs"] as const;
+
+/** `timeouts.<role>.<statementMs|lockMs|idleInTransactionMs>`, each 0 (none) to 24 h, defaults from schema/roles.ts. */
+function timeoutsConfig(p: Problems, v: unknown): Record<TimedRole, RoleTimeouts> {
+  const all = object(p, "timeouts", v, TIMED_ROLES, false);
+  return Object.fromEntries(
+    TIMED_ROLES.map((role) => {
+      const own = object(p, `timeouts.${role}`, all[role], TIMEOUT_KEYS, false);
+      const t = Object.fromEntries(TIMEOUT_KEYS.map((k) => [k, integer(p, `timeouts.${role}.${k}`, own[k], 0, 86_400_000, ROLE_TIMEOUT_DEFAULTS[role][k])]));
+      return [role, t as unknown as RoleTimeouts];
+    }),
+  ) as Record<TimedRole, RoleTimeouts>;
+}
 const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
 const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
 const AWS_KEYS = [
@@ -284,6 +301,7 @@ export function loadConfig(): StackConfig {
       // Each login role gets a pool of this size; a quarter of the server's max_connections (200) keeps room for four.
       defaultPoolSize: integer(p, "pooler.defaultPoolSize", pooler.defaultPoolSize, 1, 50, POOLER_DEFAULTS.defaultPoolSize),
     },
+    timeouts: timeoutsConfig(p, values.timeouts),
     partitions: {
       premake: integer(p, "partitions.premake", partitions.premake, 1, 52, 4),
       metricsRetentionDays: integer(p, "partitions.metricsRetentionDays", partitions.metricsRetentionDays, 1, 3650, 30),

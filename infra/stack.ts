@@ -47,6 +47,7 @@ export function createStack(): StackOutputs {
     cluster,
     passwords: passwords.roles,
     partitions: config.partitions,
+    timeouts: config.timeouts,
     // dev and prod keep the schema objects of a bundle removed from sql/; a review database goes with its stack.
     protectedStack: !config.review,
     protectData: config.deletionProtection,

@@ -50,6 +50,7 @@ const APP_TABLE_PRIVILEGES: Record<TableName, readonly Privilege[]> = {
 /** Functions by signature as PostgreSQL prints it (regprocedure, without the schema). */
 export const FUNCTIONS = {
   currentUserId: "current_user_id()",
+  setUserContext: "set_user_context(uuid,text)",
   changeNeuronState: "change_neuron_state(uuid,bigint,jsonb,double precision,double precision,double precision)",
   encryptSecret: "encrypt_secret(text)",
   decryptSecret: "decrypt_secret(bytea)",
@@ -69,13 +70,15 @@ export const GRANTS: readonly GrantSpec[] = [
     .filter(([, privileges]) => privileges.length > 0)
     .map(([object, privileges]): GrantSpec => ({ role: "nb_app", objectType: "table", object, privileges })),
   ...[...VIEWS, ...MATERIALIZED_VIEWS].map((object): GrantSpec => ({ role: "nb_app", objectType: "table", object, privileges: [S] })),
-  ...[FUNCTIONS.currentUserId, FUNCTIONS.changeNeuronState, FUNCTIONS.encryptSecret, FUNCTIONS.decryptSecret, FUNCTIONS.lookupHash].map(
+  ...[FUNCTIONS.currentUserId, FUNCTIONS.setUserContext, FUNCTIONS.changeNeuronState, FUNCTIONS.encryptSecret, FUNCTIONS.decryptSecret, FUNCTIONS.lookupHash].map(
     (object): GrantSpec => ({ role: "nb_app", objectType: "function", object, privileges: ["EXECUTE"] }),
   ),
 
   ...READABLE_BY_READONLY.map((object): GrantSpec => ({ role: "nb_readonly", objectType: "table", object, privileges: [S] })),
   // Row-level security policies call current_user_id() with the reader's rights.
   { role: "nb_readonly", objectType: "function", object: FUNCTIONS.currentUserId, privileges: ["EXECUTE"] },
+  // withUser({ readOnly }) names the user (and key) for its transaction on a replica.
+  { role: "nb_readonly", objectType: "function", object: FUNCTIONS.setUserContext, privileges: ["EXECUTE"] },
 
   { role: "nb_auditor", objectType: "table", object: "golden_dag_audit", privileges: [S] },
   { role: "nb_auditor", objectType: "table", object: "golden_dag_seals", privileges: [S] },

@@ -18,6 +18,9 @@ const FIGURES = [
   "audit_update.c1",
   "audit_update.c8",
   "rls.select",
+  "session.context",
+  "session.reset_plain",
+  "session.reset_rls",
   "pooler.connect_per_tx",
   "pooler.many_clients",
   "replica.lag",
@@ -38,7 +41,7 @@ describe("nbdb bench --quick", function () {
 
   it("runs every benchmark without a failure", () => {
     expect(result.run.failures).to.deep.equal([]);
-    expect(BENCHMARKS.length).to.equal(10);
+    expect(BENCHMARKS.length).to.equal(11);
   });
 
   it("produces every figure with a finite median, range, method and goal verdict", () => {

@@ -9,6 +9,7 @@ import { POOLER_DEFAULTS, renderPgbouncerAuthFile, renderPgbouncerIni } from "..
 import { stableScramVerifier } from "../infra/topology/scram";
 import { DATABASE } from "../schema/roles";
 import { localContext } from "../scripts/local/context";
+import { primarySocketDir } from "../scripts/local/postgresNode";
 import { up } from "../scripts/local/stack";
 import { HOST, LocalStackOutputs, caFile, loadState, stackDir } from "../scripts/local/state";
 import { POOLER_TLS_NAME, certFile, keyFile } from "../scripts/local/tls";
@@ -39,7 +40,8 @@ describe("pooler with SCRAM verifiers in its auth file (the AWS mode)", function
       "pgbouncer.ini": renderPgbouncerIni({
         listenAddr: HOST,
         listenPort: port,
-        serverHost: HOST,
+        // The pooled roles reach the primary only over its Unix socket (pg_hba.conf).
+        serverHost: primarySocketDir(ctx),
         serverPort: out.primary.port,
         database: DATABASE,
         authFile: path.join(dir, "userlist.txt"),

@@ -12,6 +12,7 @@ import { adminSetupSql } from "../infra/database/adminSetup";
 import { PARTITION_MAINTENANCE_BUNDLE } from "../infra/database/partitionMaintenance";
 import { AdminSqlOutputs, adminSqlProvider } from "../infra/dynamic/adminSql";
 import { pulumiCaFile } from "../infra/stack";
+import { ROLE_TIMEOUT_DEFAULTS } from "../schema/roles";
 import { StackOutputs } from "../infra/outputs";
 import { INIT_SCRIPT_ROLES } from "../infra/platform/dockerPrimaryInit";
 import { AUTH_FUNCTION } from "../infra/topology/pgbouncerAuth";
@@ -120,6 +121,21 @@ describe("database layer (mocks)", function () {
         const schema = named(run, SCHEMA_RESOURCE, "nbdb-schema");
         expect(schema.inputs).to.include({ name: "neuralblitz", database: "neuralblitz", owner: "nb_owner" });
         expect(schema.dependencies).to.include(setup.urn);
+      });
+
+      it("sets the role-level timeouts of schema/roles.ts as the administrator, after the roles, and removes any other role setting", () => {
+        const settings = named(run, ADMIN_SQL, "nbdb-role-settings");
+        const t = ROLE_TIMEOUT_DEFAULTS.nb_app;
+        expect(settings.inputs.sql)
+          .to.include(`ALTER ROLE nb_app SET statement_timeout = '${t.statementMs}ms';`)
+          .and.include(`ALTER ROLE nb_app SET lock_timeout = '${t.lockMs}ms';`)
+          .and.include(`ALTER ROLE nb_app SET idle_in_transaction_session_timeout = '${t.idleInTransactionMs}ms';`)
+          .and.include("ALTER ROLE nb_app RESET ALL;")
+          .and.include("ALTER ROLE nb_app IN DATABASE %I RESET ALL");
+        const roles = of(run, "postgresql:index/role:Role");
+        for (const r of roles) expect(settings.dependencies).to.include(r.urn);
+        const app = roles.find((r) => r.inputs.name === "nb_app")!;
+        expect(app.inputs).to.include({ connectionLimit: 60, validUntil: "infinity" });
       });
 
       it("lists every Grant's privileges explicitly, never ALL, and grants nothing to PUBLIC (only the documented revoke names it)", () => {

@@ -439,6 +439,8 @@ describe("Pulumi program (mocks)", function () {
       ["an unknown pool mode", "dev", withKey(DEV, "pooler.poolMode", "sessions"), 'neuralblitz-db:pooler.poolMode = "sessions"'],
       ["no client connections", "dev", withKey(DEV, "pooler.maxClientConnections", 0), "neuralblitz-db:pooler.maxClientConnections = 0"],
       ["a pool bigger than the server allows", "dev", withKey(DEV, "pooler.defaultPoolSize", 500), "neuralblitz-db:pooler.defaultPoolSize = 500"],
+      ["a negative role timeout", "dev", withKey(DEV, "timeouts.nb_app.statementMs", -1), "neuralblitz-db:timeouts.nb_app.statementMs = -1: expected a whole number from 0 to 86400000"],
+      ["timeouts for a role that has none", "dev", withKey(DEV, "timeouts.nb_migrator", {}), "neuralblitz-db:timeouts.nb_migrator = {}: unknown key"],
       ["no premade partitions", "dev", withKey(DEV, "partitions.premake", 0), "neuralblitz-db:partitions.premake = 0"],
       ["an endless retention", "dev", withKey(DEV, "partitions.metricsRetentionDays", 99999), "neuralblitz-db:partitions.metricsRetentionDays = 99999"],
       ["a privileged port", "dev", withKey(DEV, "docker.primaryPort", 80), "neuralblitz-db:docker.primaryPort = 80"],

@@ -162,7 +162,7 @@ describe("security", function () {
           expect(r.rows[0].n, table).to.equal(0);
         }
         await c.query("BEGIN");
-        await c.query("SELECT set_config('nb.user_id', 'not-a-uuid', true)");
+        await c.query("SELECT neuralblitz.set_user_context(NULL), set_config('nb.user_id', 'not-a-uuid', true)");
         expect(await rejection(c.query("SELECT * FROM neuralblitz.users"))).to.match(/nb.user_id is not a uuid/);
         await c.query("ROLLBACK");
       } finally {
@@ -179,8 +179,8 @@ describe("security", function () {
         // Interleaved transactions on two server connections: each sees only its own user.
         await c1.query("BEGIN");
         await c2.query("BEGIN");
-        await c1.query("SELECT set_config('nb.user_id', $1, true)", [a.id]);
-        await c2.query("SELECT set_config('nb.user_id', $1, true)", [b.id]);
+        await c1.query("SELECT neuralblitz.set_user_context($1)", [a.id]);
+        await c2.query("SELECT neuralblitz.set_user_context($1)", [b.id]);
         const s1 = await c1.query("SELECT array_agg(DISTINCT user_id) AS u, pg_backend_pid() AS pid FROM neuralblitz.quantum_neurons");
         const s2 = await c2.query("SELECT array_agg(DISTINCT user_id) AS u, pg_backend_pid() AS pid FROM neuralblitz.quantum_neurons");
         expect(s1.rows[0].u).to.deep.equal([a.id]);
@@ -190,7 +190,7 @@ describe("security", function () {
         // In turn, the next transaction of another client gets a server connection that just
         // carried a user's transaction, and sees nothing of it.
         await c1.query("BEGIN");
-        await c1.query("SELECT set_config('nb.user_id', $1, true)", [a.id]);
+        await c1.query("SELECT neuralblitz.set_user_context($1)", [a.id]);
         const used = (await c1.query("SELECT pg_backend_pid() AS pid")).rows[0].pid;
         await c1.query("COMMIT");
         const after = await c2.query("SELECT pg_backend_pid() AS pid, current_setting('nb.user_id', true) AS ctx, (SELECT count(*)::int FROM neuralblitz.users) AS n");

@@ -195,24 +195,29 @@ export async function planDeploy(target: DeployTarget, bundles: readonly Bundle[
 export async function applyBundles(target: DeployTarget, bundles: readonly Bundle[]): Promise<AppliedBundle[]> {
   const log = target.log ?? (() => undefined);
   return withConnection(target, async (client) => {
-    await acquireDeployLock(client, target.deployLockTimeoutMs ?? DEFAULT_DEPLOY_LOCK_TIMEOUT_MS, log);
-    const plan = planBundles(bundles, await readLedger(client));
-    const refused = plan.filter((e) => e.status === "refused");
-    if (refused.length > 0) throw new BundleError(`${refused.map((e) => e.reason).join("\n")}\nNothing was applied.`);
-    const applied: AppliedBundle[] = [];
-    for (const { bundle, status } of pendingOf(plan)) {
-      log(`applying ${bundle.file}${status === "changed" ? " (changed since it was applied)" : ""}`);
-      try {
-        const ms = await withLockRetries(target, client, bundle, log, () =>
-          bundle.transactional ? applyInTransaction(client, bundle) : applyStatementByStatement(client, bundle),
-        );
-        applied.push({ name: bundle.name, kind: bundle.kind, file: bundle.file, status: status as AppliedBundle["status"], durationMs: ms });
-      } catch (e) {
-        if (applied.length > 0 && e instanceof Error) e.message += `\nApplied and recorded before it: ${applied.map((a) => a.name).join(", ")}.`;
-        throw e;
+    const lock = await acquireDeployLock(client, target.deployLockTimeoutMs ?? DEFAULT_DEPLOY_LOCK_TIMEOUT_MS, log, () => connect(target));
+    try {
+      const plan = planBundles(bundles, await readLedger(client));
+      const refused = plan.filter((e) => e.status === "refused");
+      if (refused.length > 0) throw new BundleError(`${refused.map((e) => e.reason).join("\n")}\nNothing was applied.`);
+      const applied: AppliedBundle[] = [];
+      for (const { bundle, status } of pendingOf(plan)) {
+        log(`applying ${bundle.file}${status === "changed" ? " (changed since it was applied)" : ""}`);
+        try {
+          const durationMs = await withLockRetries(target, client, bundle, log, () =>
+            bundle.transactional ? applyInTransaction(client, bundle) : applyStatementByStatement(client, bundle),
+          );
+          applied.push({ name: bundle.name, kind: bundle.kind, file: bundle.file, status: status as AppliedBundle["status"], durationMs });
+          await lock.upgrade();
+        } catch (e) {
+          if (applied.length > 0 && e instanceof Error) e.message += `\nApplied and recorded before it: ${applied.map((a) => a.name).join(", ")}.`;
+          throw e;
+        }
       }
+      return applied;
+    } finally {
+      await lock.release();
     }
-    return applied;
   });
 }
 

@@ -6,6 +6,7 @@
 import { maintenanceScheduleSql } from "../topology/maintenanceSchedule";
 import { pgbouncerAuthSql } from "../topology/pgbouncerAuth";
 import { DATABASE } from "../../schema/roles";
+import { REPLICATION_USER } from "../topology/replicaBootstrap";
 import { OBJECT_OWNER } from "../../schema/privileges";
 
 /** `database` is the project database; tests take over one of their own. */
@@ -21,6 +22,10 @@ export function adminSetupSql(database: string = DATABASE): string {
     // What the local stack does; PostgreSQL 15+ already creates schema public this way, so it
     // only guards a database made from an altered template. PUBLIC keeps USAGE, as locally.
     "REVOKE CREATE ON SCHEMA public FROM PUBLIC;",
+    // No project role logs in to database postgres (the administrator owns it and keeps CONNECT).
+    // The replica bootstrap (Docker) creates its slot from database postgres; RDS streams by itself.
+    "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;",
+    `DO $$ BEGIN IF pg_catalog.has_database_privilege('postgres', 'CONNECT WITH GRANT OPTION') THEN GRANT CONNECT ON DATABASE postgres TO ${REPLICATION_USER}; END IF; END $$;`,
     // On Docker the init script installed it already; CREATE OR REPLACE leaves it as it is.
     // On RDS this installs it, owned by the master user, which the SECURITY DEFINER function needs.
     pgbouncerAuthSql(),

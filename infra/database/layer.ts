@@ -8,7 +8,7 @@
 import * as postgresql from "@pulumi/postgresql";
 import * as pulumi from "@pulumi/pulumi";
 import { DEFAULT_PRIVILEGES, GRANTS, OBJECT_OWNER } from "../../schema/privileges";
-import { DATABASE, LoginRoleName, ROLES, RoleName, RoleSpec, SCHEMA } from "../../schema/roles";
+import { DATABASE, LoginRoleName, ROLES, ROLE_TIMEOUT_DEFAULTS, RoleName, RoleSpec, RoleTimeouts, SCHEMA, TimedRole, roleSettingsSql } from "../../schema/roles";
 import { loadCatalog } from "../bundles/catalog";
 import { PartitionConfig } from "../config";
 import { AdminSql } from "../dynamic/adminSql";
@@ -24,6 +24,8 @@ export interface DatabaseLayerArgs {
   readonly cluster: Cluster;
   readonly passwords: Readonly<Record<LoginRoleName, pulumi.Output<string>>>;
   readonly partitions: PartitionConfig;
+  /** Role-level timeouts of nb_app and nb_readonly (config key `timeouts`). */
+  readonly timeouts?: Readonly<Record<TimedRole, RoleTimeouts>>;
   /** SqlBundles are retainOnDelete: removing one from sql/ only makes Pulumi forget it. */
   readonly protectedStack: boolean;
   /** Pulumi `protect` on the roles and the schema (prod): they carry the application's data and logins. */
@@ -64,6 +66,16 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     const adminSetup = new AdminSql(
       `${name}-admin-setup`,
       { sql: adminSetupSql(), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, serverTls(cluster))) },
+      { parent: this, dependsOn: allRoles },
+    );
+    // Role-level settings (timeouts) exactly as schema/roles.ts renders them, for every role: the
+    // provider has no lock_timeout, and one renderer keeps every platform alike.
+    new AdminSql(
+      `${name}-role-settings`,
+      {
+        sql: ROLES.map((r) => roleSettingsSql(r, args.timeouts ?? ROLE_TIMEOUT_DEFAULTS)).join("\n"),
+        connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, serverTls(cluster))),
+      },
       { parent: this, dependsOn: allRoles },
     );
     // A review database goes with its stack: dropping its schema must take the bundles' objects with
@@ -128,6 +140,8 @@ function roleArgs(spec: RoleSpec & { name: RoleName }, password: pulumi.Output<s
     createDatabase: false,
     createRole: false,
     bypassRowLevelSecurity: false,
+    connectionLimit: spec.connectionLimit ?? -1,
+    validUntil: "infinity",
     password: password && pulumi.secret(password.apply((p) => stableScramVerifier(spec.name, p))),
   };
 }

@@ -52,7 +52,7 @@ const MiB = 1024 * 1024;
  * Clients reach the servers over the Docker network (published ports arrive from its gateway), so
  * `samenet` is the network. The image's init scripts connect over the socket as the OS user postgres.
  */
-const HBA = renderHba(["samenet"], REPLICATION_USER) + `local all ${ADMIN_USER} peer\n`;
+const HBA = renderHba(["samenet"], REPLICATION_USER, { postgresDatabaseUsers: [ADMIN_USER, REPLICATION_USER] }) + `local all ${ADMIN_USER} peer\n`;
 
 /**
  * Runs as root before the image's entrypoint: takes the base backup as postgres (first start only; the

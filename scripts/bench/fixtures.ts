@@ -42,7 +42,7 @@ export async function createFixtures(ctx: BenchContext): Promise<BenchUsers> {
   await withClient(ctx.outputs.connections.admin, async (c) => {
     await c.query(`CREATE SCHEMA ${BENCH_SCHEMA}`);
     await c.query("BEGIN");
-    await c.query("SELECT set_config('nb.data_key', $1, true)", [ctx.dataKey]);
+    await c.query("SELECT neuralblitz.set_user_context(NULL, $1)", [ctx.dataKey]);
     await c.query(
       `INSERT INTO neuralblitz.users (id, username, email_encrypted, email_hmac, password_hash, status)
        SELECT ${benchUserIdSql("g")}, 'nbdb-bench-' || g, neuralblitz.encrypt_secret('bench-' || g || '@nbdb-bench.invalid'),

@@ -20,12 +20,13 @@ import { noopUp } from "./noopUp";
 import { benchProgress } from "./progress";
 import { replicaLag } from "./replicaLag";
 import { BenchRun, writeReport } from "./report";
+import { pooledSession } from "./pooledSession";
 import { rlsSelect } from "./rlsSelect";
 import { BenchContext, Benchmark, Figure } from "./types";
 import { windowQuery } from "./window";
 import { writeStall } from "./writeStall";
 
-export const BENCHMARKS: readonly Benchmark[] = [ingest, windowQuery, brinSize, auditUpdate, rlsSelect, connectPerTx, manyClients, replicaLag, auditVerify, noopUp, writeStall];
+export const BENCHMARKS: readonly Benchmark[] = [ingest, windowQuery, brinSize, auditUpdate, rlsSelect, pooledSession, connectPerTx, manyClients, replicaLag, auditVerify, noopUp, writeStall];
 /** The dedicated stack, so a bench never touches the data of a user's `local` stack. */
 export const BENCH_STACK = "bench";
 const FULL_ROUNDS = 5;

@@ -10,7 +10,7 @@ export function perUserScript(users: number, from: (userId: string) => string): 
   return [
     `\\set u random(1, ${users})`,
     "BEGIN;",
-    `SELECT set_config('nb.user_id', (${userId})::text, true);`,
+    `SELECT neuralblitz.set_user_context((${userId})::uuid);`,
     `${PER_USER_SELECT} ${from(userId)};`,
     "END;",
     "",

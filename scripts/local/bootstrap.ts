@@ -3,7 +3,9 @@
 import { pgbouncerAuthSql } from "../../infra/topology/pgbouncerAuth";
 import { scramSha256Verifier } from "../../infra/topology/scram";
 import { GRANTS, grantSql } from "../../schema/privileges";
-import { DATABASE, ROLES, SCHEMA, roleSql } from "../../schema/roles";
+import { DATABASE, ROLES, RoleSpec, SCHEMA, roleSettings, roleSql } from "../../schema/roles";
+import { Client } from "pg";
+import { REPLICATION_USER } from "../../infra/topology/replicaBootstrap";
 import { withSuperuser } from "./postgresNode";
 import { StackState } from "./state";
 
@@ -34,4 +36,80 @@ export async function bootstrapPrimary(state: StackState): Promise<void> {
     },
     DATABASE,
   );
+}
+
+/** True when `stored` (pg_authid.rolpassword) is a SCRAM verifier of `password`; the salt is reused. */
+function verifierOf(stored: string | null, password: string): string | undefined {
+  const m = /^SCRAM-SHA-256\$4096:([^$]+)\$/.exec(stored ?? "");
+  if (!m) return undefined;
+  const again = scramSha256Verifier(password, Buffer.from(m[1], "base64"));
+  return again === stored ? stored : undefined;
+}
+
+interface LiveRole {
+  rolcanlogin: boolean;
+  rolreplication: boolean;
+  rolsuper: boolean;
+  rolcreatedb: boolean;
+  rolcreaterole: boolean;
+  rolbypassrls: boolean;
+  rolinherit: boolean;
+  rolconnlimit: number;
+  valid_forever: boolean;
+  rolpassword: string | null;
+  settings: string[];
+  member_of: string[];
+}
+
+/** What differs between a live role and its spec (empty when none). */
+function roleDrift(spec: RoleSpec, live: LiveRole | undefined, password: string | undefined): string[] {
+  if (!live) return ["missing"];
+  const drift: string[] = [];
+  const attrs =
+    live.rolcanlogin === spec.login &&
+    live.rolreplication === !!spec.replication &&
+    !live.rolsuper && !live.rolcreatedb && !live.rolcreaterole && !live.rolbypassrls && live.rolinherit &&
+    live.rolconnlimit === (spec.connectionLimit ?? -1) &&
+    live.valid_forever;
+  if (!attrs) drift.push("attributes");
+  if (password !== undefined && !verifierOf(live.rolpassword, password)) drift.push("password");
+  const wanted = Object.entries(roleSettings(spec)).map(([k, v]) => `${k}=${v}`).sort();
+  if (JSON.stringify([...live.settings].sort()) !== JSON.stringify(wanted)) drift.push("settings");
+  if ((spec.memberOf ?? []).some((g) => !live.member_of.includes(g))) drift.push("membership");
+  return drift;
+}
+
+/**
+ * Bring every role back to schema/roles.ts on every `nbdb up`: attributes, connection limit,
+ * role-level settings (in any database) and password. A role that changed itself (nb_app may ALTER
+ * ROLE itself SET ... or PASSWORD ...) is repaired and its sessions opened under the tampered state
+ * are ended, so the pooler reconnects with the right settings. Reports what it repaired.
+ */
+export async function convergeRoles(state: StackState): Promise<string[]> {
+  return withSuperuser(state, state.ports.primary, async (c: Client) => {
+    const { rows } = await c.query(
+      `SELECT r.rolname, r.rolcanlogin, r.rolreplication, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolbypassrls, r.rolinherit,
+              r.rolconnlimit, r.rolvaliduntil = 'infinity' AS valid_forever, r.rolpassword,
+              COALESCE((SELECT array_agg(cfg ORDER BY cfg) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) AS cfg WHERE s.setrole = r.oid), '{}') AS settings,
+              COALESCE((SELECT array_agg(g.rolname::text) FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid), '{}') AS member_of
+         FROM pg_catalog.pg_authid r WHERE r.rolname = ANY($1)`,
+      [ROLES.map((r) => r.name)],
+    );
+    // Database postgres is the administrator's (pg_hba.conf refuses every other login there too).
+    // The replica bootstrap creates its slot from there.
+    await c.query(`REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC; GRANT CONNECT ON DATABASE postgres TO ${REPLICATION_USER}`);
+    const live = new Map(rows.map((r) => [r.rolname as string, r as LiveRole]));
+    const repaired: string[] = [];
+    for (const role of ROLES) {
+      const password = role.login ? state.passwords[role.name] : undefined;
+      const drift = roleDrift(role, live.get(role.name), password);
+      if (drift.length === 0) continue;
+      const verifier = password === undefined ? undefined : verifierOf(live.get(role.name)?.rolpassword ?? null, password) ?? scramSha256Verifier(password);
+      await c.query(`BEGIN; ${roleSql(role, verifier)} COMMIT;`);
+      // Sessions opened under the tampered settings keep them (RESET ALL returns to them): end them.
+      await c.query("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()", [role.name]);
+      repaired.push(`repaired role ${role.name} (${drift.join(", ")})`);
+    }
+    return repaired;
+  });
 }

@@ -6,7 +6,7 @@ import { AUTH_USER } from "../../infra/topology/pgbouncerAuth";
 import { POOLER_DEFAULTS, renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
 import { DATABASE } from "../../schema/roles";
 import { LocalContext } from "./context";
-import { ensureServerDir } from "./postgresNode";
+import { ensureServerDir, primarySocketDir } from "./postgresNode";
 import { HOST, StackState, caFile, clientSsl } from "./state";
 import { POOLER_TLS_NAME, certFile, keyFile } from "./tls";
 import { chownToServer, processAlive, processesUsing, run, waitFor } from "./system";
@@ -37,7 +37,8 @@ export function writePoolerConfig(ctx: LocalContext, state: StackState): boolean
   const ini = renderPgbouncerIni({
     listenAddr: HOST,
     listenPort: state.ports.pooler,
-    serverHost: HOST,
+    // Over the primary's Unix socket: the pooled roles are refused over TCP (pg_hba.conf).
+    serverHost: primarySocketDir(ctx),
     serverPort: state.ports.primary,
     database: DATABASE,
     authFile,

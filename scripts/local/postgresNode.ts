@@ -2,7 +2,9 @@
 import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
-import { renderConf, renderHba, serverSettings } from "../../infra/topology/postgresSettings";
+import { HbaAccess, renderConf, renderHba, serverSettings } from "../../infra/topology/postgresSettings";
+import { POOLER_ONLY_ROLES } from "../../schema/roles";
+import { UserError } from "./errors";
 import { REPLICATION_USER, replicaBootstrapScript } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, nodeSizing, replicaLimit } from "./context";
 import { DATABASE } from "../../schema/roles";
@@ -126,12 +128,34 @@ export function writeNodeConf(ctx: LocalContext, state: StackState, node: NodeNa
     ...state.settings,
     listen_addresses: HOST,
     port: portOf(state, node),
-    unix_socket_directories: "",
+    // The primary's socket is for the pooler alone: a directory only the server user can enter.
+    unix_socket_directories: node === "primary" ? primarySocketDir(ctx) : "",
     cluster_name: `nbdb-${ctx.stack}-${node}`,
   };
+  if (node === "primary") ensureServerDir(ctx, primarySocketDir(ctx));
   const confChanged = writeServerFile(ctx, path.join(dir, "nbdb.conf"), renderConf(settings));
-  const hbaChanged = writeServerFile(ctx, path.join(dir, "pg_hba.conf"), renderHba([`${HOST}/32`], REPLICATION_USER));
+  const hbaChanged = writeServerFile(ctx, path.join(dir, "pg_hba.conf"), renderHba([`${HOST}/32`], REPLICATION_USER, LOCAL_HBA_ACCESS));
   return confChanged || hbaChanged;
+}
+
+/**
+ * Locally the pooler reaches the primary over a Unix socket in the stack directory, so the pooled
+ * roles are admitted there only and refused over TCP; database `postgres` admits the superuser only.
+ */
+export const LOCAL_HBA_ACCESS: HbaAccess = {
+  poolerOnly: { roles: POOLER_ONLY_ROLES, from: "local" },
+  // The replica bootstrap creates its slot from database postgres.
+  postgresDatabaseUsers: [SUPERUSER, REPLICATION_USER],
+};
+
+/** The directory of the primary's Unix socket (mode 0700, the server user's): only the pooler uses it. */
+export function primarySocketDir(ctx: LocalContext): string {
+  const dir = path.join(ctx.dir, "run");
+  // sun_path holds 107 bytes: "<dir>/.s.PGSQL.<port>" must fit.
+  if (Buffer.byteLength(dir) + 17 > 107) {
+    throw new UserError(`the stack directory ${ctx.dir} is too long for the primary's Unix socket (at most ~90 bytes); use a shorter NBDB_HOME, e.g. NBDB_HOME=/var/tmp/nbdb`);
+  }
+  return dir;
 }
 
 /** Debian's postgresql-15-cron installed next to the server: then maintenance is scheduled in the database. */

@@ -215,7 +215,7 @@ async function removePreviousSeed(client: Client): Promise<void> {
 
 async function loadBusinessTables(client: Client, report: Reporter, g: Generated, dataKey: string, rows: Record<string, number>): Promise<void> {
   await inTransaction(client, async () => {
-    await client.query("SELECT set_config('nb.data_key', $1, true)", [dataKey]);
+    await client.query("SELECT neuralblitz.set_user_context(NULL, $1)", [dataKey]);
     await removePreviousSeed(client);
     const u = g.users;
     const users = report("users", u.length);

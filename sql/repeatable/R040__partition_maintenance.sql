@@ -4,7 +4,7 @@
 -- <partition>_archived) or drops partitions older than the retention. It does what pg_partman's
 -- run_maintenance() does for native range partitioning, without the extension, so it runs unchanged
 -- wherever the schema does (no superuser needed to install it). Idempotent; serialized by a
--- transaction advisory lock. Partition names: <table>_pYYYYMMDD (day), <table>_pIYYYwIW (ISO week),
+-- row lock nb_app cannot take (take_platform_lock, R012). Partition names: <table>_pYYYYMMDD (day), <table>_pIYYYwIW (ISO week),
 -- <table>_pYYYYMM (month); bounds are in UTC.
 -- Append-only tables (the audit trail) are never rewritten, not even by maintenance: their strays
 -- stay in DEFAULT (still part of the table and its chain), and no partition is made for a period
@@ -93,7 +93,8 @@ DECLARE
   v_retire_before timestamptz;
   part      record;
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('neuralblitz.run_partition_maintenance'));
+  -- A row lock nb_app cannot take (R012), waited for at most 30 s, naming its holder on failure.
+  PERFORM neuralblitz.take_platform_lock('maintenance', '30 seconds');
 
   FOR pol IN SELECT * FROM neuralblitz.partition_policies ORDER BY 1 LOOP
     v_parent := format('neuralblitz.%I', pol.table_name)::regclass;

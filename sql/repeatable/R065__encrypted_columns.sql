@@ -1,6 +1,6 @@
 -- Creates the helpers for encrypted columns: encrypt_secret()/decrypt_secret() (pgcrypto OpenPGP,
 -- AES-256) and lookup_hash() (HMAC-SHA-256 for equality look-ups, e.g. users.email_hmac). The key
--- comes from the caller per transaction (set_config('nb.data_key', $1, true)); it is never stored
+-- comes from the caller per transaction (neuralblitz.set_user_context(user, $1), R060); it is never stored
 -- in a table, a database or role default, or a log. A missing key is an error, never plaintext.
 -- pgcrypto itself lives in neuralblitz_crypto, which only nb_owner can use (V002).
 
@@ -11,10 +11,13 @@ AS $$
 DECLARE
   k text := pg_catalog.current_setting('nb.data_key', true);
 BEGIN
-  IF k IS NULL OR pg_catalog.length(k) < 32 THEN
+  -- Only a key set for this transaction by set_user_context() counts (R060): one left at session
+  -- level on a pooled connection never decrypts anything.
+  IF k IS NULL OR pg_catalog.length(k) < 32
+     OR pg_catalog.current_setting('nb.context_at', true) IS DISTINCT FROM EXTRACT(epoch FROM pg_catalog.now())::text THEN
     RAISE EXCEPTION 'no data key for this transaction'
       USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'Set the stack''s data key per transaction: SELECT set_config(''nb.data_key'', $1, true) (client withUser() does).';
+            HINT = 'Set the stack''s data key per transaction: SELECT neuralblitz.set_user_context(<user id or NULL>, $1) (client withUser() does).';
   END IF;
   RETURN k;
 END
