@@ -3,6 +3,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
 import { AUTH_USER } from "../../infra/topology/pgbouncerAuth";
+import { parsePgbouncerVersion } from "../../infra/topology/pgbouncerVersion";
 import { POOLER_DEFAULTS, renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
 import { DATABASE } from "../../schema/roles";
 import { LocalContext } from "./context";
@@ -96,11 +97,24 @@ export interface PoolCounts {
   poolMode: string;
 }
 
-/** SHOW POOLS on the admin console, as the stats user. */
-export async function poolCounts(state: StackState): Promise<PoolCounts[]> {
+async function withAdminConsole<T>(state: StackState, fn: (c: Client) => Promise<T>): Promise<T> {
   const client = new Client({ host: HOST, port: state.ports.pooler, user: AUTH_USER, password: state.passwords[AUTH_USER], database: "pgbouncer" });
   await client.connect();
   try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** The running pooler's version (SHOW VERSION), x.y.z. */
+export async function poolerVersion(state: StackState): Promise<string | undefined> {
+  return withAdminConsole(state, async (c) => parsePgbouncerVersion(String(Object.values((await c.query("SHOW VERSION")).rows[0] ?? {})[0] ?? "")));
+}
+
+/** SHOW POOLS on the admin console, as the stats user. */
+export async function poolCounts(state: StackState): Promise<PoolCounts[]> {
+  return withAdminConsole(state, async (client) => {
     const res = await client.query("SHOW POOLS");
     return res.rows
       .filter((r) => r.database !== "pgbouncer")
@@ -113,7 +127,5 @@ export async function poolCounts(state: StackState): Promise<PoolCounts[]> {
         serversIdle: Number(r.sv_idle),
         poolMode: r.pool_mode,
       }));
-  } finally {
-    await client.end();
-  }
+  });
 }

@@ -27,7 +27,8 @@ import {
   withSuperuser,
   writeNodeConf,
 } from "./postgresNode";
-import { PoolCounts, poolCounts, poolerPid, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
+import { ensureSystem } from "./setup";
+import { PoolCounts, poolCounts, poolerPid, poolerVersion, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
 import { LocalStackOutputs, StackState, loadState, newDataKey, newState, outputsFile, outputsOf, requireStack, saveState, writePrivate } from "./state";
 import { freePort, portIsFree, run, waitFor } from "./system";
 
@@ -247,6 +248,8 @@ async function convergePooler(ctx: LocalContext, state: StackState, changes: str
 
 /** Bring the stack to the asked shape; on a healthy stack of that shape, change nothing. */
 export async function up(opts: UpOptions): Promise<UpResult> {
+  // A fresh machine: install what is missing (root with apt), or name the command that does.
+  const setup = await ensureSystem(opts.log ?? (() => undefined));
   const ctx = localContext(opts.stack, opts.log ?? (() => undefined));
   prepareStackDir(ctx);
   await checkServerUserReaches(ctx);
@@ -268,7 +271,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       state.dataKey ||= newDataKey();
       saveState(state);
     }
-    const changes: string[] = [];
+    const changes: string[] = setup.installed.map((p) => `installed ${p}`);
     await convergePrimary(ctx, state, changes);
     for (let i = 0; i < replicas; i++) await convergeReplica(ctx, state, i, changes);
     for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
@@ -325,7 +328,7 @@ export interface NodeStatus {
 export interface StackStatus {
   readonly stack: string;
   readonly nodes: NodeStatus[];
-  readonly pooler: { port: number; pid: number | null; running: boolean; pools: PoolCounts[] };
+  readonly pooler: { port: number; pid: number | null; running: boolean; version: string; pools: PoolCounts[] };
   /** Null while the primary is down. */
   readonly maintenance: MaintenanceStatus | null;
 }
@@ -354,6 +357,8 @@ export async function status(stack: string): Promise<StackStatus> {
   });
   const pid = poolerPid(ctx);
   const pools = pid ? await poolCounts(state).catch(() => []) : [];
+  // The running pooler's own word when it answers, else the binary's.
+  const version = (pid ? await poolerVersion(state).catch(() => undefined) : undefined) ?? ctx.bins.pgbouncerVersion;
   const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.admin).catch(() => null) : null;
-  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, pools }, maintenance };
+  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, version, pools }, maintenance };
 }
