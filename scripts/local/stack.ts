@@ -29,7 +29,7 @@ import {
 } from "./postgresNode";
 import { ensureSystem } from "./setup";
 import { PoolCounts, poolCounts, poolerPid, poolerVersion, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
-import { LocalStackOutputs, StackState, loadState, newDataKey, newState, outputsFile, outputsOf, requireStack, saveState, writePrivate } from "./state";
+import { LocalStackOutputs, StackState, loadState, stackHome, newDataKey, newState, outputsFile, outputsOf, requireStack, saveState, writePrivate } from "./state";
 import { freePort, portIsFree, run, waitFor } from "./system";
 
 export const DEFAULT_REPLICAS = 2;
@@ -251,6 +251,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
   // A fresh machine: install what is missing (root with apt), or name the command that does.
   const setup = await ensureSystem(opts.log ?? (() => undefined));
   const ctx = localContext(opts.stack, opts.log ?? (() => undefined));
+  const home = stackHome();
+  if (home.reason) ctx.log(home.reason);
   prepareStackDir(ctx);
   await checkServerUserReaches(ctx);
   return withStackLock(ctx, async () => {
