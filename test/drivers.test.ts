@@ -13,7 +13,8 @@ import { Client } from "pg";
 import postgres from "postgres";
 import { NeuralBlitzDb } from "../client";
 import { up } from "../scripts/local/stack";
-import { LocalStackOutputs, readDataKey } from "../scripts/local/state";
+import { LocalStackOutputs, readDataKey, requireStack } from "../scripts/local/state";
+import { poolerStats } from "../scripts/local/pooler";
 import { uniqueStack } from "./helpers";
 
 const DRIVERS_DIR = path.join(__dirname, "drivers");
@@ -115,10 +116,27 @@ function expectClean(r: Report): void {
   expect(r.transactions, `${r.driver} committed transactions`).to.equal(WORKERS * TRANSACTIONS);
 }
 
+/** The 5 statements of the workload, on each connection. */
+const STATEMENTS = 5;
+
 describe("drivers through the pooler, with their defaults", function () {
   const stack = uniqueStack("drivers");
   let out: LocalStackOutputs;
   let spec: Spec;
+  let parsesBefore: number;
+
+  // Each driver really used named prepared statements (not the unnamed ones any pooler passes):
+  // the pooler saw a named Parse of every statement on every connection, and far fewer than
+  // executions (each was prepared once and executed again and again).
+  beforeEach(async function () {
+    parsesBefore = (await poolerStats(requireStack(stack), out.database)).clientParses;
+  });
+  afterEach(async function () {
+    if (this.currentTest?.state !== "passed") return;
+    const parses = (await poolerStats(requireStack(stack), out.database)).clientParses - parsesBefore;
+    expect(parses, "named Parse messages the pooler received").to.be.at.least(WORKERS * STATEMENTS);
+    expect(parses, "named Parse messages the pooler received").to.be.below((WORKERS * TRANSACTIONS * STATEMENTS) / 2);
+  });
 
   before(async function () {
     out = (await up({ stack, replicas: 0 })).outputs;
@@ -184,12 +202,13 @@ describe("drivers through the pooler, with their defaults", function () {
           for (let k = 0; k < TRANSACTIONS; k++) {
             const p = check.plan(w, k);
             try {
+              // Tagged templates: postgres.js prepares them by default (sql.unsafe it does not).
               const results = await sql.begin(async (tx) => [
-                await tx.unsafe(SET_USER, [p.user.id]),
-                await tx.unsafe(SELECT_A, [0]),
-                await tx.unsafe(SELECT_B, [p.echo, "%"]),
-                await tx.unsafe(UPDATE_C, [p.coherence, p.neuron]),
-                await tx.unsafe(UPDATE_P, [p.phase, p.neuron]),
+                await tx`SELECT set_config('nb.user_id', ${p.user.id}, true) AS user_id`,
+                await tx`SELECT 'A'::text AS tag, id::text AS id, user_id::text AS user_id, label FROM neuralblitz.quantum_neurons WHERE amplitude >= ${0} ORDER BY label`,
+                await tx`SELECT 'B'::text AS tag, count(*)::int AS n, ${p.echo}::text AS echo FROM neuralblitz.quantum_neurons WHERE label LIKE ${"%"}`,
+                await tx`UPDATE neuralblitz.quantum_neurons SET coherence = ${p.coherence} WHERE id = ${p.neuron} RETURNING 'C'::text AS tag, user_id::text AS user_id, coherence, amplitude`,
+                await tx`UPDATE neuralblitz.quantum_neurons SET phase = ${p.phase} WHERE id = ${p.neuron} RETURNING 'P'::text AS tag, user_id::text AS user_id, phase, coherence`,
               ]);
               check.check(`worker ${w} tx ${k}`, p, results.map((r) => [...r] as Row[]));
             } catch (e) {

@@ -112,6 +112,23 @@ export async function poolerVersion(state: StackState): Promise<string | undefin
   return withAdminConsole(state, async (c) => parsePgbouncerVersion(String(Object.values((await c.query("SHOW VERSION")).rows[0] ?? {})[0] ?? "")));
 }
 
+export interface PoolerStats {
+  readonly transactions: number;
+  /** Protocol-level named prepared statements clients sent (Parse with a name), and PgBouncer sent on to servers. */
+  readonly clientParses: number;
+  readonly serverParses: number;
+  readonly binds: number;
+}
+
+/** SHOW STATS of one database, totals since the pooler started. */
+export async function poolerStats(state: StackState, database: string): Promise<PoolerStats> {
+  return withAdminConsole(state, async (c) => {
+    const r = (await c.query("SHOW STATS")).rows.find((x) => x.database === database);
+    if (!r) return { transactions: 0, clientParses: 0, serverParses: 0, binds: 0 };
+    return { transactions: Number(r.total_xact_count), clientParses: Number(r.total_client_parse_count), serverParses: Number(r.total_server_parse_count), binds: Number(r.total_bind_count) };
+  });
+}
+
 /** SHOW POOLS on the admin console, as the stats user. */
 export async function poolCounts(state: StackState): Promise<PoolCounts[]> {
   return withAdminConsole(state, async (client) => {
