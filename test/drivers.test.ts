@@ -123,20 +123,20 @@ describe("drivers through the pooler, with their defaults", function () {
   const stack = uniqueStack("drivers");
   let out: LocalStackOutputs;
   let spec: Spec;
-  let parsesBefore: number;
 
-  // Each driver really used named prepared statements (not the unnamed ones any pooler passes):
-  // the pooler saw a named Parse of every statement on every connection, and far fewer than
-  // executions (each was prepared once and executed again and again).
-  beforeEach(async function () {
-    parsesBefore = (await poolerStats(requireStack(stack), out.database)).clientParses;
-  });
-  afterEach(async function () {
-    if (this.currentTest?.state !== "passed") return;
-    const parses = (await poolerStats(requireStack(stack), out.database)).clientParses - parsesBefore;
-    expect(parses, "named Parse messages the pooler received").to.be.at.least(WORKERS * STATEMENTS);
-    expect(parses, "named Parse messages the pooler received").to.be.below((WORKERS * TRANSACTIONS * STATEMENTS) / 2);
-  });
+  /**
+   * Run a driver and check that it really used named prepared statements (not the unnamed ones any
+   * pooler passes): the pooler saw a named Parse of every statement on every connection, and far
+   * fewer than executions (each prepared once, then executed again and again).
+   */
+  async function prepared(run: () => Promise<Report>): Promise<Report> {
+    const before = (await poolerStats(requireStack(stack), out.database)).clientParses;
+    const report = await run();
+    const parses = (await poolerStats(requireStack(stack), out.database)).clientParses - before;
+    expect(parses, `${report.driver}: named Parse messages the pooler received`).to.be.at.least(WORKERS * STATEMENTS);
+    expect(parses, `${report.driver}: named Parse messages the pooler received`).to.be.below((WORKERS * TRANSACTIONS * STATEMENTS) / 2);
+    return report;
+  }
 
   before(async function () {
     out = (await up({ stack, replicas: 0 })).outputs;
@@ -178,22 +178,26 @@ describe("drivers through the pooler, with their defaults", function () {
 
   it("pgJDBC (Debian's libpostgresql-jdbc-java; prepareThreshold 5)", async function () {
     if (!fs.existsSync(JDBC_JAR)) throw new Error(`${JDBC_JAR} is missing: .ci/run installs libpostgresql-jdbc-java and default-jdk-headless`);
-    expectClean(await runProgram("java", ["-cp", JDBC_JAR, path.join(DRIVERS_DIR, "JdbcCheck.java")], spec));
+    expectClean(await prepared(() => runProgram("java", ["-cp", JDBC_JAR, path.join(DRIVERS_DIR, "JdbcCheck.java")], spec)));
   });
 
   it("psycopg 3 (prepare_threshold 5)", async function () {
-    expectClean(await runProgram(PYTHON, ["psycopg_check.py"], spec));
+    expectClean(await prepared(() => runProgram(PYTHON, ["psycopg_check.py"], spec)));
   });
 
   it("psycopg 3 in pipeline mode", async function () {
-    expectClean(await runProgram(PYTHON, ["psycopg_check.py", "--pipeline"], spec));
+    expectClean(await prepared(() => runProgram(PYTHON, ["psycopg_check.py", "--pipeline"], spec)));
   });
 
   it("asyncpg (a pool; every statement prepared and cached)", async function () {
-    expectClean(await runProgram(PYTHON, ["asyncpg_check.py"], spec));
+    expectClean(await prepared(() => runProgram(PYTHON, ["asyncpg_check.py"], spec)));
   });
 
   it("postgres.js (prepare: true)", async function () {
+    expectClean(await prepared(() => postgresJs()));
+  });
+
+  async function postgresJs(): Promise<Report> {
     const sql = postgres(out.connections.app, { max: WORKERS });
     const check = new Checker("postgres.js", spec);
     try {
@@ -220,10 +224,14 @@ describe("drivers through the pooler, with their defaults", function () {
     } finally {
       await sql.end();
     }
-    expectClean(check.report);
-  });
+    return check.report;
+  }
 
   it("node-postgres with named statements", async function () {
+    expectClean(await prepared(() => nodePostgresNamed()));
+  });
+
+  async function nodePostgresNamed(): Promise<Report> {
     const check = new Checker("node-postgres named", spec);
     const clients = await Promise.all(
       Array.from({ length: WORKERS }, async () => {
@@ -261,6 +269,19 @@ describe("drivers through the pooler, with their defaults", function () {
     } finally {
       await Promise.all(clients.map((c) => c.end()));
     }
-    expectClean(check.report);
+    return check.report;
+  }
+
+  it("SQLAlchemy 1.4 on psycopg2, the user named by an after_begin listener (docs/application.md)", async function () {
+    expectClean(await runProgram(PYTHON, ["sqlalchemy_check.py"], spec));
+  });
+
+  it("SQLAlchemy 1.4 async on asyncpg, the same listener", async function () {
+    expectClean(await prepared(() => runProgram(PYTHON, ["sqlalchemy_check.py", "--async"], spec)));
+  });
+
+  it("SQLAlchemy with the user set once in session.begin() fails closed after commit (the trap the guide warns of)", async function () {
+    const r = (await runProgram(PYTHON, ["sqlalchemy_check.py", "--naive"], spec)) as unknown as { reload_error: string };
+    expect(r.reload_error).to.equal("ObjectDeletedError");
   });
 });

@@ -48,8 +48,8 @@ class Checker:
     def mismatch(self, where, what):
         if len(self.mismatches) < 20:
             self.mismatches.append(f"{where}: {what}")
-        else:
-            self.mismatches.append("...")
+        elif len(self.mismatches) == 20:
+            self.mismatches.append("... (more)")
 
     def check_set_user(self, where, row, user):
         if row[0] != user["id"]:
@@ -75,8 +75,8 @@ class Checker:
     def error(self, where, e):
         if len(self.errors) < 20:
             self.errors.append(f"{where}: {type(e).__name__}: {e}")
-        else:
-            self.errors.append("...")
+        elif len(self.errors) == 20:
+            self.errors.append("... (more)")
 
     def report(self, driver):
         print(json.dumps({"driver": driver, "transactions": self.transactions, "errors": self.errors, "mismatches": self.mismatches}))
