@@ -38,23 +38,44 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 const isRoot = () => process.getuid?.() === 0;
 
+const MACHINE_PREFIX_BASE = "/usr/local/lib/neuralblitz-db";
+
 /**
- * Where the supported PgBouncer is installed: a fixed machine-wide prefix for root, a cache
+ * Where `nbdb setup` installs the supported PgBouncer: a fixed machine-wide prefix as root, a cache
  * directory of the user otherwise (NBDB_PGBOUNCER_PREFIX overrides). Outside the repository, so
  * every checkout and every stack shares one build.
  */
 export function pgbouncerPrefix(): string {
   if (process.env.NBDB_PGBOUNCER_PREFIX) return path.resolve(process.env.NBDB_PGBOUNCER_PREFIX);
-  const base = isRoot() ? "/usr/local/lib/neuralblitz-db" : path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "neuralblitz-db");
+  const base = isRoot() ? MACHINE_PREFIX_BASE : path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "neuralblitz-db");
   return path.join(base, `pgbouncer-${PGBOUNCER_VERSION}`);
 }
 
-export function builtPgbouncer(): string {
-  return path.join(pgbouncerPrefix(), "bin", "pgbouncer");
+/** Where a finished build is looked for: the install prefix, then (for other users) root's machine-wide one. */
+function prefixesToSearch(): string[] {
+  const machine = path.join(MACHINE_PREFIX_BASE, `pgbouncer-${PGBOUNCER_VERSION}`);
+  return [...new Set([pgbouncerPrefix(), ...(process.env.NBDB_PGBOUNCER_PREFIX ? [] : [machine])])];
 }
 
+const binaryIn = (prefix: string) => path.join(prefix, "bin", "pgbouncer");
 /** Written last by a build: its absence means the build never finished (it is then redone). */
-const markerFile = () => path.join(pgbouncerPrefix(), "NBDB-BUILD");
+const markerIn = (prefix: string) => path.join(prefix, "NBDB-BUILD");
+const markerFile = () => markerIn(pgbouncerPrefix());
+
+function finishedBuild(prefix: string): boolean {
+  const marker = markerIn(prefix);
+  return fs.existsSync(marker) && fs.readFileSync(marker, "utf8").trim() !== "" && pgbouncerVersionOf(binaryIn(prefix)) === PGBOUNCER_VERSION;
+}
+
+/** The supported PgBouncer's binary: the finished build found, else where setup installs it. */
+export function builtPgbouncer(): string {
+  return binaryIn(prefixesToSearch().find(finishedBuild) ?? pgbouncerPrefix());
+}
+
+/** True when the supported PgBouncer is built and installed (by this user, or machine-wide by root). */
+export function hasSupportedPgbouncer(): boolean {
+  return prefixesToSearch().some(finishedBuild);
+}
 
 const versionCache = new Map<string, string | undefined>();
 
@@ -70,12 +91,6 @@ export function pgbouncerVersionOf(binary: string): string | undefined {
     versionCache.set(binary, v);
   }
   return versionCache.get(binary);
-}
-
-/** True when the supported PgBouncer is built and installed in the prefix. */
-export function hasSupportedPgbouncer(): boolean {
-  const marker = markerFile();
-  return fs.existsSync(marker) && fs.readFileSync(marker, "utf8").trim() !== "" && pgbouncerVersionOf(builtPgbouncer()) === PGBOUNCER_VERSION;
 }
 
 export function isInstalled(pkg: string): boolean {
@@ -189,7 +204,7 @@ export async function ensurePgbouncer(log: (line: string) => void): Promise<stri
       const src = fs.readdirSync(work).map((d) => path.join(work, d)).find((d) => fs.statSync(d).isDirectory() && path.basename(d).startsWith("pgbouncer-"));
       if (!src) throw new Error(`apt-get source left no pgbouncer-* directory in ${work}`);
       log(`./configure --prefix=${prefix} --with-cares && make && make install`);
-      versionCache.delete(builtPgbouncer());
+      versionCache.delete(binaryIn(prefix));
       fs.rmSync(markerFile(), { force: true });
       await sh("./configure", [`--prefix=${prefix}`, "--with-cares", "--without-systemd", "--without-pam"], { cwd: src });
       await sh("make", [`-j${Math.max(1, os.cpus().length)}`], { cwd: src });
@@ -197,9 +212,9 @@ export async function ensurePgbouncer(log: (line: string) => void): Promise<stri
     } finally {
       fs.rmSync(work, { recursive: true, force: true });
     }
-    versionCache.delete(builtPgbouncer());
-    const built = pgbouncerVersionOf(builtPgbouncer());
-    if (built !== PGBOUNCER_VERSION) throw new Error(`the build installed ${builtPgbouncer()}, but it reports version ${built ?? "none"} instead of ${PGBOUNCER_VERSION}`);
+    versionCache.delete(binaryIn(prefix));
+    const built = pgbouncerVersionOf(binaryIn(prefix));
+    if (built !== PGBOUNCER_VERSION) throw new Error(`the build installed ${binaryIn(prefix)}, but it reports version ${built ?? "none"} instead of ${PGBOUNCER_VERSION}`);
     fs.writeFileSync(markerFile(), `${version}\n`);
     log(`installed PgBouncer ${PGBOUNCER_VERSION} (Debian source ${version}): ${builtPgbouncer()}`);
     return builtPgbouncer();
