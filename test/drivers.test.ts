@@ -15,7 +15,7 @@ import { NeuralBlitzDb } from "../client";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs, readDataKey, requireStack } from "../scripts/local/state";
 import { poolerStats } from "../scripts/local/pooler";
-import { uniqueStack } from "./helpers";
+import { rejection, uniqueStack } from "./helpers";
 
 const DRIVERS_DIR = path.join(__dirname, "drivers");
 /** Debian's Python, whose python3-psycopg and python3-asyncpg .ci/run installs (not a pyenv one). */
@@ -174,6 +174,31 @@ describe("drivers through the pooler, with their defaults", function () {
       transactions: TRANSACTIONS,
       users,
     };
+  });
+
+  describe("startup parameters drivers send", function () {
+    async function connectWith(config: Record<string, unknown>): Promise<Record<string, string>> {
+      const c = new Client({ connectionString: out.connections.app, ...config });
+      await c.connect();
+      try {
+        return (await c.query("SELECT current_setting('DateStyle') AS datestyle, current_setting('statement_timeout') AS statement_timeout")).rows[0];
+      } finally {
+        await c.end();
+      }
+    }
+
+    it("accepts the timeouts (not applied: the role's hold) and applies tracked settings given in options", async function () {
+      const role = await connectWith({});
+      const got = await connectWith({ statement_timeout: 1234, lock_timeout: 2000, idle_in_transaction_session_timeout: 3000, options: "-c DateStyle=German -c statement_timeout=4321" });
+      expect(got.datestyle).to.equal("German, DMY");
+      expect(got.statement_timeout, "a client's timeout never stays on the pooled server connection").to.equal(role.statement_timeout);
+      // The next client gets the pool's settings back, not the previous client's DateStyle.
+      expect((await connectWith({})).datestyle).to.equal(role.datestyle);
+    });
+
+    it("refuses search_path in options, naming it (ignored, it would run names against another schema)", async function () {
+      expect(await rejection(connectWith({ options: "-c search_path=public" }))).to.match(/unsupported startup parameter in options: search_path/);
+    });
   });
 
   it("pgJDBC (Debian's libpostgresql-jdbc-java; prepareThreshold 5)", async function () {
