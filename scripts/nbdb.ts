@@ -10,6 +10,8 @@ import { UserError } from "./local/errors";
 import { parseRecordedHead, verifyAuditTrail } from "./ops/audit";
 import { grantsDiff } from "./ops/grantsDiff";
 import { maintain } from "./ops/maintain";
+import { newMigration } from "./ops/migration";
+import { reset } from "./ops/reset";
 import { parseScale, seed } from "./ops/seed";
 import { printStartSummary, start } from "./ops/start";
 import { regenerateVerifySql, verifySchema } from "./ops/verify";
@@ -18,6 +20,7 @@ import { SERVER_PACKAGES, ensureSystem } from "./local/setup";
 import { findBinaries } from "./local/system";
 import { PGBOUNCER_VERSION } from "../infra/topology/pgbouncerVersion";
 import { outputsFile, readOutputs, validateStackName } from "./local/state";
+import { pgServiceFile } from "./local/pgService";
 
 const log = (line: string) => process.stderr.write(`nbdb: ${line}\n`);
 
@@ -132,6 +135,17 @@ export function program(): Command {
     });
 
   cli
+    .command("reset")
+    .description("rebuild a local stack from nothing: down, purge (all its data), up with the same replica count, seed. Refused for a production stack")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--yes", "confirm deleting all of the stack's data")
+    .option("--scale <s>", "seed data volume (as nbdb seed)", "1")
+    .action(async (o: { stack: string; yes?: boolean; scale: string }) => {
+      const r = await reset({ stack: o.stack, yes: o.yes, scale: parseScale(o.scale), log });
+      console.log(`stack ${o.stack} reset: ${r.replicas} replica(s), ${r.seededRows} seed rows; new passwords in ${outputsFile(o.stack)} and ${pgServiceFile(o.stack)}.`);
+    });
+
+  cli
     .command("status")
     .description("show each node (role, port, pid, running, replication lag) and the pooler's pools")
     .option("--stack <name>", "stack name", stackOption, "local")
@@ -231,6 +245,18 @@ export function program(): Command {
       const diff = grantsDiff(o.base);
       console.log(diff.markdown);
       if (diff.changes.length > 0) process.exitCode = 1;
+    });
+
+  cli
+    .command("migration")
+    .description("SQL migrations (sql/migrations/)")
+    .command("new")
+    .description("write sql/migrations/V<next>__<name>.sql: the next free version and the header comment to fill in; never overwrites")
+    .argument("<name>", "what the migration does, lower-case snake_case (e.g. add_metric_labels)")
+    .option("--dir <dir>", "another bundle directory (holding migrations/ and repeatable/)", REPO_BUNDLE_DIR)
+    .action((name: string, o: { dir: string }) => {
+      const m = newMigration(name, o.dir);
+      console.log(`wrote ${m.file} (version ${m.version}): fill in its header and SQL, then npx nbdb plan lists it as new.`);
     });
 
   const audit = cli.command("audit").description("the GoldenDAG audit trail");

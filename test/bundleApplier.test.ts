@@ -76,9 +76,9 @@ describe("SQL bundle applier", () => {
     const dir = fixtureBundleDir("rows");
     await applyBundles({ url }, loadCatalog(dir));
     const before = await ledgerRows(url);
-    addFixture(dir, "broken");
+    addFixture(dir, "failing");
     const message = await rejection(applyBundles({ url }, loadCatalog(dir)));
-    expect(message).to.match(/V910__broken\.sql:7:53: syntax error at or near "," \(SQLSTATE 42601\)/);
+    expect(message).to.match(/V910__failing\.sql:7:59: type "no_such_type" does not exist \(SQLSTATE 42704\)/);
     expect(message).to.include("rolled back as a whole and the ledger is unchanged");
     expect(await relationExists(url, "neuralblitz.fixture_before_error")).to.equal(false);
     expect(await ledgerRows(url)).to.deep.equal(before);

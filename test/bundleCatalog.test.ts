@@ -6,7 +6,9 @@ import * as path from "path";
 import { Bundle, bundleFromText, checksumOf, loadCatalog } from "../infra/bundles/catalog";
 import { LedgerEntry } from "../infra/bundles/ledger";
 import { planBundles } from "../infra/bundles/plan";
-import { indexOfPosition, lineAndColumn, splitStatements } from "../infra/bundles/sqlSplit";
+import { SqlSyntaxError, indexOfPosition, lineAndColumn, parserVersion, splitStatements } from "../infra/bundles/sqlSplit";
+import { POSTGRES_VERSIONS } from "../infra/config";
+import { FIXTURES } from "./bundleHelpers";
 
 function bundleDir(files: Record<string, string>): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-catalog-"));
@@ -14,6 +16,13 @@ function bundleDir(files: Record<string, string>): string {
     fs.mkdirSync(path.join(dir, path.dirname(file)), { recursive: true });
     fs.writeFileSync(path.join(dir, file), text);
   }
+  return dir;
+}
+
+/** A bundle directory holding one fixture of test/fixtures/bundles (without the ledger migration). */
+function fixtureDir(fixture: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-catalog-"));
+  fs.cpSync(path.join(FIXTURES, fixture), dir, { recursive: true });
   return dir;
 }
 
@@ -41,6 +50,41 @@ describe("SQL bundle catalog", () => {
       ]);
       for (const s of statements) expect(sql.slice(s.offset, s.offset + s.text.length)).to.equal(s.text);
       expect(statements.map((s) => s.firstWord)).to.deep.equal(["select", "select", "create", "select"]);
+    });
+
+    it("keeps a rule's action list whole: CREATE RULE ... DO ALSO (a; b) is one statement", () => {
+      const rule = "CREATE RULE log_insert AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2))";
+      const statements = splitStatements(`${rule};\nSELECT 1;\n`);
+      expect(statements.map((s) => s.text)).to.deep.equal([rule, "SELECT 1"]);
+      expect(statements.map((s) => s.node)).to.deep.equal(["RuleStmt", "SelectStmt"]);
+    });
+
+    it("ends a function whose parameter is named begin at its ';': the next statement is its own", () => {
+      const fn = "CREATE FUNCTION f(begin integer) RETURNS integer LANGUAGE sql AS 'SELECT begin'";
+      const statements = splitStatements(`${fn};\nCREATE TABLE t (id integer);\n`);
+      expect(statements.map((s) => s.text)).to.deep.equal([fn, "CREATE TABLE t (id integer)"]);
+      expect(statements[1].offset).to.equal(fn.length + 2);
+    });
+
+    it("counts offsets in characters after multi-byte text (the parser counts bytes)", () => {
+      const sql = "-- héllo 😀\nSELECT 'é😀';\n/* ü */ SELECT 2;";
+      const statements = splitStatements(sql);
+      expect(statements.map((s) => s.text)).to.deep.equal(["SELECT 'é😀'", "SELECT 2"]);
+      for (const s of statements) expect(sql.slice(s.offset, s.offset + s.text.length)).to.equal(s.text);
+    });
+
+    it("refuses text PostgreSQL cannot parse with its message and where it stopped", () => {
+      const sql = "SELECT 1;\nSELECT 'é' FROM WHERE;";
+      expect(() => splitStatements(sql)).to.throw(SqlSyntaxError, 'syntax error at or near "WHERE"');
+      try {
+        splitStatements(sql);
+      } catch (e) {
+        expect(lineAndColumn(sql, (e as SqlSyntaxError).index)).to.deep.equal({ line: 2, column: 17 });
+      }
+    });
+
+    it("is PostgreSQL 15's parser, the oldest server version the platform runs", () => {
+      expect(Math.floor(parserVersion() / 10000)).to.equal(Number(POSTGRES_VERSIONS[0]));
     });
 
     it("maps PostgreSQL's character positions to line and column, counting astral characters once", () => {
@@ -86,6 +130,19 @@ describe("SQL bundle catalog", () => {
       expect(() => bundleFromText("sql/migrations/V003__x.sql", "versioned", 3, "V003__x", "-- x\nCREATE TABLE neuralblitz.a ();\nCOMMIT;\n")).to.throw(
         /sql\/migrations\/V003__x\.sql:3:1: a bundle must not control its transaction \('COMMIT'\).*-- nbdb:no-transaction/,
       );
+    });
+
+    it("tells savepoints from statements that end the transaction, whatever their spelling", () => {
+      const ok = bundleFromText("f.sql", "versioned", 1, "V001__f", "SAVEPOINT s;\nSELECT 1;\nROLLBACK TO SAVEPOINT s;\nRELEASE s;\n");
+      expect(ok.transactional).to.equal(true);
+      for (const control of ["END", "ABORT", "START TRANSACTION", "BEGIN ISOLATION LEVEL SERIALIZABLE", "PREPARE TRANSACTION 'x'", "rollback"]) {
+        expect(() => bundleFromText("f.sql", "versioned", 1, "V001__f", `SELECT 1;\n  ${control};\n`), control).to.throw(/f\.sql:2:3: a bundle must not control its transaction/);
+      }
+    });
+
+    it("refuses a bundle PostgreSQL's parser refuses when it is read, naming file, line, column and the parser's message", () => {
+      const dir = fixtureDir("broken");
+      expect(() => loadCatalog(dir)).to.throw(/V910__broken\.sql:7:53: PostgreSQL's parser refuses the bundle: syntax error at or near ","\. Nothing was applied/);
     });
 
     it("reads the no-transaction declaration from the header only", () => {

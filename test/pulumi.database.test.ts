@@ -167,6 +167,27 @@ describe("database layer (mocks)", function () {
         for (const g of of(run, GRANT).filter((g) => !g.inputs.objects)) expect(waitsFor(run, g).has(bundles[0].urn), g.name).to.equal(false);
       });
 
+      it("never runs two Grants on one object at once (the provider locks per role only): each waits for the one before it", () => {
+        const objectOf = (g: Registration) => [g.inputs.objectType, g.inputs.database, g.inputs.schema ?? "", ...(g.inputs.objects ?? [])].join("|");
+        const grants = of(run, GRANT);
+        const byObject = new Map<string, Registration[]>();
+        for (const g of grants) byObject.set(objectOf(g), [...(byObject.get(objectOf(g)) ?? []), g]);
+        const shared = [...byObject.values()].filter((gs) => gs.length > 1);
+        expect(shared.length, "objects granted to more than one role").to.be.greaterThan(2);
+        for (const gs of shared) {
+          for (let i = 0; i < gs.length; i++) {
+            for (let j = i + 1; j < gs.length; j++) {
+              const ordered = waitsFor(run, gs[j]).has(gs[i].urn) || waitsFor(run, gs[i]).has(gs[j].urn);
+              expect(ordered, `${gs[i].name} and ${gs[j].name} may run at once`).to.equal(true);
+            }
+          }
+        }
+      });
+
+      it(`drops the schema ${stack.startsWith("review-") ? "with CASCADE (a review database goes with its stack)" : "only with RESTRICT (dev, prod keep their objects)"}`, () => {
+        expect(named(run, SCHEMA_RESOURCE, "nbdb-schema").inputs.dropCascade).to.equal(stack.startsWith("review-"));
+      });
+
       it("applies the stack's partition settings in the last bundle", () => {
         const maintenance = of(run, SQL_BUNDLE).find((b) => b.inputs.bundleName === PARTITION_MAINTENANCE_BUNDLE)!;
         const partitions = (config.partitions ?? DEV.partitions) as { premake: number; metricsRetentionDays: number };

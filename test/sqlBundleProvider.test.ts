@@ -41,10 +41,12 @@ describe("SqlBundle dynamic provider", () => {
     const answer41 = bundleNamed(fixtureBundleDir("answer-41"), "R900__fixture_answer");
     const answer42 = bundleNamed(fixtureBundleDir("answer-42"), "R900__fixture_answer");
 
-    it("create applies the bundle and records it; the outputs carry neither SQL nor connection", async () => {
+    it("create applies the bundle and records it; the outputs carry no SQL, and which database it is in", async () => {
       const created = await provider.create!(inputsOf(ledger, url));
       expect(created.id).to.equal("V001__bundle_ledger");
-      expect(created.outs).to.deep.equal({ bundleName: ledger.name, kind: "versioned", file: ledger.file, checksum: ledger.checksum, transactional: true });
+      const { database, ...outs } = created.outs as SqlBundleOutputs;
+      expect(outs).to.deep.equal({ bundleName: ledger.name, kind: "versioned", file: ledger.file, checksum: ledger.checksum, transactional: true, connection: url });
+      expect(database).to.match(/^\d+:\d+$/);
       await provider.create!(inputsOf(answer41, url));
       expect(await query(url, "SELECT answer FROM neuralblitz.fixture_answer")).to.deep.equal([{ answer: 41 }]);
       expect((await ledgerRows(url)).map((r) => [r.name, r.checksum])).to.deep.equal([
@@ -62,7 +64,7 @@ describe("SqlBundle dynamic provider", () => {
     it("diff shows no change for an unchanged bundle, even with a new connection string, and a change for a new checksum", async () => {
       const olds = (await provider.create!(inputsOf(answer41, url))).outs as SqlBundleOutputs;
       expect((await provider.diff!("R900__fixture_answer", olds, inputsOf(answer41, `${url}?application_name=rotated`))).changes).to.equal(false);
-      expect(await provider.diff!("R900__fixture_answer", olds, inputsOf(answer42, url))).to.deep.equal({ changes: true, replaces: [] });
+      expect(await provider.diff!("R900__fixture_answer", olds, inputsOf(answer42, url))).to.deep.equal({ changes: true });
     });
 
     it("update re-applies a changed repeatable bundle", async () => {
@@ -73,13 +75,32 @@ describe("SqlBundle dynamic provider", () => {
       expect((await ledgerRows(url)).find((r) => r.name === "R900__fixture_answer")!.checksum).to.equal(answer42.checksum);
     });
 
-    it("update refuses a changed versioned migration, with both checksums, and changes nothing", async () => {
+    it("diff (so preview) and update refuse a changed versioned migration, with both checksums, and change nothing", async () => {
       const before = await ledgerRows(url);
       const edited = { ...inputsOf(ledger, url), sql: `${ledger.sql}-- edited\n`, checksum: "e".repeat(64) };
       const olds = (await provider.create!(inputsOf(ledger, url))).outs as SqlBundleOutputs;
-      const message = await rejection(provider.update!("V001__bundle_ledger", olds, edited));
-      expect(message).to.include(`applied checksum ${ledger.checksum}, file checksum ${"e".repeat(64)}`).and.include("new migration");
+      for (const refused of [provider.diff!("V001__bundle_ledger", olds, edited), provider.update!("V001__bundle_ledger", olds, edited)]) {
+        expect(await rejection(refused)).to.include(`applied checksum ${ledger.checksum}, file checksum ${"e".repeat(64)}`).and.include("new migration");
+      }
       expect(await ledgerRows(url)).to.deep.equal(before);
+    });
+
+    it("diff and read notice a database replaced under the stack; read shows a checksum the ledger holds instead", async () => {
+      const replacedUrl = await freshDatabase(outputs, "provider_replaced");
+      const olds = (await provider.create!(inputsOf(ledger, replacedUrl))).outs as SqlBundleOutputs;
+      expect((await provider.diff!("V001__bundle_ledger", olds, inputsOf(ledger, replacedUrl))).changes).to.equal(false);
+      expect(await provider.read!("V001__bundle_ledger", olds)).to.deep.equal({ id: "V001__bundle_ledger", props: olds });
+      // Another checksum in the ledger (applied by hand): refresh shows it.
+      await query(replacedUrl, "UPDATE neuralblitz.bundle_ledger SET checksum = $1 WHERE name = 'V001__bundle_ledger'", ["f".repeat(64)]);
+      expect((await provider.read!("V001__bundle_ledger", olds)).props).to.include({ checksum: "f".repeat(64) });
+      // The database dropped and created again, empty: another identity, nothing in its ledger.
+      await query(outputs.connections.admin, "DROP DATABASE provider_replaced");
+      await freshDatabase(outputs, "provider_replaced");
+      expect((await provider.diff!("V001__bundle_ledger", olds, inputsOf(ledger, replacedUrl))).changes).to.equal(true);
+      expect((await provider.read!("V001__bundle_ledger", olds)).id).to.equal("");
+      const again = (await provider.update!("V001__bundle_ledger", olds, inputsOf(ledger, replacedUrl))).outs as SqlBundleOutputs;
+      expect(again.database).to.not.equal(olds.database);
+      expect((await ledgerRows(replacedUrl)).map((r) => r.name)).to.deep.equal(["V001__bundle_ledger"]);
     });
 
     it("delete drops nothing: objects and ledger rows stay", async () => {

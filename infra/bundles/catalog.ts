@@ -10,7 +10,7 @@ import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { BundleError } from "./errors";
-import { SqlStatement, lineAndColumn, splitStatements } from "./sqlSplit";
+import { SqlStatement, SqlSyntaxError, lineAndColumn, splitStatements } from "./sqlSplit";
 
 export type BundleKind = "versioned" | "repeatable";
 
@@ -32,13 +32,18 @@ export interface Bundle {
 export const REPO_BUNDLE_DIR = path.resolve(__dirname, "..", "..", "sql");
 export const NO_TRANSACTION_DIRECTIVE = "-- nbdb:no-transaction";
 
+/** A bundle's `<name>`: lower-case snake_case. */
+export const BUNDLE_NAME = /^[a-z0-9]+(?:_[a-z0-9]+)*$/;
+const NAME = BUNDLE_NAME.source.slice(1, -1);
+
 const LAYOUT = [
-  { kind: "versioned", subdir: "migrations", pattern: /^V(\d+)__([a-z0-9]+(?:_[a-z0-9]+)*)\.sql$/, example: "V012__add_metrics.sql" },
-  { kind: "repeatable", subdir: "repeatable", pattern: /^R(\d+)__([a-z0-9]+(?:_[a-z0-9]+)*)\.sql$/, example: "R020__audit_functions.sql" },
+  { kind: "versioned", subdir: "migrations", pattern: new RegExp(`^V(\\d+)__(${NAME})\\.sql$`), example: "V012__add_metrics.sql" },
+  { kind: "repeatable", subdir: "repeatable", pattern: new RegExp(`^R(\\d+)__(${NAME})\\.sql$`), example: "R020__audit_functions.sql" },
 ] as const;
 
-// Statements that would commit or abandon the applier's transaction behind its back.
-const TRANSACTION_CONTROL = new Set(["begin", "start", "commit", "end", "rollback", "abort"]);
+// Statements that would start, commit or abandon the applier's transaction behind its back
+// (savepoints stay inside it and are allowed).
+const TRANSACTION_CONTROL = new Set(["TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE"]);
 
 export function checksumOf(sql: string): string {
   return createHash("sha256").update(sql, "utf8").digest("hex");
@@ -56,7 +61,7 @@ function declaresNoTransaction(sql: string, statements: readonly SqlStatement[])
 }
 
 function refuseTransactionControl(file: string, sql: string, statements: readonly SqlStatement[]): void {
-  const control = statements.find((s) => TRANSACTION_CONTROL.has(s.firstWord) && !/^rollback\s+to\b/i.test(s.text));
+  const control = statements.find((s) => s.transactionKind !== undefined && TRANSACTION_CONTROL.has(s.transactionKind));
   if (!control) return;
   const { line, column } = lineAndColumn(sql, control.offset);
   throw new BundleError(
@@ -65,10 +70,23 @@ function refuseTransactionControl(file: string, sql: string, statements: readonl
   );
 }
 
+/** The bundle's statements, or an error naming where PostgreSQL's parser stopped and why. */
+function parseBundle(file: string, sql: string): SqlStatement[] {
+  try {
+    return splitStatements(sql);
+  } catch (e) {
+    if (!(e instanceof SqlSyntaxError)) throw e;
+    const { line, column } = lineAndColumn(sql, e.index);
+    throw new BundleError(
+      `${file}:${line}:${column}: PostgreSQL's parser refuses the bundle: ${e.pgMessage}. Nothing was applied; fix the SQL there (bundles are written for PostgreSQL 15, the oldest server version the platform runs).`,
+    );
+  }
+}
+
 /** A bundle from its text; `file` names it in messages. */
 export function bundleFromText(file: string, kind: BundleKind, order: number, name: string, text: string): Bundle {
   const sql = text.replace(/^\uFEFF/, "").replace(/\r\n/g, "\n");
-  const statements = splitStatements(sql);
+  const statements = parseBundle(file, sql);
   const transactional = !declaresNoTransaction(sql, statements);
   if (transactional) refuseTransactionControl(file, sql, statements);
   return { name, kind, order, file, sql, checksum: checksumOf(sql), transactional };
@@ -101,8 +119,17 @@ export function loadCatalog(dir: string = REPO_BUNDLE_DIR): Bundle[] {
   return LAYOUT.flatMap((layout) => readKind(dir, layout));
 }
 
+/** The version the next migration takes: one above the highest. */
+export function nextMigrationVersion(bundles: readonly Pick<Bundle, "kind" | "order">[]): number {
+  return Math.max(0, ...bundles.filter((b) => b.kind === "versioned").map((b) => b.order)) + 1;
+}
+
+/** A migration's file name: `V<version>__<name>.sql`, the version padded to three digits. */
+export function migrationFileName(version: number, name: string): string {
+  return `V${String(version).padStart(3, "0")}__${name}.sql`;
+}
+
 /** The file name the next migration should take, e.g. `V004__<name>.sql`. */
 export function nextMigrationName(bundles: readonly Pick<Bundle, "kind" | "order">[]): string {
-  const last = Math.max(0, ...bundles.filter((b) => b.kind === "versioned").map((b) => b.order));
-  return `V${String(last + 1).padStart(3, "0")}__<name>.sql`;
+  return migrationFileName(nextMigrationVersion(bundles), "<name>");
 }

@@ -2,8 +2,12 @@
 // Transactional bundles are still sent whole (the server parses them); the split serves the
 // bundles that must run one statement at a time outside a transaction, the check that a bundle
 // does not control its own transaction, and naming the statement an error without a position
-// came from. It follows PostgreSQL's lexer where a ';' can hide: quotes, comments, dollar quotes
-// and SQL-standard function bodies (BEGIN ATOMIC ... END), as psql does.
+// came from. The split is PostgreSQL's own: libpg-query is the server's grammar and lexer
+// (PostgreSQL 15, the oldest server version the platform runs) compiled to WASM, so a ';' inside
+// a rule's action list, a function body or a quote is never mistaken for the end of a statement,
+// and text the server could not parse is refused before it reaches a server.
+import * as path from "path";
+import { createSyncFn } from "synckit";
 
 export interface SqlStatement {
   /** The statement's text from its first token up to (not including) its ';'. */
@@ -12,104 +16,89 @@ export interface SqlStatement {
   readonly offset: number;
   /** Its first keyword, lower-cased ('' when it starts with a quote or symbol). */
   readonly firstWord: string;
+  /** PostgreSQL's parse node, e.g. `CreateStmt`, `TransactionStmt`. */
+  readonly node: string;
+  /** For a `TransactionStmt`, its kind as PostgreSQL names it (`TRANS_STMT_BEGIN`, `TRANS_STMT_ROLLBACK_TO`, ...). */
+  readonly transactionKind?: string;
 }
 
-const WORD_START = /[A-Za-z_\u0080-\uffff]/;
-const WORD_CHAR = /[A-Za-z0-9_$\u0080-\uffff]/;
-const DOLLAR_TAG = /^\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/;
-
-/** Where the text after `from` next continues outside a comment, quote or dollar quote. */
-function skipQuoted(sql: string, from: number, quote: "'" | '"', backslashEscapes: boolean): number {
-  let i = from + 1;
-  while (i < sql.length) {
-    const c = sql[i];
-    if (backslashEscapes && c === "\\") i += 2;
-    else if (c === quote && sql[i + 1] === quote) i += 2;
-    else if (c === quote) return i + 1;
-    else i++;
+/** Text PostgreSQL's parser refuses; `index` is where in the text it stopped. */
+export class SqlSyntaxError extends Error {
+  constructor(
+    readonly pgMessage: string,
+    readonly index: number,
+  ) {
+    super(pgMessage);
+    this.name = "SqlSyntaxError";
   }
-  return i;
 }
 
-function skipBlockComment(sql: string, from: number): number {
-  let depth = 0;
+interface ParsedStatement {
+  readonly location: number;
+  readonly length: number;
+  readonly type: string;
+  readonly transactionKind?: string;
+}
+type ParseOutcome = { version: number; statements: ParsedStatement[] } | { error: { message: string; cursorPosition?: number } };
+
+let parseInWorker: ((sql: string) => ParseOutcome) | undefined;
+/** The parser, started on first use (a worker thread that never keeps the process alive). */
+function parse(sql: string): ParseOutcome {
+  parseInWorker ??= createSyncFn<(sql: string) => Promise<ParseOutcome>>(path.join(__dirname, "pgParser.worker.js"));
+  return parseInWorker(sql);
+}
+
+/** PostgreSQL's version number of the parser (e.g. 150001 for 15.1). */
+export function parserVersion(): number {
+  const outcome = parse("SELECT 1");
+  if ("error" in outcome) throw new Error(outcome.error.message);
+  return outcome.version;
+}
+
+/** Where the first token at or after `from` starts: whitespace, `--` and (nested) block comments skipped. */
+function firstTokenAt(sql: string, from: number): number {
   let i = from;
   while (i < sql.length) {
-    if (sql.startsWith("/*", i)) {
-      depth++;
-      i += 2;
-    } else if (sql.startsWith("*/", i)) {
-      depth--;
-      i += 2;
-      if (depth === 0) return i;
-    } else i++;
+    if (/\s/.test(sql[i])) i++;
+    else if (sql.startsWith("--", i)) {
+      const nl = sql.slice(i).search(/[\n\r]/);
+      i = nl < 0 ? sql.length : i + nl + 1;
+    } else if (sql.startsWith("/*", i)) {
+      let depth = 0;
+      while (i < sql.length) {
+        if (sql.startsWith("/*", i)) (depth++, (i += 2));
+        else if (sql.startsWith("*/", i)) {
+          i += 2;
+          if (--depth === 0) break;
+        } else i++;
+      }
+    } else break;
   }
   return i;
 }
 
+/**
+ * The top-level statements of `sql`, as PostgreSQL's parser delimits them. Throws SqlSyntaxError
+ * (with PostgreSQL's message and where it stopped) when the text does not parse.
+ */
 export function splitStatements(sql: string): SqlStatement[] {
-  const statements: SqlStatement[] = [];
-  let start = -1;
-  let words: string[] = [];
-  let startsWithWord = false;
-  let atomicDepth = 0;
-  const finish = (end: number) => {
-    if (start >= 0) statements.push({ text: sql.slice(start, end).trimEnd(), offset: start, firstWord: startsWithWord ? words[0] : "" });
-    start = -1;
-    words = [];
-    atomicDepth = 0;
-  };
-  // Inside CREATE FUNCTION/PROCEDURE, BEGIN ATOMIC ... END bodies hold ';' that do not end it.
-  const definesRoutine = () => words[0] === "create" && words.slice(1, 4).some((w) => w === "function" || w === "procedure");
-
-  let i = 0;
-  while (i < sql.length) {
-    const c = sql[i];
-    if (/\s/.test(c)) {
-      i++;
-      continue;
-    }
-    if (sql.startsWith("--", i)) {
-      const nl = sql.indexOf("\n", i);
-      i = nl < 0 ? sql.length : nl + 1;
-      continue;
-    }
-    if (sql.startsWith("/*", i)) {
-      i = skipBlockComment(sql, i);
-      continue;
-    }
-    if (c === ";" && atomicDepth === 0) {
-      finish(i);
-      i++;
-      continue;
-    }
-    if (start < 0) {
-      start = i;
-      startsWithWord = WORD_START.test(c);
-    }
-    if (c === "'" || c === '"') {
-      i = skipQuoted(sql, i, c, false);
-    } else if (c === "$" && DOLLAR_TAG.test(sql.slice(i, i + 64))) {
-      const tag = DOLLAR_TAG.exec(sql.slice(i, i + 64))![0];
-      const end = sql.indexOf(tag, i + tag.length);
-      i = end < 0 ? sql.length : end + tag.length;
-    } else if (WORD_START.test(c)) {
-      let j = i + 1;
-      while (j < sql.length && WORD_CHAR.test(sql[j])) j++;
-      const word = sql.slice(i, j).toLowerCase();
-      words.push(word);
-      if (definesRoutine()) {
-        if (word === "begin" || (atomicDepth > 0 && word === "case")) atomicDepth++;
-        else if (word === "end" && atomicDepth > 0) atomicDepth--;
-      }
-      // E'...' strings take backslash escapes.
-      i = word === "e" && sql[j] === "'" ? skipQuoted(sql, j, "'", true) : j;
-    } else {
-      i++;
-    }
+  if (sql.trim() === "") return [];
+  const outcome = parse(sql);
+  if ("error" in outcome) {
+    const position = outcome.error.cursorPosition;
+    throw new SqlSyntaxError(outcome.error.message, position === undefined ? 0 : indexOfPosition(sql, position + 1));
   }
-  finish(sql.length);
-  return statements;
+  // The parser counts UTF-8 bytes; a statement runs from just after the previous ';', so its
+  // leading comments are skipped to find its first token.
+  const bytes = Buffer.from(sql, "utf8");
+  const indexOfByte = (byte: number) => bytes.subarray(0, byte).toString("utf8").length;
+  return outcome.statements.map((s) => {
+    const offset = firstTokenAt(sql, indexOfByte(s.location));
+    const end = s.length > 0 ? indexOfByte(s.location + s.length) : sql.length;
+    const text = sql.slice(offset, end).trimEnd();
+    const firstWord = /^[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*/.exec(text)?.[0].toLowerCase() ?? "";
+    return { text, offset, firstWord, node: s.type, ...(s.transactionKind ? { transactionKind: s.transactionKind } : {}) };
+  });
 }
 
 /** 1-based line and column of a character offset in a text. */

@@ -65,10 +65,28 @@ export class DatabaseLayer extends pulumi.ComponentResource {
       { sql: adminSetupSql(), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.sslMode)) },
       { parent: this, dependsOn: allRoles },
     );
-    const schema = new postgresql.Schema(`${name}-schema`, { name: SCHEMA, database: DATABASE, owner: OBJECT_OWNER }, { ...data, dependsOn: [adminSetup] });
+    // A review database goes with its stack: dropping its schema must take the bundles' objects with
+    // it (the provider drops with RESTRICT otherwise, and SqlBundle.delete drops nothing, so destroy
+    // would fail). Where the stack keeps its bundles (dev, prod), never cascade.
+    const schema = new postgresql.Schema(
+      `${name}-schema`,
+      { name: SCHEMA, database: DATABASE, owner: OBJECT_OWNER, dropCascade: !args.protectedStack && !args.protectData },
+      { ...data, dependsOn: [adminSetup] },
+    );
 
     const grants = grantResources(GRANTS);
-    const grant = (g: { name: string; args: postgresql.GrantArgs }, dependsOn: pulumi.Resource[]) => new postgresql.Grant(`${name}-grant-${g.name}`, g.args, { ...sql, dependsOn });
+    // The provider serializes grants per role and per database only, so two Grants on one object for
+    // different roles would update its ACL at once and fail with "tuple concurrently updated"
+    // (cyrilgdn/terraform-provider-postgresql#178). Grants on the same object therefore wait for
+    // each other: one chain per object, in model order.
+    const lastOnObject = new Map<string, postgresql.Grant>();
+    const grant = (g: { name: string; args: postgresql.GrantArgs }, dependsOn: pulumi.Resource[]) => {
+      const key = grantObjectKey(g.args);
+      const previous = lastOnObject.get(key);
+      const created = new postgresql.Grant(`${name}-grant-${g.name}`, g.args, { ...sql, dependsOn: previous ? [...dependsOn, previous] : dependsOn });
+      lastOnObject.set(key, created);
+      return created;
+    };
     // CONNECT and USAGE come before the bundles: nb_migrator needs CONNECT once PUBLIC has lost it.
     const accessDependencies = [...allRoles, adminSetup, schema];
     const access = [
@@ -90,6 +108,11 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     }
     this.registerOutputs({});
   }
+}
+
+/** The object a Grant changes the ACL of: the database, the schema, or one table or function. */
+function grantObjectKey(a: postgresql.GrantArgs): string {
+  return [a.objectType, a.database, a.schema ?? "", ...((a.objects as string[] | undefined) ?? [])].join("|");
 }
 
 /** A role as schema/roles.ts describes it; its password as a SCRAM verifier, never in plain text. */

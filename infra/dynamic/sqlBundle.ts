@@ -27,22 +27,36 @@ export interface SqlBundleInputs {
   readonly connection: string;
 }
 
-/** What the state keeps as outputs: no SQL text and no connection. */
+/**
+ * What the state keeps as outputs: no SQL text. The connection is kept, as a secret, because a
+ * refresh gives the provider only the outputs; `database` says which database the bundle is in.
+ */
 export interface SqlBundleOutputs {
   readonly bundleName: string;
   readonly kind: Bundle["kind"];
   readonly file: string;
   readonly checksum: string;
   readonly transactional: boolean;
+  /** The identity of the database it was applied to (infra/bundles/deployed.ts); absent in state written before it was kept. */
+  readonly database?: string;
+  readonly connection?: string;
 }
 
 const APPLIER_MODULE = path.join(__dirname, "..", "bundles", "applier");
+const DEPLOYED_MODULE = path.join(__dirname, "..", "bundles", "deployed");
 const TSCONFIG = path.join(__dirname, "..", "..", "tsconfig.json");
 
-export function sqlBundleProvider(applierModule: string = APPLIER_MODULE, tsconfig: string = TSCONFIG): pulumi.dynamic.ResourceProvider {
-  const loadApplier = (): typeof import("../bundles/applier") => {
+export function sqlBundleProvider(applierModule: string = APPLIER_MODULE, tsconfig: string = TSCONFIG, deployedModule: string = DEPLOYED_MODULE): pulumi.dynamic.ResourceProvider {
+  const typescript = (): void => {
     if (!require.extensions[".ts"]) require("ts-node").register({ transpileOnly: true, project: tsconfig });
+  };
+  const loadApplier = (): typeof import("../bundles/applier") => {
+    typescript();
     return require(applierModule);
+  };
+  const deployed = (url: string, name: string): ReturnType<typeof import("../bundles/deployed").deployedBundle> => {
+    typescript();
+    return (require(deployedModule) as typeof import("../bundles/deployed")).deployedBundle(url, name);
   };
   const bundleOf = (i: SqlBundleInputs): Bundle => ({
     name: i.bundleName,
@@ -53,40 +67,62 @@ export function sqlBundleProvider(applierModule: string = APPLIER_MODULE, tsconf
     checksum: i.checksum,
     transactional: i.transactional,
   });
-  const outputsOf = (i: SqlBundleInputs): SqlBundleOutputs => ({
+  const outputsOf = (i: SqlBundleInputs, database: string): SqlBundleOutputs => ({
     bundleName: i.bundleName,
     kind: i.kind,
     file: i.file,
     checksum: i.checksum,
     transactional: i.transactional,
+    database,
+    connection: i.connection,
   });
+  const refuseEditedMigration = (olds: SqlBundleOutputs, news: SqlBundleInputs): void => {
+    if (news.kind === "versioned" && olds.checksum !== news.checksum) {
+      throw new Error(loadApplier().editedMigrationMessage(bundleOf(news), olds.checksum, "a new migration numbered above the last one in sql/migrations/"));
+    }
+  };
   // No progress log: the engine does not show a dynamic provider's output. A deploy waiting for
   // another one shows as a long create/update, and fails after the lock timeout naming the holder.
-  const apply = async (inputs: SqlBundleInputs): Promise<void> => {
+  const apply = async (inputs: SqlBundleInputs): Promise<SqlBundleOutputs> => {
     await loadApplier().applyBundles({ url: inputs.connection }, [bundleOf(inputs)]);
+    return outputsOf(inputs, (await deployed(inputs.connection, inputs.bundleName)).database);
   };
 
   return {
     // Adopts a bundle the ledger already holds with the same checksum; refuses one it holds edited.
     async create(inputs: SqlBundleInputs): Promise<pulumi.dynamic.CreateResult> {
-      await apply(inputs);
-      return { id: inputs.bundleName, outs: outputsOf(inputs) };
+      return { id: inputs.bundleName, outs: await apply(inputs) };
     },
 
-    // Only the checksum (and the bundle's identity) matter: a new connection string, e.g. after a
-    // password rotation, is no reason to apply anything.
+    // The checksum decides, and the database: one replaced under the stack (another identity), or
+    // whose ledger no longer holds the bundle, gets it applied again. A new connection string alone
+    // (a rotated password) is no reason to apply anything. An edited migration fails the preview
+    // already, with both checksums, before anything runs.
     async diff(_id: pulumi.ID, olds: SqlBundleOutputs, news: SqlBundleInputs): Promise<pulumi.dynamic.DiffResult> {
       const renamed = olds.bundleName !== news.bundleName || olds.kind !== news.kind;
-      return { changes: renamed || olds.checksum !== news.checksum, replaces: renamed ? ["bundleName"] : [] };
+      if (renamed) return { changes: true, replaces: ["bundleName"] };
+      refuseEditedMigration(olds, news);
+      let gone = false;
+      if (olds.database !== undefined) {
+        // Unreachable here (a preview away from the servers): the checksum decides; up itself connects.
+        const now = await deployed(news.connection, news.bundleName).catch(() => undefined);
+        gone = now !== undefined && (now.database !== olds.database || now.checksum === undefined);
+      }
+      return { changes: gone || olds.checksum !== news.checksum };
     },
 
     async update(_id: pulumi.ID, olds: SqlBundleOutputs, news: SqlBundleInputs): Promise<pulumi.dynamic.UpdateResult> {
-      if (news.kind === "versioned" && olds.checksum !== news.checksum) {
-        const applier = loadApplier();
-        throw new Error(applier.editedMigrationMessage(bundleOf(news), olds.checksum, "a new migration numbered above the last one in sql/migrations/"));
-      }
-      await apply(news);
-      return { outs: outputsOf(news) };
+      refuseEditedMigration(olds, news);
+      return { outs: await apply(news) };
+    },
+
+    // Refresh: what the ledger of that database holds. A bundle the ledger no longer holds, or one of
+    // a database replaced since, is gone (so the next up applies it); another checksum shows as drift.
+    async read(id: pulumi.ID, props: SqlBundleOutputs): Promise<pulumi.dynamic.ReadResult> {
+      if (!props.connection) return { id, props };
+      const now = await deployed(props.connection, props.bundleName);
+      if (now.checksum === undefined || (props.database !== undefined && now.database !== props.database)) return { id: "" };
+      return { id, props: { ...props, checksum: now.checksum, database: now.database } };
     },
 
     // Never drops schema objects and never connects. Protected stacks (dev, prod) do not even get
@@ -129,7 +165,14 @@ export class SqlBundle extends pulumi.dynamic.Resource {
       transactional: bundle.transactional,
       connection: pulumi.secret(args.connection),
     };
-    super(provider, name, inputs, { ...opts, retainOnDelete: args.protectedStack || opts?.retainOnDelete }, "neuralblitz", "SqlBundle");
+    super(
+      provider,
+      name,
+      inputs,
+      { ...opts, retainOnDelete: args.protectedStack || opts?.retainOnDelete, additionalSecretOutputs: ["connection", ...(opts?.additionalSecretOutputs ?? [])] },
+      "neuralblitz",
+      "SqlBundle",
+    );
   }
 }
 

@@ -29,6 +29,7 @@ import {
 } from "./postgresNode";
 import { ensureSystem } from "./setup";
 import { PoolCounts, poolCounts, poolerPid, poolerVersion, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
+import { writePgServiceConf } from "./pgService";
 import { LocalStackOutputs, StackState, loadState, stackHome, newDataKey, newState, outputsFile, outputsOf, requireStack, saveState, writePrivate } from "./state";
 import { freePort, portIsFree, run, waitFor } from "./system";
 
@@ -282,6 +283,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       changes.push(...(await convergeDatabase(outputsOf(state).connections, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log)));
     }
     if (writePrivate(outputsFile(opts.stack), JSON.stringify(outputsOf(state), null, 2) + "\n")) changes.push("wrote outputs.json");
+    if (writePgServiceConf(outputsOf(state))) changes.push("wrote pg_service.conf");
+    if (writePgServiceConf(outputsOf(state))) changes.push("wrote pg_service.conf");
     return { changes, outputs: outputsOf(state) };
   });
 }

@@ -5,6 +5,7 @@ import { TABLES } from "../../schema/tables";
 import { StackStatus, status, up } from "../local/stack";
 import * as path from "path";
 import { LocalStackOutputs, outputsFile, stackDir } from "../local/state";
+import { pgServiceFile, serviceName } from "../local/pgService";
 import { AuditVerdict, verifyAuditTrail } from "./audit";
 import { isSeeded, seed } from "./seed";
 import { Drift, verifySchema } from "./verify";
@@ -63,6 +64,7 @@ export function printStartSummary(s: StartSummary, print: (line: string) => void
       : `  audit chain: BROKEN at ${s.audit.broken.length} entries: run npx nbdb audit verify`,
   );
   print(`  connection strings: ${outputsFile(o.stack)} (mode 0600); data key: dataKey in ${path.join(stackDir(o.stack), "state.json")}`);
+  print(`  psql: PGSERVICEFILE=${pgServiceFile(o.stack)} psql service=${serviceName(o.stack, "app")} (also -migrator, -readonly, -auditor, -admin)`);
 }
 
 
