@@ -218,6 +218,10 @@ describe("drivers through the pooler, with their defaults", function () {
     expectClean(await prepared(() => runProgram(PYTHON, ["asyncpg_check.py"], spec)));
   });
 
+  it("asyncpg, one asyncpg.connect() connection per worker", async function () {
+    expectClean(await prepared(() => runProgram(PYTHON, ["asyncpg_check.py", "--connect"], spec)));
+  });
+
   it("postgres.js (prepare: true)", async function () {
     expectClean(await prepared(() => postgresJs()));
   });

@@ -1,10 +1,28 @@
 """asyncpg with its defaults (statement cache of 100, every query a named prepared statement), on a
-pool of as many connections as workers, each worker a concurrent task."""
+pool of as many connections as workers, each worker a concurrent task; with --connect, each worker
+on a connection of its own from asyncpg.connect()."""
+import sys
 import asyncio
 
 import asyncpg
 
 from workload import SELECT_A, SELECT_B, SET_USER, UPDATE_C, UPDATE_P, Checker, dollar, load_spec
+
+
+class OneConnection:
+    """The pool's acquire() for a single connection of asyncpg.connect()."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def acquire(self):
+        return self
+
+    async def __aenter__(self):
+        return self.conn
+
+    async def __aexit__(self, *exc):
+        return False
 
 
 async def worker(pool, checker, w, spec):
@@ -41,6 +59,16 @@ def neuron_uuid(text):
 async def main():
     spec = load_spec()
     checker = Checker(spec)
+    params = dict(host=spec["host"], port=spec["port"], database=spec["database"], user=spec["user"], password=spec["password"])
+    if "--connect" in sys.argv:
+        conns = [await asyncpg.connect(**params) for _ in range(spec["workers"])]
+        try:
+            await asyncio.gather(*(worker(OneConnection(c), checker, w, spec) for w, c in enumerate(conns)))
+        finally:
+            for c in conns:
+                await c.close()
+        checker.report("asyncpg-connect")
+        return
     pool = await asyncpg.create_pool(
         host=spec["host"], port=spec["port"], database=spec["database"], user=spec["user"], password=spec["password"],
         min_size=spec["workers"], max_size=spec["workers"],
