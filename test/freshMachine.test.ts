@@ -8,9 +8,12 @@ import * as path from "path";
 import { PGBOUNCER_IMAGE } from "../infra/platform/images";
 import { PGBOUNCER_VERSION, minorOf } from "../infra/topology/pgbouncerVersion";
 import { renderPgbouncerIni } from "../infra/topology/pgbouncerIni";
-import { status } from "../scripts/local/stack";
+import { status, up } from "../scripts/local/stack";
+import { localContext } from "../scripts/local/context";
+import { poolerVersion, stopPooler } from "../scripts/local/pooler";
+import { chownToServer, run, waitFor } from "../scripts/local/system";
 import { builtPgbouncer, hasSupportedPgbouncer } from "../scripts/local/setup";
-import { UNREACHABLE_CHECKOUT_HOME, reachableBy, stackDir } from "../scripts/local/state";
+import { UNREACHABLE_CHECKOUT_HOME, reachableBy, requireStack, stackDir } from "../scripts/local/state";
 import { query, uniqueStack } from "./helpers";
 
 const BIN = path.join(__dirname, "..", "bin", "nbdb.js");
@@ -121,6 +124,29 @@ describe("a fresh machine", function () {
       expect(st.code, st.stderr).to.equal(0);
       expect(JSON.parse(st.stdout).pooler).to.include({ running: true, version: PGBOUNCER_VERSION });
     });
+  });
+
+  it("restarts a pooler left running by an older PgBouncer (a stack from before the upgrade) on the supported one", async function () {
+    // Debian 12's PgBouncer 1.18, where installed: the one such stacks ran.
+    const old = "/usr/sbin/pgbouncer";
+    if (!fs.existsSync(old)) this.skip();
+    const stack = uniqueStack("oldpool");
+    await up({ stack, replicas: 0, bundles: false });
+    const ctx = localContext(stack, () => undefined);
+    const state = requireStack(stack);
+    await stopPooler(ctx);
+    // The settings 1.18 knows: without the group it would refuse to start with.
+    const dir = path.join(stackDir(stack), "pgbouncer");
+    const ini = fs.readFileSync(path.join(dir, "pgbouncer.ini"), "utf8").split("; prepared statements and startup parameters\n");
+    const oldIni = path.join(dir, "old.ini");
+    fs.writeFileSync(oldIni, ini[0] + ini[1].split("\n").filter((l) => !/^(max_prepared_statements|track_extra_parameters|ignore_startup_parameters) =/.test(l)).join("\n"), { mode: 0o600 });
+    chownToServer(oldIni, ctx.user);
+    await run(old, ["-d", oldIni], { as: ctx.user });
+    await waitFor("the old pgbouncer", 15_000, async () => ((await poolerVersion(state).catch(() => undefined)) === "1.18.0" ? true : undefined));
+    const { changes } = await up({ stack, replicas: 0, bundles: false });
+    expect(changes).to.include(`restarted pgbouncer: 1.18.0 → ${PGBOUNCER_VERSION}`);
+    expect(await poolerVersion(state)).to.equal(PGBOUNCER_VERSION);
+    expect((await up({ stack, replicas: 0, bundles: false })).changes).to.deep.equal([]);
   });
 
   it("shows the running pooler's version in nbdb status", async function () {

@@ -237,6 +237,16 @@ async function removeReplica(ctx: LocalContext, state: StackState, index: number
 
 async function convergePooler(ctx: LocalContext, state: StackState, changes: string[]): Promise<void> {
   const changed = writePoolerConfig(ctx, state);
+  // A pooler started by another PgBouncer (a stack from before the upgrade to the supported
+  // version) keeps running the old one, which a reload cannot change: restart it on this binary.
+  const running = poolerPid(ctx) ? await poolerVersion(state).catch(() => undefined) : undefined;
+  if (running && running !== ctx.bins.pgbouncerVersion) {
+    ctx.log(`pgbouncer ${running} is running; restarting it as ${ctx.bins.pgbouncerVersion} (${ctx.bins.pgbouncer})`);
+    await stopPooler(ctx);
+    await startPooler(ctx, state);
+    changes.push(`restarted pgbouncer: ${running} → ${ctx.bins.pgbouncerVersion}`);
+    return;
+  }
   if (!poolerPid(ctx)) {
     ctx.log(`starting pgbouncer on port ${state.ports.pooler}`);
     await startPooler(ctx, state);
