@@ -2,12 +2,22 @@
 // replicas, built from a stack's outputs, and `withUser`, which runs a function in a transaction
 // with the user and the data key set transaction-locally. Under PgBouncer's transaction pooling
 // that is the only safe way to carry them (a session SET would leak to the next client), and
-// `withUser` makes it the easy way. Queries use unnamed statements: PgBouncer 1.18 cannot pool
-// named prepared statements.
-import { Pool, PoolClient, PoolConfig } from "pg";
-import { StackOutputs } from "./outputs";
+// `withUser` makes it the easy way. PgBouncer 1.24 pools protocol-level prepared statements, so
+// queries may be named (`{ name, text, values }`). `listen` keeps a session of its own on the
+// pooler's session-mode entry (LISTEN cannot work through transaction pooling). docs/application.md
+// is the application's guide.
+import { Client, Pool, PoolClient, PoolConfig } from "pg";
+import { StackOutputs, sessionPoolDatabase } from "./outputs";
 
 export type { StackOutputs } from "./outputs";
+export { bulkInsert, BULK_CHUNK_ROWS } from "./bulk";
+export { RETRYABLE_SQLSTATES, isRetryable, withRetry } from "./retry";
+export type { RetryOptions } from "./retry";
+
+export interface Listener {
+  /** Stop listening and close the session. */
+  close(): Promise<void>;
+}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -49,6 +59,8 @@ export class NeuralBlitzDb {
   private readonly dataKey: string;
   /** nb_readonly on the primary, for reads when no replica can be reached (none when there are no replicas). */
   private readonly readFallback?: Pool;
+  private readonly appUrl: string;
+  private readonly onIdleError: (e: Error) => void;
   private nextRead = 0;
 
   constructor(opts: NeuralBlitzDbOptions) {
@@ -61,6 +73,8 @@ export class NeuralBlitzDb {
     const max = opts.max ?? 10;
     const onIdleError = opts.onIdleError ?? (() => undefined);
     this.dataKey = opts.dataKey;
+    this.appUrl = opts.outputs.connections.app;
+    this.onIdleError = onIdleError;
     this.write = poolFor(opts.outputs.connections.app, max, onIdleError);
     this.read = opts.outputs.replicas.length
       ? opts.outputs.replicas.map((r) => poolFor(opts.outputs.connections.readonly, max, onIdleError, r))
@@ -113,6 +127,31 @@ export class NeuralBlitzDb {
       }
     }
     throw last;
+  }
+
+  /**
+   * LISTEN on `channel` in a session of its own (nb_app on the pooler's session-mode entry), calling
+   * `onNotification` with each payload; `onError` hears about a lost session (listen again).
+   * Notifications are not under row-level security: any nb_app session may listen on any channel,
+   * so send ids, and read the rows they name with withUser.
+   */
+  async listen(channel: string, onNotification: (payload: string) => void, onError: (e: Error) => void = this.onIdleError): Promise<Listener> {
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(channel)) throw new Error(`listen: '${channel}' is not a channel name (lower-case letters, digits and _, at most 63)`);
+    const u = new URL(this.appUrl);
+    u.pathname = `/${sessionPoolDatabase(u.pathname.slice(1))}`;
+    const client = new Client({ connectionString: u.toString(), application_name: "neuralblitz-listen" });
+    client.on("error", onError);
+    client.on("notification", (n) => {
+      if (n.channel === channel) onNotification(n.payload ?? "");
+    });
+    await client.connect();
+    try {
+      await client.query(`LISTEN ${channel}`);
+    } catch (e) {
+      await client.end().catch(() => undefined);
+      throw e;
+    }
+    return { close: () => client.end() };
   }
 
   async close(): Promise<void> {

@@ -46,3 +46,14 @@ export function connectionUrl(user: string, password: string, at: Endpoint, data
   const params = tls.sslMode === "disable" ? [] : [`sslmode=${tls.sslMode}`, ...(tls.rootCert ? [`sslrootcert=${queryValue(tls.rootCert)}`] : [])];
   return `postgresql://${user}:${encodeURIComponent(password)}@${at.host}:${at.port}/${database}${params.length ? `?${params.join("&")}` : ""}`;
 }
+
+/**
+ * The pooler's session-mode entry: the same database under another name, for what needs a session
+ * of its own (LISTEN). Every other use goes through the transaction pool.
+ */
+export function sessionPoolDatabase(database: string): string {
+  return `${database}_session`;
+}
+
+/** Server connections the session-mode entry may hold per role (each listener keeps one). */
+export const SESSION_POOL_SIZE = 10;

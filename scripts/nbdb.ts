@@ -16,6 +16,9 @@ import { parseScale, seed } from "./ops/seed";
 import { printStartSummary, start } from "./ops/start";
 import { regenerateVerifySql, verifySchema } from "./ops/verify";
 import { StackStatus, down, status, up } from "./local/stack";
+import { SERVER_PACKAGES, ensureSystem } from "./local/setup";
+import { findBinaries } from "./local/system";
+import { PGBOUNCER_VERSION } from "../infra/topology/pgbouncerVersion";
 import { outputsFile, readOutputs, validateStackName } from "./local/state";
 import { pgServiceFile } from "./local/pgService";
 
@@ -51,8 +54,8 @@ function printStatus(s: StackStatus): void {
   }
   console.log(`stack ${s.stack}`);
   console.log(nodes.toString());
-  const pooler = new Table({ ...tableStyle, head: ["pooler", "port", "pid", "running", "database", "user", "clients active", "clients waiting", "servers active", "servers idle"] });
-  const base = ["pgbouncer", s.pooler.port, s.pooler.pid ?? "-", s.pooler.running ? "yes" : "NO"];
+  const pooler = new Table({ ...tableStyle, head: ["pooler", "version", "port", "pid", "running", "database", "user", "clients active", "clients waiting", "servers active", "servers idle"] });
+  const base = ["pgbouncer", s.pooler.version, s.pooler.port, s.pooler.pid ?? "-", s.pooler.running ? "yes" : "NO"];
   if (s.pooler.pools.length === 0) pooler.push([...base, "-", "-", "-", "-", "-", "-"]);
   for (const p of s.pooler.pools) pooler.push([...base, p.database, p.user, p.clientsActive, p.clientsWaiting, p.serversActive, p.serversIdle]);
   console.log(pooler.toString());
@@ -104,6 +107,15 @@ export function program(): Command {
       console.log(`pooler    ${out.pooler.host}:${out.pooler.port} (${out.pooler.poolMode} pooling)`);
       console.log(`connection strings (with passwords): ${outputsFile(o.stack)}`);
       if (out.tls) console.log(`TLS: verify-full against the stack's CA ${out.tls.caFile}`);
+    });
+
+  cli
+    .command("setup")
+    .description(`install what the local stack needs on this machine (root, Debian/Ubuntu): ${SERVER_PACKAGES.join(", ")} and PgBouncer ${PGBOUNCER_VERSION} built from Debian 13's source package; skips what is there`)
+    .action(async () => {
+      const r = await ensureSystem(log);
+      console.log(r.installed.length ? `installed: ${r.installed.join(", ")}` : "everything the local stack needs is installed.");
+      console.log(`PgBouncer: ${findBinaries().pgbouncer} (${findBinaries().pgbouncerVersion})`);
     });
 
   cli

@@ -256,11 +256,12 @@ describe("local stack", function () {
       expect(cli.stderr).to.match(/no stack 'no-such-stack'/);
     });
 
-    it("names the Debian packages when the binaries are missing, before creating anything", async function () {
+    it("names the command that installs the binaries when they are missing, before creating anything", async function () {
       const fresh = uniqueStack("nobins");
       const cli = await nbdb(["up", "--stack", fresh], { NBDB_PG_BINDIR: "/nonexistent", NBDB_PGBOUNCER: "/nonexistent/pgbouncer" });
       expect(cli.code).to.equal(2);
-      expect(cli.stderr).to.match(/apt-get install -y postgresql-15 pgbouncer/);
+      expect(cli.stderr).to.match(/missing PostgreSQL 15\+ server binaries .* and PgBouncer 1\.24\.1/s);
+      expect(cli.stderr).to.include("sudo npx nbdb setup");
       expect(fs.existsSync(stackDir(fresh))).to.equal(false);
     });
 

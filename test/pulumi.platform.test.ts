@@ -58,7 +58,7 @@ describe("Pulumi program (mocks)", function () {
       expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-scheduler"]);
       expect(of(run, VOLUME).map((r) => r.name)).to.have.members(["nbdb-primary-data", "nbdb-replica-0-data"]);
       expect(of(run, NETWORK)).to.have.length(1);
-      expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["postgres:15.17-bookworm", "edoburu/pgbouncer:v1.25.2-p0"]);
+      expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["postgres:15.17-bookworm", "edoburu/pgbouncer:v1.24.1-p1"]);
       expect(of(run, IMAGE).every((r) => r.inputs.keepLocally === true)).to.equal(true);
       expect(run.registrations.filter((r) => r.type.startsWith("aws:"))).to.deep.equal([]);
       expect(of(run, "neuralblitz:platform:DockerCluster")).to.have.length(1);
@@ -109,7 +109,7 @@ describe("Pulumi program (mocks)", function () {
 
     it("configures PgBouncer from the shared pgbouncer.ini with auth_query, pointed at the primary", () => {
       const pooler = named(run, CONTAINER, "nbdb-pooler");
-      expect(pooler.inputs.image).to.equal("sha256:edoburu/pgbouncer:v1.25.2-p0");
+      expect(pooler.inputs.image).to.equal("sha256:edoburu/pgbouncer:v1.24.1-p1");
       const ini = uploaded(pooler, "/etc/pgbouncer/pgbouncer.ini");
       expect(ini).to.include("neuralblitz = host=nbdb-primary port=5432 dbname=neuralblitz");
       expect(ini).to.include("auth_query = SELECT username, password FROM pgbouncer.get_auth($1)");
@@ -294,7 +294,7 @@ describe("Pulumi program (mocks)", function () {
 
     it("runs PgBouncer with the shared pgbouncer.ini, TLS to the primary, and its auth file from Secrets Manager", () => {
       const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
-      expect(container.image).to.equal("edoburu/pgbouncer:v1.25.2-p0");
+      expect(container.image).to.equal("edoburu/pgbouncer:v1.24.1-p1");
       const ini = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
       expect(ini).to.include("neuralblitz = host=nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com port=5432 dbname=neuralblitz");
       expect(ini).to.include("server_tls_sslmode = require");

@@ -17,8 +17,9 @@ export const POSTGRES_IMAGE_UID = "999";
 
 /**
  * edoburu/pgbouncer: maintained, small (Alpine), rebuilt on base-image updates, ships pg_isready.
- * PgBouncer 1.25 has the CVE-2025-12819 fix and max_prepared_statements.
+ * The same minor version as the local stack's (PGBOUNCER_VERSION in infra/topology/pgbouncerVersion.ts;
+ * a test checks they agree), so prepared statements and startup parameters behave alike everywhere.
  */
-export const PGBOUNCER_IMAGE = "edoburu/pgbouncer:v1.25.2-p0";
+export const PGBOUNCER_IMAGE = "edoburu/pgbouncer:v1.24.1-p1";
 /** The uid the PgBouncer image runs as. */
 export const PGBOUNCER_IMAGE_UID = "70";

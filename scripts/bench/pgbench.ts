@@ -15,6 +15,8 @@ export interface PgbenchRun {
   readonly seconds: number;
   /** -C: a new connection for every transaction. */
   readonly connectPerTransaction?: boolean;
+  /** pgbench -M: "prepared" sends each statement as a named prepared statement (what drivers do by default). Default simple. */
+  readonly protocol?: "simple" | "extended" | "prepared";
   /** Extra libpq environment, e.g. PGOPTIONS for a session setting. */
   readonly env?: NodeJS.ProcessEnv;
 }
@@ -58,6 +60,7 @@ export async function pgbench(ctx: BenchContext, run: PgbenchRun): Promise<Pgben
   fs.writeFileSync(scriptFile, run.script);
   const args = ["--no-vacuum", "--report-per-command", `--client=${run.clients}`, `--jobs=${Math.min(run.clients, 2)}`, `--time=${run.seconds}`, `--file=${scriptFile}`];
   if (run.connectPerTransaction) args.push("--connect");
+  if (run.protocol) args.push(`--protocol=${run.protocol}`);
   try {
     const output = await new Promise<string>((resolve, reject) => {
       const child = spawn(path.join(ctx.pgBinDir, "pgbench"), args, { env: { ...process.env, ...libpqEnv(run.url), ...run.env }, stdio: ["ignore", "pipe", "pipe"] });

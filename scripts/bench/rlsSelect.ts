@@ -1,6 +1,8 @@
 // Per-user SELECT latency under row-level security, through PgBouncer as nb_app: quantum_neurons
 // with its FORCEd policy against a bench copy of the same rows and indexes with RLS off, where the
-// query names the user itself. The figure is the SELECT statement's own latency (pgbench -r).
+// query names the user itself. The figure is the SELECT statement's own latency (pgbench -r), with
+// named prepared statements (pgbench -M prepared) as drivers send them by default: PgBouncer 1.24
+// pools them, so the plan is made once per server connection, not at every execution.
 import { BENCH_SCHEMA, benchUsers } from "./fixtures";
 import { withClient } from "./db";
 import { PgbenchResult, pgbench } from "./pgbench";
@@ -32,7 +34,7 @@ export const rlsSelect: Benchmark = {
     });
     const run = (script: string, label: string) => async (round: number) => {
       ctx.note(`per-user SELECT ${label}, round ${round + 1}/${ctx.rounds}`);
-      return pgbench(ctx, { script, url: ctx.outputs.connections.app, clients: CLIENTS, seconds });
+      return pgbench(ctx, { script, url: ctx.outputs.connections.app, clients: CLIENTS, seconds, protocol: "prepared" });
     };
     const results = await alternate(ctx.rounds, {
       subject: run(perUserScript(users, () => "neuralblitz.quantum_neurons"), "under RLS"),
@@ -50,7 +52,7 @@ export const rlsSelect: Benchmark = {
         value,
         unit: "× (RLS-off latency / RLS latency)",
         met: value.median >= 0.9,
-        method: `pgbench through PgBouncer as nb_app, ${CLIENTS} clients, ${seconds} s per side per round; each transaction sets nb.user_id for a random one of ${users} bench users and reads that user's neurons; latency of the SELECT alone (pgbench -r).`,
+        method: `pgbench -M prepared (named prepared statements, pooled by PgBouncer's max_prepared_statements) through PgBouncer as nb_app, ${CLIENTS} clients, ${seconds} s per side per round; each transaction sets nb.user_id for a random one of ${users} bench users and reads that user's neurons; latency of the SELECT alone (pgbench -r).`,
         details: {
           rlsSelectMs: spread(rlsMs),
           plainSelectMs: spread(plainMs),

@@ -3,6 +3,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
 import { AUTH_USER } from "../../infra/topology/pgbouncerAuth";
+import { parsePgbouncerVersion } from "../../infra/topology/pgbouncerVersion";
 import { POOLER_DEFAULTS, renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
 import { DATABASE } from "../../schema/roles";
 import { LocalContext } from "./context";
@@ -106,11 +107,41 @@ export interface PoolCounts {
   poolMode: string;
 }
 
-/** SHOW POOLS on the admin console, as the stats user. */
-export async function poolCounts(state: StackState): Promise<PoolCounts[]> {
+async function withAdminConsole<T>(state: StackState, fn: (c: Client) => Promise<T>): Promise<T> {
   const client = new Client({ host: HOST, port: state.ports.pooler, user: AUTH_USER, password: state.passwords[AUTH_USER], database: "pgbouncer", ssl: clientSsl(state.stack) });
   await client.connect();
   try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** The running pooler's version (SHOW VERSION), x.y.z. */
+export async function poolerVersion(state: StackState): Promise<string | undefined> {
+  return withAdminConsole(state, async (c) => parsePgbouncerVersion(String(Object.values((await c.query("SHOW VERSION")).rows[0] ?? {})[0] ?? "")));
+}
+
+export interface PoolerStats {
+  readonly transactions: number;
+  /** Protocol-level named prepared statements clients sent (Parse with a name), and PgBouncer sent on to servers. */
+  readonly clientParses: number;
+  readonly serverParses: number;
+  readonly binds: number;
+}
+
+/** SHOW STATS of one database, totals since the pooler started. */
+export async function poolerStats(state: StackState, database: string): Promise<PoolerStats> {
+  return withAdminConsole(state, async (c) => {
+    const r = (await c.query("SHOW STATS")).rows.find((x) => x.database === database);
+    if (!r) return { transactions: 0, clientParses: 0, serverParses: 0, binds: 0 };
+    return { transactions: Number(r.total_xact_count), clientParses: Number(r.total_client_parse_count), serverParses: Number(r.total_server_parse_count), binds: Number(r.total_bind_count) };
+  });
+}
+
+/** SHOW POOLS on the admin console, as the stats user. */
+export async function poolCounts(state: StackState): Promise<PoolCounts[]> {
+  return withAdminConsole(state, async (client) => {
     const res = await client.query("SHOW POOLS");
     return res.rows
       .filter((r) => r.database !== "pgbouncer")
@@ -123,7 +154,5 @@ export async function poolCounts(state: StackState): Promise<PoolCounts[]> {
         serversIdle: Number(r.sv_idle),
         poolMode: r.pool_mode,
       }));
-  } finally {
-    await client.end();
-  }
+  });
 }

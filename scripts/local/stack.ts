@@ -29,7 +29,8 @@ import {
   withSuperuser,
   writeNodeConf,
 } from "./postgresNode";
-import { PoolCounts, poolCounts, poolerPid, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
+import { ensureSystem } from "./setup";
+import { PoolCounts, poolCounts, poolerPid, poolerVersion, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
 import { writePgServiceConf } from "./pgService";
 import {
   LocalStackOutputs,
@@ -37,6 +38,7 @@ import {
   caFile,
   loadState,
   loadStateBackup,
+  stackHome,
   newDataKey,
   newState,
   outputsFile,
@@ -339,6 +341,16 @@ async function removeReplica(ctx: LocalContext, state: StackState, index: number
 
 async function convergePooler(ctx: LocalContext, state: StackState, changes: string[]): Promise<void> {
   const changed = writePoolerConfig(ctx, state);
+  // A pooler started by another PgBouncer (a stack from before the upgrade to the supported
+  // version) keeps running the old one, which a reload cannot change: restart it on this binary.
+  const running = poolerPid(ctx) ? await poolerVersion(state).catch(() => undefined) : undefined;
+  if (running && running !== ctx.bins.pgbouncerVersion) {
+    ctx.log(`pgbouncer ${running} is running; restarting it as ${ctx.bins.pgbouncerVersion} (${ctx.bins.pgbouncer})`);
+    await stopPooler(ctx);
+    await startPooler(ctx, state);
+    changes.push(`restarted pgbouncer: ${running} → ${ctx.bins.pgbouncerVersion}`);
+    return;
+  }
   if (!poolerPid(ctx)) {
     ctx.log(`starting pgbouncer on port ${state.ports.pooler}`);
     await startPooler(ctx, state);
@@ -393,7 +405,11 @@ function stateForUp(ctx: LocalContext, opts: UpOptions, changes: string[], ports
 
 /** Bring the stack to the asked shape; on a healthy stack of that shape, change nothing. */
 export async function up(opts: UpOptions): Promise<UpResult> {
+  // A fresh machine: install what is missing (root with apt), or name the command that does.
+  const setup = await ensureSystem(opts.log ?? (() => undefined));
   const ctx = localContext(opts.stack, opts.log ?? (() => undefined));
+  const home = stackHome();
+  if (home.reason) ctx.log(home.reason);
   prepareStackDir(ctx);
   await checkServerUserReaches(ctx);
   return withStackLock(ctx, async () => {
@@ -421,6 +437,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       state.dataKey ||= newDataKey();
       saveState(state);
     }
+    changes.push(...setup.installed.map((p) => `installed ${p}`));
     const nodes: NodeName[] = ["primary", ...Array.from({ length: replicas }, (_, i) => replicaName(i))];
     // Certificates first: the servers' settings and the replicas' base backups use them.
     const tls = convergeTls(ctx, [...nodes, POOLER_TLS_NAME], { renew: opts.renewTls });
@@ -516,7 +533,7 @@ export interface NodeStatus {
 export interface StackStatus {
   readonly stack: string;
   readonly nodes: NodeStatus[];
-  readonly pooler: { port: number; pid: number | null; running: boolean; pools: PoolCounts[] };
+  readonly pooler: { port: number; pid: number | null; running: boolean; version: string; pools: PoolCounts[] };
   /** Null while the primary is down. */
   readonly maintenance: MaintenanceStatus | null;
   /** What is wrong, one line each (a node down, a replica not streaming); empty when healthy. `nbdb status` exits 1 unless empty. */
@@ -553,6 +570,8 @@ export async function status(stack: string): Promise<StackStatus> {
   const pid = poolerPid(ctx);
   if (!pid) problems.push("pgbouncer is not running");
   const pools = pid ? await poolCounts(state).catch(() => []) : [];
+  // The running pooler's own word when it answers, else the binary's.
+  const version = (pid ? await poolerVersion(state).catch(() => undefined) : undefined) ?? ctx.bins.pgbouncerVersion;
   const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.admin).catch(() => null) : null;
-  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, pools }, maintenance, problems };
+  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, version, pools }, maintenance, problems };
 }

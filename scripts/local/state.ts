@@ -1,12 +1,13 @@
 // A local stack's state: `.nbdb/<stack>/state.json` (mode 0600) holds the ports chosen once, the
 // generated passwords and how far the stack was built; `outputs.json` is the contract other code
 // reads (DESIGN.md, "Contracts").
-import { randomBytes } from "crypto";
+import { createHash, randomBytes } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { DATABASE, LOGIN_ROLES, LoginRoleName } from "../../schema/roles";
 import { StackOutputs, connectionUrl } from "../../client/outputs";
 import { UserError } from "./errors";
+import { ServerUser, serverUser } from "./system";
 
 export type { StackOutputs };
 
@@ -43,8 +44,45 @@ export function validateStackName(stack: string): string {
   return stack;
 }
 
+/** True when every directory from `dir` up to `/` is searchable by `user` (owner, group or other bits). */
+export function reachableBy(dir: string, user: { uid: number; gid: number }): boolean {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if (fs.existsSync(d)) {
+      const st = fs.statSync(d);
+      const bit = st.uid === user.uid ? 0o100 : st.gid === user.gid ? 0o010 : 0o001;
+      if ((st.mode & bit) === 0) return false;
+    }
+    if (d === path.dirname(d)) return true;
+  }
+}
+
+/** Where the stacks of a checkout go when the server user cannot reach it: one directory per checkout. */
+export const UNREACHABLE_CHECKOUT_HOME = "/var/lib/neuralblitz-db/stacks";
+
+/**
+ * Where the stacks live: NBDB_HOME; else `.nbdb` in the working directory (the checkout), unless
+ * nbdb runs as root and the server user (`postgres`) cannot reach it, as in root's 0700 home: then
+ * a directory of this checkout under /var/lib/neuralblitz-db/stacks, which it can (`reason` says so).
+ */
+export function stackHome(): { dir: string; reason?: string } {
+  if (process.env.NBDB_HOME) return { dir: path.resolve(process.env.NBDB_HOME) };
+  const checkout = process.cwd();
+  const local = path.join(checkout, ".nbdb");
+  if (process.getuid?.() !== 0) return { dir: local };
+  let server: ServerUser;
+  try {
+    server = serverUser();
+  } catch {
+    return { dir: local }; // no server user yet: findBinaries/setup say what to install first
+  }
+  if (reachableBy(checkout, server)) return { dir: local };
+  const id = createHash("sha256").update(checkout).digest("hex").slice(0, 10);
+  const dir = path.join(UNREACHABLE_CHECKOUT_HOME, `${path.basename(checkout).replace(/[^A-Za-z0-9._-]/g, "_")}-${id}`);
+  return { dir, reason: `the server user '${server.name}' cannot reach ${checkout}, so this checkout's stacks live in ${dir} (NBDB_HOME chooses another place)` };
+}
+
 export function nbdbRoot(): string {
-  return path.resolve(process.env.NBDB_HOME ?? path.join(process.cwd(), ".nbdb"));
+  return stackHome().dir;
 }
 
 export function stackDir(stack: string): string {

@@ -4,11 +4,15 @@ import { execFile } from "child_process";
 import * as fs from "fs";
 import * as net from "net";
 import * as path from "path";
+import { PGBOUNCER_MIN_VERSION, PGBOUNCER_VERSION, compareVersions } from "../../infra/topology/pgbouncerVersion";
 import { UserError } from "./errors";
+import { SETUP_COMMAND, builtPgbouncer, hasSupportedPgbouncer, pgbouncerVersionOf } from "./setup";
 
 export interface Binaries {
   readonly pgBinDir: string;
   readonly pgbouncer: string;
+  /** What the pgbouncer binary reports, x.y.z. */
+  readonly pgbouncerVersion: string;
 }
 
 const PG_PACKAGE = "postgresql-15";
@@ -33,21 +37,38 @@ function onPath(name: string): string | undefined {
   return undefined;
 }
 
+/** The PgBouncer to run: NBDB_PGBOUNCER, else the supported build (nbdb setup), else one on PATH. */
+function pgbouncerCandidate(): string | undefined {
+  if (process.env.NBDB_PGBOUNCER) return process.env.NBDB_PGBOUNCER;
+  if (hasSupportedPgbouncer()) return builtPgbouncer();
+  return onPath("pgbouncer");
+}
+
 export function findBinaries(): Binaries {
   const needed = ["initdb", "pg_ctl", "postgres", "pg_basebackup", "psql", "pg_isready"];
   const pgBinDir = pgBinDirCandidates().find((d) => needed.every((b) => fs.existsSync(path.join(d, b))));
-  const pgbouncer = process.env.NBDB_PGBOUNCER ?? onPath("pgbouncer");
+  const pgbouncer = pgbouncerCandidate();
   const missing: string[] = [];
   if (!pgBinDir) missing.push(`PostgreSQL ${MIN_PG_MAJOR}+ server binaries (${needed.join(", ")}) in /usr/lib/postgresql/<version>/bin`);
-  if (!pgbouncer || !fs.existsSync(pgbouncer)) missing.push("pgbouncer");
+  if (!pgbouncer || !fs.existsSync(pgbouncer)) missing.push(`PgBouncer ${PGBOUNCER_VERSION}`);
   if (missing.length > 0) {
     throw new UserError(
       `missing ${missing.join(" and ")}.\n` +
-        `Install them with: sudo apt-get update && sudo apt-get install -y ${PG_PACKAGE} pgbouncer\n` +
+        `Install them with: ${SETUP_COMMAND}\n` +
         `(or point NBDB_PG_BINDIR / NBDB_PGBOUNCER at existing binaries).`,
     );
   }
-  return { pgBinDir: pgBinDir!, pgbouncer: pgbouncer! };
+  const pgbouncerVersion = pgbouncerVersionOf(pgbouncer!);
+  if (!pgbouncerVersion || compareVersions(pgbouncerVersion, PGBOUNCER_MIN_VERSION) < 0) {
+    const from = process.env.NBDB_PGBOUNCER ? ` (NBDB_PGBOUNCER=${process.env.NBDB_PGBOUNCER})` : "";
+    throw new UserError(
+      `${pgbouncer}${from} is PgBouncer ${pgbouncerVersion ?? "of unknown version"}, older than the supported ${PGBOUNCER_VERSION}: ` +
+        `it pools prepared statements and startup parameters differently from the Docker and AWS stacks (docs/pooler.md).\n` +
+        `Install the supported one with: ${SETUP_COMMAND}` +
+        (process.env.NBDB_PGBOUNCER ? `\n(and unset NBDB_PGBOUNCER, or point it at PgBouncer ${PGBOUNCER_MIN_VERSION} or newer)` : ""),
+    );
+  }
+  return { pgBinDir: pgBinDir!, pgbouncer: pgbouncer!, pgbouncerVersion };
 }
 
 export interface ServerUser {
