@@ -98,10 +98,19 @@ class Problems {
   }
 
   private push(key: string, value: unknown, allowed: string, verb: "set" | "rm", args: string): void {
-    const shown = value === undefined ? "(unset)" : JSON.stringify(value);
+    const shown = value === undefined ? "(unset)" : isSecretKey(key) ? "[secret]" : JSON.stringify(value);
     const path = key.includes(".") ? "--path " : "";
     this.list.push(`${PROJECT}:${key} = ${shown}: ${allowed} (fix: pulumi config ${verb} ${path}${args})`);
   }
+}
+
+/**
+ * Whether the stack holds the (top-level) key as a secret (`pulumi config set --secret`): its value
+ * is never printed. The SDK's own check is internal; where it is missing, no value counts as printable.
+ */
+function isSecretKey(key: string): boolean {
+  const check = (pulumi.runtime as unknown as { isConfigSecret?: (k: string) => boolean }).isConfigSecret;
+  return typeof check !== "function" || check(`${PROJECT}:${key.split(".")[0]}`);
 }
 
 function isObject(v: unknown): v is Values {

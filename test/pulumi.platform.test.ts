@@ -24,6 +24,22 @@ function withKey(config: Config, key: string, value: unknown): Config {
   return copy;
 }
 
+/** Go's time.Duration.String() of whole seconds, which the Docker provider stores and compares: 120 → "2m0s". */
+function goDuration(seconds: number): string {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  return h > 0 ? `${h}h${m}m${s}s` : m > 0 ? `${m}m${s}s` : `${s}s`;
+}
+
+/** "2m0s", "120s", "1h" → seconds. */
+function durationSeconds(d: string): number {
+  const units: Record<string, number> = { h: 3600, m: 60, s: 1 };
+  const parts = [...d.matchAll(/(\d+)([hms])/g)];
+  if (parts.map((p) => p[0]).join("") !== d) throw new Error(`not a duration: ${d}`);
+  return parts.reduce((sum, p) => sum + Number(p[1]) * units[p[2]], 0);
+}
+
 const uploaded = (r: Registration, file: string): string => r.inputs.uploads.find((u: any) => u.file === file).content;
 
 const CONTAINER = "docker:index/container:Container";
@@ -82,6 +98,18 @@ describe("Pulumi program (mocks)", function () {
         expect(c.inputs.volumes[0].volumeName).to.equal(`${name}-data`);
         expect(c.inputs.command).to.include("hba_file=/etc/postgresql/neuralblitz/pg_hba.conf");
       }
+    });
+
+    it("writes healthcheck durations as the provider reads them back, so previews show no update (issue 15 item 5)", () => {
+      const checked = of(run, CONTAINER).filter((c) => c.inputs.healthcheck);
+      expect(checked.map((c) => c.name)).to.include.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler"]);
+      for (const c of checked) {
+        for (const field of ["interval", "timeout", "startPeriod"]) {
+          const written: string = c.inputs.healthcheck[field];
+          expect(written, `${c.name} healthcheck.${field}`).to.equal(goDuration(durationSeconds(written)));
+        }
+      }
+      expect(goDuration(120)).to.equal("2m0s");
     });
 
     it("creates the replication and pooler roles and the auth lookup at initdb, with SCRAM verifiers only", () => {
@@ -390,6 +418,21 @@ describe("Pulumi program (mocks)", function () {
         expect(run.registrations).to.deep.equal([]);
       });
     }
+
+    it("never prints the value of a secret key, unknown or invalid (issue 15 item 12)", async () => {
+      const secret = "s3cr3t-token-0123456789";
+      const config = withKey(withKey(DEV, "apiToken", secret), "replicas", `${secret}-2`);
+      const { error, registrations } = await deploy("dev", config, ["apiToken", "replicas"]);
+      expect(error!.message).to.include("neuralblitz-db:apiToken = [secret]: unknown key");
+      expect(error!.message).to.include("neuralblitz-db:replicas = [secret]: expected a whole number");
+      expect(error!.message).to.not.include(secret);
+      expect(registrations).to.deep.equal([]);
+      // A nested key of a secret object is as secret as the object.
+      const nested = await deploy("dev", withKey(DEV, "pooler.authToken", secret), ["pooler"]);
+      expect(nested.error!.message).to.include("neuralblitz-db:pooler.authToken = [secret]").and.not.include(secret);
+      // Plain keys still show their value, which is what makes the message useful.
+      expect((await deploy("dev", withKey(DEV, "replicas", 9), ["apiToken"])).error!.message).to.include("neuralblitz-db:replicas = 9");
+    });
 
     it("reports every bad key at once, each with the command that fixes it", async () => {
       const config = withKey(withKey(withKey(DEV, "replicas", 9), "pooler.poolMode", "x"), "postgresVersion", "9.6");

@@ -79,7 +79,8 @@ export interface Run {
   readonly error?: Error;
 }
 
-export async function installMocks(stack: string, config: Config): Promise<Registration[]> {
+/** `secretKeys`: config keys (without the project prefix) the stack holds as secrets. */
+export async function installMocks(stack: string, config: Config, secretKeys: readonly string[] = []): Promise<Registration[]> {
   const registrations: Registration[] = [];
   let port = 49152;
   await pulumi.runtime.setMocks(
@@ -111,12 +112,15 @@ export async function installMocks(stack: string, config: Config): Promise<Regis
       }
       callback(err, res);
     });
-  pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(config).map(([k, v]) => [`${PROJECT}:${k}`, typeof v === "string" ? v : JSON.stringify(v)])));
+  pulumi.runtime.setAllConfig(
+    Object.fromEntries(Object.entries(config).map(([k, v]) => [`${PROJECT}:${k}`, typeof v === "string" ? v : JSON.stringify(v)])),
+    secretKeys.map((k) => `${PROJECT}:${k}`),
+  );
   return registrations;
 }
 
-export async function deploy(stack: string, config: Config): Promise<Run> {
-  const registrations = await installMocks(stack, config);
+export async function deploy(stack: string, config: Config, secretKeys: readonly string[] = []): Promise<Run> {
+  const registrations = await installMocks(stack, config, secretKeys);
   let outputs: StackOutputs | undefined;
   let error: Error | undefined;
   try {

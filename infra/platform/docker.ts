@@ -63,8 +63,12 @@ function publishedPort(container: docker.Container, internal: number): pulumi.Ou
   });
 }
 
+/**
+ * Durations in the form the provider reads back (Go's time.Duration: "2m0s", not "120s"); any other
+ * spelling of the same time shows as an update of every container on every preview.
+ */
 function healthcheck(test: string[]): docker.types.input.ContainerHealthcheck {
-  return { tests: ["CMD", ...test], interval: "5s", timeout: "5s", retries: 6, startPeriod: "120s" };
+  return { tests: ["CMD", ...test], interval: "5s", timeout: "5s", retries: 6, startPeriod: "2m0s" };
 }
 
 export class DockerCluster extends pulumi.ComponentResource implements Cluster {
