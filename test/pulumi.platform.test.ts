@@ -208,7 +208,7 @@ describe("Pulumi program (mocks)", function () {
         performanceInsightsEnabled: true,
         deletionProtection: true,
         skipFinalSnapshot: false,
-        finalSnapshotIdentifier: "nbdb-primary-final",
+        finalSnapshotIdentifier: "nbdb-primary-final-0a1b2c3d",
         publiclyAccessible: false,
         username: "postgres",
         password: "pw-nbdb-admin",
@@ -266,6 +266,24 @@ describe("Pulumi program (mocks)", function () {
       expect(lines[1]).to.equal(`"nb_app" "${stableScramVerifier("nb_app", "pw-nbdb-nb_app")}"`);
       expect(lines[2]).to.equal(`"nb_auditor" "${stableScramVerifier("nb_auditor", "pw-nbdb-nb_auditor")}"`);
       expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_app");
+    });
+
+    it("replaces fixed-name resources by deleting first, and names from a prefix what cannot be deleted while in use (issue 15 item 9)", () => {
+      // Their names carry what forces a replacement (the parameter group's family), or only a rename replaces them.
+      const exempt = ["aws:rds/parameterGroup:ParameterGroup", "aws:rds/subnetGroup:SubnetGroup"];
+      const fixed = run.registrations.filter((r) => r.type.startsWith("aws:") && !exempt.includes(r.type) && (typeof r.inputs.name === "string" || typeof r.inputs.identifier === "string"));
+      expect(fixed.map((r) => r.type)).to.include.members([
+        RDS, "aws:lb/loadBalancer:LoadBalancer", "aws:iam/role:Role", "aws:cloudwatch/logGroup:LogGroup", "aws:ecs/cluster:Cluster", ECS_SERVICE,
+      ]);
+      expect(fixed.filter((r) => !r.deleteBeforeReplace).map((r) => `${r.type} ${r.name}`)).to.deep.equal([]);
+      for (const [type, prefix] of [["aws:ec2/securityGroup:SecurityGroup", "nbdb-"], ["aws:lb/targetGroup:TargetGroup", "nbdb-"], ["aws:secretsmanager/secret:Secret", "nbdb-pooler-auth-file-"]]) {
+        for (const r of of(run, type)) {
+          expect(r.inputs, `${type} ${r.name}`).to.not.have.property("name");
+          expect(r.inputs.namePrefix, `${type} ${r.name}`).to.be.a("string").and.satisfy((p: string) => p.startsWith(prefix));
+        }
+      }
+      // The final snapshot's name is new for each primary, so a stack made again after a destroy can take one.
+      expect(named(run, "random:index/randomId:RandomId", "nbdb-final-snapshot").inputs.byteLength).to.equal(4);
     });
 
     it("protects the primary and the replicas", () => {

@@ -23,6 +23,7 @@ export interface Registration {
   /** `<provider urn>::<provider id>`, or empty for the default provider. */
   readonly provider: string;
   readonly retainOnDelete: boolean;
+  readonly deleteBeforeReplace: boolean;
 }
 
 export type Config = Record<string, any>;
@@ -62,6 +63,8 @@ function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number
       return { ...i, ports: (i.ports ?? []).map((p: any) => ({ ...p, external: p.external ?? nextPort() })) };
     case "docker:index/remoteImage:RemoteImage":
       return { ...i, imageId: `sha256:${i.name}` };
+    case "random:index/randomId:RandomId":
+      return { ...i, hex: "0a1b2c3d" };
     case "random:index/randomPassword:RandomPassword":
       return { ...i, result: `pw-${args.name}` };
     case "aws:rds/instance:Instance":
@@ -108,6 +111,7 @@ export async function installMocks(stack: string, config: Config, secretKeys: re
           dependencies: req.getDependenciesList(),
           provider: req.getProvider(),
           retainOnDelete: req.getRetainondelete() === true,
+          deleteBeforeReplace: req.getDeletebeforereplace() === true,
         });
       }
       callback(err, res);

@@ -4,6 +4,7 @@
 import { REPLICATION_USER } from "../topology/replicaBootstrap";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
 import { DATABASE } from "../../schema/roles";
 import { AwsConfig, PoolerConfig, PostgresVersion } from "../config";
 import { AwsPooler } from "./awsPooler";
@@ -38,11 +39,15 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
     const { aws: cfg } = args;
     const allowed = [...cfg.allowedCidrs];
 
+    // Fixed physical names cannot exist twice: a forced replacement of such a resource must delete the
+    // old one first (deleteBeforeReplace), or it fails with "already exists". Where the old one cannot be
+    // deleted while in use (security groups), AWS names it from a prefix instead, so both can coexist.
+    const fixedName = { parent: this, deleteBeforeReplace: true };
     const subnets = new aws.rds.SubnetGroup(`${name}-subnets`, { name: physical(`${name}-subnets`), subnetIds: [...cfg.subnetIds] }, { parent: this });
     const poolerSecurityGroup = new aws.ec2.SecurityGroup(
       `${name}-pooler`,
       {
-        name: physical(`${name}-pooler`),
+        namePrefix: physical(`${name}-pooler-`),
         description: "PgBouncer: its load balancer and tasks",
         vpcId: cfg.vpcId,
         ingress: [
@@ -57,7 +62,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
     const databaseSecurityGroup = new aws.ec2.SecurityGroup(
       `${name}-database`,
       {
-        name: physical(`${name}-database`),
+        namePrefix: physical(`${name}-database-`),
         description: "PostgreSQL primary and replicas",
         vpcId: cfg.vpcId,
         ingress: [
@@ -86,8 +91,12 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
       performanceInsightsRetentionPeriod: 7,
       enabledCloudwatchLogsExports: ["postgresql"],
     };
-    const dataOpts = { parent: this, protect: args.protectData };
+    // Instances keep their identifiers (clients and replicas use them); protected ones are never replaced.
+    const dataOpts = { ...fixedName, protect: args.protectData };
     const primaryIdentifier = physical(`${name}-primary`);
+    // A final snapshot name can be used once per account and region: a stack destroyed and made again
+    // (or a primary replaced) takes a new one.
+    const finalSnapshot = new random.RandomId(`${name}-final-snapshot`, { byteLength: 4 }, { parent: this });
     const primary = new aws.rds.Instance(
       `${name}-primary`,
       {
@@ -106,7 +115,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
         copyTagsToSnapshot: true,
         deletionProtection: args.protectData,
         skipFinalSnapshot: !args.protectData,
-        finalSnapshotIdentifier: args.protectData ? `${primaryIdentifier}-final` : undefined,
+        finalSnapshotIdentifier: args.protectData ? pulumi.interpolate`${primaryIdentifier}-final-${finalSnapshot.hex}` : undefined,
       },
       dataOpts,
     );

@@ -50,11 +50,16 @@ export class AwsPooler extends pulumi.ComponentResource {
     super("neuralblitz:platform:AwsPooler", name, {}, opts);
     const physical = `${name}${args.physicalSuffix}`;
     const parent = { parent: this };
+    // Resources with a fixed physical name: a forced replacement deletes the old one first, or the new
+    // one would fail with "already exists".
+    const fixedName = { parent: this, deleteBeforeReplace: true };
 
-    const logs = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/neuralblitz/${physical}`, retentionInDays: 30 }, parent);
+    const logs = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/neuralblitz/${physical}`, retentionInDays: 30 }, fixedName);
+    // Named from a prefix: a deleted secret keeps its name for its recovery window, which would block
+    // a replacement, or a stack made again after a destroy, from reusing a fixed name.
     const authFile = new aws.secretsmanager.Secret(
       `${name}-auth-file`,
-      { name: `${physical}-auth-file`, recoveryWindowInDays: args.protectData ? 30 : 0 },
+      { namePrefix: `${physical}-auth-file-`, recoveryWindowInDays: args.protectData ? 30 : 0 },
       parent,
     );
     // RDS lets no role read pg_authid, so auth_query cannot work there: the pooled logins' SCRAM
@@ -76,7 +81,7 @@ export class AwsPooler extends pulumi.ComponentResource {
           Statement: [{ Effect: "Allow", Principal: { Service: "ecs-tasks.amazonaws.com" }, Action: "sts:AssumeRole" }],
         }),
       },
-      parent,
+      fixedName,
     );
     new aws.iam.RolePolicyAttachment(
       `${name}-execution`,
@@ -132,12 +137,14 @@ export class AwsPooler extends pulumi.ComponentResource {
     const loadBalancer = new aws.lb.LoadBalancer(
       `${name}-nlb`,
       { name: physical, internal: true, loadBalancerType: "network", subnets: [...args.subnetIds], securityGroups: [args.securityGroupId] },
-      parent,
+      fixedName,
     );
     const targets = new aws.lb.TargetGroup(
       `${name}-targets`,
       {
-        name: physical,
+        // Named from a prefix: the listener and the service move to a replacement before the old one,
+        // which they still use, can be deleted.
+        namePrefix: "nbdb-",
         port: POOLER_PORT,
         protocol: "TCP",
         targetType: "ip",
@@ -153,7 +160,7 @@ export class AwsPooler extends pulumi.ComponentResource {
       parent,
     );
 
-    const cluster = new aws.ecs.Cluster(`${name}-cluster`, { name: physical }, parent);
+    const cluster = new aws.ecs.Cluster(`${name}-cluster`, { name: physical }, fixedName);
     new aws.ecs.Service(
       `${name}-service`,
       {
@@ -167,7 +174,7 @@ export class AwsPooler extends pulumi.ComponentResource {
         healthCheckGracePeriodSeconds: 30,
       },
       // A target group can only be used by a service once it belongs to a load balancer.
-      { parent: this, dependsOn: [listener] },
+      { ...fixedName, dependsOn: [listener] },
     );
 
     this.endpoint = pulumi.output({ host: loadBalancer.dnsName, port: POOLER_PORT, poolMode: args.pooler.poolMode });
