@@ -22,8 +22,13 @@ export interface StackOutputs {
   };
 }
 
-/** A postgresql:// URL to the database of a stack; `sslMode` other than "disable" is asked for in the URL. */
-export function connectionUrl(user: string, password: string, at: Endpoint, database: string, sslMode: "disable" | "require" = "disable"): string {
-  const tls = sslMode === "disable" ? "" : `?sslmode=${sslMode}`;
+/**
+ * A postgresql:// URL to the database of a stack. With `caFile` (a path), TLS with `verify-full`:
+ * the server's certificate must chain to that CA and name the host; libpq and node-postgres read
+ * both parameters the same way (never `sslmode=require`, which pg-connection-string 2.x reads as
+ * verify-full against Node's own CA store).
+ */
+export function connectionUrl(user: string, password: string, at: Endpoint, database: string, caFile?: string): string {
+  const tls = caFile === undefined ? "" : `?sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}`;
   return `postgresql://${user}:${encodeURIComponent(password)}@${at.host}:${at.port}/${database}${tls}`;
 }

@@ -1,5 +1,6 @@
 // The stack outputs, in the shape of the local stack's outputs.json (DESIGN.md, "Contracts"), so
 // clients and tools read every stack the same way. No `admin` connection: that is the local stack's alone.
+import * as fs from "fs";
 import * as pulumi from "@pulumi/pulumi";
 import { connectionUrl as databaseUrl } from "../client/outputs";
 import { DATABASE, LoginRoleName } from "../schema/roles";
@@ -22,11 +23,16 @@ export interface StackOutputs {
   readonly connections: pulumi.Output<Connections>;
   /** A secret: the key of the encrypted columns (the local stack keeps it in state.json). */
   readonly dataKey: pulumi.Output<string>;
+  /**
+   * The CAs (PEM) the URLs verify against, for clients on other machines (the URLs name them as files
+   * on the machine that ran `pulumi up`): the servers' and the pooler's; absent where there is no TLS.
+   */
+  readonly tls: pulumi.Output<{ readonly serverCa?: string; readonly poolerCa?: string }>;
 }
 
-/** A direct connection URL to the project database; the database layer uses it too, for the administrator and nb_migrator. */
-export function connectionUrl(user: string, password: string, at: Endpoint, sslMode: Cluster["sslMode"]): string {
-  return databaseUrl(user, password, at, DATABASE, sslMode);
+/** A connection URL to the project database (verify-full against `caFile` where given); the database layer uses it too, for the administrator and nb_migrator. */
+export function connectionUrl(user: string, password: string, at: Endpoint, caFile: string | undefined): string {
+  return databaseUrl(user, password, at, DATABASE, caFile);
 }
 
 export function stackOutputs(
@@ -39,13 +45,13 @@ export function stackOutputs(
   const connections = pulumi
     .all([cluster.primary, cluster.replicas, cluster.pooler, nb_app, nb_readonly, nb_auditor, nb_migrator])
     .apply(([primary, replicas, pooler, app, readonly, auditor, migrator]) => ({
-      // The application goes through the pooler (transaction pooling); PgBouncer itself talks TLS to RDS.
-      app: connectionUrl("nb_app", app, pooler, "disable"),
+      // The application goes through the pooler (transaction pooling), over TLS where the pooler has a certificate.
+      app: connectionUrl("nb_app", app, pooler, cluster.poolerTls?.caFile),
       // Reporting reads from the first replica, or the primary when there is none.
-      readonly: connectionUrl("nb_readonly", readonly, replicas[0] ?? primary, cluster.sslMode),
-      auditor: connectionUrl("nb_auditor", auditor, pooler, "disable"),
+      readonly: connectionUrl("nb_readonly", readonly, replicas[0] ?? primary, cluster.serverCaFile),
+      auditor: connectionUrl("nb_auditor", auditor, pooler, cluster.poolerTls?.caFile),
       // Bundles need a session (advisory locks, DDL), so the migrator connects to the primary.
-      migrator: connectionUrl("nb_migrator", migrator, primary, cluster.sslMode),
+      migrator: connectionUrl("nb_migrator", migrator, primary, cluster.serverCaFile),
     }));
   return {
     stack,
@@ -55,5 +61,9 @@ export function stackOutputs(
     pooler: cluster.pooler,
     connections: pulumi.secret(connections),
     dataKey: pulumi.secret(dataKey),
+    tls: pulumi.output(cluster.poolerTls?.caCertificate).apply((poolerCa) => ({
+      ...(cluster.serverCaFile ? { serverCa: fs.readFileSync(cluster.serverCaFile, "utf8") } : {}),
+      ...(poolerCa ? { poolerCa } : {}),
+    })),
   };
 }

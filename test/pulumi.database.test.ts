@@ -84,7 +84,7 @@ describe("database layer (mocks)", function () {
         expect(`${provider.inputs.host}:${provider.inputs.port}`).not.to.equal(`${pooler.host}:${pooler.port}`);
         expect(provider.inputs.host).not.to.include(":");
         expect(provider.inputs.superuser).to.equal(String(platform === "docker"));
-        expect(provider.inputs.sslmode).to.equal(platform === "aws" ? "require" : "disable");
+        expect(provider.inputs.sslmode).to.equal(platform === "aws" ? "verify-full" : "disable");
         expect(provider.secretInputs).to.include.members(["password", "host"]);
         const postgresResources = run.registrations.filter((r) => r.type.startsWith("postgresql:"));
         expect(postgresResources.length).to.be.greaterThan(0);

@@ -2,6 +2,10 @@
 // resources it registers, how they are named, wired and protected, what it exports, and that every
 // invalid config value stops it before any resource is registered.
 import { expect } from "chai";
+import { X509Certificate } from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+import { RDS_CA_FILE } from "../infra/platform/rdsCa";
 import { stableScramVerifier } from "../infra/topology/scram";
 import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
@@ -247,12 +251,47 @@ describe("Pulumi program (mocks)", function () {
       expect(container.image).to.equal("edoburu/pgbouncer:v1.25.2-p0");
       const ini = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
       expect(ini).to.include("neuralblitz = host=nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com port=5432 dbname=neuralblitz");
-      expect(ini).to.include("server_tls_sslmode = require");
+      expect(ini).to.include("server_tls_sslmode = verify-full\nserver_tls_ca_file = /etc/pgbouncer/server-ca.pem");
       expect(ini).to.include("pool_mode = transaction");
       expect(ini).to.include("max_client_conn = 5000");
       expect(ini).to.include("default_pool_size = 40");
-      expect(container.secrets).to.deep.equal([{ name: "PGBOUNCER_AUTH_FILE", valueFrom: "arn:aws:mock:::nbdb-pooler-auth-file" }]);
+      expect(container.secrets).to.deep.equal([
+        { name: "PGBOUNCER_AUTH_FILE", valueFrom: "arn:aws:mock:::nbdb-pooler-auth-file" },
+        { name: "PGBOUNCER_TLS_KEY", valueFrom: "arn:aws:mock:::nbdb-pooler-tls-key" },
+      ]);
       expect(JSON.stringify(container)).not.to.include("pw-");
+      expect(JSON.stringify(container)).not.to.include("PRIVATE KEY");
+    });
+
+    it("verifies RDS with the region's Amazon RDS CAs and presents the program's certificate to clients (issue 12 item 5, issue 15 item 1)", () => {
+      const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+      const env = Object.fromEntries(container.environment.map((e: any) => [e.name, e.value]));
+      const ini: string = env.PGBOUNCER_INI;
+      expect(ini).to.include("; TLS\nclient_tls_sslmode = require\nclient_tls_cert_file = /etc/pgbouncer/pooler.crt\nclient_tls_key_file = /etc/pgbouncer/pooler.key");
+      const subjects = (env.PGBOUNCER_SERVER_CA as string).match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!.map((pem) => new X509Certificate(pem).subject);
+      expect(subjects.length).to.be.within(1, 8);
+      for (const subject of subjects) expect(subject).to.include("eu-west-1");
+      expect(container.command[0]).to.include('> /etc/pgbouncer/server-ca.pem').and.include("> /etc/pgbouncer/pooler.key");
+      expect(env.PGBOUNCER_TLS_CERT).to.equal("-----BEGIN CERTIFICATE----- nbdb-pooler-tls-cert");
+      // The certificate names the load balancer, and is issued by the stack's own CA.
+      const request = named(run, "tls:index/certRequest:CertRequest", "nbdb-pooler-tls-request").inputs;
+      expect(request.dnsNames).to.deep.equal(["nbdb-pooler-0123.elb.eu-west-1.amazonaws.com"]);
+      const cert = named(run, "tls:index/locallySignedCert:LocallySignedCert", "nbdb-pooler-tls-cert").inputs;
+      expect(cert.allowedUses).to.include("server_auth");
+      expect(cert.earlyRenewalHours).to.be.greaterThan(0);
+      expect(named(run, "aws:secretsmanager/secretVersion:SecretVersion", "nbdb-pooler-tls-key").secretInputs).to.include("secretString");
+      const policy = JSON.parse(named(run, "aws:iam/rolePolicy:RolePolicy", "nbdb-pooler-read-auth-file").inputs.policy);
+      expect(policy.Statement[0].Resource).to.deep.equal(["arn:aws:mock:::nbdb-pooler-auth-file", "arn:aws:mock:::nbdb-pooler-tls-key"]);
+    });
+
+    it("connects the database layer to RDS with verify-full and the RDS CA bundle, never sslmode=require (issue 15 item 1)", () => {
+      const provider = named(run, "pulumi:providers:postgresql", "nbdb-postgresql").inputs;
+      expect(provider).to.include({ sslmode: "verify-full", sslrootcert: RDS_CA_FILE, superuser: "false" });
+      const admin = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-admin-setup");
+      expect(admin.inputs.connection).to.include(`?sslmode=verify-full&sslrootcert=${encodeURIComponent(RDS_CA_FILE)}`);
+      for (const r of run.registrations.filter((x) => typeof x.inputs.connection === "string")) {
+        expect(r.inputs.connection, r.name).to.include("sslmode=verify-full&sslrootcert=").and.not.include("sslmode=require");
+      }
     });
 
     it("lists the pooled logins' stable SCRAM verifiers in the secret auth file instead of auth_query (RDS hides pg_authid)", () => {
@@ -276,7 +315,7 @@ describe("Pulumi program (mocks)", function () {
         RDS, "aws:lb/loadBalancer:LoadBalancer", "aws:iam/role:Role", "aws:cloudwatch/logGroup:LogGroup", "aws:ecs/cluster:Cluster", ECS_SERVICE,
       ]);
       expect(fixed.filter((r) => !r.deleteBeforeReplace).map((r) => `${r.type} ${r.name}`)).to.deep.equal([]);
-      for (const [type, prefix] of [["aws:ec2/securityGroup:SecurityGroup", "nbdb-"], ["aws:lb/targetGroup:TargetGroup", "nbdb-"], ["aws:secretsmanager/secret:Secret", "nbdb-pooler-auth-file-"]]) {
+      for (const [type, prefix] of [["aws:ec2/securityGroup:SecurityGroup", "nbdb-"], ["aws:lb/targetGroup:TargetGroup", "nbdb-"], ["aws:secretsmanager/secret:Secret", "nbdb-pooler-"]]) {
         for (const r of of(run, type)) {
           expect(r.inputs, `${type} ${r.name}`).to.not.have.property("name");
           expect(r.inputs.namePrefix, `${type} ${r.name}`).to.be.a("string").and.satisfy((p: string) => p.startsWith(prefix));
@@ -300,9 +339,19 @@ describe("Pulumi program (mocks)", function () {
       expect(await value(o.pooler)).to.deep.equal({ host: "nbdb-pooler-0123.elb.eu-west-1.amazonaws.com", port: 6432, poolMode: "transaction" });
       expect(await pulumi.isSecret(o.connections)).to.equal(true);
       const c = await value(o.connections);
-      expect(c.migrator).to.equal("postgresql://nb_migrator:pw-nbdb-nb_migrator@nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com:5432/neuralblitz?sslmode=require");
-      expect(c.readonly).to.include("@nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com:5432/");
-      expect(c.app).to.equal("postgresql://nb_app:pw-nbdb-nb_app@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz");
+      const rdsTls = `?sslmode=verify-full&sslrootcert=${encodeURIComponent(RDS_CA_FILE)}`;
+      expect(c.migrator).to.equal(`postgresql://nb_migrator:pw-nbdb-nb_migrator@nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com:5432/neuralblitz${rdsTls}`);
+      expect(c.readonly).to.include("@nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com:5432/").and.include(rdsTls);
+      const poolerCaFile = path.join(process.env.NBDB_HOME!, "pulumi-prod", "pooler-ca.pem");
+      expect(c.app).to.equal(`postgresql://nb_app:pw-nbdb-nb_app@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz?sslmode=verify-full&sslrootcert=${encodeURIComponent(poolerCaFile)}`);
+      expect(c.auditor).to.include(`sslrootcert=${encodeURIComponent(poolerCaFile)}`);
+      expect(JSON.stringify(c)).to.not.match(/sslmode=(disable|require)/);
+      // The CAs are exported (public) for clients elsewhere, and the pooler's is written where the URLs point.
+      const exported = await value(o.tls);
+      expect(await pulumi.isSecret(o.tls)).to.equal(false);
+      expect(exported.serverCa).to.equal(fs.readFileSync(RDS_CA_FILE, "utf8"));
+      expect(exported.poolerCa).to.equal("-----BEGIN CERTIFICATE----- nbdb-pooler-ca");
+      expect(fs.readFileSync(poolerCaFile, "utf8")).to.equal(exported.poolerCa);
     });
   });
 

@@ -63,6 +63,13 @@ function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number
       return { ...i, ports: (i.ports ?? []).map((p: any) => ({ ...p, external: p.external ?? nextPort() })) };
     case "docker:index/remoteImage:RemoteImage":
       return { ...i, imageId: `sha256:${i.name}` };
+    case "tls:index/privateKey:PrivateKey":
+      return { ...i, privateKeyPem: `-----BEGIN PRIVATE KEY----- ${args.name}` };
+    case "tls:index/selfSignedCert:SelfSignedCert":
+    case "tls:index/locallySignedCert:LocallySignedCert":
+      return { ...i, certPem: `-----BEGIN CERTIFICATE----- ${args.name}` };
+    case "tls:index/certRequest:CertRequest":
+      return { ...i, certRequestPem: `-----BEGIN CERTIFICATE REQUEST----- ${args.name}` };
     case "random:index/randomId:RandomId":
       return { ...i, hex: "0a1b2c3d" };
     case "random:index/randomPassword:RandomPassword":

@@ -44,7 +44,9 @@ export class DatabaseLayer extends pulumi.ComponentResource {
         username: admin.apply((a) => a.username),
         password: admin.apply((a) => a.password),
         superuser: admin.apply((a) => a.superuser),
-        sslmode: cluster.sslMode,
+        // verify-full against the platform's CA where the servers speak TLS (RDS), never plain `require`.
+        sslmode: cluster.serverCaFile ? "verify-full" : "disable",
+        sslrootcert: cluster.serverCaFile,
         database: DATABASE,
       },
       { parent: this },
@@ -62,7 +64,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
 
     const adminSetup = new AdminSql(
       `${name}-admin-setup`,
-      { sql: adminSetupSql(), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.sslMode)) },
+      { sql: adminSetupSql(), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.serverCaFile)) },
       { parent: this, dependsOn: allRoles },
     );
     const schema = new postgresql.Schema(`${name}-schema`, { name: SCHEMA, database: DATABASE, owner: OBJECT_OWNER }, { ...data, dependsOn: [adminSetup] });
@@ -76,7 +78,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
       ...grants.filter((g) => !g.onBundleObjects).map((g) => grant(g, accessDependencies)),
     ];
 
-    const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, cluster.sslMode));
+    const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, cluster.serverCaFile));
     const bundles = sqlBundles(
       `${name}-bundle`,
       { bundles: [...loadCatalog(), partitionMaintenanceBundle(args.partitions)], connection: migratorUrl, protectedStack: args.protectedStack },

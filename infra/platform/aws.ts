@@ -10,6 +10,9 @@ import { AwsConfig, PoolerConfig, PostgresVersion } from "../config";
 import { AwsPooler } from "./awsPooler";
 import { POOLER_PORT } from "./poolerContainer";
 import { rdsParameters } from "./rdsParameters";
+import { RDS_CA_FILE } from "./rdsCa";
+import * as fs from "fs";
+import * as path from "path";
 import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
 
 export interface AwsClusterArgs {
@@ -29,7 +32,9 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
   readonly replicas: pulumi.Output<Endpoint[]>;
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
-  readonly sslMode = "require" as const;
+  /** RDS forces TLS; every direct connection verifies it against the Amazon RDS CAs. */
+  readonly serverCaFile = RDS_CA_FILE;
+  readonly poolerTls: Cluster["poolerTls"];
   // RDS replicas stream through RDS's own replication user, and REPLICATION needs a superuser RDS does not give.
   readonly platformRoles = [REPLICATION_USER] as const;
 
@@ -154,6 +159,15 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
     this.primary = endpoint(primary);
     this.replicas = pulumi.all(replicas.map(endpoint));
     this.pooler = pooler.endpoint;
+    // The URLs through the pooler name its CA as a file: the program writes it where `pulumi up` runs
+    // (beside the local stacks' directories); elsewhere, write `pulumi stack output tls` there.
+    const poolerCaFile = path.resolve(process.env.NBDB_HOME ?? ".nbdb", `pulumi-${pulumi.getStack()}`, "pooler-ca.pem");
+    pooler.caCertificate.apply((pem) => {
+      if (pulumi.runtime.isDryRun() || pem === undefined) return;
+      fs.mkdirSync(path.dirname(poolerCaFile), { recursive: true });
+      fs.writeFileSync(poolerCaFile, pem);
+    });
+    this.poolerTls = { caCertificate: pooler.caCertificate, caFile: poolerCaFile };
     this.admin = pulumi.secret(
       pulumi.all([this.primary, args.passwords.admin]).apply(([e, password]) => ({ ...e, username: ADMIN_USER, password, superuser: false })),
     );

@@ -76,7 +76,8 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly replicas: pulumi.Output<Endpoint[]>;
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
-  readonly sslMode = "disable" as const;
+  readonly serverCaFile = undefined;
+  readonly poolerTls = undefined;
   readonly platformRoles = INIT_SCRIPT_ROLES;
 
   constructor(name: string, args: DockerClusterArgs, opts?: pulumi.ComponentResourceOptions) {

@@ -8,12 +8,18 @@ export const POOLER_PORT = 6432;
 export const POOLER_CONFIG_DIR = "/etc/pgbouncer";
 export const POOLER_INI_FILE = `${POOLER_CONFIG_DIR}/pgbouncer.ini`;
 export const POOLER_AUTH_FILE = `${POOLER_CONFIG_DIR}/userlist.txt`;
+/** TLS material inside the container: the CA that verifies the server, the pooler's own certificate and key. */
+export const POOLER_SERVER_CA_FILE = `${POOLER_CONFIG_DIR}/server-ca.pem`;
+export const POOLER_CERT_FILE = `${POOLER_CONFIG_DIR}/pooler.crt`;
+export const POOLER_KEY_FILE = `${POOLER_CONFIG_DIR}/pooler.key`;
 
 export interface PoolerServer {
   readonly host: string;
   readonly port: number;
-  /** RDS forces TLS; on a Docker network the server is next door. */
+  /** RDS forces TLS, verified against its CA bundle (POOLER_SERVER_CA_FILE); on a Docker network the server is next door. */
   readonly tls: boolean;
+  /** The pooler presents POOLER_CERT_FILE and accepts TLS clients only. */
+  readonly clientTls?: boolean;
 }
 
 export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig, secretsFrom: "auth_query" | "auth_file" = "auth_query"): string {
@@ -25,7 +31,8 @@ export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig, s
     database: DATABASE,
     authFile: POOLER_AUTH_FILE,
     ...pooler,
-    ...(server.tls ? { serverTlsSslmode: "require" as const } : {}),
+    ...(server.tls ? { serverTls: { sslmode: "verify-full" as const, caFile: POOLER_SERVER_CA_FILE } } : {}),
+    ...(server.clientTls ? { clientTls: { certFile: POOLER_CERT_FILE, keyFile: POOLER_KEY_FILE } } : {}),
     secretsFrom,
   });
 }

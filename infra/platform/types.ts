@@ -31,8 +31,13 @@ export interface Cluster {
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   /** A secret. */
   readonly admin: pulumi.Output<AdminLogin>;
-  /** What direct connections to the servers must ask for (RDS refuses unencrypted ones). */
-  readonly sslMode: "disable" | "require";
+  /**
+   * The CA file (a path on the machine running `pulumi up`) that verifies the servers' certificates:
+   * direct connections then use TLS with verify-full. Absent where the servers speak no TLS.
+   */
+  readonly serverCaFile: string | undefined;
+  /** The pooler's client-side TLS: the CA (PEM) its certificate chains to, and where the program writes it for the URLs. */
+  readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string } | undefined;
   /** Roles of schema/roles.ts the database layer must not create: the platform creates them, or has no use for them. */
   readonly platformRoles: readonly RoleName[];
 }

@@ -20,8 +20,10 @@ export interface PgbouncerConfig {
   /** Absent where the container's stdout is the log (Docker, ECS). */
   readonly logFile?: string;
   readonly pidFile?: string;
-  /** TLS to the server; absent where the server is on the same host or Docker network. */
-  readonly serverTlsSslmode?: "require";
+  /** Client side: PgBouncer presents this certificate and requires TLS (`client_tls_sslmode = require`). */
+  readonly clientTls?: { readonly certFile: string; readonly keyFile: string };
+  /** Pooler to server: TLS verified against `caFile`. */
+  readonly serverTls?: { readonly sslmode: "verify-full" | "require"; readonly caFile: string };
   /**
    * Where clients' SCRAM secrets come from: "auth_query" asks the server (pgbouncer.get_auth, which
    * reads pg_authid); "auth_file" reads them from the auth file, for servers where no role may read
@@ -66,7 +68,11 @@ export function renderPgbouncerIni(c: PgbouncerConfig): string {
     "log_connections = 0",
     "log_disconnections = 0",
   ];
-  if (c.serverTlsSslmode) lines.push(`server_tls_sslmode = ${c.serverTlsSslmode}`);
+  if (c.clientTls || c.serverTls) lines.push("; TLS");
+  if (c.clientTls) {
+    lines.push("client_tls_sslmode = require", `client_tls_cert_file = ${c.clientTls.certFile}`, `client_tls_key_file = ${c.clientTls.keyFile}`);
+  }
+  if (c.serverTls) lines.push(`server_tls_sslmode = ${c.serverTls.sslmode}`, `server_tls_ca_file = ${c.serverTls.caFile}`);
   if (c.logFile) lines.push(`logfile = ${c.logFile}`);
   if (c.pidFile) lines.push(`pidfile = ${c.pidFile}`);
   return lines.join("\n") + "\n";
