@@ -15,6 +15,7 @@ import { AdminSql } from "../dynamic/adminSql";
 import { sqlBundles } from "../dynamic/sqlBundle";
 import { connectionUrl } from "../outputs";
 import { Cluster } from "../platform/types";
+import { JOB_ROLE, maintenanceScheduleSql } from "../topology/maintenanceSchedule";
 import { stableScramVerifier } from "../topology/scram";
 import { adminSetupSql } from "./adminSetup";
 import { PUBLIC_DATABASE_REVOKE, defaultPrivilegeArgs, defaultPrivilegeName, grantResources } from "./grants";
@@ -64,7 +65,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
 
     const adminSetup = new AdminSql(
       `${name}-admin-setup`,
-      { sql: adminSetupSql(), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.serverCaFile)) },
+      { sql: adminSetupSql(DATABASE, { pgCron: cluster.pgCron }), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.serverCaFile)) },
       { parent: this, dependsOn: allRoles },
     );
     const schema = new postgresql.Schema(`${name}-schema`, { name: SCHEMA, database: DATABASE, owner: OBJECT_OWNER }, { ...data, dependsOn: [adminSetup] });
@@ -85,6 +86,12 @@ export class DatabaseLayer extends pulumi.ComponentResource {
       { parent: this, dependsOn: [...allRoles, schema, ...access] },
     );
     const lastBundle = bundles[bundles.length - 1];
+
+    // The scheduled jobs, by the role that runs them (pg_cron lets only a superuser schedule for
+    // another role), once the functions they call exist; Docker runs them from its scheduler container.
+    if (cluster.pgCron) {
+      new AdminSql(`${name}-schedule`, { sql: maintenanceScheduleSql(), connection: migratorUrl, runAs: JOB_ROLE }, { parent: this, dependsOn: [adminSetup, lastBundle] });
+    }
 
     for (const g of grants.filter((g) => g.onBundleObjects)) grant(g, [lastBundle]);
     for (const d of DEFAULT_PRIVILEGES) {

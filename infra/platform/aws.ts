@@ -33,6 +33,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
   /** RDS forces TLS; every direct connection verifies it against the Amazon RDS CAs. */
+  readonly pgCron = true;
   readonly serverCaFile = RDS_CA_FILE;
   readonly poolerTls: Cluster["poolerTls"];
   // RDS replicas stream through RDS's own replication user, and REPLICATION needs a superuser RDS does not give.

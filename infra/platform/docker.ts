@@ -76,6 +76,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly replicas: pulumi.Output<Endpoint[]>;
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
+  readonly pgCron = false;
   readonly serverCaFile = undefined;
   readonly poolerTls = undefined;
   readonly platformRoles = INIT_SCRIPT_ROLES;

@@ -38,6 +38,8 @@ export interface Cluster {
   readonly serverCaFile: string | undefined;
   /** The pooler's client-side TLS: the CA (PEM) its certificate chains to, and where the program writes it for the URLs. */
   readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string } | undefined;
+  /** The server preloads pg_cron, which runs the scheduled jobs (RDS); otherwise the platform runs them itself (Docker's scheduler container). */
+  readonly pgCron: boolean;
   /** Roles of schema/roles.ts the database layer must not create: the platform creates them, or has no use for them. */
   readonly platformRoles: readonly RoleName[];
 }
