@@ -9,6 +9,8 @@ import * as path from "path";
 import * as yaml from "js-yaml";
 import * as pulumi from "@pulumi/pulumi";
 import { POOLER_DEFAULTS, PoolMode } from "./topology/pgbouncerIni";
+import { connectionBudgetProblem } from "./topology/connectionBudget";
+import { POOLED_LOGINS } from "./platform/types";
 
 export const PROJECT = "neuralblitz-db";
 /** Fixed so that replica slots and senders never need the primary's restart when scaling. */
@@ -16,6 +18,7 @@ export const MAX_REPLICAS = 5;
 export const POSTGRES_VERSIONS = ["15", "16", "17"] as const;
 export type PostgresVersion = (typeof POSTGRES_VERSIONS)[number];
 const PLATFORMS = ["docker", "aws"] as const;
+const RDS_MAX_CONNECTIONS = 5000;
 // Not "statement": it ends every transaction after one statement, which breaks withUser() and SET LOCAL.
 const POOL_MODES: readonly PoolMode[] = ["transaction", "session"];
 const DEV_CONFIG_FILE = path.join(__dirname, "..", "Pulumi.dev.yaml");
@@ -290,7 +293,7 @@ export function loadConfig(): StackConfig {
     pooler: {
       poolMode: choice(p, "pooler.poolMode", pooler.poolMode, POOL_MODES, POOLER_DEFAULTS.poolMode),
       maxClientConnections: integer(p, "pooler.maxClientConnections", pooler.maxClientConnections, 1, 100000, POOLER_DEFAULTS.maxClientConnections),
-      // Each login role gets a pool of this size; a quarter of the server's max_connections (200) keeps room for four.
+      // Each pooled login gets a pool of this size in every PgBouncer process; the servers' max_connections follows (connectionBudget.ts).
       defaultPoolSize: integer(p, "pooler.defaultPoolSize", pooler.defaultPoolSize, 1, 50, POOLER_DEFAULTS.defaultPoolSize),
     },
     partitions: {
@@ -301,10 +304,25 @@ export function loadConfig(): StackConfig {
   const platform = choice(p, "platform", values.platform, PLATFORMS);
   const config: StackConfig =
     platform === "docker" ? { ...common, platform, docker: dockerConfig(p, values.docker) } : { ...common, platform, aws: awsConfig(p, values.aws) };
+  checkConnectionBudget(p, config);
   if (p.list.length > 0) {
     throw new Error(`invalid config for stack '${stack}' (${p.list.length} problem${p.list.length > 1 ? "s" : ""}):\n  - ${p.list.join("\n  - ")}`);
   }
   return deepFreeze(config);
+}
+
+/**
+ * max_connections follows from the pooler's settings; refuse what a server cannot hold: RDS's own
+ * ceiling, or on Docker 2 MB of the node's memory per connection (a backend's baseline).
+ */
+function checkConnectionBudget(p: Problems, config: StackConfig): void {
+  const processes = config.platform === "aws" ? config.aws.poolerTasks : 1;
+  const footprint = { processes, pooledLogins: POOLED_LOGINS.length, defaultPoolSize: config.pooler.defaultPoolSize };
+  const problem =
+    config.platform === "aws"
+      ? connectionBudgetProblem(footprint, RDS_MAX_CONNECTIONS, "RDS allows by default (LEAST(DBInstanceClassMemory/9531392, 5000))")
+      : connectionBudgetProblem(footprint, Math.floor(config.docker.nodeMemoryMb / 2), `a server of docker.nodeMemoryMb = ${config.docker.nodeMemoryMb} holds (2 MB each)`);
+  if (problem) p.add("pooler.defaultPoolSize", config.pooler.defaultPoolSize, problem);
 }
 
 function deepFreeze<T>(o: T): T {

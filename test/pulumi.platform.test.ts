@@ -6,6 +6,7 @@ import { X509Certificate } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { RDS_CA_FILE } from "../infra/platform/rdsCa";
+import { connectionBudget } from "../infra/topology/connectionBudget";
 import { stableScramVerifier } from "../infra/topology/scram";
 import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
@@ -102,6 +103,12 @@ describe("Pulumi program (mocks)", function () {
         expect(c.inputs.volumes[0].volumeName).to.equal(`${name}-data`);
         expect(c.inputs.command).to.include("hba_file=/etc/postgresql/neuralblitz/pg_hba.conf");
       }
+    });
+
+    it("sizes every server's max_connections from the pooler (one container), never below 100", () => {
+      for (const name of ["nbdb-primary", "nbdb-replica-0"]) expect(named(run, CONTAINER, name).inputs.command).to.include("max_connections=100");
+      expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include("max_db_connections = 50");
+      expect(connectionBudget({ processes: 1, pooledLogins: 2, defaultPoolSize: 50 }).maxConnections).to.equal(154);
     });
 
     it("writes healthcheck durations as the provider reads them back, so previews show no update (issue 15 item 5)", () => {
@@ -325,6 +332,17 @@ describe("Pulumi program (mocks)", function () {
       expect(named(run, "random:index/randomId:RandomId", "nbdb-final-snapshot").inputs.byteLength).to.equal(4);
     });
 
+    it("sizes max_connections from the pooler's settings and caps each PgBouncer task at its share (issue 15 item 4)", () => {
+      // 2 tasks × 2 pooled logins × (pool 40 + reserve 5) = 180, plus 44 direct (migrator, readers, pg_cron, provider, administration).
+      expect(connectionBudget({ processes: 2, pooledLogins: 2, defaultPoolSize: 40 })).to.deep.equal({ pooled: 180, direct: 44, maxConnections: 224 });
+      const params: { name: string; value: string; applyMethod: string }[] = named(run, "aws:rds/parameterGroup:ParameterGroup", "nbdb-parameters").inputs.parameters;
+      expect(params.find((x) => x.name === "max_connections")).to.deep.equal({ name: "max_connections", value: "224", applyMethod: "pending-reboot" });
+      const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+      const ini: string = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
+      expect(ini).to.include("reserve_pool_size = 5\nmax_db_connections = 90\n");
+      expect(named(run, "pulumi:providers:postgresql", "nbdb-postgresql").inputs.maxConnections).to.equal("4");
+    });
+
     it("protects the primary and the replicas", () => {
       expect(run.registrations.filter((r) => r.protect && r.type === RDS).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-replica-1"]);
     });
@@ -456,6 +474,12 @@ describe("Pulumi program (mocks)", function () {
       ["an unknown pool mode", "dev", withKey(DEV, "pooler.poolMode", "sessions"), 'neuralblitz-db:pooler.poolMode = "sessions"'],
       ["no client connections", "dev", withKey(DEV, "pooler.maxClientConnections", 0), "neuralblitz-db:pooler.maxClientConnections = 0"],
       ["a pool bigger than the server allows", "dev", withKey(DEV, "pooler.defaultPoolSize", 500), "neuralblitz-db:pooler.defaultPoolSize = 500"],
+      [
+        "pools a small Docker server cannot hold",
+        "dev",
+        withKey(withKey(DEV, "pooler.defaultPoolSize", 50), "docker.nodeMemoryMb", 256),
+        "neuralblitz-db:pooler.defaultPoolSize = 50: needs max_connections = 154 (1 pooler process × 2 pooled logins × (pool 50 + reserve 5) = 110, plus 44 direct), more than the 128 a server of docker.nodeMemoryMb = 256 holds",
+      ],
       ["no premade partitions", "dev", withKey(DEV, "partitions.premake", 0), "neuralblitz-db:partitions.premake = 0"],
       ["an endless retention", "dev", withKey(DEV, "partitions.metricsRetentionDays", 99999), "neuralblitz-db:partitions.metricsRetentionDays = 99999"],
       ["a privileged port", "dev", withKey(DEV, "docker.primaryPort", 80), "neuralblitz-db:docker.primaryPort = 80"],

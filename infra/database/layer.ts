@@ -16,6 +16,7 @@ import { sqlBundles } from "../dynamic/sqlBundle";
 import { connectionUrl } from "../outputs";
 import { Cluster } from "../platform/types";
 import { JOB_ROLE, maintenanceScheduleSql } from "../topology/maintenanceSchedule";
+import { DIRECT_ROOM } from "../topology/connectionBudget";
 import { stableScramVerifier } from "../topology/scram";
 import { adminSetupSql } from "./adminSetup";
 import { PUBLIC_DATABASE_REVOKE, defaultPrivilegeArgs, defaultPrivilegeName, grantResources } from "./grants";
@@ -49,6 +50,8 @@ export class DatabaseLayer extends pulumi.ComponentResource {
         sslmode: cluster.serverCaFile ? "verify-full" : "disable",
         sslrootcert: cluster.serverCaFile,
         database: DATABASE,
+        // Its share of the servers' connection budget (DIRECT_ROOM.provider), not its default of 20.
+        maxConnections: DIRECT_ROOM.provider,
       },
       { parent: this },
     );

@@ -8,7 +8,8 @@ import * as random from "@pulumi/random";
 import { DATABASE } from "../../schema/roles";
 import { AwsConfig, PoolerConfig, PostgresVersion } from "../config";
 import { AwsPooler } from "./awsPooler";
-import { POOLER_PORT } from "./poolerContainer";
+import { POOLER_PORT, poolerFootprint } from "./poolerContainer";
+import { connectionBudget } from "../topology/connectionBudget";
 import { rdsParameters } from "./rdsParameters";
 import { RDS_CA_FILE } from "./rdsCa";
 import * as fs from "fs";
@@ -80,7 +81,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
     );
     const parameters = new aws.rds.ParameterGroup(
       `${name}-parameters`,
-      { name: physical(`${name}-postgres${args.postgresVersion}`), family: `postgres${args.postgresVersion}`, parameters: rdsParameters() },
+      { name: physical(`${name}-postgres${args.postgresVersion}`), family: `postgres${args.postgresVersion}`, parameters: rdsParameters(connectionBudget(poolerFootprint(cfg.poolerTasks, args.pooler)).maxConnections) },
       { parent: this },
     );
 

@@ -11,7 +11,8 @@ import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
 import { replicaBootstrapScript } from "../topology/replicaBootstrap";
 import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
 import { PGBOUNCER_IMAGE, PGBOUNCER_IMAGE_UID, POSTGRES_IMAGES, POSTGRES_IMAGE_UID } from "./images";
-import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni } from "./poolerContainer";
+import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni, poolerFootprint } from "./poolerContainer";
+import { connectionBudget } from "../topology/connectionBudget";
 import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
 
 export interface DockerClusterArgs {
@@ -93,7 +94,9 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
 
     // Sized once for MAX_REPLICAS, so that scaling never changes (and restarts) the primary.
     const sizing = { memoryBytes: cfg.nodeMemoryMb * MiB, cpus: cfg.nodeCpus };
-    const settings = { ...serverSettings(sizing, MAX_REPLICAS), hba_file: HBA_FILE };
+    // max_connections from the pooler's settings (one PgBouncer container), the same on every node.
+    const maxConnections = connectionBudget(poolerFootprint(1, args.pooler)).maxConnections;
+    const settings = { ...serverSettings(sizing, MAX_REPLICAS, { maxConnections }), hba_file: HBA_FILE };
     const server = (node: string, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = []) => {
       const volume = new docker.Volume(`${name}-${node}-data`, { name: physical(`${name}-${node}-data`) }, { parent: this, protect: args.protectData });
       const container = new docker.Container(

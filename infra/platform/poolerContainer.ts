@@ -3,6 +3,13 @@
 import { DATABASE } from "../../schema/roles";
 import { PoolerConfig } from "../config";
 import { renderPgbouncerIni } from "../topology/pgbouncerIni";
+import { PoolerFootprint, poolerServerConnections } from "../topology/connectionBudget";
+import { POOLED_LOGINS } from "./types";
+
+/** The pooler of a platform with `processes` PgBouncer processes, serving the pooled logins. */
+export function poolerFootprint(processes: number, pooler: PoolerConfig): PoolerFootprint {
+  return { processes, pooledLogins: POOLED_LOGINS.length, defaultPoolSize: pooler.defaultPoolSize };
+}
 
 export const POOLER_PORT = 6432;
 export const POOLER_CONFIG_DIR = "/etc/pgbouncer";
@@ -24,6 +31,7 @@ export interface PoolerServer {
 
 export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig, secretsFrom: "auth_query" | "auth_file" = "auth_query"): string {
   return renderPgbouncerIni({
+    maxDbConnections: poolerServerConnections(poolerFootprint(1, pooler)),
     listenAddr: "0.0.0.0",
     listenPort: POOLER_PORT,
     serverHost: server.host,

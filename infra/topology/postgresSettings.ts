@@ -23,6 +23,8 @@ function clamp(v: number, lo: number, hi: number): number {
 export interface SettingsOptions {
   /** Preload pg_cron, which runs the schema's maintenance on a schedule in `database`. */
   readonly pgCron?: { readonly database: string };
+  /** From the connection budget (connectionBudget.ts) where a pooler's settings are known; 200 otherwise. */
+  readonly maxConnections?: number;
 }
 
 /** Replication, durability and memory settings, sized for the node's share of the machine. */
@@ -42,7 +44,7 @@ export function serverSettings(size: NodeSizing, maxReplicas: number, options: S
     // The GoldenDAG sealer chains audit entries in commit order, which it reads from here.
     track_commit_timestamp: "on",
     password_encryption: "scram-sha-256",
-    max_connections: 200,
+    max_connections: options.maxConnections ?? 200,
     shared_buffers: mb(clamp(size.memoryBytes / 4, 128 * MiB, 8192 * MiB)),
     effective_cache_size: mb(clamp((size.memoryBytes * 3) / 4, 256 * MiB, 24576 * MiB)),
     maintenance_work_mem: mb(clamp(size.memoryBytes / 16, 64 * MiB, 1024 * MiB)),
