@@ -60,6 +60,8 @@ export interface AwsConfig {
   /** Networks allowed to reach the servers and the pooler. */
   readonly allowedCidrs: readonly string[];
   readonly poolerTasks: number;
+  /** RDS instance changes at once (true) or in the weekly maintenance window, showing as drift until then. */
+  readonly applyImmediately: boolean;
 }
 
 interface CommonConfig {
@@ -84,7 +86,7 @@ const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
 const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
 const AWS_KEYS = [
   "region", "instanceClass", "allocatedStorageGb", "maxAllocatedStorageGb", "backupRetentionDays", "multiAz",
-  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks",
+  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks", "applyImmediately",
 ];
 
 /** Collects every problem, so one `pulumi up` reports all of them. */
@@ -249,6 +251,7 @@ function awsConfig(p: Problems, v: unknown): AwsConfig {
     subnetIds: list(p, "aws.subnetIds", a.subnetIds, AWS_ID("subnet"), "subnet ids (subnet-…) in different availability zones", 2),
     allowedCidrs: list(p, "aws.allowedCidrs", a.allowedCidrs, CIDR, "IPv4 CIDR blocks such as 10.20.0.0/16", 1),
     poolerTasks: integer(p, "aws.poolerTasks", a.poolerTasks, 1, 10, 2),
+    applyImmediately: bool(p, "aws.applyImmediately", a.applyImmediately, true),
   };
 }
 

@@ -217,6 +217,8 @@ describe("Pulumi program (mocks)", function () {
         storageEncrypted: true,
         backupRetentionPeriod: 14,
         performanceInsightsEnabled: true,
+        // Changes land now, not in the maintenance window (where they would show as drift until then).
+        applyImmediately: true,
         deletionProtection: true,
         skipFinalSnapshot: false,
         finalSnapshotIdentifier: "nbdb-primary-final-0a1b2c3d",
@@ -237,6 +239,7 @@ describe("Pulumi program (mocks)", function () {
         expect(r.dependencies).to.include(primary.urn);
         expect(r.inputs).not.to.have.any.keys("username", "password", "dbName", "engine");
         expect(r.inputs.skipFinalSnapshot).to.equal(true);
+        expect(r.inputs.applyImmediately).to.equal(true);
       }
     });
 
@@ -496,6 +499,7 @@ describe("Pulumi program (mocks)", function () {
       ["a single subnet", "prod", withKey(PROD, "aws.subnetIds", ["subnet-0a1b2c3d4e5f60001"]), "neuralblitz-db:aws.subnetIds = "],
       ["a malformed CIDR", "prod", withKey(PROD, "aws.allowedCidrs", ["10.0.0.0/33"]), 'neuralblitz-db:aws.allowedCidrs = ["10.0.0.0/33"]'],
       ["no pooler tasks", "prod", withKey(PROD, "aws.poolerTasks", 0), "neuralblitz-db:aws.poolerTasks = 0"],
+      ["a non-boolean applyImmediately", "prod", withKey(PROD, "aws.applyImmediately", "later"), 'neuralblitz-db:aws.applyImmediately = "later": expected true or false'],
       ["a misspelt key", "dev", withKey(DEV, "replica", 2), "neuralblitz-db:replica = 2: unknown key"],
       ["a misspelt nested key", "dev", withKey(DEV, "pooler.poolmode", "session"), 'neuralblitz-db:pooler.poolmode = "session": unknown key'],
       ["a protected review stack", "review-42", { deletionProtection: true }, "neuralblitz-db:deletionProtection = true: review stacks are always destroyable"],

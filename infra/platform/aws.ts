@@ -97,6 +97,10 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
       performanceInsightsEnabled: true,
       performanceInsightsRetentionPeriod: 7,
       enabledCloudwatchLogsExports: ["postgresql"],
+      // Otherwise every change to an instance (class, storage, backups, its parameter group) waits for the
+      // maintenance window and shows as drift until then; static parameters still wait for a reboot
+      // (their applyMethod is pending-reboot). docs/platforms.md lists which change does what.
+      applyImmediately: cfg.applyImmediately,
     };
     // Instances keep their identifiers (clients and replicas use them); protected ones are never replaced.
     const dataOpts = { ...fixedName, protect: args.protectData };
