@@ -11,6 +11,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { POOLER_DEFAULTS, PoolMode } from "./topology/pgbouncerIni";
 import { connectionBudgetProblem } from "./topology/connectionBudget";
 import { POOLED_LOGINS } from "./platform/types";
+import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag } from "./platform/images";
 
 export const PROJECT = "neuralblitz-db";
 /** Fixed so that replica slots and senders never need the primary's restart when scaling. */
@@ -64,6 +65,12 @@ export interface AwsConfig {
   readonly applyImmediately: boolean;
 }
 
+/** Image references: `<name>:<tag>@sha256:<digest>`, or (unprotected stacks only) `<name>:<tag>`. */
+export interface ImageConfig {
+  readonly postgres: string;
+  readonly pgbouncer: string;
+}
+
 interface CommonConfig {
   readonly stack: string;
   readonly review: boolean;
@@ -75,13 +82,14 @@ interface CommonConfig {
   readonly deletionProtection: boolean;
   readonly pooler: PoolerConfig;
   readonly partitions: PartitionConfig;
+  readonly images: ImageConfig;
 }
 
 export type StackConfig = CommonConfig & ({ readonly platform: "docker"; readonly docker: DockerConfig } | { readonly platform: "aws"; readonly aws: AwsConfig });
 
 type Values = Record<string, unknown>;
 
-const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "docker", "aws"];
+const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "images", "docker", "aws"];
 const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
 const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
 const AWS_KEYS = [
@@ -255,6 +263,36 @@ function awsConfig(p: Problems, v: unknown): AwsConfig {
   };
 }
 
+/**
+ * The images: a digest-pinned reference, or a tag where nothing is protected; the PostgreSQL image's
+ * tag must be of the stack's major version.
+ */
+function imageConfig(p: Problems, v: unknown, protect: boolean, postgresVersion: PostgresVersion, platform: string): ImageConfig {
+  const i = object(p, "images", v, ["postgres", "pgbouncer"], false);
+  const ref = (key: "postgres" | "pgbouncer", fallback: string): string => {
+    const value = i[key] ?? fallback;
+    // RDS runs no PostgreSQL image: only a given one is checked, for its form.
+    const pinRequired = protect && !(key === "postgres" && platform === "aws");
+    if (typeof value === "string" && PINNED_IMAGE.test(value)) return value;
+    if (typeof value === "string" && TAGGED_IMAGE.test(value) && !pinRequired) return value;
+    const lookup = `docker buildx imagetools inspect ${typeof value === "string" && TAGGED_IMAGE.test(value) ? value : fallback} (the Digest line)`;
+    p.add(
+      `images.${key}`,
+      i[key],
+      pinRequired
+        ? `a protected stack (deletionProtection) runs images pinned by digest: <name>:<tag>@sha256:<digest>; look it up with ${lookup}`
+        : `expected <name>:<tag> or <name>:<tag>@sha256:<digest>; look a digest up with ${lookup}`,
+    );
+    return fallback;
+  };
+  const postgres = ref("postgres", POSTGRES_IMAGES[postgresVersion]);
+  const major = /^(\d+)/.exec(imageTag(postgres))?.[1];
+  if (i.postgres !== undefined && major !== undefined && major !== postgresVersion) {
+    p.add("images.postgres", i.postgres, `its tag is PostgreSQL ${major}, but postgresVersion is ${postgresVersion}`);
+  }
+  return { postgres, pgbouncer: ref("pgbouncer", PGBOUNCER_IMAGE) };
+}
+
 /** `own` over `base`, key by key, nested objects included (a review stack's own docker.poolerPort keeps dev's docker.nodeCpus). */
 function overlay(base: Values, own: Values): Values {
   const merged: Values = { ...base };
@@ -286,13 +324,16 @@ export function loadConfig(): StackConfig {
   const partitions = object(p, "partitions", values.partitions, ["premake", "metricsRetentionDays"], false);
   const deletionProtection = bool(p, "deletionProtection", values.deletionProtection, false);
   if (review && deletionProtection) p.add("deletionProtection", true, "review stacks are always destroyable; remove the key");
+  const postgresVersion = choice(p, "postgresVersion", values.postgresVersion, POSTGRES_VERSIONS, "15");
+  const platform = choice(p, "platform", values.platform, PLATFORMS);
   const common: CommonConfig = {
     stack,
     review,
     nameSuffix: review ? `-${stack}` : "",
     replicas: integer(p, "replicas", values.replicas, 0, MAX_REPLICAS, 1),
-    postgresVersion: choice(p, "postgresVersion", values.postgresVersion, POSTGRES_VERSIONS, "15"),
+    postgresVersion,
     deletionProtection,
+    images: imageConfig(p, values.images, deletionProtection, postgresVersion, platform),
     pooler: {
       poolMode: choice(p, "pooler.poolMode", pooler.poolMode, POOL_MODES, POOLER_DEFAULTS.poolMode),
       maxClientConnections: integer(p, "pooler.maxClientConnections", pooler.maxClientConnections, 1, 100000, POOLER_DEFAULTS.maxClientConnections),
@@ -304,7 +345,6 @@ export function loadConfig(): StackConfig {
       metricsRetentionDays: integer(p, "partitions.metricsRetentionDays", partitions.metricsRetentionDays, 1, 3650, 30),
     },
   };
-  const platform = choice(p, "platform", values.platform, PLATFORMS);
   const config: StackConfig =
     platform === "docker" ? { ...common, platform, docker: dockerConfig(p, values.docker) } : { ...common, platform, aws: awsConfig(p, values.aws) };
   checkConnectionBudget(p, config);

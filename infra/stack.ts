@@ -20,6 +20,7 @@ function buildCluster(config: StackConfig, passwords: StackPasswords): Cluster {
     passwords: passwords.platform(),
     physicalSuffix: config.nameSuffix,
     protectData: config.deletionProtection,
+    images: config.images,
   };
   if (config.platform === "docker") return new DockerCluster(NAME, { ...common, docker: config.docker });
   // The region comes from the stack's config, not the machine's environment; tags say whose it is.

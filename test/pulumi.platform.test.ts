@@ -29,6 +29,9 @@ function withKey(config: Config, key: string, value: unknown): Config {
   return copy;
 }
 
+const IMAGES = { postgres: "postgres:15.17-bookworm", pgbouncer: "edoburu/pgbouncer:v1.25.2-p0" };
+const DIGEST = `sha256:${"ab".repeat(32)}`;
+
 /** Go's time.Duration.String() of whole seconds, which the Docker provider stores and compares: 120 → "2m0s". */
 function goDuration(seconds: number): string {
   const h = Math.floor(seconds / 3600);
@@ -185,6 +188,14 @@ describe("Pulumi program (mocks)", function () {
       }
     });
 
+    it("pulls images by digest where the config pins them, the tag kept beside it (issue 15 item 10)", async () => {
+      const pinned = await deployed("dev", withKey(withKey(DEV, "images.postgres", `postgres:15.17-bookworm@${DIGEST}`), "images.pgbouncer", `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`));
+      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([`postgres:15.17-bookworm@${DIGEST}`, `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`]);
+      const prod = await deployed("prod", PROD);
+      const [container] = JSON.parse(of(prod, TASK)[0].inputs.containerDefinitions);
+      expect(container.image).to.equal(PROD.images.pgbouncer).and.match(/^edoburu\/pgbouncer:v1\.25\.2-p0@sha256:[0-9a-f]{64}$/);
+    });
+
     it("protects nothing (dev sets no deletionProtection)", () => {
       expect(run.registrations.filter((r) => r.protect).map((r) => r.name)).to.deep.equal([]);
     });
@@ -258,7 +269,7 @@ describe("Pulumi program (mocks)", function () {
 
     it("runs PgBouncer with the shared pgbouncer.ini, TLS to the primary, and its auth file from Secrets Manager", () => {
       const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
-      expect(container.image).to.equal("edoburu/pgbouncer:v1.25.2-p0");
+      expect(container.image).to.equal(PROD.images.pgbouncer);
       const ini = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
       expect(ini).to.include("neuralblitz = host=nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com port=5432 dbname=neuralblitz");
       expect(ini).to.include("server_tls_sslmode = verify-full\nserver_tls_ca_file = /etc/pgbouncer/server-ca.pem");
@@ -451,8 +462,8 @@ describe("Pulumi program (mocks)", function () {
 
   describe("the platform's admin login (for the database layer)", () => {
     for (const [stack, make] of [
-      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false })],
-      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false })],
+      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, images: IMAGES })],
+      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, images: IMAGES })],
     ] as const) {
       it(`is a secret on ${stack}`, async () => {
         await installMocks(stack, {});
@@ -502,6 +513,11 @@ describe("Pulumi program (mocks)", function () {
       ["a non-boolean applyImmediately", "prod", withKey(PROD, "aws.applyImmediately", "later"), 'neuralblitz-db:aws.applyImmediately = "later": expected true or false'],
       ["a misspelt key", "dev", withKey(DEV, "replica", 2), "neuralblitz-db:replica = 2: unknown key"],
       ["a misspelt nested key", "dev", withKey(DEV, "pooler.poolmode", "session"), 'neuralblitz-db:pooler.poolmode = "session": unknown key'],
+      ["a bare tag in a protected stack", "prod", withKey(PROD, "images.pgbouncer", "edoburu/pgbouncer:v1.25.2-p0"), 'neuralblitz-db:images.pgbouncer = "edoburu/pgbouncer:v1.25.2-p0": a protected stack (deletionProtection) runs images pinned by digest: <name>:<tag>@sha256:<digest>; look it up with docker buildx imagetools inspect edoburu/pgbouncer:v1.25.2-p0'],
+      ["no image digest in a protected stack", "prod", withKey(PROD, "images", undefined), "neuralblitz-db:images.pgbouncer = (unset): a protected stack (deletionProtection) runs images pinned by digest"],
+      ["a protected Docker stack without digests", "dev", withKey(DEV, "deletionProtection", true), "neuralblitz-db:images.postgres = (unset): a protected stack"],
+      ["an image of another major version", "dev", withKey(DEV, "images.postgres", `postgres:16.13-bookworm@${DIGEST}`), "neuralblitz-db:images.postgres = \"postgres:16.13-bookworm@sha256:abab"],
+      ["a malformed digest", "dev", withKey(DEV, "images.pgbouncer", "edoburu/pgbouncer:v1@sha256:xyz"), 'neuralblitz-db:images.pgbouncer = "edoburu/pgbouncer:v1@sha256:xyz": expected <name>:<tag>'],
       ["a protected review stack", "review-42", { deletionProtection: true }, "neuralblitz-db:deletionProtection = true: review stacks are always destroyable"],
       ["a review stack name too long for AWS names", "review-pull-request-12345", {}, "stack name 'review-pull-request-12345'"],
     ];

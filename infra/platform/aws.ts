@@ -6,7 +6,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { DATABASE } from "../../schema/roles";
-import { AwsConfig, PoolerConfig, PostgresVersion } from "../config";
+import { AwsConfig, ImageConfig, PoolerConfig, PostgresVersion } from "../config";
 import { AwsPooler } from "./awsPooler";
 import { POOLER_PORT, poolerFootprint } from "./poolerContainer";
 import { connectionBudget } from "../topology/connectionBudget";
@@ -26,6 +26,8 @@ export interface AwsClusterArgs {
   readonly physicalSuffix: string;
   /** Pulumi `protect` on the instances, RDS deletion protection and a final snapshot of the primary. */
   readonly protectData: boolean;
+  /** The pooler's image (RDS needs none), pinned by digest where the config does. */
+  readonly images: ImageConfig;
 }
 
 export class AwsCluster extends pulumi.ComponentResource implements Cluster {
@@ -154,6 +156,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
         authPassword: args.passwords.poolerAuth,
         pooledLogins: args.passwords.pooledLogins,
         tasks: cfg.poolerTasks,
+        image: args.images.pgbouncer,
         physicalSuffix: args.physicalSuffix,
         protectData: args.protectData,
       },

@@ -9,7 +9,6 @@ import * as tls from "@pulumi/tls";
 import { PoolerConfig } from "../config";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
 import { stableScramVerifier } from "../topology/scram";
-import { PGBOUNCER_IMAGE } from "./images";
 import {
   POOLER_AUTH_FILE, POOLER_CERT_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_KEY_FILE, POOLER_PORT, POOLER_SERVER_CA_FILE, containerPoolerIni,
 } from "./poolerContainer";
@@ -29,6 +28,8 @@ export interface AwsPoolerArgs {
   /** Passwords of the logins served through the pooler: their SCRAM verifiers go into the auth file. */
   readonly pooledLogins: Readonly<Record<PooledLogin, pulumi.Input<string>>>;
   readonly tasks: number;
+  /** PgBouncer's image reference (by digest in protected stacks). */
+  readonly image: string;
   readonly physicalSuffix: string;
   /** Keep a deleted secret recoverable for 30 days; otherwise delete it at once, so the name can be reused. */
   readonly protectData: boolean;
@@ -189,7 +190,7 @@ export class AwsPooler extends pulumi.ComponentResource {
         containerDefinitions: pulumi.jsonStringify([
           {
             name: CONTAINER,
-            image: PGBOUNCER_IMAGE,
+            image: args.image,
             essential: true,
             entryPoint: ["/bin/sh", "-c"],
             command: [START],

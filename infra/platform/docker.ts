@@ -5,12 +5,12 @@ import { REPLICATION_USER } from "../topology/replicaBootstrap";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { DATABASE } from "../../schema/roles";
-import { DockerConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../config";
+import { DockerConfig, ImageConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../config";
 import { renderHba, serverSettings, settingsArgs } from "../topology/postgresSettings";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
 import { replicaBootstrapScript } from "../topology/replicaBootstrap";
 import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
-import { PGBOUNCER_IMAGE, PGBOUNCER_IMAGE_UID, POSTGRES_IMAGES, POSTGRES_IMAGE_UID } from "./images";
+import { PGBOUNCER_IMAGE_UID, POSTGRES_IMAGE_UID } from "./images";
 import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni, poolerFootprint } from "./poolerContainer";
 import { connectionBudget } from "../topology/connectionBudget";
 import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
@@ -25,6 +25,8 @@ export interface DockerClusterArgs {
   readonly physicalSuffix: string;
   /** Protect the data volumes from `pulumi destroy`. */
   readonly protectData: boolean;
+  /** Image references, pinned by digest where the config does (infra/config.ts). */
+  readonly images: ImageConfig;
 }
 
 /** Dev databases are reachable from this host only. */
@@ -90,7 +92,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
     const network = new docker.Network(`${name}-network`, { name: physical(`${name}-network`), driver: "bridge" }, { parent: this });
     const networksAdvanced = [{ name: network.name }];
     // Images are shared by every stack on the host: destroying one stack must not remove them.
-    const postgresImage = new docker.RemoteImage(`${name}-postgres-image`, { name: POSTGRES_IMAGES[args.postgresVersion], keepLocally: true }, { parent: this });
+    const postgresImage = new docker.RemoteImage(`${name}-postgres-image`, { name: args.images.postgres, keepLocally: true }, { parent: this });
 
     // Sized once for MAX_REPLICAS, so that scaling never changes (and restarts) the primary.
     const sizing = { memoryBytes: cfg.nodeMemoryMb * MiB, cpus: cfg.nodeCpus };
@@ -154,7 +156,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       ),
     );
 
-    const pgbouncerImage = new docker.RemoteImage(`${name}-pgbouncer-image`, { name: PGBOUNCER_IMAGE, keepLocally: true }, { parent: this });
+    const pgbouncerImage = new docker.RemoteImage(`${name}-pgbouncer-image`, { name: args.images.pgbouncer, keepLocally: true }, { parent: this });
     const pooler = new docker.Container(
       `${name}-pooler`,
       {
