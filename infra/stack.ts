@@ -5,6 +5,7 @@ import * as aws from "@pulumi/aws";
 import { PROJECT, StackConfig, loadConfig } from "./config";
 import { StackPasswords } from "./credentials";
 import { DatabaseLayer } from "./database/layer";
+import { PostgresMajorVersion } from "./dynamic/majorVersion";
 import { StackOutputs, stackOutputs } from "./outputs";
 import { AwsCluster } from "./platform/aws";
 import { DockerCluster } from "./platform/docker";
@@ -13,7 +14,10 @@ import { Cluster } from "./platform/types";
 const NAME = "nbdb";
 
 function buildCluster(config: StackConfig, passwords: StackPasswords): Cluster {
+  // Every server resource waits for it, so a refused major version change touches none of them.
+  const majorVersion = new PostgresMajorVersion(`${NAME}-postgres-major-version`, { version: config.postgresVersion, platform: config.platform });
   const common = {
+    majorVersion,
     postgresVersion: config.postgresVersion,
     replicas: config.replicas,
     pooler: config.pooler,

@@ -7,6 +7,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { RDS_CA_FILE } from "../infra/platform/rdsCa";
 import { connectionBudget } from "../infra/topology/connectionBudget";
+import { majorVersionProvider } from "../infra/dynamic/majorVersion";
 import { stableScramVerifier } from "../infra/topology/scram";
 import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
@@ -456,6 +457,35 @@ describe("Pulumi program (mocks)", function () {
         const primaryInputs = runs.map((r) => named(r, type, "nbdb-primary").inputs);
         expect(primaryInputs[1]).to.deep.equal(primaryInputs[0]);
         expect(primaryInputs[2]).to.deep.equal(primaryInputs[0]);
+      });
+    }
+  });
+
+  describe("major version changes (issue 15 item 3)", () => {
+    const provider = majorVersionProvider();
+
+    for (const platform of ["docker", "aws"] as const) {
+      it(`refuses 15 → 16 on ${platform} before any server resource changes, with the steps`, async () => {
+        const refused = await provider.check!({ version: "15", platform }, { version: "16", platform });
+        expect(refused.failures).to.have.length(1);
+        expect(refused.failures![0].property).to.equal("version");
+        expect(refused.failures![0].reason).to.include("postgresVersion 15 → 16 is a major version change").and.include("pulumi config set postgresVersion 15");
+        expect(refused.failures![0].reason).to.include(platform === "docker" ? "pg_dumpall" : "blue/green");
+        // A first deploy, or the same version, passes.
+        expect((await provider.check!({}, { version: "16", platform })).failures ?? []).to.deep.equal([]);
+        expect((await provider.check!({ version: "15", platform }, { version: "15", platform })).failures ?? []).to.deep.equal([]);
+      });
+    }
+
+    for (const [stack, base, guarded] of [
+      ["dev", DEV, [[CONTAINER, "nbdb-primary"], [CONTAINER, "nbdb-replica-0"], [VOLUME, "nbdb-primary-data"], [IMAGE, "nbdb-postgres-image"]]],
+      ["prod", PROD, [[RDS, "nbdb-primary"], [RDS, "nbdb-replica-0"], ["aws:rds/parameterGroup:ParameterGroup", "nbdb-parameters"]]],
+    ] as const) {
+      it(`makes every ${base.platform} server resource wait for the version guard`, async () => {
+        const run = await deployed(stack, base);
+        const guard = named(run, "pulumi-nodejs:dynamic/neuralblitz:PostgresMajorVersion", "nbdb-postgres-major-version");
+        expect(guard.inputs).to.deep.include({ version: "15", platform: base.platform });
+        for (const [type, name] of guarded) expect(named(run, type, name).dependencies, name).to.include(guard.urn);
       });
     }
   });

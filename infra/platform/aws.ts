@@ -28,6 +28,8 @@ export interface AwsClusterArgs {
   readonly protectData: boolean;
   /** The pooler's image (RDS needs none), pinned by digest where the config does. */
   readonly images: ImageConfig;
+  /** The stack's PostgreSQL major version guard: every server resource depends on it. */
+  readonly majorVersion?: pulumi.Resource;
 }
 
 export class AwsCluster extends pulumi.ComponentResource implements Cluster {
@@ -81,10 +83,11 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
       },
       { parent: this },
     );
+    const guard = args.majorVersion ? [args.majorVersion] : [];
     const parameters = new aws.rds.ParameterGroup(
       `${name}-parameters`,
       { name: physical(`${name}-postgres${args.postgresVersion}`), family: `postgres${args.postgresVersion}`, parameters: rdsParameters(connectionBudget(poolerFootprint(cfg.poolerTasks, args.pooler)).maxConnections) },
-      { parent: this },
+      { parent: this, dependsOn: guard },
     );
 
     const common = {
@@ -105,7 +108,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
       applyImmediately: cfg.applyImmediately,
     };
     // Instances keep their identifiers (clients and replicas use them); protected ones are never replaced.
-    const dataOpts = { ...fixedName, protect: args.protectData };
+    const dataOpts = { ...fixedName, protect: args.protectData, dependsOn: guard };
     const primaryIdentifier = physical(`${name}-primary`);
     // A final snapshot name can be used once per account and region: a stack destroyed and made again
     // (or a primary replaced) takes a new one.

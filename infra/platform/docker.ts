@@ -27,6 +27,8 @@ export interface DockerClusterArgs {
   readonly protectData: boolean;
   /** Image references, pinned by digest where the config does (infra/config.ts). */
   readonly images: ImageConfig;
+  /** The stack's PostgreSQL major version guard: every server resource depends on it. */
+  readonly majorVersion?: pulumi.Resource;
 }
 
 /** Dev databases are reachable from this host only. */
@@ -92,7 +94,8 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
     const network = new docker.Network(`${name}-network`, { name: physical(`${name}-network`), driver: "bridge" }, { parent: this });
     const networksAdvanced = [{ name: network.name }];
     // Images are shared by every stack on the host: destroying one stack must not remove them.
-    const postgresImage = new docker.RemoteImage(`${name}-postgres-image`, { name: args.images.postgres, keepLocally: true }, { parent: this });
+    const guard = args.majorVersion ? [args.majorVersion] : [];
+    const postgresImage = new docker.RemoteImage(`${name}-postgres-image`, { name: args.images.postgres, keepLocally: true }, { parent: this, dependsOn: guard });
 
     // Sized once for MAX_REPLICAS, so that scaling never changes (and restarts) the primary.
     const sizing = { memoryBytes: cfg.nodeMemoryMb * MiB, cpus: cfg.nodeCpus };
@@ -100,7 +103,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
     const maxConnections = connectionBudget(poolerFootprint(1, args.pooler)).maxConnections;
     const settings = { ...serverSettings(sizing, MAX_REPLICAS, { maxConnections }), hba_file: HBA_FILE };
     const server = (node: string, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = []) => {
-      const volume = new docker.Volume(`${name}-${node}-data`, { name: physical(`${name}-${node}-data`) }, { parent: this, protect: args.protectData });
+      const volume = new docker.Volume(`${name}-${node}-data`, { name: physical(`${name}-${node}-data`) }, { parent: this, protect: args.protectData, dependsOn: guard });
       const container = new docker.Container(
         `${name}-${node}`,
         {
@@ -118,7 +121,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           waitTimeout: 600,
           ...extra,
         },
-        { parent: this, dependsOn },
+        { parent: this, dependsOn: [...guard, ...dependsOn] },
       );
       return container;
     };
