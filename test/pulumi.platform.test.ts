@@ -139,6 +139,18 @@ describe("Pulumi program (mocks)", function () {
       expect(primary.secretInputs).to.include("uploads");
     });
 
+    it("gives each replica a ReplicationSlot it depends on, so removing the replica drops its slot (issue 15 item 7)", () => {
+      const slot = named(run, "pulumi-nodejs:dynamic/neuralblitz:ReplicationSlot", "nbdb-replica-0-slot");
+      expect(slot.inputs.slotName).to.equal("replica_0");
+      expect(slot.secretInputs).to.include("connection");
+      expect(slot.inputs.connection).to.equal("postgresql://postgres:pw-nbdb-admin@127.0.0.1:15432/neuralblitz");
+      expect(named(run, CONTAINER, "nbdb-replica-0").dependencies).to.include(slot.urn);
+      // Beside the standby, a watch stops it when the primary has lost its slot; the restart takes it again.
+      const replica = named(run, CONTAINER, "nbdb-replica-0");
+      expect(uploaded(replica, "/etc/postgresql/neuralblitz/replica-slot-watch.sh")).to.include("READ_REPLICATION_SLOT replica_0").and.include("kill -INT 1");
+      expect(replica.inputs.entrypoints[2]).to.include("replica-slot-watch.sh) &");
+    });
+
     it("bootstraps each replica from the primary with the shared script", () => {
       const primary = named(run, CONTAINER, "nbdb-primary");
       const replica = named(run, CONTAINER, "nbdb-replica-0");

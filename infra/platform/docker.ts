@@ -8,7 +8,9 @@ import { DATABASE } from "../../schema/roles";
 import { DockerConfig, ImageConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../config";
 import { renderHba, serverSettings, settingsArgs } from "../topology/postgresSettings";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
-import { replicaBootstrapScript } from "../topology/replicaBootstrap";
+import { replicaBootstrapScript, replicaSlotName, slotWatchScript } from "../topology/replicaBootstrap";
+import { ReplicationSlot } from "../dynamic/replicationSlot";
+import { connectionUrl } from "../../client/outputs";
 import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
 import { PGBOUNCER_IMAGE_UID, POSTGRES_IMAGE_UID } from "./images";
 import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni, poolerFootprint } from "./poolerContainer";
@@ -40,6 +42,7 @@ const ADMIN_PASSWORD_FILE = `${CONF_DIR}/admin-password`;
 const SCHEDULER_PASSFILE = `${CONF_DIR}/scheduler.pgpass`;
 const REPLICATION_PASSWORD_FILE = `${CONF_DIR}/replication-password`;
 const REPLICA_BOOTSTRAP_FILE = `${CONF_DIR}/replica-bootstrap.sh`;
+const REPLICA_SLOT_WATCH_FILE = `${CONF_DIR}/replica-slot-watch.sh`;
 const MiB = 1024 * 1024;
 
 /**
@@ -57,6 +60,8 @@ const REPLICA_ENTRYPOINT = [
   "set -eu",
   'mkdir -p "$PGDATA" && chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"',
   `PGPASSWORD="$(cat ${REPLICATION_PASSWORD_FILE})" gosu postgres sh ${REPLICA_BOOTSTRAP_FILE}`,
+  // Beside the server: a lost slot stops it, and the restart takes the replica again (the bootstrap above).
+  `(PGPASSWORD="$(cat ${REPLICATION_PASSWORD_FILE})" exec gosu postgres sh ${REPLICA_SLOT_WATCH_FILE}) &`,
   'exec docker-entrypoint.sh "$@"',
 ].join("\n");
 
@@ -138,6 +143,10 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       ],
     });
 
+    // The administrator's URL of the primary from where `pulumi up` runs (its published port).
+    const adminUrl = pulumi
+      .all([publishedPort(primary, POSTGRES_PORT), args.passwords.admin])
+      .apply(([port, password]) => connectionUrl(ADMIN_USER, password, { host: PUBLISH_ADDRESS, port }, DATABASE));
     const replicas = Array.from({ length: args.replicas }, (_, i) =>
       server(
         `replica-${i}`,
@@ -153,9 +162,13 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
                 replicaBootstrapScript({ primaryHost, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i, waitSeconds: 300 }),
               ),
             },
+            {
+              file: REPLICA_SLOT_WATCH_FILE,
+              content: primary.name.apply((primaryHost) => slotWatchScript({ primaryHost, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i })),
+            },
           ],
         },
-        [primary],
+        [primary, new ReplicationSlot(`${name}-replica-${i}-slot`, { slotName: replicaSlotName(i), connection: adminUrl }, { parent: this, dependsOn: [primary] })],
       ),
     );
 
