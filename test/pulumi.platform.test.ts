@@ -473,6 +473,38 @@ describe("Pulumi program (mocks)", function () {
     }
   });
 
+  describe("password changes reach what started with the old one (issue 15 item 8)", () => {
+    const passwords = (app: string) => ({ admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: app, nb_auditor: "aud" }, scheduler: "mig" });
+    const common = { postgresVersion: "15" as const, replicas: 0, pooler: { poolMode: "transaction" as const, maxClientConnections: 10, defaultPoolSize: 5 }, physicalSuffix: "", protectData: false, images: IMAGES };
+
+    it("starts new ECS tasks when the auth file changes: its digest is part of the task definition", async () => {
+      const digestFor = async (app: string) => {
+        const registrations = await installMocks("prod", {});
+        new AwsCluster("c", { ...common, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1, applyImmediately: true }, passwords: passwords(app) });
+        await registrationsDone();
+        const task = registrations.find((r) => r.type === TASK)!;
+        expect(task.secretInputs).to.not.include("containerDefinitions");
+        const [container] = JSON.parse(task.inputs.containerDefinitions);
+        return container.environment.find((e: any) => e.name === "PGBOUNCER_AUTH_FILE_SHA256").value as string;
+      };
+      const before = await digestFor("app-1");
+      expect(before).to.match(/^[0-9a-f]{64}$/);
+      expect(await digestFor("app-2")).to.not.equal(before);
+      expect(await digestFor("app-1")).to.equal(before);
+    });
+
+    it("sets the Docker platform roles' passwords again whenever they change, as a secret administrator step", async () => {
+      const run = await deployed("dev", DEV);
+      const step = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-platform-roles");
+      expect(step.secretInputs).to.include.members(["sql", "connection"]);
+      expect(step.inputs.sql).to.include(`PASSWORD '${stableScramVerifier("nb_replicator", "pw-nbdb-nb_replicator")}'`);
+      expect(step.inputs.sql).to.include(`PASSWORD '${stableScramVerifier("nb_pgbouncer", "pw-nbdb-nb_pgbouncer")}'`);
+      expect(step.inputs.sql).to.not.include("pw-nbdb");
+      const prod = await deployed("prod", PROD);
+      expect(prod.registrations.filter((r) => r.name === "nbdb-platform-roles")).to.deep.equal([]);
+    });
+  });
+
   describe("major version changes (issue 15 item 3)", () => {
     const provider = majorVersionProvider();
 

@@ -66,11 +66,15 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     }
     const allRoles = [...roles.values()];
 
+    const adminUrl = pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.serverCaFile));
     const adminSetup = new AdminSql(
       `${name}-admin-setup`,
-      { sql: adminSetupSql(DATABASE, { pgCron: cluster.pgCron }), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.serverCaFile)) },
+      { sql: adminSetupSql(DATABASE, { pgCron: cluster.pgCron }), connection: adminUrl },
       { parent: this, dependsOn: allRoles },
     );
+    if (cluster.platformRolesSql) {
+      new AdminSql(`${name}-platform-roles`, { sql: cluster.platformRolesSql, connection: adminUrl }, { parent: this });
+    }
     const schema = new postgresql.Schema(`${name}-schema`, { name: SCHEMA, database: DATABASE, owner: OBJECT_OWNER }, { ...data, dependsOn: [adminSetup] });
 
     const grants = grantResources(GRANTS);

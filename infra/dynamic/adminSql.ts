@@ -64,7 +64,8 @@ export function adminSqlProvider(pgModule: string = PG_MODULE): pulumi.dynamic.R
 }
 
 export interface AdminSqlArgs {
-  readonly sql: string;
+  /** A secret where it carries password verifiers. */
+  readonly sql: pulumi.Input<string>;
   readonly connection: pulumi.Input<string>;
   readonly runAs?: string;
 }

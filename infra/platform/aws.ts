@@ -39,6 +39,8 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
   readonly admin: pulumi.Output<AdminLogin>;
   /** RDS forces TLS; every direct connection verifies it against the Amazon RDS CAs. */
   readonly pgCron = true;
+  // The database layer declares every role RDS needs (nb_pgbouncer included) with its password.
+  readonly platformRolesSql = undefined;
   readonly serverCaFile = RDS_CA_FILE;
   readonly poolerTls: Cluster["poolerTls"];
   // RDS replicas stream through RDS's own replication user, and REPLICATION needs a superuser RDS does not give.

@@ -87,6 +87,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
   readonly pgCron = false;
+  readonly platformRolesSql: pulumi.Output<string>;
   readonly serverCaFile = undefined;
   readonly poolerTls = undefined;
   readonly platformRoles = INIT_SCRIPT_ROLES;
@@ -221,6 +222,11 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         ],
       },
       { parent: this, dependsOn: [primary] },
+    );
+
+    // The init script ran once, at initdb: the same SQL again, whenever a password changes.
+    this.platformRolesSql = pulumi.secret(
+      pulumi.all([args.passwords.replication, args.passwords.poolerAuth]).apply(([replication, poolerAuth]) => primaryInitSql({ replication, poolerAuth })),
     );
 
     const endpoint = (c: docker.Container, port: number) => publishedPort(c, port).apply((p) => ({ host: PUBLISH_ADDRESS, port: p }));

@@ -40,6 +40,11 @@ export interface Cluster {
   readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string } | undefined;
   /** The server preloads pg_cron, which runs the scheduled jobs (RDS); otherwise the platform runs them itself (Docker's scheduler container). */
   readonly pgCron: boolean;
+  /**
+   * SQL (a secret) the administrator re-runs whenever it changes, so the roles the platform created
+   * itself (Docker's initdb script) keep the stack's current passwords; absent where there are none.
+   */
+  readonly platformRolesSql: pulumi.Output<string> | undefined;
   /** Roles of schema/roles.ts the database layer must not create: the platform creates them, or has no use for them. */
   readonly platformRoles: readonly RoleName[];
 }
