@@ -21,9 +21,12 @@ function importedPackages(text: string): string[] {
   return specs.map((s) => (s.startsWith("@") ? s.split("/").slice(0, 2).join("/") : s.split("/")[0])).filter((s) => !builtins.has(s) && !s.startsWith("node:"));
 }
 
+/** As TypeScript finds them: `types`/`typings`, or a .d.ts beside `main` (index.js by default). */
 function shipsOwnTypes(name: string): boolean {
-  const manifest = JSON.parse(fs.readFileSync(require.resolve(`${name}/package.json`, { paths: [ROOT] }), "utf8"));
-  return Boolean(manifest.types || manifest.typings) || fs.existsSync(path.join(path.dirname(require.resolve(`${name}/package.json`, { paths: [ROOT] })), "index.d.ts"));
+  const manifestFile = require.resolve(`${name}/package.json`, { paths: [ROOT] });
+  const manifest = JSON.parse(fs.readFileSync(manifestFile, "utf8"));
+  const main = String(manifest.main ?? "index.js").replace(/\.js$/, "");
+  return Boolean(manifest.types || manifest.typings) || fs.existsSync(path.join(path.dirname(manifestFile), `${main}.d.ts`));
 }
 
 describe("the Pulumi program's dependencies", function () {
