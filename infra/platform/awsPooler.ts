@@ -137,7 +137,8 @@ export class AwsPooler extends pulumi.ComponentResource {
     );
     const request = new tls.CertRequest(
       `${name}-tls-request`,
-      { privateKeyPem: key.privateKeyPem, subject: { commonName: loadBalancer.dnsName }, dnsNames: [loadBalancer.dnsName] },
+      // The name in the subjectAltName only: load balancer names can be longer than a common name may be (64).
+      { privateKeyPem: key.privateKeyPem, subject: { organization: "neuralblitz-db", organizationalUnit: physical }, dnsNames: [loadBalancer.dnsName] },
       parent,
     );
     const certificate = new tls.LocallySignedCert(
