@@ -25,26 +25,19 @@ export interface StackOutputs {
 }
 
 /**
- * How a connection URL asks for TLS. `verify-full` checks the server's certificate and its name; with
- * `rootCert` (a file path) against that CA alone, else against the system's CAs. node-postgres
- * (pg-connection-string 2.x) and libpq (psql) read these URLs alike for verify-full; `require`
- * means verify-full to node-postgres but no verification to libpq, so the stacks' outputs use
- * verify-full.
+ * A postgresql:// URL to the database of a stack. With `caFile` (a path), TLS with `verify-full`:
+ * the server's certificate must chain to that CA and name the host; libpq and node-postgres read
+ * both parameters the same way (never `sslmode=require`, which pg-connection-string 2.x reads as
+ * verify-full against Node's own CA store, and libpq as no verification at all).
  */
-export interface UrlTls {
-  readonly sslMode: "verify-full" | "require" | "disable";
-  readonly rootCert?: string;
+export function connectionUrl(user: string, password: string, at: Endpoint, database: string, caFile?: string): string {
+  const tls = caFile === undefined ? "" : `?sslmode=verify-full&sslrootcert=${queryValue(caFile)}`;
+  return `postgresql://${user}:${encodeURIComponent(password)}@${at.host}:${at.port}/${database}${tls}`;
 }
 
 /** A query-string value: percent-encoded, but a path's slashes kept readable (both parsers decode it). */
 function queryValue(v: string): string {
   return encodeURIComponent(v).replace(/%2F/gi, "/");
-}
-
-/** A postgresql:// URL to the database of a stack, asking for TLS as `tls` says. */
-export function connectionUrl(user: string, password: string, at: Endpoint, database: string, tls: UrlTls): string {
-  const params = tls.sslMode === "disable" ? [] : [`sslmode=${tls.sslMode}`, ...(tls.rootCert ? [`sslrootcert=${queryValue(tls.rootCert)}`] : [])];
-  return `postgresql://${user}:${encodeURIComponent(password)}@${at.host}:${at.port}/${database}${params.length ? `?${params.join("&")}` : ""}`;
 }
 
 /**

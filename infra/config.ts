@@ -10,6 +10,9 @@ import * as yaml from "js-yaml";
 import * as pulumi from "@pulumi/pulumi";
 import { POOLER_DEFAULTS, PoolMode } from "./topology/pgbouncerIni";
 import { ROLE_TIMEOUT_DEFAULTS, RoleTimeouts, TimedRole } from "../schema/roles";
+import { connectionBudgetProblem } from "./topology/connectionBudget";
+import { POOLED_LOGINS } from "./platform/types";
+import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag } from "./platform/images";
 
 export const PROJECT = "neuralblitz-db";
 /** Fixed so that replica slots and senders never need the primary's restart when scaling. */
@@ -17,6 +20,7 @@ export const MAX_REPLICAS = 5;
 export const POSTGRES_VERSIONS = ["15", "16", "17"] as const;
 export type PostgresVersion = (typeof POSTGRES_VERSIONS)[number];
 const PLATFORMS = ["docker", "aws"] as const;
+const RDS_MAX_CONNECTIONS = 5000;
 // Not "statement": it ends every transaction after one statement, which breaks withUser() and SET LOCAL.
 const POOL_MODES: readonly PoolMode[] = ["transaction", "session"];
 const DEV_CONFIG_FILE = path.join(__dirname, "..", "Pulumi.dev.yaml");
@@ -58,6 +62,14 @@ export interface AwsConfig {
   /** Networks allowed to reach the servers and the pooler. */
   readonly allowedCidrs: readonly string[];
   readonly poolerTasks: number;
+  /** RDS instance changes at once (true) or in the weekly maintenance window, showing as drift until then. */
+  readonly applyImmediately: boolean;
+}
+
+/** Image references: `<name>:<tag>@sha256:<digest>`, or (unprotected stacks only) `<name>:<tag>`. */
+export interface ImageConfig {
+  readonly postgres: string;
+  readonly pgbouncer: string;
 }
 
 interface CommonConfig {
@@ -73,13 +85,14 @@ interface CommonConfig {
   readonly partitions: PartitionConfig;
   /** Role-level timeouts of nb_app and nb_readonly (schema/roles.ts; defaults ROLE_TIMEOUT_DEFAULTS). */
   readonly timeouts: Readonly<Record<TimedRole, RoleTimeouts>>;
+  readonly images: ImageConfig;
 }
 
 export type StackConfig = CommonConfig & ({ readonly platform: "docker"; readonly docker: DockerConfig } | { readonly platform: "aws"; readonly aws: AwsConfig });
 
 type Values = Record<string, unknown>;
 
-const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "timeouts", "docker", "aws"];
+const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "timeouts", "images", "docker", "aws"];
 const TIMED_ROLES: readonly TimedRole[] = ["nb_app", "nb_readonly"];
 const TIMEOUT_KEYS = ["statementMs", "lockMs", "idleInTransactionMs"] as const;
 
@@ -98,7 +111,7 @@ const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
 const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
 const AWS_KEYS = [
   "region", "instanceClass", "allocatedStorageGb", "maxAllocatedStorageGb", "backupRetentionDays", "multiAz",
-  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks",
+  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks", "applyImmediately",
 ];
 
 /** Collects every problem, so one `pulumi up` reports all of them. */
@@ -115,10 +128,19 @@ class Problems {
   }
 
   private push(key: string, value: unknown, allowed: string, verb: "set" | "rm", args: string): void {
-    const shown = value === undefined ? "(unset)" : JSON.stringify(value);
+    const shown = value === undefined ? "(unset)" : isSecretKey(key) ? "[secret]" : JSON.stringify(value);
     const path = key.includes(".") ? "--path " : "";
     this.list.push(`${PROJECT}:${key} = ${shown}: ${allowed} (fix: pulumi config ${verb} ${path}${args})`);
   }
+}
+
+/**
+ * Whether the stack holds the (top-level) key as a secret (`pulumi config set --secret`): its value
+ * is never printed. The SDK's own check is internal; where it is missing, no value counts as printable.
+ */
+function isSecretKey(key: string): boolean {
+  const check = (pulumi.runtime as unknown as { isConfigSecret?: (k: string) => boolean }).isConfigSecret;
+  return typeof check !== "function" || check(`${PROJECT}:${key.split(".")[0]}`);
 }
 
 function isObject(v: unknown): v is Values {
@@ -254,7 +276,38 @@ function awsConfig(p: Problems, v: unknown): AwsConfig {
     subnetIds: list(p, "aws.subnetIds", a.subnetIds, AWS_ID("subnet"), "subnet ids (subnet-…) in different availability zones", 2),
     allowedCidrs: list(p, "aws.allowedCidrs", a.allowedCidrs, CIDR, "IPv4 CIDR blocks such as 10.20.0.0/16", 1),
     poolerTasks: integer(p, "aws.poolerTasks", a.poolerTasks, 1, 10, 2),
+    applyImmediately: bool(p, "aws.applyImmediately", a.applyImmediately, true),
   };
+}
+
+/**
+ * The images: a digest-pinned reference, or a tag where nothing is protected; the PostgreSQL image's
+ * tag must be of the stack's major version.
+ */
+function imageConfig(p: Problems, v: unknown, protect: boolean, postgresVersion: PostgresVersion, platform: string): ImageConfig {
+  const i = object(p, "images", v, ["postgres", "pgbouncer"], false);
+  const ref = (key: "postgres" | "pgbouncer", fallback: string): string => {
+    const value = i[key] ?? fallback;
+    // RDS runs no PostgreSQL image: only a given one is checked, for its form.
+    const pinRequired = protect && !(key === "postgres" && platform === "aws");
+    if (typeof value === "string" && PINNED_IMAGE.test(value)) return value;
+    if (typeof value === "string" && TAGGED_IMAGE.test(value) && !pinRequired) return value;
+    const lookup = `docker buildx imagetools inspect ${typeof value === "string" && TAGGED_IMAGE.test(value) ? value : fallback} (the Digest line)`;
+    p.add(
+      `images.${key}`,
+      i[key],
+      pinRequired
+        ? `a protected stack (deletionProtection) runs images pinned by digest: <name>:<tag>@sha256:<digest>; look it up with ${lookup}`
+        : `expected <name>:<tag> or <name>:<tag>@sha256:<digest>; look a digest up with ${lookup}`,
+    );
+    return fallback;
+  };
+  const postgres = ref("postgres", POSTGRES_IMAGES[postgresVersion]);
+  const major = /^(\d+)/.exec(imageTag(postgres))?.[1];
+  if (i.postgres !== undefined && major !== undefined && major !== postgresVersion) {
+    p.add("images.postgres", i.postgres, `its tag is PostgreSQL ${major}, but postgresVersion is ${postgresVersion}`);
+  }
+  return { postgres, pgbouncer: ref("pgbouncer", PGBOUNCER_IMAGE) };
 }
 
 /** `own` over `base`, key by key, nested objects included (a review stack's own docker.poolerPort keeps dev's docker.nodeCpus). */
@@ -288,17 +341,20 @@ export function loadConfig(): StackConfig {
   const partitions = object(p, "partitions", values.partitions, ["premake", "metricsRetentionDays"], false);
   const deletionProtection = bool(p, "deletionProtection", values.deletionProtection, false);
   if (review && deletionProtection) p.add("deletionProtection", true, "review stacks are always destroyable; remove the key");
+  const postgresVersion = choice(p, "postgresVersion", values.postgresVersion, POSTGRES_VERSIONS, "15");
+  const platform = choice(p, "platform", values.platform, PLATFORMS);
   const common: CommonConfig = {
     stack,
     review,
     nameSuffix: review ? `-${stack}` : "",
     replicas: integer(p, "replicas", values.replicas, 0, MAX_REPLICAS, 1),
-    postgresVersion: choice(p, "postgresVersion", values.postgresVersion, POSTGRES_VERSIONS, "15"),
+    postgresVersion,
     deletionProtection,
+    images: imageConfig(p, values.images, deletionProtection, postgresVersion, platform),
     pooler: {
       poolMode: choice(p, "pooler.poolMode", pooler.poolMode, POOL_MODES, POOLER_DEFAULTS.poolMode),
       maxClientConnections: integer(p, "pooler.maxClientConnections", pooler.maxClientConnections, 1, 100000, POOLER_DEFAULTS.maxClientConnections),
-      // Each login role gets a pool of this size; a quarter of the server's max_connections (200) keeps room for four.
+      // Each pooled login gets a pool of this size in every PgBouncer process; the servers' max_connections follows (connectionBudget.ts).
       defaultPoolSize: integer(p, "pooler.defaultPoolSize", pooler.defaultPoolSize, 1, 50, POOLER_DEFAULTS.defaultPoolSize),
     },
     timeouts: timeoutsConfig(p, values.timeouts),
@@ -307,13 +363,27 @@ export function loadConfig(): StackConfig {
       metricsRetentionDays: integer(p, "partitions.metricsRetentionDays", partitions.metricsRetentionDays, 1, 3650, 30),
     },
   };
-  const platform = choice(p, "platform", values.platform, PLATFORMS);
   const config: StackConfig =
     platform === "docker" ? { ...common, platform, docker: dockerConfig(p, values.docker) } : { ...common, platform, aws: awsConfig(p, values.aws) };
+  checkConnectionBudget(p, config);
   if (p.list.length > 0) {
     throw new Error(`invalid config for stack '${stack}' (${p.list.length} problem${p.list.length > 1 ? "s" : ""}):\n  - ${p.list.join("\n  - ")}`);
   }
   return deepFreeze(config);
+}
+
+/**
+ * max_connections follows from the pooler's settings; refuse what a server cannot hold: RDS's own
+ * ceiling, or on Docker 2 MB of the node's memory per connection (a backend's baseline).
+ */
+function checkConnectionBudget(p: Problems, config: StackConfig): void {
+  const processes = config.platform === "aws" ? config.aws.poolerTasks : 1;
+  const footprint = { processes, pooledLogins: POOLED_LOGINS.length, defaultPoolSize: config.pooler.defaultPoolSize };
+  const problem =
+    config.platform === "aws"
+      ? connectionBudgetProblem(footprint, RDS_MAX_CONNECTIONS, "RDS allows by default (LEAST(DBInstanceClassMemory/9531392, 5000))")
+      : connectionBudgetProblem(footprint, Math.floor(config.docker.nodeMemoryMb / 2), `a server of docker.nodeMemoryMb = ${config.docker.nodeMemoryMb} holds (2 MB each)`);
+  if (problem) p.add("pooler.defaultPoolSize", config.pooler.defaultPoolSize, problem);
 }
 
 function deepFreeze<T>(o: T): T {

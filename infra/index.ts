@@ -11,5 +11,5 @@ export const pooler = outputs.pooler;
 export const connections = outputs.connections;
 // Beside the outputs.json shape: what client/ needs to read and write the encrypted columns.
 export const dataKey = outputs.dataKey;
-// The CA certificate the connection strings' sslrootcert names.
+// The CAs the connection URLs verify against (public): write them where the URLs' sslrootcert points.
 export const tls = outputs.tls;

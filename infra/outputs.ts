@@ -1,7 +1,8 @@
 // The stack outputs, in the shape of the local stack's outputs.json (DESIGN.md, "Contracts"), so
 // clients and tools read every stack the same way. No `admin` connection: that is the local stack's alone.
+import * as fs from "fs";
 import * as pulumi from "@pulumi/pulumi";
-import { UrlTls, connectionUrl as databaseUrl } from "../client/outputs";
+import { connectionUrl as databaseUrl } from "../client/outputs";
 import { DATABASE, LoginRoleName } from "../schema/roles";
 import { Cluster, Endpoint, PoolerEndpoint } from "./platform/types";
 
@@ -22,18 +23,16 @@ export interface StackOutputs {
   readonly connections: pulumi.Output<Connections>;
   /** A secret: the key of the encrypted columns (the local stack keeps it in state.json). */
   readonly dataKey: pulumi.Output<string>;
-  /** The CA file the URLs verify the servers with (on the machine that ran `pulumi up`) and, where the program issued it, its PEM. */
-  readonly tls: pulumi.Output<{ caFile?: string; caCert?: string }>;
+  /**
+   * The CAs the URLs verify against: their files (on the machine that ran `pulumi up`, which the
+   * URLs name) and their certificates (PEM), for clients on other machines; absent where there is no TLS.
+   */
+  readonly tls: pulumi.Output<{ readonly serverCaFile?: string; readonly serverCa?: string; readonly poolerCaFile?: string; readonly poolerCa?: string }>;
 }
 
-/** How direct connections to the cluster's servers ask for TLS. */
-export function serverTls(cluster: Pick<Cluster, "sslMode" | "sslRootCert">): UrlTls {
-  return { sslMode: cluster.sslMode, rootCert: cluster.sslRootCert };
-}
-
-/** A connection URL to the project database; the database layer uses it too, for the administrator and nb_migrator. */
-export function connectionUrl(user: string, password: string, at: Endpoint, tls: UrlTls): string {
-  return databaseUrl(user, password, at, DATABASE, tls);
+/** A connection URL to the project database (verify-full against `caFile` where given); the database layer uses it too, for the administrator and nb_migrator. */
+export function connectionUrl(user: string, password: string, at: Endpoint, caFile: string | undefined): string {
+  return databaseUrl(user, password, at, DATABASE, caFile);
 }
 
 export function stackOutputs(
@@ -43,17 +42,16 @@ export function stackOutputs(
   dataKey: pulumi.Output<string>,
 ): StackOutputs {
   const { nb_app, nb_readonly, nb_auditor, nb_migrator } = passwords;
-  const poolerTls: UrlTls = cluster.poolerTls ?? { sslMode: "disable" };
   const connections = pulumi
     .all([cluster.primary, cluster.replicas, cluster.pooler, nb_app, nb_readonly, nb_auditor, nb_migrator])
     .apply(([primary, replicas, pooler, app, readonly, auditor, migrator]) => ({
-      // The application goes through the pooler (transaction pooling); PgBouncer itself talks TLS to the server.
-      app: connectionUrl("nb_app", app, pooler, poolerTls),
+      // The application goes through the pooler (transaction pooling), over TLS where the pooler has a certificate.
+      app: connectionUrl("nb_app", app, pooler, cluster.poolerTls?.caFile),
       // Reporting reads from the first replica, or the primary when there is none.
-      readonly: connectionUrl("nb_readonly", readonly, replicas[0] ?? primary, serverTls(cluster)),
-      auditor: connectionUrl("nb_auditor", auditor, pooler, poolerTls),
+      readonly: connectionUrl("nb_readonly", readonly, replicas[0] ?? primary, cluster.serverCaFile),
+      auditor: connectionUrl("nb_auditor", auditor, pooler, cluster.poolerTls?.caFile),
       // Bundles need a session (advisory locks, DDL), so the migrator connects to the primary.
-      migrator: connectionUrl("nb_migrator", migrator, primary, serverTls(cluster)),
+      migrator: connectionUrl("nb_migrator", migrator, primary, cluster.serverCaFile),
     }));
   return {
     stack,
@@ -63,9 +61,15 @@ export function stackOutputs(
     pooler: cluster.pooler,
     connections: pulumi.secret(connections),
     dataKey: pulumi.secret(dataKey),
-    tls: pulumi.output(cluster.caCert).apply((caCert) => ({
-      ...(cluster.sslRootCert ? { caFile: cluster.sslRootCert } : {}),
-      ...(caCert ? { caCert } : {}),
-    })),
+    tls: pulumi.all([cluster.serverCa, cluster.poolerTls?.caCertificate]).apply(([issuedServerCa, poolerCa]) => {
+      // A CA a resource of the stack issues comes as its output; a CA shipped with the program (RDS's) is read from its file.
+      const serverCa = issuedServerCa ?? (cluster.serverCaFile ? fs.readFileSync(cluster.serverCaFile, "utf8") : undefined);
+      return {
+        ...(cluster.serverCaFile ? { serverCaFile: cluster.serverCaFile } : {}),
+        ...(serverCa ? { serverCa } : {}),
+        ...(cluster.poolerTls ? { poolerCaFile: cluster.poolerTls.caFile } : {}),
+        ...(poolerCa ? { poolerCa } : {}),
+      };
+    }),
   };
 }

@@ -6,6 +6,7 @@ import * as path from "path";
 import { PROJECT, StackConfig, loadConfig } from "./config";
 import { StackPasswords } from "./credentials";
 import { DatabaseLayer } from "./database/layer";
+import { PostgresMajorVersion } from "./dynamic/majorVersion";
 import { StackOutputs, stackOutputs } from "./outputs";
 import { AwsCluster } from "./platform/aws";
 import { DockerCluster } from "./platform/docker";
@@ -22,13 +23,17 @@ export function pulumiCaFile(stack: string): string {
 }
 
 function buildCluster(config: StackConfig, passwords: StackPasswords): Cluster {
+  // Every server resource waits for it, so a refused major version change touches none of them.
+  const majorVersion = new PostgresMajorVersion(`${NAME}-postgres-major-version`, { version: config.postgresVersion, platform: config.platform });
   const common = {
+    majorVersion,
     postgresVersion: config.postgresVersion,
     replicas: config.replicas,
     pooler: config.pooler,
     passwords: passwords.platform(),
     physicalSuffix: config.nameSuffix,
     protectData: config.deletionProtection,
+    images: config.images,
   };
   if (config.platform === "docker") return new DockerCluster(NAME, { ...common, docker: config.docker, caFile: pulumiCaFile(config.stack) });
   // The region comes from the stack's config, not the machine's environment; tags say whose it is.

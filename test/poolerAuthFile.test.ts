@@ -75,7 +75,7 @@ describe("pooler with SCRAM verifiers in its auth file (the AWS mode)", function
   });
 
   function viaThisPooler(role: string, password: string): string {
-    return connectionUrl(role, password, { host: HOST, port }, DATABASE, { sslMode: "verify-full", rootCert: caFile(stack) });
+    return connectionUrl(role, password, { host: HOST, port }, DATABASE, caFile(stack));
   }
 
   it("has no auth_query and no plain password but the stats user's", function () {

@@ -86,8 +86,8 @@ describe("database layer (mocks)", function () {
         expect(`${provider.inputs.host}:${provider.inputs.port}`).not.to.equal(`${pooler.host}:${pooler.port}`);
         expect(provider.inputs.host).not.to.include(":");
         expect(provider.inputs.superuser).to.equal(String(platform === "docker"));
-        // Docker: the stack's own CA verifies the primary's certificate and name (verify-full).
-        expect(provider.inputs.sslmode).to.equal(platform === "aws" ? "require" : "verify-full");
+        // verify-full everywhere: Docker against the stack's own CA, RDS against the Amazon RDS CA bundle.
+        expect(provider.inputs.sslmode).to.equal("verify-full");
         if (platform === "docker") expect(provider.inputs.sslrootcert).to.equal(pulumiCaFile(stack));
         expect(provider.secretInputs).to.include.members(["password", "host"]);
         const postgresResources = run.registrations.filter((r) => r.type.startsWith("postgresql:"));

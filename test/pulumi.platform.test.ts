@@ -2,6 +2,12 @@
 // resources it registers, how they are named, wired and protected, what it exports, and that every
 // invalid config value stops it before any resource is registered.
 import { expect } from "chai";
+import { X509Certificate } from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+import { RDS_CA_FILE } from "../infra/platform/rdsCa";
+import { connectionBudget } from "../infra/topology/connectionBudget";
+import { majorVersionProvider } from "../infra/dynamic/majorVersion";
 import { stableScramVerifier } from "../infra/topology/scram";
 import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
@@ -23,6 +29,25 @@ function withKey(config: Config, key: string, value: unknown): Config {
   if (value === undefined) delete at[parts[parts.length - 1]];
   else at[parts[parts.length - 1]] = value;
   return copy;
+}
+
+const IMAGES = { postgres: "postgres:15.17-bookworm", pgbouncer: "edoburu/pgbouncer:v1.25.2-p0" };
+const DIGEST = `sha256:${"ab".repeat(32)}`;
+
+/** Go's time.Duration.String() of whole seconds, which the Docker provider stores and compares: 120 → "2m0s". */
+function goDuration(seconds: number): string {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  return h > 0 ? `${h}h${m}m${s}s` : m > 0 ? `${m}m${s}s` : `${s}s`;
+}
+
+/** "2m0s", "120s", "1h" → seconds. */
+function durationSeconds(d: string): number {
+  const units: Record<string, number> = { h: 3600, m: 60, s: 1 };
+  const parts = [...d.matchAll(/(\d+)([hms])/g)];
+  if (parts.map((p) => p[0]).join("") !== d) throw new Error(`not a duration: ${d}`);
+  return parts.reduce((sum, p) => sum + Number(p[1]) * units[p[2]], 0);
 }
 
 const uploaded = (r: Registration, file: string): string => r.inputs.uploads.find((u: any) => u.file === file).content;
@@ -85,6 +110,24 @@ describe("Pulumi program (mocks)", function () {
       }
     });
 
+    it("sizes every server's max_connections from the pooler (one container), never below 100", () => {
+      for (const name of ["nbdb-primary", "nbdb-replica-0"]) expect(named(run, CONTAINER, name).inputs.command).to.include("max_connections=100");
+      expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include("max_db_connections = 50");
+      expect(connectionBudget({ processes: 1, pooledLogins: 2, defaultPoolSize: 50 }).maxConnections).to.equal(154);
+    });
+
+    it("writes healthcheck durations as the provider reads them back, so previews show no update (issue 15 item 5)", () => {
+      const checked = of(run, CONTAINER).filter((c) => c.inputs.healthcheck);
+      expect(checked.map((c) => c.name)).to.include.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler"]);
+      for (const c of checked) {
+        for (const field of ["interval", "timeout", "startPeriod"]) {
+          const written: string = c.inputs.healthcheck[field];
+          expect(written, `${c.name} healthcheck.${field}`).to.equal(goDuration(durationSeconds(written)));
+        }
+      }
+      expect(goDuration(120)).to.equal("2m0s");
+    });
+
     it("creates the replication and pooler roles and the auth lookup at initdb, with SCRAM verifiers only", () => {
       const primary = named(run, CONTAINER, "nbdb-primary");
       const init = uploaded(primary, "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql");
@@ -95,6 +138,18 @@ describe("Pulumi program (mocks)", function () {
       expect(primary.inputs.envs).to.include("POSTGRES_PASSWORD_FILE=/etc/postgresql/neuralblitz/admin-password");
       expect(primary.inputs.envs.join(" ")).not.to.include("pw-");
       expect(primary.secretInputs).to.include("uploads");
+    });
+
+    it("gives each replica a ReplicationSlot it depends on, so removing the replica drops its slot (issue 15 item 7)", () => {
+      const slot = named(run, "pulumi-nodejs:dynamic/neuralblitz:ReplicationSlot", "nbdb-replica-0-slot");
+      expect(slot.inputs.slotName).to.equal("replica_0");
+      expect(slot.secretInputs).to.include("connection");
+      expect(slot.inputs.connection).to.equal("postgresql://postgres:pw-nbdb-admin@127.0.0.1:15432/neuralblitz");
+      expect(named(run, CONTAINER, "nbdb-replica-0").dependencies).to.include(slot.urn);
+      // Beside the standby, a watch stops it when the primary has lost its slot; the restart takes it again.
+      const replica = named(run, CONTAINER, "nbdb-replica-0");
+      expect(uploaded(replica, "/etc/postgresql/neuralblitz/replica-slot-watch.sh")).to.include("READ_REPLICATION_SLOT replica_0").and.include("kill -INT 1");
+      expect(replica.inputs.entrypoints[2]).to.include("replica-slot-watch.sh) &");
     });
 
     it("bootstraps each replica from the primary with the shared script", () => {
@@ -224,6 +279,14 @@ describe("Pulumi program (mocks)", function () {
       });
     });
 
+    it("pulls images by digest where the config pins them, the tag kept beside it (issue 15 item 10)", async () => {
+      const pinned = await deployed("dev", withKey(withKey(DEV, "images.postgres", `postgres:15.17-bookworm@${DIGEST}`), "images.pgbouncer", `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`));
+      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([`postgres:15.17-bookworm@${DIGEST}`, `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`]);
+      const prod = await deployed("prod", PROD);
+      const [container] = JSON.parse(of(prod, TASK)[0].inputs.containerDefinitions);
+      expect(container.image).to.equal(PROD.images.pgbouncer).and.match(/^edoburu\/pgbouncer:v1\.25\.2-p0@sha256:[0-9a-f]{64}$/);
+    });
+
     it("protects nothing (dev sets no deletionProtection)", () => {
       expect(run.registrations.filter((r) => r.protect).map((r) => r.name)).to.deep.equal([]);
     });
@@ -256,9 +319,11 @@ describe("Pulumi program (mocks)", function () {
         storageEncrypted: true,
         backupRetentionPeriod: 14,
         performanceInsightsEnabled: true,
+        // Changes land now, not in the maintenance window (where they would show as drift until then).
+        applyImmediately: true,
         deletionProtection: true,
         skipFinalSnapshot: false,
-        finalSnapshotIdentifier: "nbdb-primary-final",
+        finalSnapshotIdentifier: "nbdb-primary-final-0a1b2c3d",
         publiclyAccessible: false,
         username: "postgres",
         password: "pw-nbdb-admin",
@@ -276,6 +341,7 @@ describe("Pulumi program (mocks)", function () {
         expect(r.dependencies).to.include(primary.urn);
         expect(r.inputs).not.to.have.any.keys("username", "password", "dbName", "engine");
         expect(r.inputs.skipFinalSnapshot).to.equal(true);
+        expect(r.inputs.applyImmediately).to.equal(true);
       }
     });
 
@@ -294,15 +360,50 @@ describe("Pulumi program (mocks)", function () {
 
     it("runs PgBouncer with the shared pgbouncer.ini, TLS to the primary, and its auth file from Secrets Manager", () => {
       const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
-      expect(container.image).to.equal("edoburu/pgbouncer:v1.24.1-p1");
+      expect(container.image).to.equal(PROD.images.pgbouncer);
       const ini = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
       expect(ini).to.include("neuralblitz = host=nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com port=5432 dbname=neuralblitz");
-      expect(ini).to.include("server_tls_sslmode = require");
+      expect(ini).to.include("server_tls_sslmode = verify-full\nserver_tls_ca_file = /etc/pgbouncer/server-ca.pem");
       expect(ini).to.include("pool_mode = transaction");
       expect(ini).to.include("max_client_conn = 5000");
       expect(ini).to.include("default_pool_size = 40");
-      expect(container.secrets).to.deep.equal([{ name: "PGBOUNCER_AUTH_FILE", valueFrom: "arn:aws:mock:::nbdb-pooler-auth-file" }]);
+      expect(container.secrets).to.deep.equal([
+        { name: "PGBOUNCER_AUTH_FILE", valueFrom: "arn:aws:mock:::nbdb-pooler-auth-file" },
+        { name: "PGBOUNCER_TLS_KEY", valueFrom: "arn:aws:mock:::nbdb-pooler-tls-key" },
+      ]);
       expect(JSON.stringify(container)).not.to.include("pw-");
+      expect(JSON.stringify(container)).not.to.include("PRIVATE KEY");
+    });
+
+    it("verifies RDS with the region's Amazon RDS CAs and presents the program's certificate to clients (issue 12 item 5, issue 15 item 1)", () => {
+      const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+      const env = Object.fromEntries(container.environment.map((e: any) => [e.name, e.value]));
+      const ini: string = env.PGBOUNCER_INI;
+      expect(ini).to.include("; TLS\nclient_tls_sslmode = require\nclient_tls_cert_file = /etc/pgbouncer/pooler.crt\nclient_tls_key_file = /etc/pgbouncer/pooler.key");
+      const subjects = (env.PGBOUNCER_SERVER_CA as string).match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!.map((pem) => new X509Certificate(pem).subject);
+      expect(subjects.length).to.be.within(1, 8);
+      for (const subject of subjects) expect(subject).to.include("eu-west-1");
+      expect(container.command[0]).to.include('> /etc/pgbouncer/server-ca.pem').and.include("> /etc/pgbouncer/pooler.key");
+      expect(env.PGBOUNCER_TLS_CERT).to.equal("-----BEGIN CERTIFICATE----- nbdb-pooler-tls-cert");
+      // The certificate names the load balancer, and is issued by the stack's own CA.
+      const request = named(run, "tls:index/certRequest:CertRequest", "nbdb-pooler-tls-request").inputs;
+      expect(request.dnsNames).to.deep.equal(["nbdb-pooler-0123.elb.eu-west-1.amazonaws.com"]);
+      const cert = named(run, "tls:index/locallySignedCert:LocallySignedCert", "nbdb-pooler-tls-cert").inputs;
+      expect(cert.allowedUses).to.include("server_auth");
+      expect(cert.earlyRenewalHours).to.be.greaterThan(0);
+      expect(named(run, "aws:secretsmanager/secretVersion:SecretVersion", "nbdb-pooler-tls-key").secretInputs).to.include("secretString");
+      const policy = JSON.parse(named(run, "aws:iam/rolePolicy:RolePolicy", "nbdb-pooler-read-auth-file").inputs.policy);
+      expect(policy.Statement[0].Resource).to.deep.equal(["arn:aws:mock:::nbdb-pooler-auth-file", "arn:aws:mock:::nbdb-pooler-tls-key"]);
+    });
+
+    it("connects the database layer to RDS with verify-full and the RDS CA bundle, never sslmode=require (issue 15 item 1)", () => {
+      const provider = named(run, "pulumi:providers:postgresql", "nbdb-postgresql").inputs;
+      expect(provider).to.include({ sslmode: "verify-full", sslrootcert: RDS_CA_FILE, superuser: "false" });
+      const admin = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-admin-setup");
+      expect(admin.inputs.connection).to.include(`?sslmode=verify-full&sslrootcert=${encodeURIComponent(RDS_CA_FILE)}`);
+      for (const r of run.registrations.filter((x) => typeof x.inputs.connection === "string")) {
+        expect(r.inputs.connection, r.name).to.include("sslmode=verify-full&sslrootcert=").and.not.include("sslmode=require");
+      }
     });
 
     it("lists the pooled logins' stable SCRAM verifiers in the secret auth file instead of auth_query (RDS hides pg_authid)", () => {
@@ -316,6 +417,35 @@ describe("Pulumi program (mocks)", function () {
       expect(lines[1]).to.equal(`"nb_app" "${stableScramVerifier("nb_app", "pw-nbdb-nb_app")}"`);
       expect(lines[2]).to.equal(`"nb_auditor" "${stableScramVerifier("nb_auditor", "pw-nbdb-nb_auditor")}"`);
       expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_app");
+    });
+
+    it("replaces fixed-name resources by deleting first, and names from a prefix what cannot be deleted while in use (issue 15 item 9)", () => {
+      // Their names carry what forces a replacement (the parameter group's family), or only a rename replaces them.
+      const exempt = ["aws:rds/parameterGroup:ParameterGroup", "aws:rds/subnetGroup:SubnetGroup"];
+      const fixed = run.registrations.filter((r) => r.type.startsWith("aws:") && !exempt.includes(r.type) && (typeof r.inputs.name === "string" || typeof r.inputs.identifier === "string"));
+      expect(fixed.map((r) => r.type)).to.include.members([
+        RDS, "aws:lb/loadBalancer:LoadBalancer", "aws:iam/role:Role", "aws:cloudwatch/logGroup:LogGroup", "aws:ecs/cluster:Cluster", ECS_SERVICE,
+      ]);
+      expect(fixed.filter((r) => !r.deleteBeforeReplace).map((r) => `${r.type} ${r.name}`)).to.deep.equal([]);
+      for (const [type, prefix] of [["aws:ec2/securityGroup:SecurityGroup", "nbdb-"], ["aws:lb/targetGroup:TargetGroup", "nbdb-"], ["aws:secretsmanager/secret:Secret", "nbdb-pooler-"]]) {
+        for (const r of of(run, type)) {
+          expect(r.inputs, `${type} ${r.name}`).to.not.have.property("name");
+          expect(r.inputs.namePrefix, `${type} ${r.name}`).to.be.a("string").and.satisfy((p: string) => p.startsWith(prefix));
+        }
+      }
+      // The final snapshot's name is new for each primary, so a stack made again after a destroy can take one.
+      expect(named(run, "random:index/randomId:RandomId", "nbdb-final-snapshot").inputs.byteLength).to.equal(4);
+    });
+
+    it("sizes max_connections from the pooler's settings and caps each PgBouncer task at its share (issue 15 item 4)", () => {
+      // 2 tasks × 2 pooled logins × (pool 40 + reserve 5) = 180, plus 44 direct (migrator, readers, pg_cron, provider, administration).
+      expect(connectionBudget({ processes: 2, pooledLogins: 2, defaultPoolSize: 40 })).to.deep.equal({ pooled: 180, direct: 44, maxConnections: 224 });
+      const params: { name: string; value: string; applyMethod: string }[] = named(run, "aws:rds/parameterGroup:ParameterGroup", "nbdb-parameters").inputs.parameters;
+      expect(params.find((x) => x.name === "max_connections")).to.deep.equal({ name: "max_connections", value: "224", applyMethod: "pending-reboot" });
+      const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+      const ini: string = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
+      expect(ini).to.include("reserve_pool_size = 5\nmax_db_connections = 90\n");
+      expect(named(run, "pulumi:providers:postgresql", "nbdb-postgresql").inputs.maxConnections).to.equal("4");
     });
 
     it("protects the primary and the replicas", () => {
@@ -332,9 +462,19 @@ describe("Pulumi program (mocks)", function () {
       expect(await value(o.pooler)).to.deep.equal({ host: "nbdb-pooler-0123.elb.eu-west-1.amazonaws.com", port: 6432, poolMode: "transaction" });
       expect(await pulumi.isSecret(o.connections)).to.equal(true);
       const c = await value(o.connections);
-      expect(c.migrator).to.equal("postgresql://nb_migrator:pw-nbdb-nb_migrator@nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com:5432/neuralblitz?sslmode=require");
-      expect(c.readonly).to.include("@nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com:5432/");
-      expect(c.app).to.equal("postgresql://nb_app:pw-nbdb-nb_app@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz");
+      const rdsTls = `?sslmode=verify-full&sslrootcert=${encodeURIComponent(RDS_CA_FILE)}`;
+      expect(c.migrator).to.equal(`postgresql://nb_migrator:pw-nbdb-nb_migrator@nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com:5432/neuralblitz${rdsTls}`);
+      expect(c.readonly).to.include("@nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com:5432/").and.include(rdsTls);
+      const poolerCaFile = path.join(process.env.NBDB_HOME!, "pulumi-prod", "pooler-ca.pem");
+      expect(c.app).to.equal(`postgresql://nb_app:pw-nbdb-nb_app@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz?sslmode=verify-full&sslrootcert=${encodeURIComponent(poolerCaFile)}`);
+      expect(c.auditor).to.include(`sslrootcert=${encodeURIComponent(poolerCaFile)}`);
+      expect(JSON.stringify(c)).to.not.match(/sslmode=(disable|require)/);
+      // The CAs are exported (public) for clients elsewhere, and the pooler's is written where the URLs point.
+      const exported = await value(o.tls);
+      expect(await pulumi.isSecret(o.tls)).to.equal(false);
+      expect(exported.serverCa).to.equal(fs.readFileSync(RDS_CA_FILE, "utf8"));
+      expect(exported.poolerCa).to.equal("-----BEGIN CERTIFICATE----- nbdb-pooler-ca");
+      expect(fs.readFileSync(poolerCaFile, "utf8")).to.equal(exported.poolerCa);
     });
   });
 
@@ -411,10 +551,71 @@ describe("Pulumi program (mocks)", function () {
     }
   });
 
+  describe("password changes reach what started with the old one (issue 15 item 8)", () => {
+    const passwords = (app: string) => ({ admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: app, nb_auditor: "aud" }, scheduler: "mig" });
+    const common = { postgresVersion: "15" as const, replicas: 0, pooler: { poolMode: "transaction" as const, maxClientConnections: 10, defaultPoolSize: 5 }, physicalSuffix: "", protectData: false, images: IMAGES };
+
+    it("starts new ECS tasks when the auth file changes: its digest is part of the task definition", async () => {
+      const digestFor = async (app: string) => {
+        const registrations = await installMocks("prod", {});
+        new AwsCluster("c", { ...common, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1, applyImmediately: true }, passwords: passwords(app) });
+        await registrationsDone();
+        const task = registrations.find((r) => r.type === TASK)!;
+        expect(task.secretInputs).to.not.include("containerDefinitions");
+        const [container] = JSON.parse(task.inputs.containerDefinitions);
+        return container.environment.find((e: any) => e.name === "PGBOUNCER_AUTH_FILE_SHA256").value as string;
+      };
+      const before = await digestFor("app-1");
+      expect(before).to.match(/^[0-9a-f]{64}$/);
+      expect(await digestFor("app-2")).to.not.equal(before);
+      expect(await digestFor("app-1")).to.equal(before);
+    });
+
+    it("sets the Docker platform roles' passwords again whenever they change, as a secret administrator step", async () => {
+      const run = await deployed("dev", DEV);
+      const step = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-platform-roles");
+      expect(step.secretInputs).to.include.members(["sql", "connection"]);
+      expect(step.inputs.sql).to.include(`PASSWORD '${stableScramVerifier("nb_replicator", "pw-nbdb-nb_replicator")}'`);
+      expect(step.inputs.sql).to.include(`PASSWORD '${stableScramVerifier("nb_pgbouncer", "pw-nbdb-nb_pgbouncer")}'`);
+      expect(step.inputs.sql).to.not.include("pw-nbdb");
+      const prod = await deployed("prod", PROD);
+      expect(prod.registrations.filter((r) => r.name === "nbdb-platform-roles")).to.deep.equal([]);
+    });
+  });
+
+  describe("major version changes (issue 15 item 3)", () => {
+    const provider = majorVersionProvider();
+
+    for (const platform of ["docker", "aws"] as const) {
+      it(`refuses 15 → 16 on ${platform} before any server resource changes, with the steps`, async () => {
+        const refused = await provider.check!({ version: "15", platform }, { version: "16", platform });
+        expect(refused.failures).to.have.length(1);
+        expect(refused.failures![0].property).to.equal("version");
+        expect(refused.failures![0].reason).to.include("postgresVersion 15 → 16 is a major version change").and.include("pulumi config set postgresVersion 15");
+        expect(refused.failures![0].reason).to.include(platform === "docker" ? "pg_dumpall" : "blue/green");
+        // A first deploy, or the same version, passes.
+        expect((await provider.check!({}, { version: "16", platform })).failures ?? []).to.deep.equal([]);
+        expect((await provider.check!({ version: "15", platform }, { version: "15", platform })).failures ?? []).to.deep.equal([]);
+      });
+    }
+
+    for (const [stack, base, guarded] of [
+      ["dev", DEV, [[CONTAINER, "nbdb-primary"], [CONTAINER, "nbdb-replica-0"], [VOLUME, "nbdb-primary-data"], [IMAGE, "nbdb-postgres-image"]]],
+      ["prod", PROD, [[RDS, "nbdb-primary"], [RDS, "nbdb-replica-0"], ["aws:rds/parameterGroup:ParameterGroup", "nbdb-parameters"]]],
+    ] as const) {
+      it(`makes every ${base.platform} server resource wait for the version guard`, async () => {
+        const run = await deployed(stack, base);
+        const guard = named(run, "pulumi-nodejs:dynamic/neuralblitz:PostgresMajorVersion", "nbdb-postgres-major-version");
+        expect(guard.inputs).to.deep.include({ version: "15", platform: base.platform });
+        for (const [type, name] of guarded) expect(named(run, type, name).dependencies, name).to.include(guard.urn);
+      });
+    }
+  });
+
   describe("the platform's admin login (for the database layer)", () => {
     for (const [stack, make] of [
-      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, caFile: "/tmp/nbdb-ca.crt" })],
-      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false })],
+      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, images: IMAGES, caFile: "/tmp/nbdb-ca.crt" })],
+      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, images: IMAGES })],
     ] as const) {
       it(`is a secret on ${stack}`, async () => {
         await installMocks(stack, {});
@@ -441,6 +642,12 @@ describe("Pulumi program (mocks)", function () {
       ["a pool bigger than the server allows", "dev", withKey(DEV, "pooler.defaultPoolSize", 500), "neuralblitz-db:pooler.defaultPoolSize = 500"],
       ["a negative role timeout", "dev", withKey(DEV, "timeouts.nb_app.statementMs", -1), "neuralblitz-db:timeouts.nb_app.statementMs = -1: expected a whole number from 0 to 86400000"],
       ["timeouts for a role that has none", "dev", withKey(DEV, "timeouts.nb_migrator", {}), "neuralblitz-db:timeouts.nb_migrator = {}: unknown key"],
+      [
+        "pools a small Docker server cannot hold",
+        "dev",
+        withKey(withKey(DEV, "pooler.defaultPoolSize", 50), "docker.nodeMemoryMb", 256),
+        "neuralblitz-db:pooler.defaultPoolSize = 50: needs max_connections = 154 (1 pooler process × 2 pooled logins × (pool 50 + reserve 5) = 110, plus 44 direct), more than the 128 a server of docker.nodeMemoryMb = 256 holds",
+      ],
       ["no premade partitions", "dev", withKey(DEV, "partitions.premake", 0), "neuralblitz-db:partitions.premake = 0"],
       ["an endless retention", "dev", withKey(DEV, "partitions.metricsRetentionDays", 99999), "neuralblitz-db:partitions.metricsRetentionDays = 99999"],
       ["a privileged port", "dev", withKey(DEV, "docker.primaryPort", 80), "neuralblitz-db:docker.primaryPort = 80"],
@@ -457,8 +664,14 @@ describe("Pulumi program (mocks)", function () {
       ["a single subnet", "prod", withKey(PROD, "aws.subnetIds", ["subnet-0a1b2c3d4e5f60001"]), "neuralblitz-db:aws.subnetIds = "],
       ["a malformed CIDR", "prod", withKey(PROD, "aws.allowedCidrs", ["10.0.0.0/33"]), 'neuralblitz-db:aws.allowedCidrs = ["10.0.0.0/33"]'],
       ["no pooler tasks", "prod", withKey(PROD, "aws.poolerTasks", 0), "neuralblitz-db:aws.poolerTasks = 0"],
+      ["a non-boolean applyImmediately", "prod", withKey(PROD, "aws.applyImmediately", "later"), 'neuralblitz-db:aws.applyImmediately = "later": expected true or false'],
       ["a misspelt key", "dev", withKey(DEV, "replica", 2), "neuralblitz-db:replica = 2: unknown key"],
       ["a misspelt nested key", "dev", withKey(DEV, "pooler.poolmode", "session"), 'neuralblitz-db:pooler.poolmode = "session": unknown key'],
+      ["a bare tag in a protected stack", "prod", withKey(PROD, "images.pgbouncer", "edoburu/pgbouncer:v1.25.2-p0"), 'neuralblitz-db:images.pgbouncer = "edoburu/pgbouncer:v1.25.2-p0": a protected stack (deletionProtection) runs images pinned by digest: <name>:<tag>@sha256:<digest>; look it up with docker buildx imagetools inspect edoburu/pgbouncer:v1.25.2-p0'],
+      ["no image digest in a protected stack", "prod", withKey(PROD, "images", undefined), "neuralblitz-db:images.pgbouncer = (unset): a protected stack (deletionProtection) runs images pinned by digest"],
+      ["a protected Docker stack without digests", "dev", withKey(DEV, "deletionProtection", true), "neuralblitz-db:images.postgres = (unset): a protected stack"],
+      ["an image of another major version", "dev", withKey(DEV, "images.postgres", `postgres:16.13-bookworm@${DIGEST}`), "neuralblitz-db:images.postgres = \"postgres:16.13-bookworm@sha256:abab"],
+      ["a malformed digest", "dev", withKey(DEV, "images.pgbouncer", "edoburu/pgbouncer:v1@sha256:xyz"), 'neuralblitz-db:images.pgbouncer = "edoburu/pgbouncer:v1@sha256:xyz": expected <name>:<tag>'],
       ["a protected review stack", "review-42", { deletionProtection: true }, "neuralblitz-db:deletionProtection = true: review stacks are always destroyable"],
       ["a review stack name too long for AWS names", "review-pull-request-12345", {}, "stack name 'review-pull-request-12345'"],
     ];
@@ -470,6 +683,21 @@ describe("Pulumi program (mocks)", function () {
         expect(run.registrations).to.deep.equal([]);
       });
     }
+
+    it("never prints the value of a secret key, unknown or invalid (issue 15 item 12)", async () => {
+      const secret = "s3cr3t-token-0123456789";
+      const config = withKey(withKey(DEV, "apiToken", secret), "replicas", `${secret}-2`);
+      const { error, registrations } = await deploy("dev", config, ["apiToken", "replicas"]);
+      expect(error!.message).to.include("neuralblitz-db:apiToken = [secret]: unknown key");
+      expect(error!.message).to.include("neuralblitz-db:replicas = [secret]: expected a whole number");
+      expect(error!.message).to.not.include(secret);
+      expect(registrations).to.deep.equal([]);
+      // A nested key of a secret object is as secret as the object.
+      const nested = await deploy("dev", withKey(DEV, "pooler.authToken", secret), ["pooler"]);
+      expect(nested.error!.message).to.include("neuralblitz-db:pooler.authToken = [secret]").and.not.include(secret);
+      // Plain keys still show their value, which is what makes the message useful.
+      expect((await deploy("dev", withKey(DEV, "replicas", 9), ["apiToken"])).error!.message).to.include("neuralblitz-db:replicas = 9");
+    });
 
     it("reports every bad key at once, each with the command that fixes it", async () => {
       const config = withKey(withKey(withKey(DEV, "replicas", 9), "pooler.poolMode", "x"), "postgresVersion", "9.6");

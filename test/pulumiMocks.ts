@@ -27,6 +27,7 @@ export interface Registration {
   readonly additionalSecretOutputs: string[];
   /** Where inside the inputs a secret sits, e.g. `uploads.2.content`. */
   readonly secretPaths: string[];
+  readonly deleteBeforeReplace: boolean;
 }
 
 export type Config = Record<string, any>;
@@ -72,6 +73,15 @@ function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number
       return { ...i, ports: (i.ports ?? []).map((p: any) => ({ ...p, external: p.external ?? nextPort() })) };
     case "docker:index/remoteImage:RemoteImage":
       return { ...i, imageId: `sha256:${i.name}` };
+    case "tls:index/privateKey:PrivateKey":
+      return { ...i, privateKeyPem: `-----BEGIN PRIVATE KEY----- ${args.name}` };
+    case "tls:index/selfSignedCert:SelfSignedCert":
+    case "tls:index/locallySignedCert:LocallySignedCert":
+      return { ...i, certPem: `-----BEGIN CERTIFICATE----- ${args.name}` };
+    case "tls:index/certRequest:CertRequest":
+      return { ...i, certRequestPem: `-----BEGIN CERTIFICATE REQUEST----- ${args.name}` };
+    case "random:index/randomId:RandomId":
+      return { ...i, hex: "0a1b2c3d" };
     case "random:index/randomPassword:RandomPassword":
       return { ...i, result: `pw-${args.name}` };
     case "aws:rds/instance:Instance":
@@ -100,7 +110,8 @@ export interface Run {
   readonly error?: Error;
 }
 
-export async function installMocks(stack: string, config: Config): Promise<Registration[]> {
+/** `secretKeys`: config keys (without the project prefix) the stack holds as secrets. */
+export async function installMocks(stack: string, config: Config, secretKeys: readonly string[] = []): Promise<Registration[]> {
   const registrations: Registration[] = [];
   let port = 49152;
   await pulumi.runtime.setMocks(
@@ -130,16 +141,20 @@ export async function installMocks(stack: string, config: Config): Promise<Regis
           retainOnDelete: req.getRetainondelete() === true,
           additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
           secretPaths: secretPaths(inputs),
+          deleteBeforeReplace: req.getDeletebeforereplace() === true,
         });
       }
       callback(err, res);
     });
-  pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(config).map(([k, v]) => [`${PROJECT}:${k}`, typeof v === "string" ? v : JSON.stringify(v)])));
+  pulumi.runtime.setAllConfig(
+    Object.fromEntries(Object.entries(config).map(([k, v]) => [`${PROJECT}:${k}`, typeof v === "string" ? v : JSON.stringify(v)])),
+    secretKeys.map((k) => `${PROJECT}:${k}`),
+  );
   return registrations;
 }
 
-export async function deploy(stack: string, config: Config): Promise<Run> {
-  const registrations = await installMocks(stack, config);
+export async function deploy(stack: string, config: Config, secretKeys: readonly string[] = []): Promise<Run> {
+  const registrations = await installMocks(stack, config, secretKeys);
   let outputs: StackOutputs | undefined;
   let error: Error | undefined;
   try {

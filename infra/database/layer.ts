@@ -13,8 +13,10 @@ import { loadCatalog } from "../bundles/catalog";
 import { PartitionConfig } from "../config";
 import { AdminSql } from "../dynamic/adminSql";
 import { sqlBundles } from "../dynamic/sqlBundle";
-import { connectionUrl, serverTls } from "../outputs";
+import { connectionUrl } from "../outputs";
 import { Cluster } from "../platform/types";
+import { JOB_ROLE, maintenanceScheduleSql } from "../topology/maintenanceSchedule";
+import { DIRECT_ROOM } from "../topology/connectionBudget";
 import { stableScramVerifier } from "../topology/scram";
 import { adminSetupSql } from "./adminSetup";
 import { PUBLIC_DATABASE_REVOKE, defaultPrivilegeArgs, defaultPrivilegeName, grantResources } from "./grants";
@@ -46,9 +48,12 @@ export class DatabaseLayer extends pulumi.ComponentResource {
         username: admin.apply((a) => a.username),
         password: admin.apply((a) => a.password),
         superuser: admin.apply((a) => a.superuser),
-        sslmode: cluster.sslMode,
-        ...(cluster.sslRootCert ? { sslrootcert: cluster.sslRootCert } : {}),
+        // verify-full against the platform's CA where the servers speak TLS (RDS), never plain `require`.
+        sslmode: cluster.serverCaFile ? "verify-full" : "disable",
+        sslrootcert: cluster.serverCaFile,
         database: DATABASE,
+        // Its share of the servers' connection budget (DIRECT_ROOM.provider), not its default of 20.
+        maxConnections: DIRECT_ROOM.provider,
       },
       { parent: this },
     );
@@ -63,19 +68,20 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     }
     const allRoles = [...roles.values()];
 
+    const adminUrl = pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.serverCaFile));
     const adminSetup = new AdminSql(
       `${name}-admin-setup`,
-      { sql: adminSetupSql(), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, serverTls(cluster))) },
+      { sql: adminSetupSql(DATABASE, { pgCron: cluster.pgCron }), connection: adminUrl },
       { parent: this, dependsOn: allRoles },
     );
+    if (cluster.platformRolesSql) {
+      new AdminSql(`${name}-platform-roles`, { sql: cluster.platformRolesSql, connection: adminUrl }, { parent: this });
+    }
     // Role-level settings (timeouts) exactly as schema/roles.ts renders them, for every role: the
     // provider has no lock_timeout, and one renderer keeps every platform alike.
     new AdminSql(
       `${name}-role-settings`,
-      {
-        sql: ROLES.map((r) => roleSettingsSql(r, args.timeouts ?? ROLE_TIMEOUT_DEFAULTS)).join("\n"),
-        connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, serverTls(cluster))),
-      },
+      { sql: ROLES.map((r) => roleSettingsSql(r, args.timeouts ?? ROLE_TIMEOUT_DEFAULTS)).join("\n"), connection: adminUrl },
       { parent: this, dependsOn: allRoles },
     );
     // A review database goes with its stack: dropping its schema must take the bundles' objects with
@@ -107,13 +113,19 @@ export class DatabaseLayer extends pulumi.ComponentResource {
       ...grants.filter((g) => !g.onBundleObjects).map((g) => grant(g, accessDependencies)),
     ];
 
-    const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, serverTls(cluster)));
+    const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, cluster.serverCaFile));
     const bundles = sqlBundles(
       `${name}-bundle`,
       { bundles: [...loadCatalog(), partitionMaintenanceBundle(args.partitions)], connection: migratorUrl, protectedStack: args.protectedStack },
       { parent: this, dependsOn: [...allRoles, schema, ...access] },
     );
     const lastBundle = bundles[bundles.length - 1];
+
+    // The scheduled jobs, by the role that runs them (pg_cron lets only a superuser schedule for
+    // another role), once the functions they call exist; Docker runs them from its scheduler container.
+    if (cluster.pgCron) {
+      new AdminSql(`${name}-schedule`, { sql: maintenanceScheduleSql(), connection: migratorUrl, runAs: JOB_ROLE }, { parent: this, dependsOn: [adminSetup, lastBundle] });
+    }
 
     for (const g of grants.filter((g) => g.onBundleObjects)) grant(g, [lastBundle]);
     for (const d of DEFAULT_PRIVILEGES) {

@@ -9,8 +9,10 @@ import * as pulumi from "@pulumi/pulumi";
 
 export interface AdminSqlInputs {
   readonly sql: string;
-  /** postgresql:// URL of the primary as the administrator; stored as a secret. */
+  /** postgresql:// URL of the primary as the administrator (or `runAs`); stored as a secret. */
   readonly connection: string;
+  /** Who the connection logs in as, for messages: "its administrator" unless given (e.g. nb_migrator for the pg_cron schedule). */
+  readonly runAs?: string;
 }
 
 /** What the state keeps: the checksum of the SQL, never the connection. */
@@ -26,7 +28,7 @@ export function adminSqlProvider(pgModule: string = PG_MODULE): pulumi.dynamic.R
     const { Client } = require(pgModule) as typeof import("pg");
     const client = new Client({ connectionString: inputs.connection, application_name: "nbdb-admin" });
     await client.connect().catch((e: Error) => {
-      throw new Error(`cannot connect to the primary as its administrator: ${e.message}. Check that the primary is up and reachable from where pulumi up runs (directly, not through PgBouncer).`);
+      throw new Error(`cannot connect to the primary as ${inputs.runAs ?? "its administrator"}: ${e.message}. Check that the primary is up and reachable from where pulumi up runs (directly, not through PgBouncer).`);
     });
     try {
       await client.query("BEGIN");
@@ -34,7 +36,8 @@ export function adminSqlProvider(pgModule: string = PG_MODULE): pulumi.dynamic.R
       await client.query("COMMIT");
     } catch (e) {
       await client.query("ROLLBACK").catch(() => undefined);
-      throw new Error(`administrator SQL failed and was rolled back: ${(e as Error).message}. Fix the cause and run pulumi up again.`);
+      const hint = (e as { hint?: string }).hint;
+      throw new Error(`SQL as ${inputs.runAs ?? "the administrator"} failed and was rolled back: ${(e as Error).message}.${hint ? ` ${hint}` : ""} Fix the cause and run pulumi up again.`);
     } finally {
       await client.end().catch(() => undefined);
     }
@@ -61,15 +64,17 @@ export function adminSqlProvider(pgModule: string = PG_MODULE): pulumi.dynamic.R
 }
 
 export interface AdminSqlArgs {
-  readonly sql: string;
+  /** A secret where it carries password verifiers. */
+  readonly sql: pulumi.Input<string>;
   readonly connection: pulumi.Input<string>;
+  readonly runAs?: string;
 }
 
 const provider = adminSqlProvider();
 
 export class AdminSql extends pulumi.dynamic.Resource {
   constructor(name: string, args: AdminSqlArgs, opts?: pulumi.CustomResourceOptions) {
-    const inputs: Record<keyof AdminSqlInputs, pulumi.Input<string>> = { sql: args.sql, connection: pulumi.secret(args.connection) };
+    const inputs: Record<keyof AdminSqlInputs, pulumi.Input<string> | undefined> = { sql: args.sql, connection: pulumi.secret(args.connection), runAs: args.runAs };
     super(provider, name, inputs, opts, "neuralblitz", "AdminSql");
   }
 }

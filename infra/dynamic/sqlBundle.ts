@@ -4,7 +4,7 @@
 //
 // The provider is a serialized closure run by the Pulumi engine in a separate process, from the
 // state as well as from the program. It therefore captures two plain strings only: the absolute
-// paths of the applier module and of tsconfig.json. Inside a method it registers ts-node (unless
+// paths of the applier module and of tsconfig.program.json. Inside a method it registers ts-node (unless
 // the process already compiles TypeScript, as the program's own process and mocha do) and
 // requires the applier by path, which loads pg and the rest there. Serializing the applier's
 // functions instead would drag its whole module graph (pg's classes, fs) into the closure, which
@@ -44,7 +44,7 @@ export interface SqlBundleOutputs {
 
 const APPLIER_MODULE = path.join(__dirname, "..", "bundles", "applier");
 const DEPLOYED_MODULE = path.join(__dirname, "..", "bundles", "deployed");
-const TSCONFIG = path.join(__dirname, "..", "..", "tsconfig.json");
+const TSCONFIG = path.join(__dirname, "..", "..", "tsconfig.program.json");
 
 export function sqlBundleProvider(applierModule: string = APPLIER_MODULE, tsconfig: string = TSCONFIG, deployedModule: string = DEPLOYED_MODULE): pulumi.dynamic.ResourceProvider {
   const typescript = (): void => {

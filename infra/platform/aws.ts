@@ -4,11 +4,16 @@
 import { REPLICATION_USER } from "../topology/replicaBootstrap";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
 import { DATABASE } from "../../schema/roles";
-import { AwsConfig, PoolerConfig, PostgresVersion } from "../config";
+import { AwsConfig, ImageConfig, PoolerConfig, PostgresVersion } from "../config";
 import { AwsPooler } from "./awsPooler";
-import { POOLER_PORT } from "./poolerContainer";
+import { POOLER_PORT, poolerFootprint } from "./poolerContainer";
+import { connectionBudget } from "../topology/connectionBudget";
 import { rdsParameters } from "./rdsParameters";
+import { RDS_CA_FILE } from "./rdsCa";
+import * as fs from "fs";
+import * as path from "path";
 import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
 
 export interface AwsClusterArgs {
@@ -21,6 +26,10 @@ export interface AwsClusterArgs {
   readonly physicalSuffix: string;
   /** Pulumi `protect` on the instances, RDS deletion protection and a final snapshot of the primary. */
   readonly protectData: boolean;
+  /** The pooler's image (RDS needs none), pinned by digest where the config does. */
+  readonly images: ImageConfig;
+  /** The stack's PostgreSQL major version guard: every server resource depends on it. */
+  readonly majorVersion?: pulumi.Resource;
 }
 
 export class AwsCluster extends pulumi.ComponentResource implements Cluster {
@@ -28,7 +37,12 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
   readonly replicas: pulumi.Output<Endpoint[]>;
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
-  readonly sslMode = "require" as const;
+  /** RDS forces TLS; every direct connection verifies it against the Amazon RDS CAs. */
+  readonly pgCron = true;
+  // The database layer declares every role RDS needs (nb_pgbouncer included) with its password.
+  readonly platformRolesSql = undefined;
+  readonly serverCaFile = RDS_CA_FILE;
+  readonly poolerTls: Cluster["poolerTls"];
   // RDS replicas stream through RDS's own replication user, and REPLICATION needs a superuser RDS does not give.
   readonly platformRoles = [REPLICATION_USER] as const;
 
@@ -38,11 +52,15 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
     const { aws: cfg } = args;
     const allowed = [...cfg.allowedCidrs];
 
+    // Fixed physical names cannot exist twice: a forced replacement of such a resource must delete the
+    // old one first (deleteBeforeReplace), or it fails with "already exists". Where the old one cannot be
+    // deleted while in use (security groups), AWS names it from a prefix instead, so both can coexist.
+    const fixedName = { parent: this, deleteBeforeReplace: true };
     const subnets = new aws.rds.SubnetGroup(`${name}-subnets`, { name: physical(`${name}-subnets`), subnetIds: [...cfg.subnetIds] }, { parent: this });
     const poolerSecurityGroup = new aws.ec2.SecurityGroup(
       `${name}-pooler`,
       {
-        name: physical(`${name}-pooler`),
+        namePrefix: physical(`${name}-pooler-`),
         description: "PgBouncer: its load balancer and tasks",
         vpcId: cfg.vpcId,
         ingress: [
@@ -57,7 +75,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
     const databaseSecurityGroup = new aws.ec2.SecurityGroup(
       `${name}-database`,
       {
-        name: physical(`${name}-database`),
+        namePrefix: physical(`${name}-database-`),
         description: "PostgreSQL primary and replicas",
         vpcId: cfg.vpcId,
         ingress: [
@@ -67,10 +85,11 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
       },
       { parent: this },
     );
+    const guard = args.majorVersion ? [args.majorVersion] : [];
     const parameters = new aws.rds.ParameterGroup(
       `${name}-parameters`,
-      { name: physical(`${name}-postgres${args.postgresVersion}`), family: `postgres${args.postgresVersion}`, parameters: rdsParameters() },
-      { parent: this },
+      { name: physical(`${name}-postgres${args.postgresVersion}`), family: `postgres${args.postgresVersion}`, parameters: rdsParameters(connectionBudget(poolerFootprint(cfg.poolerTasks, args.pooler)).maxConnections) },
+      { parent: this, dependsOn: guard },
     );
 
     const common = {
@@ -85,9 +104,17 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
       performanceInsightsEnabled: true,
       performanceInsightsRetentionPeriod: 7,
       enabledCloudwatchLogsExports: ["postgresql"],
+      // Otherwise every change to an instance (class, storage, backups, its parameter group) waits for the
+      // maintenance window and shows as drift until then; static parameters still wait for a reboot
+      // (their applyMethod is pending-reboot). docs/platforms.md lists which change does what.
+      applyImmediately: cfg.applyImmediately,
     };
-    const dataOpts = { parent: this, protect: args.protectData };
+    // Instances keep their identifiers (clients and replicas use them); protected ones are never replaced.
+    const dataOpts = { ...fixedName, protect: args.protectData, dependsOn: guard };
     const primaryIdentifier = physical(`${name}-primary`);
+    // A final snapshot name can be used once per account and region: a stack destroyed and made again
+    // (or a primary replaced) takes a new one.
+    const finalSnapshot = new random.RandomId(`${name}-final-snapshot`, { byteLength: 4 }, { parent: this });
     const primary = new aws.rds.Instance(
       `${name}-primary`,
       {
@@ -106,7 +133,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
         copyTagsToSnapshot: true,
         deletionProtection: args.protectData,
         skipFinalSnapshot: !args.protectData,
-        finalSnapshotIdentifier: args.protectData ? `${primaryIdentifier}-final` : undefined,
+        finalSnapshotIdentifier: args.protectData ? pulumi.interpolate`${primaryIdentifier}-final-${finalSnapshot.hex}` : undefined,
       },
       dataOpts,
     );
@@ -134,6 +161,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
         authPassword: args.passwords.poolerAuth,
         pooledLogins: args.passwords.pooledLogins,
         tasks: cfg.poolerTasks,
+        image: args.images.pgbouncer,
         physicalSuffix: args.physicalSuffix,
         protectData: args.protectData,
       },
@@ -145,6 +173,15 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
     this.primary = endpoint(primary);
     this.replicas = pulumi.all(replicas.map(endpoint));
     this.pooler = pooler.endpoint;
+    // The URLs through the pooler name its CA as a file: the program writes it where `pulumi up` runs
+    // (beside the local stacks' directories); elsewhere, write `pulumi stack output tls` there.
+    const poolerCaFile = path.resolve(process.env.NBDB_HOME ?? ".nbdb", `pulumi-${pulumi.getStack()}`, "pooler-ca.pem");
+    pooler.caCertificate.apply((pem) => {
+      if (pulumi.runtime.isDryRun() || pem === undefined) return;
+      fs.mkdirSync(path.dirname(poolerCaFile), { recursive: true });
+      fs.writeFileSync(poolerCaFile, pem);
+    });
+    this.poolerTls = { caCertificate: pooler.caCertificate, caFile: poolerCaFile };
     this.admin = pulumi.secret(
       pulumi.all([this.primary, args.passwords.admin]).apply(([e, password]) => ({ ...e, username: ADMIN_USER, password, superuser: false })),
     );

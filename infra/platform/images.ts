@@ -1,5 +1,8 @@
 // Container images, pinned to exact versions so that an `up` never changes a server by itself.
-// Bump them deliberately, one stack at a time (dev first).
+// Bump them deliberately, one stack at a time (dev first). These are the defaults, by tag: a tag can be
+// pushed again, so two hosts may run different builds of one tag. Stacks pin digests in their config
+// (`images.postgres`, `images.pgbouncer` as `<name>:<tag>@sha256:<digest>`, the tag kept for people);
+// protected stacks must (infra/config.ts). docs/platforms.md says how to look a digest up.
 import { PostgresVersion } from "../config";
 
 /**
@@ -23,3 +26,14 @@ export const POSTGRES_IMAGE_UID = "999";
 export const PGBOUNCER_IMAGE = "edoburu/pgbouncer:v1.24.1-p1";
 /** The uid the PgBouncer image runs as. */
 export const PGBOUNCER_IMAGE_UID = "70";
+
+/** `<name>:<tag>@sha256:<64 hex>`: what a pinned image reference looks like. */
+export const PINNED_IMAGE = /^[a-z0-9]+([._\/-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}@sha256:[0-9a-f]{64}$/;
+/** `<name>:<tag>`, without a digest. */
+export const TAGGED_IMAGE = /^[a-z0-9]+([._\/-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+
+/** The tag of an image reference: "15.17-bookworm" of "postgres:15.17-bookworm@sha256:…". */
+export function imageTag(ref: string): string {
+  const withoutDigest = ref.split("@")[0];
+  return withoutDigest.slice(withoutDigest.lastIndexOf(":") + 1);
+}

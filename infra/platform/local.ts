@@ -10,11 +10,24 @@
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import { LoginRoleName, ROLES, RoleName } from "../../schema/roles";
+import { caFile } from "../../scripts/local/state";
 import type { LocalTopologyInputs, LocalTopologyOutputs } from "./localTopology";
 import { ADMIN_USER, AdminLogin, Cluster, Endpoint, PoolerEndpoint } from "./types";
 
 const ADAPTER_MODULE = path.join(__dirname, "localTopology");
 const TSCONFIG = path.join(__dirname, "..", "..", "tsconfig.json");
+
+/** The CA file of a local stack in a stacks' home (scripts/local/state.ts caFile, with that home). */
+function localCaFile(stack: string, home: string | undefined): string {
+  const before = process.env.NBDB_HOME;
+  if (home) process.env.NBDB_HOME = home;
+  try {
+    return caFile(stack);
+  } finally {
+    if (before === undefined) delete process.env.NBDB_HOME;
+    else process.env.NBDB_HOME = before;
+  }
+}
 
 /** The local stack a Pulumi stack's servers are: a valid local stack name (scripts/local/state.ts). */
 export function localStackName(pulumiStack: string): string {
@@ -67,6 +80,8 @@ export class LocalTopology extends pulumi.dynamic.Resource {
   declare public readonly adminPassword: pulumi.Output<string>;
   declare public readonly passwords: pulumi.Output<Record<LoginRoleName, string>>;
   declare public readonly dataKey: pulumi.Output<string>;
+  declare public readonly caFile: pulumi.Output<string>;
+  declare public readonly caCert: pulumi.Output<string>;
 
   constructor(name: string, args: { [K in keyof LocalTopologyInputs]: pulumi.Input<LocalTopologyInputs[K]> }, opts?: pulumi.CustomResourceOptions) {
     const outputs: Record<Exclude<keyof LocalTopologyOutputs, keyof LocalTopologyInputs>, undefined> = {
@@ -76,6 +91,8 @@ export class LocalTopology extends pulumi.dynamic.Resource {
       adminPassword: undefined,
       passwords: undefined,
       dataKey: undefined,
+      caFile: undefined,
+      caCert: undefined,
       running: undefined,
     };
     super(provider, name, { ...args, ...outputs }, { ...opts, additionalSecretOutputs: ["adminPassword", "passwords", "dataKey"] }, "neuralblitz", "LocalTopology");
@@ -101,7 +118,13 @@ export class LocalCluster extends pulumi.ComponentResource implements Cluster {
   readonly replicas: pulumi.Output<Endpoint[]>;
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
-  readonly sslMode = "disable" as const;
+  /** The local stack's CA: every hop is TLS, verify-full against it (docs/tls.md). */
+  readonly serverCaFile: string;
+  readonly serverCa: pulumi.Output<string>;
+  readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string };
+  /** pg_cron is optional on a machine; maintenance runs by `nbdb maintain --stack <local stack>` where it is absent. */
+  readonly pgCron = false;
+  readonly platformRolesSql = undefined;
   readonly platformRoles: readonly RoleName[] = ROLES.map((r) => r.name);
   readonly rolePasswords: pulumi.Output<Record<LoginRoleName, string>>;
   readonly dataKey: pulumi.Output<string>;
@@ -114,6 +137,10 @@ export class LocalCluster extends pulumi.ComponentResource implements Cluster {
       { stack: localStackName(args.stack), replicas: args.replicas, home: args.home ?? "", keepData: args.protectData },
       { parent: this, protect: args.protectData },
     );
+    // Where the local stack keeps its CA (known before the topology exists, so the URLs can name it).
+    this.serverCaFile = localCaFile(localStackName(args.stack), args.home);
+    this.serverCa = this.topology.caCert;
+    this.poolerTls = { caCertificate: this.topology.caCert, caFile: this.serverCaFile };
     this.primary = this.topology.primary;
     this.replicas = this.topology.replicaEndpoints;
     this.pooler = this.topology.pooler;

@@ -4,7 +4,8 @@
 // the primary, the replicas and the pooler; this file only maps it to a resource's inputs/outputs.
 import { LoginRoleName } from "../../schema/roles";
 import { down, status, up } from "../../scripts/local/stack";
-import { loadState, outputsOf } from "../../scripts/local/state";
+import * as fs from "fs";
+import { caFile, loadState, outputsOf } from "../../scripts/local/state";
 import { Endpoint, PoolerEndpoint } from "./types";
 
 export interface LocalTopologyInputs {
@@ -25,6 +26,9 @@ export interface LocalTopologyOutputs extends LocalTopologyInputs {
   readonly adminPassword: string;
   readonly passwords: Record<LoginRoleName, string>;
   readonly dataKey: string;
+  /** The stack's CA (scripts/local/tls.ts): its file, which the connection URLs name, and its certificate. */
+  readonly caFile: string;
+  readonly caCert: string;
   /** Every node asked for and the pooler were running when last seen (refresh reads it again). */
   readonly running: boolean;
 }
@@ -54,6 +58,8 @@ function outputsFor(inputs: LocalTopologyInputs): LocalTopologyOutputs {
     adminPassword: postgres,
     passwords: logins as Record<LoginRoleName, string>,
     dataKey: state.dataKey,
+    caFile: caFile(inputs.stack),
+    caCert: fs.readFileSync(caFile(inputs.stack), "utf8"),
     running: true,
   };
 }

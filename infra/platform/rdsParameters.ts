@@ -45,9 +45,10 @@ function rdsValue(name: string, v: string | number | undefined, unit?: Unit): st
   return String(Math.round(Number(m[1]) * factor));
 }
 
-export function rdsParameters(): RdsParameter[] {
+/** `maxConnections`: from the connection budget of the stack's pooler (infra/topology/connectionBudget.ts). */
+export function rdsParameters(maxConnections: number): RdsParameter[] {
   // The sizing argument only feeds settings RDS_TAKES leaves out.
-  const shared: Settings = serverSettings({ memoryBytes: 0, cpus: 1 }, MAX_REPLICAS);
+  const shared: Settings = serverSettings({ memoryBytes: 0, cpus: 1 }, MAX_REPLICAS, { maxConnections });
   const fromShared = Object.entries(RDS_TAKES).map(([name, rule]) => ({
     name,
     value: rdsValue(name, shared[name], rule.unit),

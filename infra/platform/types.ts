@@ -2,7 +2,6 @@
 // the same way.
 import * as pulumi from "@pulumi/pulumi";
 import { RoleName } from "../../schema/roles";
-import { UrlTls } from "../../client/outputs";
 import { PoolMode } from "../topology/pgbouncerIni";
 
 export interface Endpoint {
@@ -32,14 +31,22 @@ export interface Cluster {
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   /** A secret. */
   readonly admin: pulumi.Output<AdminLogin>;
-  /** What direct connections to the servers must ask for (RDS refuses unencrypted ones). */
-  readonly sslMode: UrlTls["sslMode"];
-  /** The CA file (a path where the outputs' URLs are used) that verifies the servers' certificates; absent: the system's CAs. */
-  readonly sslRootCert?: string;
-  /** What connections to the pooler ask for; absent: no TLS (a pooler without a certificate). */
-  readonly poolerTls?: UrlTls;
-  /** The stack's own CA certificate (PEM), where the program issues the certificates. */
-  readonly caCert?: pulumi.Output<string>;
+  /**
+   * The CA file (a path on the machine running `pulumi up`) that verifies the servers' certificates:
+   * direct connections then use TLS with verify-full. Absent where the servers speak no TLS.
+   */
+  readonly serverCaFile: string | undefined;
+  /** That CA's certificate (PEM) where a resource of the stack issues it (so the file may not exist yet while the program runs). */
+  readonly serverCa?: pulumi.Output<string>;
+  /** The pooler's client-side TLS: the CA (PEM) its certificate chains to, and where the program writes it for the URLs. */
+  readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string } | undefined;
+  /** The server preloads pg_cron, which runs the scheduled jobs (RDS); otherwise the platform runs them itself (Docker's scheduler container). */
+  readonly pgCron: boolean;
+  /**
+   * SQL (a secret) the administrator re-runs whenever it changes, so the roles the platform created
+   * itself (Docker's initdb script) keep the stack's current passwords; absent where there are none.
+   */
+  readonly platformRolesSql: pulumi.Output<string> | undefined;
   /** Roles of schema/roles.ts the database layer must not create: the platform creates them, or has no use for them. */
   readonly platformRoles: readonly RoleName[];
 }

@@ -1,8 +1,10 @@
 // The schema's scheduled jobs, written once: hourly run_maintenance() and the audit sealer every
 // minute, as nb_migrator. Where the server preloads pg_cron (Debian's postgresql-15-cron locally,
-// RDS's parameter group in prod), pg_cron runs them (maintenanceScheduleSql, run by a superuser or
-// rds_superuser in the database pg_cron serves); the official Docker image has no pg_cron, so the
-// Docker stack runs the same jobs from a small scheduler container (schedulerLoopScript).
+// RDS's parameter group in prod), pg_cron runs them: the administrator makes pg_cron usable by the
+// jobs' role (cronAccessSql), and that role schedules them as itself (maintenanceScheduleSql), which
+// needs no superuser; scheduling for ANOTHER role does (pg_cron raises XX000 for a non-superuser,
+// e.g. the RDS master user). The official Docker image has no pg_cron, so the Docker stack runs the
+// same jobs from a small scheduler container (schedulerLoopScript).
 import { DATABASE } from "../../schema/roles";
 
 export interface ScheduledJob {
@@ -24,26 +26,54 @@ export const SEAL_JOB: ScheduledJob = { name: "neuralblitz-audit-seal", schedule
 
 export const SCHEDULED_JOBS: readonly ScheduledJob[] = [MAINTENANCE_JOB, SEAL_JOB];
 
+/** The role the jobs run as, which schedules them. */
+export const JOB_ROLE = "nb_migrator";
+
+/**
+ * Run by the administrator (a superuser locally, the RDS master user, a member of rds_superuser, on
+ * RDS) in the database pg_cron serves: creates pg_cron there and lets the jobs' role use it. A server
+ * that does not preload pg_cron fails here with what to do, never silently.
+ */
+export function cronAccessSql(database: string = DATABASE): string {
+  return `
+DO $cron_access$
+BEGIN
+  CREATE EXTENSION IF NOT EXISTS pg_cron;
+  GRANT USAGE ON SCHEMA cron TO ${JOB_ROLE};
+  -- pg_cron takes EXECUTE on its functions from PUBLIC; each one still acts only on the caller's own jobs.
+  GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cron TO ${JOB_ROLE};
+EXCEPTION WHEN OTHERS THEN
+  RAISE EXCEPTION 'cannot make pg_cron usable by ${JOB_ROLE} in database %: % (SQLSTATE %)', current_database(), SQLERRM, SQLSTATE
+    USING HINT = 'The server must preload pg_cron (shared_preload_libraries) with cron.database_name = ${database}; on RDS the stack''s parameter group sets both, and they take effect when the instance reboots (aws rds reboot-db-instance). Then run pulumi up again.';
+END
+$cron_access$;
+`;
+}
+
+/**
+ * Run AS the jobs' role (JOB_ROLE): schedules every job as itself in `database`. pg_cron keys jobs
+ * by name and user, so running it again updates them in place. Any failure is an error that names
+ * what to do; nothing is skipped silently.
+ */
 export function maintenanceScheduleSql(database: string = DATABASE): string {
-  const schedule = SCHEDULED_JOBS.map(
-    // A job whose command changed (an older release's) is scheduled again: same name, new command.
-    (j) => `  IF NOT EXISTS (SELECT 1 FROM cron.job WHERE jobname = '${j.name}' AND command = $job$${j.command}$job$) THEN
-    PERFORM cron.schedule_in_database('${j.name}', '${j.schedule}', $job$${j.command}$job$, '${database}', 'nb_migrator');
-  END IF;`,
-  );
+  const schedule = SCHEDULED_JOBS.map((j) => `  PERFORM cron.schedule_in_database('${j.name}', '${j.schedule}', $job$${j.command}$job$, '${database}');`);
   return `
 DO $schedule$
 BEGIN
-  -- pg_cron lives in one database (cron.database_name): elsewhere there is nothing to schedule.
-  IF NOT 'pg_cron' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))
-     OR current_setting('cron.database_name', true) IS DISTINCT FROM current_database() THEN
-    RETURN;
+  IF current_user <> '${JOB_ROLE}' THEN
+    RAISE EXCEPTION 'the scheduled jobs must be scheduled by ${JOB_ROLE}, the role they run as, not by %', current_user;
   END IF;
-  CREATE EXTENSION IF NOT EXISTS pg_cron;
-${schedule.join("\n")}
-EXCEPTION WHEN insufficient_privilege THEN
-  -- Only a superuser (rds_superuser on RDS) may read these settings and create pg_cron.
-  RAISE NOTICE 'maintenance not scheduled: % (schedule it as a superuser, or run nbdb maintain)', SQLERRM;
+  IF to_regnamespace('cron') IS NULL OR NOT has_schema_privilege('cron', 'USAGE')
+     OR NOT has_function_privilege('cron.schedule_in_database(text,text,text,text,text,boolean)', 'EXECUTE') THEN
+    RAISE EXCEPTION 'pg_cron is not usable by % in database %', current_user, current_database()
+      USING HINT = 'The administrator runs cronAccessSql() (infra/topology/maintenanceSchedule.ts) first: the database layer does on RDS, nbdb up locally.';
+  END IF;
+  BEGIN
+${schedule.map((l) => "  " + l).join("\n")}
+  EXCEPTION WHEN OTHERS THEN
+    RAISE EXCEPTION 'scheduling maintenance and the audit sealer with pg_cron failed: % (SQLSTATE %)', SQLERRM, SQLSTATE
+      USING HINT = 'Until it is fixed nothing runs them: fix the cause and deploy again, or run nbdb maintain by hand meanwhile.';
+  END;
 END
 $schedule$;
 `;

@@ -1,6 +1,7 @@
 // pgbouncer.ini and its auth file, written once for every platform: the local stack runs them for
 // real, the Docker and AWS stacks mount them into the PgBouncer container.
 import { SESSION_POOL_SIZE, sessionPoolDatabase } from "../../client/outputs";
+import { RESERVE_POOL_SIZE } from "./connectionBudget";
 import { AUTH_QUERY, AUTH_USER } from "./pgbouncerAuth";
 
 /** Statement pooling is left out: the user context lives in a transaction (SET LOCAL). */
@@ -18,6 +19,8 @@ export interface PgbouncerConfig {
   readonly poolMode: PoolMode;
   readonly maxClientConnections: number;
   readonly defaultPoolSize: number;
+  /** max_db_connections: this process's share of the servers' connection budget (connectionBudget.ts). */
+  readonly maxDbConnections?: number;
   /** Absent where the container's stdout is the log (Docker, ECS). */
   readonly logFile?: string;
   readonly pidFile?: string;
@@ -151,7 +154,8 @@ export function renderPgbouncerIni(c: PgbouncerConfig): string {
     `max_client_conn = ${c.maxClientConnections}`,
     `default_pool_size = ${c.defaultPoolSize}`,
     "min_pool_size = 0",
-    "reserve_pool_size = 5",
+    `reserve_pool_size = ${RESERVE_POOL_SIZE}`,
+    ...(c.maxDbConnections !== undefined ? [`max_db_connections = ${c.maxDbConnections}`] : []),
     "server_lifetime = 3600",
     "server_idle_timeout = 600",
     "server_check_query = select 1",

@@ -28,6 +28,8 @@ export interface SettingsOptions {
    * over it. Absent on RDS, which manages its own.
    */
   readonly tls?: { readonly certFile: string; readonly keyFile: string };
+  /** From the connection budget (connectionBudget.ts) where a pooler's settings are known; 200 otherwise. */
+  readonly maxConnections?: number;
 }
 
 /** Replication, durability and memory settings, sized for the node's share of the machine. */
@@ -59,7 +61,7 @@ export function serverSettings(size: NodeSizing, maxReplicas: number, options: S
     // The GoldenDAG sealer chains audit entries in commit order, which it reads from here.
     track_commit_timestamp: "on",
     password_encryption: "scram-sha-256",
-    max_connections: 200,
+    max_connections: options.maxConnections ?? 200,
     shared_buffers: mb(clamp(size.memoryBytes / 4, 128 * MiB, 8192 * MiB)),
     effective_cache_size: mb(clamp((size.memoryBytes * 3) / 4, 256 * MiB, 24576 * MiB)),
     maintenance_work_mem: mb(clamp(size.memoryBytes / 16, 64 * MiB, 1024 * MiB)),

@@ -39,9 +39,37 @@ function shellQuote(s: string): string {
 }
 
 /**
+ * Prints the replica's slot on the primary as "physical,<restart_lsn>,<timeline>" over a physical
+ * replication connection (READ_REPLICATION_SLOT needs no database privilege); a slot that is gone
+ * or lost (wal_status 'lost') has no restart_lsn. Fails when the primary cannot be reached.
+ */
+function slotStateCommand(b: ReplicaBootstrap): string {
+  const conn = `host=${b.primaryHost} port=${b.primaryPort} user=${b.replicationUser} replication=true connect_timeout=10 sslmode=verify-full sslrootcert=${conninfoValue(b.caFile)}`;
+  return `psql -X -At -F , ${shellQuote(conn)} -c ${shellQuote(`READ_REPLICATION_SLOT ${replicaSlotName(b.index)}`)} 2>/dev/null`;
+}
+
+/** A case pattern: the slot exists and holds WAL for the replica. */
+const SLOT_HELD = "physical,[0-9A-F]*/[0-9A-F]*,*";
+
+/**
+ * A loop to run beside a running standby (the Docker replica container): when the primary has lost
+ * or dropped the replica's slot, the standby can never catch up, so it stops the server (PID 1 of the
+ * container) and the container's restart policy starts it again, when the bootstrap takes it anew.
+ */
+export function slotWatchScript(b: ReplicaBootstrap, everySeconds = 60): string {
+  return [
+    "while sleep " + everySeconds + "; do",
+    `  state="$(${slotStateCommand(b)})" || continue`,
+    `  case "$state" in ${SLOT_HELD}) ;; *) echo "replica-${b.index}: slot ${replicaSlotName(b.index)} lost on the primary; restarting to take a new base backup" >&2; kill -INT 1; exit 0 ;; esac`,
+    "done",
+  ].join("\n") + "\n";
+}
+
+/**
  * The script expects PGDATA (the replica's data directory, existing and owned by the server user)
- * and PGPASSWORD. It is idempotent: a data directory that already holds a cluster is left alone; a
- * partial one (an interrupted backup) is emptied and taken again. The physical slot is created
+ * and PGPASSWORD. It is idempotent: a data directory that already holds a cluster is kept (with the
+ * current replication password written into its primary_conninfo) unless the primary has lost its
+ * slot, when it is taken again; a partial one (an interrupted backup) is emptied and taken again. The physical slot is created
  * first, so the primary keeps the WAL the replica needs from the backup's start on.
  */
 export function replicaBootstrapScript(b: ReplicaBootstrap): string {
@@ -54,7 +82,27 @@ export function replicaBootstrapScript(b: ReplicaBootstrap): string {
     "set -eu",
     `: "\${PGDATA:?PGDATA must name the replica's data directory}"`,
     `: "\${PGPASSWORD:?PGPASSWORD must hold the replication password}"`,
-    `if [ -s "$PGDATA/PG_VERSION" ]; then echo "replica-${b.index}: data directory already holds a cluster"; exit 0; fi`,
+    `if [ -s "$PGDATA/PG_VERSION" ]; then`,
+    // The primary may have dropped the slot (past max_slot_wal_keep_size: wal_status 'lost'), or
+    // never kept it: the replica can then never catch up, so it is taken again. A physical
+    // replication connection can tell (READ_REPLICATION_SLOT: no restart_lsn) without any database
+    // privilege; an unreachable primary decides nothing (the standby retries on its own).
+    `  slot_state="$(${slotStateCommand(b)})" || slot_state="unknown"`,
+    `  case "$slot_state" in`,
+    `    unknown) echo "replica-${b.index}: primary not reachable; starting from the existing data directory" ;;`,
+    `    ${SLOT_HELD}) ;;`,
+    `    *) echo "replica-${b.index}: slot ${slot} is lost or gone on the primary; taking a new base backup" >&2; rebuild=1 ;;`,
+    `  esac`,
+    `  if [ -z "\${rebuild:-}" ]; then`,
+    // pg_basebackup wrote the password into primary_conninfo: a changed replication password must reach it.
+    `    case "$PGPASSWORD" in *[!A-Za-z0-9_-]*) echo "replica-${b.index}: the replication password has characters this script does not write into primary_conninfo" >&2; exit 1 ;; esac`,
+    `    auto="$PGDATA/postgresql.auto.conf"`,
+    `    if [ -f "$auto" ] && grep -q '^primary_conninfo' "$auto"; then`,
+    `      sed -i "s/password=[A-Za-z0-9_-]*/password=$PGPASSWORD/" "$auto"`,
+    `    fi`,
+    `    echo "replica-${b.index}: data directory already holds a cluster"; exit 0`,
+    `  fi`,
+    `fi`,
     `find "$PGDATA" -mindepth 1 -delete`,
     `tries=${b.waitSeconds ?? 60}`,
     `until pg_isready -q -h ${b.primaryHost} -p ${b.primaryPort}; do`,

@@ -27,7 +27,7 @@ export async function convergeDatabase(urls: { migrator: string; admin: string }
   } finally {
     await client.end();
   }
-  const scheduled = await ensureMaintenanceSchedule(urls.admin);
+  const scheduled = await ensureMaintenanceSchedule(urls);
   if (scheduled) changes.push(scheduled);
   return changes;
 }

@@ -203,7 +203,7 @@ export function clientSsl(stack: string): { ca: string } {
 }
 
 function url(stack: string, user: string, pass: string, port: number): string {
-  return connectionUrl(user, pass, { host: HOST, port }, DATABASE, { sslMode: "verify-full", rootCert: caFile(stack) });
+  return connectionUrl(user, pass, { host: HOST, port }, DATABASE, caFile(stack));
 }
 
 /** The stack's data key (never in outputs.json, which applications may share more widely). */

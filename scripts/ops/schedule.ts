@@ -1,26 +1,47 @@
 // The maintenance schedule of the local stack (infra/topology/maintenanceSchedule.ts, which the
 // Pulumi stacks run too) and what `nbdb status` shows of it.
 import { Client } from "pg";
-import { MAINTENANCE_JOB, SEAL_JOB, maintenanceScheduleSql } from "../../infra/topology/maintenanceSchedule";
+import { JOB_ROLE, MAINTENANCE_JOB, SCHEDULED_JOBS, SEAL_JOB, cronAccessSql, maintenanceScheduleSql } from "../../infra/topology/maintenanceSchedule";
 
 async function jobExists(client: Client, job: string = MAINTENANCE_JOB.name, command?: string): Promise<boolean> {
   const { rows } = await client.query("SELECT to_regclass('cron.job') IS NOT NULL AS has_cron");
   return rows[0].has_cron && ((await client.query("SELECT 1 FROM cron.job WHERE jobname = $1 AND command = coalesce($2, command)", [job, command ?? null])).rowCount ?? 0) > 0;
 }
 
-/** Schedules the job where pg_cron is loaded and the job is missing; says so when it did. */
-export async function ensureMaintenanceSchedule(superuserUrl: string): Promise<string | undefined> {
-  const client = new Client({ connectionString: superuserUrl, application_name: "nbdb-schedule" });
-  await client.connect();
+/** Every job is scheduled as the jobs' role with its current schedule and command. */
+async function jobsCurrent(client: Client): Promise<boolean> {
+  if (!(await jobExists(client))) return false;
+  const { rows } = await client.query("SELECT jobname, schedule, command FROM cron.job WHERE username = $1", [JOB_ROLE]);
+  return SCHEDULED_JOBS.every((j) => rows.some((r) => r.jobname === j.name && r.schedule === j.schedule && r.command === j.command));
+}
+
+/**
+ * Where the server preloads pg_cron and a job is missing: the superuser makes pg_cron usable by the
+ * jobs' role, which then schedules the jobs as itself (least privilege; the same SQL the Pulumi
+ * stacks run on RDS). Says so when it did; a server without pg_cron (it is optional locally) is left
+ * to `nbdb maintain`.
+ */
+export async function ensureMaintenanceSchedule(urls: { readonly admin: string; readonly migrator: string }): Promise<string | undefined> {
+  const admin = new Client({ connectionString: urls.admin, application_name: "nbdb-schedule" });
+  await admin.connect();
   try {
-    if ((await jobExists(client, MAINTENANCE_JOB.name, MAINTENANCE_JOB.command)) && (await jobExists(client, SEAL_JOB.name, SEAL_JOB.command))) return undefined;
-    await client.query(maintenanceScheduleSql());
-    return (await jobExists(client, SEAL_JOB.name))
-      ? `scheduled maintenance ('${MAINTENANCE_JOB.schedule}') and the audit sealer ('${SEAL_JOB.schedule}') with pg_cron`
-      : undefined;
+    const { rows } = await admin.query(
+      "SELECT 'pg_cron' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) AND current_setting('cron.database_name', true) = current_database() AS cron",
+    );
+    if (!rows[0].cron) return undefined;
+    if (await jobsCurrent(admin)) return undefined;
+    await admin.query(cronAccessSql());
   } finally {
-    await client.end();
+    await admin.end();
   }
+  const migrator = new Client({ connectionString: urls.migrator, application_name: "nbdb-schedule" });
+  await migrator.connect();
+  try {
+    await migrator.query(maintenanceScheduleSql());
+  } finally {
+    await migrator.end();
+  }
+  return `scheduled maintenance ('${MAINTENANCE_JOB.schedule}') and the audit sealer ('${SEAL_JOB.schedule}') with pg_cron, as ${JOB_ROLE}`;
 }
 
 export interface MaintenanceStatus {
