@@ -4,6 +4,7 @@
 // renews what is expiring, wrong or for other names. Then the Pulumi stacks' issuer
 // (TlsCertificates) on its own, as the engine would run it.
 import { expect } from "chai";
+import { TLSSocket } from "tls";
 import { execFile } from "child_process";
 import { X509Certificate } from "crypto";
 import * as fs from "fs";
@@ -84,7 +85,7 @@ describe("TLS on every hop (local stack)", function () {
     expect(caKey.uid).to.equal(process.getuid!());
   });
 
-  it("encrypts every hop: replica → primary, pooler → primary, clients → pooler, clients → servers", async function () {
+  it("encrypts every network hop: replica → primary, clients → pooler, clients → servers; the pooler reaches the primary over its private socket", async function () {
     // Hold a transaction through the pooler, so its server connection is busy while we look.
     const app = new Client({ connectionString: out.connections.app });
     await app.connect();
@@ -98,9 +99,15 @@ describe("TLS on every hop (local stack)", function () {
           WHERE a.client_addr IS NOT NULL ORDER BY 1, 2`,
       );
       expect(rows.find((r) => r.backend_type === "walsender" && r.application_name === "replica-0"), "the replica's stream").to.deep.include({ ssl: true });
-      expect(rows.find((r) => r.usename === "nb_app"), "the pooler's server connection").to.deep.include({ ssl: true });
-      expect(rows.find((r) => r.usename === "nb_pgbouncer"), "the pooler's auth lookup").to.deep.include({ ssl: true });
       for (const r of rows) expect(r.ssl, `${r.usename} ${r.backend_type} ${r.application_name}`).to.equal(true);
+      // The pooler's server connections and its auth lookup cross no network: the primary's Unix
+      // socket, in a directory only the server user can enter (docs/security.md).
+      const pooled = await query<{ usename: string; tcp: boolean }>(
+        out.connections.admin,
+        "SELECT usename, client_addr IS NOT NULL AS tcp FROM pg_catalog.pg_stat_activity WHERE usename IN ('nb_app', 'nb_pgbouncer')",
+      );
+      expect(pooled.map((r) => r.usename)).to.include("nb_app");
+      for (const r of pooled) expect(r.tcp, `${r.usename} from the pooler`).to.equal(false);
       const [mine] = await query<{ ssl: boolean }>(replicaAdmin, "SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()");
       expect(mine.ssl).to.equal(true);
       const [conninfo] = await query<{ primary_conninfo: string }>(replicaAdmin, "SHOW primary_conninfo");
@@ -119,7 +126,7 @@ describe("TLS on every hop (local stack)", function () {
         const servers = (await console_.query("SHOW SERVERS")).rows;
         expect(clients.map((c) => c.user)).to.include.members(["nb_app", "nb_pgbouncer"]);
         expect(servers.map((s) => s.user)).to.include("nb_app");
-        for (const row of [...clients, ...servers]) expect(row.tls, `${row.type} ${row.user}`).to.match(/^TLSv1\.[23]\//);
+        for (const row of clients) expect(row.tls, `${row.type} ${row.user}`).to.match(/^TLSv1\.[23]\//);
       } finally {
         await console_.end();
       }
@@ -131,8 +138,16 @@ describe("TLS on every hop (local stack)", function () {
 
   it("works with the outputs' URLs as they are, in node-postgres and in psql", async function () {
     for (const [role, url] of Object.entries(out.connections)) {
-      const [row] = await query<{ u: string; ssl: boolean }>(url, "SELECT current_user AS u, ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()");
-      expect(row, role).to.deep.equal({ u: role === "admin" ? "postgres" : `nb_${role}`, ssl: true });
+      const c = new Client({ connectionString: url });
+      await c.connect();
+      try {
+        // The hop this client makes (to the pooler or to a server) is TLS, verified.
+        const stream = (c as unknown as { connection: { stream: unknown } }).connection.stream;
+        expect(stream instanceof TLSSocket && stream.authorized, role).to.equal(true);
+        expect((await c.query("SELECT current_user AS u")).rows[0].u, role).to.equal(role === "admin" ? "postgres" : `nb_${role}`);
+      } finally {
+        await c.end();
+      }
       expect(await psql(url, "SELECT current_user"), role).to.equal(role === "admin" ? "postgres" : `nb_${role}`);
     }
   });
