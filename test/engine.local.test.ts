@@ -7,6 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { LocalCluster, localStackName } from "../infra/platform/local";
 import { status } from "../scripts/local/stack";
 import { loadState, outputsOf, stackDir } from "../scripts/local/state";
+import { processAlive } from "../scripts/local/system";
 import { EngineWorkspace, engineStack, requireEngine } from "./engineHarness";
 import { query } from "./helpers";
 
@@ -93,7 +94,7 @@ describe("the local platform under the real Pulumi engine", function () {
       await review.stack.destroy();
       await review.stack.workspace.removeStack("review-engine");
       expect(fs.existsSync(stackDir(reviewLocal))).to.equal(false);
-      for (const pid of pids) expect(() => process.kill(pid, 0), `pid ${pid} still runs`).to.throw();
+      for (const pid of pids) expect(processAlive(pid, "postgres"), `pid ${pid} still runs`).to.equal(false);
       expect(await streamingReplicas(local)).to.equal(1);
     } finally {
       await review.remove();

@@ -23,7 +23,8 @@ function importedPackages(text: string): string[] {
 
 /** As TypeScript finds them: `types`/`typings`, or a .d.ts beside `main` (index.js by default). */
 function shipsOwnTypes(name: string): boolean {
-  const manifestFile = require.resolve(`${name}/package.json`, { paths: [ROOT] });
+  // The installed manifest itself (not require.resolve: a package's `exports` may not list package.json).
+  const manifestFile = path.join(ROOT, "node_modules", name, "package.json");
   const manifest = JSON.parse(fs.readFileSync(manifestFile, "utf8"));
   const main = String(manifest.main ?? "index.js").replace(/\.js$/, "");
   return Boolean(manifest.types || manifest.typings) || fs.existsSync(path.join(path.dirname(manifestFile), `${main}.d.ts`));

@@ -144,7 +144,7 @@ describe("Pulumi program (mocks)", function () {
       const slot = named(run, "pulumi-nodejs:dynamic/neuralblitz:ReplicationSlot", "nbdb-replica-0-slot");
       expect(slot.inputs.slotName).to.equal("replica_0");
       expect(slot.secretInputs).to.include("connection");
-      expect(slot.inputs.connection).to.equal("postgresql://postgres:pw-nbdb-admin@127.0.0.1:15432/neuralblitz");
+      expect(slot.inputs.connection).to.equal(`postgresql://postgres:pw-nbdb-admin@127.0.0.1:15432/neuralblitz?sslmode=verify-full&sslrootcert=${pulumiCaFile("dev")}`);
       expect(named(run, CONTAINER, "nbdb-replica-0").dependencies).to.include(slot.urn);
       // Beside the standby, a watch stops it when the primary has lost its slot; the restart takes it again.
       const replica = named(run, CONTAINER, "nbdb-replica-0");
@@ -250,15 +250,15 @@ describe("Pulumi program (mocks)", function () {
         for (const line of [
           "; TLS",
           "client_tls_sslmode = require",
-          "client_tls_cert_file = /etc/pgbouncer/server.crt",
-          "client_tls_key_file = /etc/pgbouncer/server.key",
+          "client_tls_cert_file = /etc/pgbouncer/pooler.crt",
+          "client_tls_key_file = /etc/pgbouncer/pooler.key",
           "server_tls_sslmode = verify-full",
-          "server_tls_ca_file = /etc/pgbouncer/ca.crt",
+          "server_tls_ca_file = /etc/pgbouncer/server-ca.pem",
         ]) {
           expect(ini.split("\n")).to.include(line);
         }
-        expect(upload(pooler, "/etc/pgbouncer/server.key")).to.include({ content: "mock key of nbdb-pooler", owner: "70", permissions: "0600", secret: true });
-        expect(upload(pooler, "/etc/pgbouncer/ca.crt").content).to.equal("mock CA certificate of nbdb");
+        expect(upload(pooler, "/etc/pgbouncer/pooler.key")).to.include({ content: "mock key of nbdb-pooler", owner: "70", permissions: "0600", secret: true });
+        expect(upload(pooler, "/etc/pgbouncer/server-ca.pem").content).to.equal("mock CA certificate of nbdb");
       });
 
       it("has the scheduler verify the primary too (verify-full, the stack's CA)", () => {
@@ -275,7 +275,12 @@ describe("Pulumi program (mocks)", function () {
         }
         const all = JSON.stringify(await value<unknown>(pulumi.all([run.outputs.connections, run.outputs.tls, run.outputs.pooler, run.outputs.primary])));
         expect(all).not.to.include("sslmode=disable");
-        expect(await value(run.outputs.tls)).to.deep.equal({ caFile: pulumiCaFile("dev"), caCert: "mock CA certificate of nbdb" });
+        expect(await value(run.outputs.tls)).to.deep.equal({
+          serverCaFile: pulumiCaFile("dev"),
+          serverCa: "mock CA certificate of nbdb",
+          poolerCaFile: pulumiCaFile("dev"),
+          poolerCa: "mock CA certificate of nbdb",
+        });
       });
     });
 
@@ -400,7 +405,7 @@ describe("Pulumi program (mocks)", function () {
       const provider = named(run, "pulumi:providers:postgresql", "nbdb-postgresql").inputs;
       expect(provider).to.include({ sslmode: "verify-full", sslrootcert: RDS_CA_FILE, superuser: "false" });
       const admin = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-admin-setup");
-      expect(admin.inputs.connection).to.include(`?sslmode=verify-full&sslrootcert=${encodeURIComponent(RDS_CA_FILE)}`);
+      expect(admin.inputs.connection).to.include(`?sslmode=verify-full&sslrootcert=${RDS_CA_FILE}`);
       for (const r of run.registrations.filter((x) => typeof x.inputs.connection === "string")) {
         expect(r.inputs.connection, r.name).to.include("sslmode=verify-full&sslrootcert=").and.not.include("sslmode=require");
       }
@@ -462,12 +467,12 @@ describe("Pulumi program (mocks)", function () {
       expect(await value(o.pooler)).to.deep.equal({ host: "nbdb-pooler-0123.elb.eu-west-1.amazonaws.com", port: 6432, poolMode: "transaction" });
       expect(await pulumi.isSecret(o.connections)).to.equal(true);
       const c = await value(o.connections);
-      const rdsTls = `?sslmode=verify-full&sslrootcert=${encodeURIComponent(RDS_CA_FILE)}`;
+      const rdsTls = `?sslmode=verify-full&sslrootcert=${RDS_CA_FILE}`;
       expect(c.migrator).to.equal(`postgresql://nb_migrator:pw-nbdb-nb_migrator@nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com:5432/neuralblitz${rdsTls}`);
       expect(c.readonly).to.include("@nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com:5432/").and.include(rdsTls);
       const poolerCaFile = path.join(process.env.NBDB_HOME!, "pulumi-prod", "pooler-ca.pem");
-      expect(c.app).to.equal(`postgresql://nb_app:pw-nbdb-nb_app@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz?sslmode=verify-full&sslrootcert=${encodeURIComponent(poolerCaFile)}`);
-      expect(c.auditor).to.include(`sslrootcert=${encodeURIComponent(poolerCaFile)}`);
+      expect(c.app).to.equal(`postgresql://nb_app:pw-nbdb-nb_app@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz?sslmode=verify-full&sslrootcert=${poolerCaFile}`);
+      expect(c.auditor).to.include(`sslrootcert=${poolerCaFile}`);
       expect(JSON.stringify(c)).to.not.match(/sslmode=(disable|require)/);
       // The CAs are exported (public) for clients elsewhere, and the pooler's is written where the URLs point.
       const exported = await value(o.tls);
