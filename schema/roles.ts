@@ -15,6 +15,7 @@ export interface RoleSpec {
 
 export const ROLES = [
   { name: "nb_owner", login: false, connect: false, purpose: "owns every project object; nobody logs in as it" },
+  { name: "nb_audit", login: false, connect: false, purpose: "owns the GoldenDAG audit trail, its chain and their functions; nobody logs in as it, only the platform's administrator is a member" },
   { name: "nb_migrator", login: true, memberOf: ["nb_owner"], connect: true, purpose: "applies the SQL bundles" },
   { name: "nb_app", login: true, connect: true, purpose: "the application: DML under row-level security" },
   { name: "nb_readonly", login: true, connect: true, purpose: "reporting: SELECT only, under row-level security" },

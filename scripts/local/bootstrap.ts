@@ -1,8 +1,10 @@
 // What the primary holds before any bundle runs: the roles with their passwords, the database owned
 // by nb_owner, the project schema, connect rights and the pooler's lookup function. Idempotent.
+import { AUDIT_TRAIL_SQL_FILE, INSTALLED_MARKER_SQL, auditTrailMarker, auditTrailSql } from "../../infra/topology/auditTrail";
 import { pgbouncerAuthSql } from "../../infra/topology/pgbouncerAuth";
 import { scramSha256Verifier } from "../../infra/topology/scram";
-import { GRANTS, grantSql } from "../../schema/privileges";
+import { GRANTS, TRAIL_OWNER, grantSql } from "../../schema/privileges";
+import { convergeGrants } from "../ops/grants";
 import { DATABASE, ROLES, SCHEMA, roleSql } from "../../schema/roles";
 import { withSuperuser } from "./postgresNode";
 import { StackState } from "./state";
@@ -34,4 +36,44 @@ export async function bootstrapPrimary(state: StackState): Promise<void> {
     },
     DATABASE,
   );
+}
+
+/**
+ * The audit trail's trust boundary (infra/topology/auditTrail.ts), after the bundles: nb_audit (a
+ * stack built before it lacks the role), the trail's SQL when this version is not installed yet,
+ * and the privilege model's grants on the trail's objects, made as nb_audit. The superuser touches
+ * only nb_audit's objects and creates triggers on nb_owner's tables; it runs no code a lower role
+ * owns. Reports what it changed.
+ */
+export async function ensureAuditTrail(state: StackState): Promise<string[]> {
+  const changes: string[] = [];
+  await withSuperuser(
+    state,
+    state.ports.primary,
+    async (c) => {
+      await c.query("SET search_path = pg_catalog, pg_temp");
+      const trailOwner = ROLES.find((r) => r.name === TRAIL_OWNER)!;
+      if ((await c.query("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", [trailOwner.name])).rowCount === 0) {
+        await c.query(roleSql(trailOwner));
+        await c.query(GRANTS.filter((g) => g.role === TRAIL_OWNER && g.objectType === "schema").map((g) => `${grantSql(g)};`).join("\n"));
+        changes.push(`created role ${trailOwner.name}`);
+      }
+      const installed = (await c.query(INSTALLED_MARKER_SQL)).rows[0]?.marker;
+      if (installed !== auditTrailMarker()) {
+        await c.query("BEGIN");
+        try {
+          await c.query(auditTrailSql());
+          await c.query("COMMIT");
+        } catch (e) {
+          await c.query("ROLLBACK").catch(() => undefined);
+          throw new Error(`installing the audit trail (${AUDIT_TRAIL_SQL_FILE}) failed and was rolled back: ${(e as Error).message}`);
+        }
+        changes.push("installed the audit trail's trust boundary (sql/admin/golden_dag_trail.sql)");
+      }
+      const statements = await convergeGrants(c, "trail");
+      if (statements.length > 0) changes.push(`brought grants on the audit trail in line with the privilege model (${statements.length} statements)`);
+    },
+    DATABASE,
+  );
+  return changes;
 }

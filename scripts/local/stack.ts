@@ -5,7 +5,7 @@ import * as path from "path";
 import * as lockfile from "proper-lockfile";
 import { REPO_BUNDLE_DIR } from "../../infra/bundles/catalog";
 import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
-import { bootstrapPrimary } from "./bootstrap";
+import { bootstrapPrimary, ensureAuditTrail } from "./bootstrap";
 import { convergeDatabase } from "./database";
 import { MaintenanceStatus, maintenanceStatus } from "../ops/schedule";
 import { LocalContext, localContext } from "./context";
@@ -274,7 +274,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
     await convergePooler(ctx, state, changes);
     if (opts.bundles !== false) {
-      changes.push(...(await convergeDatabase(outputsOf(state).connections, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log)));
+      changes.push(...(await convergeDatabase(outputsOf(state).connections, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log, () => ensureAuditTrail(state))));
     }
     if (writePrivate(outputsFile(opts.stack), JSON.stringify(outputsOf(state), null, 2) + "\n")) changes.push("wrote outputs.json");
     return { changes, outputs: outputsOf(state) };

@@ -1,7 +1,8 @@
 -- Creates run_maintenance(), the scheduled upkeep of the schema, run hourly by pg_cron where the
 -- server has it and by `nbdb maintain`: partitions ahead, strays moved, retention
 -- (run_partition_maintenance), the roll-ups refreshed CONCURRENTLY, and ANALYZE of the
--- partitions that changed and of their parents (autovacuum never analyzes a partitioned parent),
+-- partitions that changed and of their parents (autovacuum never analyzes a partitioned parent;
+-- nb_owner's tables only: the audit trail is nb_audit's),
 -- and the GoldenDAG sealer (which pg_cron also runs every minute).
 -- Each run is recorded in maintenance_runs. One transaction: an interrupted run leaves nothing
 -- half done. REINDEX CONCURRENTLY cannot run inside it: `nbdb maintain --reindex` does that.
@@ -33,7 +34,7 @@ BEGIN
     WITH changed AS (
       SELECT s.relid
         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-       WHERE s.schemaname = 'neuralblitz' AND c.relispartition
+       WHERE s.schemaname = 'neuralblitz' AND c.relispartition AND c.relowner = 'nb_owner'::regrole
          AND s.n_mod_since_analyze > greatest(1000, s.n_live_tup / 10)
     )
     SELECT relid::regclass FROM changed
