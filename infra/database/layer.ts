@@ -2,7 +2,8 @@
 // resources on the platform's primary, in the same order (scripts/local/bootstrap.ts, database.ts):
 //
 //   roles  ->  take over the database (AdminSql)  ->  schema  ->  CONNECT/USAGE grants, PUBLIC revoke
-//          ->  SQL bundles, then partition maintenance  ->  table/function grants, default privileges
+//          ->  SQL bundles  ->  the audit trail's trust boundary (AdminSql)  ->  partition maintenance
+//          ->  table/function grants, default privileges
 //
 // Table and function grants wait for the bundles because a Grant covers only objects that exist.
 import * as postgresql from "@pulumi/postgresql";
@@ -16,6 +17,7 @@ import { sqlBundles } from "../dynamic/sqlBundle";
 import { connectionUrl } from "../outputs";
 import { Cluster } from "../platform/types";
 import { stableScramVerifier } from "../topology/scram";
+import { auditTrailSql } from "../topology/auditTrail";
 import { adminSetupSql } from "./adminSetup";
 import { PUBLIC_DATABASE_REVOKE, defaultPrivilegeArgs, defaultPrivilegeName, grantResources } from "./grants";
 import { partitionMaintenanceBundle } from "./partitionMaintenance";
@@ -60,9 +62,10 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     }
     const allRoles = [...roles.values()];
 
+    const adminUrl = pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.sslMode));
     const adminSetup = new AdminSql(
       `${name}-admin-setup`,
-      { sql: adminSetupSql(), connection: pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.sslMode)) },
+      { sql: adminSetupSql(), connection: adminUrl },
       { parent: this, dependsOn: allRoles },
     );
     const schema = new postgresql.Schema(`${name}-schema`, { name: SCHEMA, database: DATABASE, owner: OBJECT_OWNER }, { ...data, dependsOn: [adminSetup] });
@@ -77,12 +80,23 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     ];
 
     const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, cluster.sslMode));
-    const bundles = sqlBundles(
+    const schemaBundles = sqlBundles(
       `${name}-bundle`,
-      { bundles: [...loadCatalog(), partitionMaintenanceBundle(args.partitions)], connection: migratorUrl, protectedStack: args.protectedStack },
+      { bundles: loadCatalog(), connection: migratorUrl, protectedStack: args.protectedStack },
       { parent: this, dependsOn: [...allRoles, schema, ...access] },
     );
-    const lastBundle = bundles[bundles.length - 1];
+    // The audit trail's trust boundary, as the administrator, once the bundles made its tables
+    // (infra/topology/auditTrail.ts; the local stack runs the same SQL).
+    const auditTrail = new AdminSql(
+      `${name}-audit-trail`,
+      { sql: auditTrailSql(), connection: adminUrl },
+      { parent: this, dependsOn: [schemaBundles[schemaBundles.length - 1]] },
+    );
+    const [lastBundle] = sqlBundles(
+      `${name}-bundle`,
+      { bundles: [partitionMaintenanceBundle(args.partitions)], connection: migratorUrl, protectedStack: args.protectedStack },
+      { parent: this, dependsOn: [schemaBundles[schemaBundles.length - 1], auditTrail] },
+    );
 
     for (const g of grants.filter((g) => g.onBundleObjects)) grant(g, [lastBundle]);
     for (const d of DEFAULT_PRIVILEGES) {

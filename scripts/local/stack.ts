@@ -354,6 +354,6 @@ export async function status(stack: string): Promise<StackStatus> {
   });
   const pid = poolerPid(ctx);
   const pools = pid ? await poolCounts(state).catch(() => []) : [];
-  const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.admin).catch(() => null) : null;
+  const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.migrator).catch(() => null) : null;
   return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, pools }, maintenance };
 }
