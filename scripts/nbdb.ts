@@ -12,7 +12,7 @@ import { grantsDiff } from "./ops/grantsDiff";
 import { maintain } from "./ops/maintain";
 import { parseScale, seed } from "./ops/seed";
 import { printStartSummary, start } from "./ops/start";
-import { regenerateVerifySql, verifySchema } from "./ops/verify";
+import { regenerateVerifySql, verifyStack } from "./ops/verify";
 import { StackStatus, down, status, up } from "./local/stack";
 import { outputsFile, readOutputs, validateStackName } from "./local/state";
 
@@ -191,7 +191,7 @@ export function program(): Command {
     .option("--regenerate", "rebuild sql/verify_schema.sql from a throwaway stack built from sql/ (after changing bundles or the model)")
     .action(async (o: { stack: string; json?: boolean; regenerate?: boolean }) => {
       if (o.regenerate) return void console.log(`wrote ${await regenerateVerifySql(log)}`);
-      const drifts = await verifySchema(readOutputs(o.stack).connections.migrator);
+      const drifts = await verifyStack(o.stack);
       if (o.json) console.log(JSON.stringify({ stack: o.stack, drifts }, null, 2));
       else if (drifts.length === 0) console.log(`stack ${o.stack}: schema verified, no drift`);
       else {

@@ -38,6 +38,8 @@ BEGIN
     RETURN;
   END IF;
   CREATE EXTENSION IF NOT EXISTS pg_cron;
+  -- The jobs run as nb_migrator, which may then read its own jobs (nbdb verify checks them).
+  GRANT USAGE ON SCHEMA cron TO nb_migrator;
 ${schedule.join("\n")}
 EXCEPTION WHEN insufficient_privilege THEN
   -- Only a superuser (rds_superuser on RDS) may read these settings and create pg_cron.

@@ -13,7 +13,12 @@ export async function ensureMaintenanceSchedule(superuserUrl: string): Promise<s
   const client = new Client({ connectionString: superuserUrl, application_name: "nbdb-schedule" });
   await client.connect();
   try {
-    if ((await jobExists(client)) && (await jobExists(client, SEAL_JOB.name))) return undefined;
+    if ((await jobExists(client)) && (await jobExists(client, SEAL_JOB.name))) {
+      // A stack scheduled before nb_migrator could read its jobs.
+      const { rows } = await client.query("SELECT NOT pg_catalog.has_schema_privilege('nb_migrator', 'cron', 'USAGE') AS missing");
+      if (rows[0].missing) await client.query("GRANT USAGE ON SCHEMA cron TO nb_migrator");
+      return undefined;
+    }
     await client.query(maintenanceScheduleSql());
     return (await jobExists(client, SEAL_JOB.name))
       ? `scheduled maintenance ('${MAINTENANCE_JOB.schedule}') and the audit sealer ('${SEAL_JOB.schedule}') with pg_cron`

@@ -7,7 +7,7 @@ import * as path from "path";
 import { LocalStackOutputs, outputsFile, stackDir } from "../local/state";
 import { AuditVerdict, verifyAuditTrail } from "./audit";
 import { isSeeded, seed } from "./seed";
-import { Drift, verifySchema } from "./verify";
+import { Drift, verifyStack } from "./verify";
 
 export interface StartSummary {
   readonly outputs: LocalStackOutputs;
@@ -52,7 +52,7 @@ export async function start(stack: string, log: (line: string) => void, progress
     seeded = true;
   }
   const [drifts, rows, st, audit] = await Promise.all([
-    verifySchema(outputs.connections.migrator),
+    verifyStack(stack),
     rowCounts(outputs.connections.migrator),
     status(stack),
     verifyAuditTrail(outputs.connections.auditor),
