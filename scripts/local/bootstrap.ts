@@ -3,7 +3,7 @@
 import { AUDIT_TRAIL_SQL_FILE, INSTALLED_MARKER_SQL, auditTrailMarker, auditTrailSql } from "../../infra/topology/auditTrail";
 import { pgbouncerAuthSql } from "../../infra/topology/pgbouncerAuth";
 import { scramSha256Verifier } from "../../infra/topology/scram";
-import { GRANTS, TRAIL_OWNER, grantSql } from "../../schema/privileges";
+import { GRANTS, grantSql } from "../../schema/privileges";
 import { convergeGrants } from "../ops/grants";
 import { DATABASE, ROLES, SCHEMA, roleSql } from "../../schema/roles";
 import { withSuperuser } from "./postgresNode";
@@ -39,8 +39,24 @@ export async function bootstrapPrimary(state: StackState): Promise<void> {
 }
 
 /**
- * The audit trail's trust boundary (infra/topology/auditTrail.ts), after the bundles: nb_audit (a
- * stack built before it lacks the role), the trail's SQL when this version is not installed yet,
+ * Roles schema/roles.ts gained since the stack was built (nb_audit on stacks made before the audit
+ * trail's boundary), created as the model has them; existing roles are left to verify. Reports them.
+ */
+export async function ensureRoles(state: StackState): Promise<string[]> {
+  return withSuperuser(state, state.ports.primary, async (c) => {
+    const present = new Set((await c.query("SELECT rolname FROM pg_catalog.pg_roles")).rows.map((r) => r.rolname as string));
+    const created: string[] = [];
+    for (const role of ROLES.filter((r) => !present.has(r.name))) {
+      await c.query(roleSql(role, role.login ? scramSha256Verifier(state.passwords[role.name]) : undefined));
+      created.push(`created role ${role.name}`);
+    }
+    return created;
+  });
+}
+
+/**
+ * The audit trail's trust boundary (infra/topology/auditTrail.ts), after the bundles: the trail's SQL
+ * when this version is not installed yet,
  * and the privilege model's grants on the trail's objects, made as nb_audit. The superuser touches
  * only nb_audit's objects and creates triggers on nb_owner's tables; it runs no code a lower role
  * owns. Reports what it changed.
@@ -52,12 +68,6 @@ export async function ensureAuditTrail(state: StackState): Promise<string[]> {
     state.ports.primary,
     async (c) => {
       await c.query("SET search_path = pg_catalog, pg_temp");
-      const trailOwner = ROLES.find((r) => r.name === TRAIL_OWNER)!;
-      if ((await c.query("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", [trailOwner.name])).rowCount === 0) {
-        await c.query(roleSql(trailOwner));
-        await c.query(GRANTS.filter((g) => g.role === TRAIL_OWNER && g.objectType === "schema").map((g) => `${grantSql(g)};`).join("\n"));
-        changes.push(`created role ${trailOwner.name}`);
-      }
       const installed = (await c.query(INSTALLED_MARKER_SQL)).rows[0]?.marker;
       if (installed !== auditTrailMarker()) {
         await c.query("BEGIN");

@@ -5,7 +5,7 @@ import * as path from "path";
 import * as lockfile from "proper-lockfile";
 import { REPO_BUNDLE_DIR } from "../../infra/bundles/catalog";
 import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
-import { bootstrapPrimary, ensureAuditTrail } from "./bootstrap";
+import { bootstrapPrimary, ensureAuditTrail, ensureRoles } from "./bootstrap";
 import { convergeDatabase } from "./database";
 import { MaintenanceStatus, maintenanceStatus } from "../ops/schedule";
 import { LocalContext, localContext } from "./context";
@@ -174,6 +174,8 @@ async function convergePrimary(ctx: LocalContext, state: StackState, changes: st
     state.primaryBootstrapped = true;
     saveState(state);
     changes.push("created roles, database and schema");
+  } else {
+    changes.push(...(await ensureRoles(state)));
   }
 }
 
