@@ -329,6 +329,9 @@ BEGIN
       FROM neuralblitz.golden_dag_audit a
      WHERE a.recorded_at > pg_catalog.now() - p_window
        AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals s WHERE s.entry_id = a.id)
+       -- An entry another seal names as its predecessor was sealed once: its seal was deleted, and
+       -- chaining it again would paper over that; it stays out, and verification names it.
+       AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals s WHERE s.prev_id = a.id)
        AND pg_catalog.pg_xact_commit_timestamp(a.xmin) < pg_catalog.clock_timestamp() - p_settle
      ORDER BY committed_at, a.xmin::text::bigint, a.id
   LOOP
