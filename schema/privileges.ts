@@ -71,6 +71,7 @@ export const FUNCTIONS = {
   verifyGoldenDag: "verify_golden_dag()",
   sealGoldenDag: "seal_golden_dag(interval,interval,interval)",
   archiveGoldenDagPartition: "archive_golden_dag_partition(text)",
+  goldenDagVerifySql: "golden_dag_verify_sql(text)",
   goldenDagCanonical: "golden_dag_canonical(bigint,timestamp with time zone,text,text,jsonb,text,uuid,jsonb,jsonb,bigint)",
 } as const;
 
@@ -103,6 +104,7 @@ export const GRANTS: readonly GrantSpec[] = [
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.sealGoldenDag, privileges: ["EXECUTE"] },
   // verify_golden_dag() runs with the auditor's rights (no SECURITY DEFINER needed) and recomputes hashes with it.
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagCanonical, privileges: ["EXECUTE"] },
+  { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagVerifySql, privileges: ["EXECUTE"] },
   // Archiving a partition of the trail is an operator's act.
   { role: "nb_migrator", objectType: "function", object: FUNCTIONS.archiveGoldenDagPartition, privileges: ["EXECUTE"] },
 ];

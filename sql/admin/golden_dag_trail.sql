@@ -351,6 +351,68 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION neuralblitz.seal_golden_dag(interval, interval, interval) FROM PUBLIC;
 
+-- The one set-based pass over the chain that verify_golden_dag() runs, as query text over a source
+-- of entries (the trail, and the archived partitions verify_golden_dag() adds). Its own function
+-- so the audit benchmark runs exactly this query over a bench copy.
+CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_verify_sql(
+  p_source text DEFAULT 'SELECT id, recorded_at, table_name, operation, row_pk, db_role, app_user_id, old_values, new_values FROM neuralblitz.golden_dag_audit'
+) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT pg_catalog.format($q$
+  WITH a AS (%s),
+  -- Every seal with its entry and every entry with its seal, read once.
+  s AS MATERIALIZED (
+    SELECT x.entry_id, x.prev_id, x.prev_hash, x.entry_hash, a.id AS present, a.recorded_at,
+           CASE WHEN x.entry_id IS NOT NULL AND a.id IS NOT NULL THEN
+             pg_catalog.sha256(x.prev_hash || neuralblitz.golden_dag_canonical(
+               a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id,
+               a.old_values, a.new_values, x.prev_id)) END AS recomputed
+      FROM neuralblitz.golden_dag_seals x
+      FULL JOIN a ON a.id = x.entry_id
+  ),
+  head AS (SELECT last_id, last_hash FROM neuralblitz.golden_dag_head),
+  broken AS (
+    SELECT s.entry_id AS id, 'content altered: the entry does not hash to its sealed entry_hash' AS reason
+      FROM s WHERE s.entry_hash <> s.recomputed
+    UNION ALL
+    SELECT s.entry_id, 'missing: sealed into the chain, but gone from the trail'
+      FROM s WHERE s.entry_id IS NOT NULL AND s.present IS NULL
+    UNION ALL
+    -- Every link, both ways it can break, in one join.
+    SELECT CASE WHEN p.entry_id IS NULL THEN s.prev_id ELSE s.entry_id END,
+           CASE WHEN p.entry_id IS NULL THEN pg_catalog.format('missing: entry %%s follows it, but its seal is not in the chain', s.entry_id)
+                ELSE pg_catalog.format('link broken: prev_hash is not the hash of entry %%s', s.prev_id) END
+      FROM s LEFT JOIN s AS p ON p.entry_id = s.prev_id
+     WHERE s.prev_id IS NOT NULL AND (p.entry_id IS NULL OR s.prev_hash <> p.entry_hash)
+    UNION ALL
+    SELECT s.entry_id, 'second beginning: no previous entry, but it is not the first'
+      FROM s WHERE s.entry_id IS NOT NULL AND s.prev_id IS NULL
+       AND (s.prev_hash <> pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex')
+            OR s.entry_id <> (SELECT min(x.entry_id) FROM neuralblitz.golden_dag_seals x WHERE x.prev_id IS NULL))
+    UNION ALL
+    SELECT h.last_id, 'missing: the chain head names it, but it is not in the chain'
+      FROM head h WHERE h.last_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = h.last_id)
+    UNION ALL
+    SELECT x.entry_id, 'head mismatch: the chain head holds another hash for this entry'
+      FROM neuralblitz.golden_dag_seals x JOIN head h ON h.last_id = x.entry_id WHERE x.entry_hash <> h.last_hash
+    UNION ALL
+    SELECT x.entry_id, 'beyond the head: sealed after the entry the head names'
+      FROM neuralblitz.golden_dag_seals x JOIN head h ON x.prev_id = h.last_id
+    UNION ALL
+    SELECT s.present, 'not sealed: committed over a day ago, but not in the chain (run neuralblitz.seal_golden_dag(p_window => ''30 days''))'
+      FROM s WHERE s.entry_id IS NULL AND s.recorded_at < pg_catalog.now() - interval '1 day'
+    UNION ALL
+    SELECT a.id, pg_catalog.format('unaudited window: %%s by %%s at %%s left the audit trigger %%s and the TRUNCATE guard %%s on %%s: changes to it until they were on again are not in the trail',
+                                   a.new_values ->> 'command', a.db_role, a.recorded_at, a.new_values ->> 'audit_trigger', a.new_values ->> 'truncate_guard', a.table_name)
+      FROM a WHERE a.operation = 'DDL' AND (a.new_values ->> 'audit_trigger' <> 'enabled' OR a.new_values ->> 'truncate_guard' <> 'enabled')
+  )
+  SELECT id, reason FROM broken ORDER BY id, reason
+  $q$, p_source)
+$fn$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_verify_sql(text) FROM PUBLIC;
+
 -- One pass over the whole chain: every sealed entry's hash recomputed (entries of archived
 -- partitions included), every link checked (not just the ends), second beginnings, the head,
 -- entries gone from the trail, entries left unsealed, every archive anchor against its table, and
@@ -404,56 +466,7 @@ BEGIN
     END IF;
   END LOOP;
 
-  RETURN QUERY EXECUTE pg_catalog.format($q$
-  WITH a AS (%s),
-  -- Every seal with its entry and every entry with its seal, read once.
-  s AS MATERIALIZED (
-    SELECT x.entry_id, x.prev_id, x.prev_hash, x.entry_hash, a.id AS present, a.recorded_at,
-           CASE WHEN x.entry_id IS NOT NULL AND a.id IS NOT NULL THEN
-             pg_catalog.sha256(x.prev_hash || neuralblitz.golden_dag_canonical(
-               a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id,
-               a.old_values, a.new_values, x.prev_id)) END AS recomputed
-      FROM neuralblitz.golden_dag_seals x
-      FULL JOIN a ON a.id = x.entry_id
-  ),
-  head AS (SELECT last_id, last_hash FROM neuralblitz.golden_dag_head),
-  broken AS (
-    SELECT s.entry_id AS id, 'content altered: the entry does not hash to its sealed entry_hash' AS reason
-      FROM s WHERE s.entry_hash <> s.recomputed
-    UNION ALL
-    SELECT s.entry_id, 'missing: sealed into the chain, but gone from the trail'
-      FROM s WHERE s.entry_id IS NOT NULL AND s.present IS NULL
-    UNION ALL
-    -- Every link, both ways it can break, in one join.
-    SELECT CASE WHEN p.entry_id IS NULL THEN s.prev_id ELSE s.entry_id END,
-           CASE WHEN p.entry_id IS NULL THEN pg_catalog.format('missing: entry %%s follows it, but its seal is not in the chain', s.entry_id)
-                ELSE pg_catalog.format('link broken: prev_hash is not the hash of entry %%s', s.prev_id) END
-      FROM s LEFT JOIN s AS p ON p.entry_id = s.prev_id
-     WHERE s.prev_id IS NOT NULL AND (p.entry_id IS NULL OR s.prev_hash <> p.entry_hash)
-    UNION ALL
-    SELECT s.entry_id, 'second beginning: no previous entry, but it is not the first'
-      FROM s WHERE s.entry_id IS NOT NULL AND s.prev_id IS NULL
-       AND (s.prev_hash <> pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex')
-            OR s.entry_id <> (SELECT min(x.entry_id) FROM neuralblitz.golden_dag_seals x WHERE x.prev_id IS NULL))
-    UNION ALL
-    SELECT h.last_id, 'missing: the chain head names it, but it is not in the chain'
-      FROM head h WHERE h.last_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = h.last_id)
-    UNION ALL
-    SELECT x.entry_id, 'head mismatch: the chain head holds another hash for this entry'
-      FROM neuralblitz.golden_dag_seals x JOIN head h ON h.last_id = x.entry_id WHERE x.entry_hash <> h.last_hash
-    UNION ALL
-    SELECT x.entry_id, 'beyond the head: sealed after the entry the head names'
-      FROM neuralblitz.golden_dag_seals x JOIN head h ON x.prev_id = h.last_id
-    UNION ALL
-    SELECT s.present, 'not sealed: committed over a day ago, but not in the chain (run neuralblitz.seal_golden_dag(p_window => ''30 days''))'
-      FROM s WHERE s.entry_id IS NULL AND s.recorded_at < pg_catalog.now() - interval '1 day'
-    UNION ALL
-    SELECT a.id, pg_catalog.format('unaudited window: %%s by %%s at %%s left the audit trigger %%s and the TRUNCATE guard %%s on %%s: changes to it until they were on again are not in the trail',
-                                   a.new_values ->> 'command', a.db_role, a.recorded_at, a.new_values ->> 'audit_trigger', a.new_values ->> 'truncate_guard', a.table_name)
-      FROM a WHERE a.operation = 'DDL' AND (a.new_values ->> 'audit_trigger' <> 'enabled' OR a.new_values ->> 'truncate_guard' <> 'enabled')
-  )
-  SELECT id, reason FROM broken ORDER BY id, reason
-  $q$, v_src);
+  RETURN QUERY EXECUTE neuralblitz.golden_dag_verify_sql(v_src);
 END
 $$;
 REVOKE EXECUTE ON FUNCTION neuralblitz.verify_golden_dag() FROM PUBLIC;
