@@ -8,6 +8,7 @@ import { createHash } from "crypto";
 import { Client } from "pg";
 import * as pulumi from "@pulumi/pulumi";
 import { loadCatalog } from "../infra/bundles/catalog";
+import { auditTrailSql } from "../infra/topology/auditTrail";
 import { adminSetupSql } from "../infra/database/adminSetup";
 import { PARTITION_MAINTENANCE_BUNDLE } from "../infra/database/partitionMaintenance";
 import { AdminSqlOutputs, adminSqlProvider } from "../infra/dynamic/adminSql";
@@ -165,6 +166,23 @@ describe("database layer (mocks)", function () {
         const last = bundles[bundles.length - 1];
         for (const g of [...of(run, GRANT).filter((g) => g.inputs.objects), ...of(run, DEFAULT_PRIVILEGES)]) expect(g.dependencies, g.name).to.include(last.urn);
         for (const g of of(run, GRANT).filter((g) => !g.inputs.objects)) expect(waitsFor(run, g).has(bundles[0].urn), g.name).to.equal(false);
+      });
+
+      it("installs the audit trail's trust boundary as the administrator after the bundles, before partition maintenance and the grants", () => {
+        const trail = named(run, ADMIN_SQL, "nbdb-audit-trail");
+        expect(trail.inputs.sql).to.equal(auditTrailSql());
+        expect(trail.inputs.sql).to.include("GRANT nb_audit TO CURRENT_USER").and.include("CREATE EVENT TRIGGER golden_dag_ddl");
+        expect(trail.secretInputs).to.include("connection");
+        expect(trail.inputs.connection).to.match(/^postgresql:\/\/postgres:pw-nbdb-admin@/);
+        const bundles = of(run, SQL_BUNDLE);
+        const lastSchemaBundle = bundles.find((b) => b.inputs.bundleName === loadCatalog()[loadCatalog().length - 1].name)!;
+        expect(trail.dependencies).to.include(lastSchemaBundle.urn);
+        const maintenance = bundles.find((b) => b.inputs.bundleName === PARTITION_MAINTENANCE_BUNDLE)!;
+        expect(maintenance.dependencies).to.include(trail.urn);
+        const auditorOnTrail = named(run, GRANT, "nbdb-grant-nb-auditor-on-table-golden-dag-audit");
+        expect(waitsFor(run, auditorOnTrail).has(trail.urn)).to.equal(true);
+        const auditRole = of(run, ROLE).find((r) => r.inputs.name === "nb_audit")!;
+        expect(auditRole.inputs).to.include({ login: false, superuser: false });
       });
 
       it("applies the stack's partition settings in the last bundle", () => {
