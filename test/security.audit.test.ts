@@ -229,7 +229,8 @@ describe("no superuser runs code the owner controls", function () {
   let out: LocalStackOutputs;
 
   before(async function () {
-    out = (await up({ stack, replicas: 0 })).outputs;
+    // One replica: the bench measures replica lag.
+    out = (await up({ stack, replicas: 1 })).outputs;
   });
 
   it("leaves nb_migrator no superuser after its trojaned functions met every nbdb command", async function () {
@@ -260,6 +261,7 @@ describe("no superuser runs code the owner controls", function () {
       ["maintain", "--stack", stack, "--reindex"],
       ["status", "--stack", stack],
       ["plan", "--stack", stack],
+      ["bench", "--quick", "--stack", stack],
     ];
     for (const args of runs) {
       const r = await nbdb(args);
