@@ -7,6 +7,7 @@ import * as path from "path";
 import { Client } from "pg";
 import { verifyAuditTrail } from "../scripts/ops/audit";
 import { up } from "../scripts/local/stack";
+import { verifyStack } from "../scripts/ops/verify";
 import { LocalStackOutputs, readDataKey } from "../scripts/local/state";
 import { query, rejection, uniqueStack } from "./helpers";
 
@@ -276,5 +277,49 @@ describe("no superuser runs code the owner controls", function () {
     // The trojans did run (as the roles that called them): the seed's neurons still got histories.
     const [{ n }] = await query<{ n: number }>(out.connections.migrator, "SELECT count(*)::int AS n FROM pg_stat_user_tables WHERE relname ~ '^quantum_neuron_history' AND n_tup_ins > 0");
     expect(n).to.be.greaterThan(0);
+  });
+});
+
+describe("a stack built before the audit trail's trust boundary", function () {
+  it("is upgraded in place by nbdb up: the trail handed to nb_audit, every entry and a head recorded earlier still valid", async function () {
+    const stack = uniqueStack("upgrade");
+    const out = (await up({ stack, replicas: 0 })).outputs;
+    await query(out.connections.admin, "INSERT INTO neuralblitz.monitoring_alerts (rule, metric, condition, threshold, severity) VALUES ('before', 'm', '>', 1, 'info')");
+    await query(out.connections.auditor, "SELECT neuralblitz.seal_golden_dag(interval '0')");
+    const recorded = (await verifyAuditTrail(out.connections.auditor)).head;
+    expect(recorded.id).to.be.a("number");
+    // Back to what the previous version left: everything of the trail nb_owner's, no guard, no
+    // event triggers, the audit trigger nb_owner's to change, and no marker of the boundary.
+    await query(
+      out.connections.admin,
+      `DO $$
+       DECLARE r record;
+       BEGIN
+         DROP EVENT TRIGGER golden_dag_ddl;
+         DROP EVENT TRIGGER golden_dag_drop;
+         FOR r IN SELECT c.oid::regclass AS rel FROM pg_class c WHERE c.relnamespace = 'neuralblitz'::regnamespace AND c.relkind IN ('r', 'p') AND c.relname ~ '^golden_dag_' LOOP
+           EXECUTE format('ALTER TABLE %s OWNER TO nb_owner', r.rel);
+         END LOOP;
+         FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_proc p WHERE p.pronamespace = 'neuralblitz'::regnamespace AND p.proname ~ 'golden_dag' LOOP
+           EXECUTE format('ALTER FUNCTION %s OWNER TO nb_owner', r.fn);
+         END LOOP;
+         DROP TRIGGER golden_dag_guard ON neuralblitz.golden_dag_audit;
+         DROP TRIGGER golden_dag_guard ON neuralblitz.golden_dag_seals;
+         COMMENT ON ROLE nb_audit IS NULL;
+       END $$`,
+    );
+    await query(out.connections.admin, "INSERT INTO neuralblitz.monitoring_alerts (rule, metric, condition, threshold, severity) VALUES ('old version', 'm', '>', 1, 'info')");
+    const { changes } = await up({ stack });
+    expect(changes).to.include("installed the audit trail's trust boundary (sql/admin/golden_dag_trail.sql)");
+    const notAudit = await query(
+      out.connections.migrator,
+      `SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'neuralblitz'::regnamespace AND c.relname ~ '^golden_dag_' AND c.relkind IN ('r', 'p') AND c.relowner <> 'nb_audit'::regrole`,
+    );
+    expect(notAudit).to.deep.equal([]);
+    const verdict = await verifyAuditTrail(out.connections.auditor, { id: recorded.id!, hash: recorded.hash });
+    expect(verdict.broken).to.deep.equal([]);
+    expect(verdict.entries).to.be.greaterThan(1);
+    expect(await verifyStack(stack)).to.deep.equal([]);
+    expect((await up({ stack })).changes).to.deep.equal([]);
   });
 });
