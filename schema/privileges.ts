@@ -19,6 +19,20 @@ export interface GrantSpec {
 /** The role that creates (and owns) every project object, whose default privileges the model sets. */
 export const OBJECT_OWNER = "nb_owner";
 
+/**
+ * The role that owns the GoldenDAG audit trail (sql/admin/golden_dag_trail.sql): its tables and the
+ * functions that write or check them. Grants on them are made as it, by the platform's administrator.
+ */
+export const TRAIL_OWNER = "nb_audit";
+export const TRAIL_TABLES: readonly string[] = ["golden_dag_audit", "golden_dag_seals", "golden_dag_head", "golden_dag_archives"];
+
+/** Whether an object of the model belongs to the audit trail (nb_audit's), not to nb_owner. */
+export function isTrailObject(objectType: ObjectType, object: string): boolean {
+  if (objectType === "table") return TRAIL_TABLES.includes(object) || /^golden_dag_audit_/.test(object);
+  if (objectType === "function") return /^(golden_dag_|seal_golden_dag\(|verify_golden_dag\(|archive_golden_dag_partition\()/.test(object);
+  return false;
+}
+
 /** Privileges nb_owner's future objects in the schema give a role (ALTER DEFAULT PRIVILEGES). */
 export interface DefaultPrivilegeSpec {
   readonly role: RoleName;
@@ -56,7 +70,9 @@ export const FUNCTIONS = {
   decryptSecret: "decrypt_secret(bytea)",
   lookupHash: "lookup_hash(text)",
   verifyGoldenDag: "verify_golden_dag()",
-  sealGoldenDag: "seal_golden_dag(interval,interval)",
+  sealGoldenDag: "seal_golden_dag(interval,interval,interval)",
+  archiveGoldenDagPartition: "archive_golden_dag_partition(text)",
+  goldenDagVerifySql: "golden_dag_verify_sql(text)",
   goldenDagCanonical: "golden_dag_canonical(bigint,timestamp with time zone,text,text,jsonb,text,uuid,jsonb,jsonb,bigint)",
 } as const;
 
@@ -65,6 +81,8 @@ const READABLE_BY_READONLY = [...TABLES.map((t) => t.name).filter((t) => t !== "
 export const GRANTS: readonly GrantSpec[] = [
   ...ROLES.filter((r) => r.connect).map((r): GrantSpec => ({ role: r.name, objectType: "database", object: DATABASE, privileges: ["CONNECT"] })),
   ...(["nb_app", "nb_readonly", "nb_auditor"] as const).map((role): GrantSpec => ({ role, objectType: "schema", object: SCHEMA, privileges: ["USAGE"] })),
+  // The trail's owner holds its objects in the project schema (sql/admin/golden_dag_trail.sql).
+  { role: "nb_audit", objectType: "schema", object: SCHEMA, privileges: ["USAGE", "CREATE"] },
 
   ...Object.entries(APP_TABLE_PRIVILEGES)
     .filter(([, privileges]) => privileges.length > 0)
@@ -89,6 +107,9 @@ export const GRANTS: readonly GrantSpec[] = [
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.sealGoldenDag, privileges: ["EXECUTE"] },
   // verify_golden_dag() runs with the auditor's rights (no SECURITY DEFINER needed) and recomputes hashes with it.
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagCanonical, privileges: ["EXECUTE"] },
+  { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagVerifySql, privileges: ["EXECUTE"] },
+  // Archiving a partition of the trail is an operator's act.
+  { role: "nb_migrator", objectType: "function", object: FUNCTIONS.archiveGoldenDagPartition, privileges: ["EXECUTE"] },
 ];
 
 /**

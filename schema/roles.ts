@@ -24,6 +24,7 @@ export interface RoleSpec {
 
 export const ROLES = [
   { name: "nb_owner", login: false, connect: false, purpose: "owns every project object; nobody logs in as it" },
+  { name: "nb_audit", login: false, connect: false, purpose: "owns the GoldenDAG audit trail, its chain and their functions; nobody logs in as it, only the platform's administrator is a member" },
   { name: "nb_migrator", login: true, memberOf: ["nb_owner"], connect: true, purpose: "applies the SQL bundles", connectionLimit: 20 },
   // At least the pooler's largest pool (pooler.defaultPoolSize, at most 50) plus its reserve (5).
   { name: "nb_app", login: true, connect: true, purpose: "the application: DML under row-level security", connectionLimit: 60, poolerOnly: true, timeouts: true },

@@ -14,7 +14,7 @@ import { newMigration } from "./ops/migration";
 import { reset } from "./ops/reset";
 import { parseScale, seed } from "./ops/seed";
 import { printStartSummary, start } from "./ops/start";
-import { regenerateVerifySql, verifySchema } from "./ops/verify";
+import { regenerateVerifySql, verifyStack } from "./ops/verify";
 import { StackStatus, down, status, up } from "./local/stack";
 import { SERVER_PACKAGES, ensureSystem } from "./local/setup";
 import { findBinaries } from "./local/system";
@@ -223,7 +223,7 @@ export function program(): Command {
     .option("--regenerate", "rebuild sql/verify_schema.sql from a throwaway stack built from sql/ (after changing bundles or the model)")
     .action(async (o: { stack: string; json?: boolean; regenerate?: boolean }) => {
       if (o.regenerate) return void console.log(`wrote ${await regenerateVerifySql(log)}`);
-      const drifts = await verifySchema(readOutputs(o.stack).connections.migrator);
+      const drifts = await verifyStack(o.stack);
       if (o.json) console.log(JSON.stringify({ stack: o.stack, drifts }, null, 2));
       else if (drifts.length === 0) console.log(`stack ${o.stack}: schema verified, no drift`);
       else {

@@ -37,7 +37,7 @@ describe("SQL bundle applier", () => {
   });
 
   describe("through nbdb up, on the stack's own database", () => {
-    it("applies the repository's bundles after the topology is up, objects owned by nb_owner", async () => {
+    it("applies the repository's bundles after the topology is up, objects owned by nb_owner (the audit trail's by nb_audit)", async () => {
       const catalog = loadCatalog();
       const res = await up({ stack: outputs.stack });
       expect(res.changes.filter((c) => c.startsWith("applied "))).to.deep.equal(catalog.map((b) => `applied ${b.kind} bundle ${b.name}`));
@@ -49,7 +49,8 @@ describe("SQL bundle applier", () => {
       }
       const notOwned = await query(
         url,
-        `SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'neuralblitz'::regnamespace AND c.relowner <> 'nb_owner'::regrole
+        `SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'neuralblitz'::regnamespace
+           AND c.relowner <> (CASE WHEN c.relname ~ '^golden_dag_' THEN 'nb_audit' ELSE 'nb_owner' END)::regrole
            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`,
       );
       expect(notOwned).to.deep.equal([]);

@@ -8,6 +8,7 @@ import { createHash } from "crypto";
 import { Client } from "pg";
 import * as pulumi from "@pulumi/pulumi";
 import { loadCatalog } from "../infra/bundles/catalog";
+import { auditTrailSql } from "../infra/topology/auditTrail";
 import { adminSetupSql } from "../infra/database/adminSetup";
 import { PARTITION_MAINTENANCE_BUNDLE } from "../infra/database/partitionMaintenance";
 import { AdminSqlOutputs, adminSqlProvider } from "../infra/dynamic/adminSql";
@@ -205,6 +206,23 @@ describe("database layer (mocks)", function () {
 
       it(`drops the schema ${stack.startsWith("review-") ? "with CASCADE (a review database goes with its stack)" : "only with RESTRICT (dev, prod keep their objects)"}`, () => {
         expect(named(run, SCHEMA_RESOURCE, "nbdb-schema").inputs.dropCascade).to.equal(stack.startsWith("review-"));
+      });
+
+      it("installs the audit trail's trust boundary as the administrator after the bundles, before partition maintenance and the grants", () => {
+        const trail = named(run, ADMIN_SQL, "nbdb-audit-trail");
+        expect(trail.inputs.sql).to.equal(auditTrailSql());
+        expect(trail.inputs.sql).to.include("GRANT nb_audit TO CURRENT_USER").and.include("CREATE EVENT TRIGGER golden_dag_ddl");
+        expect(trail.secretInputs).to.include("connection");
+        expect(trail.inputs.connection).to.match(/^postgresql:\/\/postgres:pw-nbdb-admin@/);
+        const bundles = of(run, SQL_BUNDLE);
+        const lastSchemaBundle = bundles.find((b) => b.inputs.bundleName === loadCatalog()[loadCatalog().length - 1].name)!;
+        expect(trail.dependencies).to.include(lastSchemaBundle.urn);
+        const maintenance = bundles.find((b) => b.inputs.bundleName === PARTITION_MAINTENANCE_BUNDLE)!;
+        expect(maintenance.dependencies).to.include(trail.urn);
+        const auditorOnTrail = named(run, GRANT, "nbdb-grant-nb-auditor-on-table-golden-dag-audit");
+        expect(waitsFor(run, auditorOnTrail).has(trail.urn)).to.equal(true);
+        const auditRole = of(run, ROLE).find((r) => r.inputs.name === "nb_audit")!;
+        expect(auditRole.inputs).to.include({ login: false, superuser: false });
       });
 
       it("applies the stack's partition settings in the last bundle", () => {

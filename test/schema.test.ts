@@ -31,7 +31,7 @@ describe("schema", function () {
     ids.bob = await newUser("bob");
   });
 
-  it("has every modelled table, view and materialized view, owned by nb_owner", async function () {
+  it("has every modelled table, view and materialized view, owned by nb_owner (the audit trail by nb_audit)", async function () {
     const rows = await sql<{ name: string; kind: string; owner: string }>(
       `SELECT c.relname AS name, c.relkind::text AS kind, pg_get_userbyid(c.relowner) AS owner
          FROM pg_class c WHERE c.relnamespace = 'neuralblitz'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition`,
@@ -40,7 +40,8 @@ describe("schema", function () {
     for (const t of TABLES as readonly TableSpec[]) expect(byName.get(t.name)?.kind, t.name).to.equal(t.partitioning ? "p" : "r");
     for (const v of VIEWS) expect(byName.get(v)?.kind, v).to.equal("v");
     for (const m of MATERIALIZED_VIEWS) expect(byName.get(m)?.kind, m).to.equal("m");
-    expect(rows.filter((r) => r.owner !== "nb_owner")).to.deep.equal([]);
+    const trail = ["golden_dag_audit", "golden_dag_seals", "golden_dag_head", "golden_dag_archives"];
+    expect(rows.filter((r) => r.owner !== (trail.includes(r.name) ? "nb_audit" : "nb_owner"))).to.deep.equal([]);
   });
 
   it("carries user_id uuid not null on every user-data table", async function () {
@@ -279,9 +280,11 @@ describe("schema", function () {
     });
 
     it("keeps strays of the append-only audit trail in its default partition instead of rewriting them", async function () {
+      // Only the trail's own role writes it (here a superuser acting as it).
       await sql(
-        `INSERT INTO neuralblitz.golden_dag_audit (recorded_at, table_name, operation, row_pk, db_role)
-         VALUES ('2035-06-15+00', 't', 'INSERT', '{}', 'test')`,
+        `BEGIN; SET LOCAL ROLE nb_audit;
+         INSERT INTO neuralblitz.golden_dag_audit (recorded_at, table_name, operation, row_pk, db_role)
+         VALUES ('2035-06-15+00', 't', 'INSERT', '{}', session_user); COMMIT`,
       );
       const actions = await sql<{ action: string; partition_name: string }>(
         `SELECT action, partition_name FROM neuralblitz.run_partition_maintenance() WHERE table_name = 'golden_dag_audit'`,

@@ -293,7 +293,7 @@ describe("security", function () {
       await owner.connect();
       try {
         await owner.query("SET ROLE nb_owner");
-        const [{ part }] = (await owner.query("SELECT tableoid::regclass::text AS part FROM neuralblitz.golden_dag_audit LIMIT 1")).rows;
+        const [{ part }] = (await owner.query("SELECT inhrelid::regclass::text AS part FROM pg_inherits WHERE inhparent = 'neuralblitz.golden_dag_audit'::regclass ORDER BY 1 LIMIT 1")).rows;
         for (const sql of [
           "UPDATE neuralblitz.golden_dag_audit SET db_role = 'x'",
           "DELETE FROM neuralblitz.golden_dag_audit",

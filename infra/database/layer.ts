@@ -2,7 +2,8 @@
 // resources on the platform's primary, in the same order (scripts/local/bootstrap.ts, database.ts):
 //
 //   roles  ->  take over the database (AdminSql)  ->  schema  ->  CONNECT/USAGE grants, PUBLIC revoke
-//          ->  SQL bundles, then partition maintenance  ->  table/function grants, default privileges
+//          ->  SQL bundles  ->  the audit trail's trust boundary (AdminSql)  ->  partition maintenance
+//          ->  table/function grants, default privileges
 //
 // Table and function grants wait for the bundles because a Grant covers only objects that exist.
 import * as postgresql from "@pulumi/postgresql";
@@ -18,6 +19,7 @@ import { Cluster } from "../platform/types";
 import { JOB_ROLE, maintenanceScheduleSql } from "../topology/maintenanceSchedule";
 import { DIRECT_ROOM } from "../topology/connectionBudget";
 import { stableScramVerifier } from "../topology/scram";
+import { auditTrailSql } from "../topology/auditTrail";
 import { adminSetupSql } from "./adminSetup";
 import { PUBLIC_DATABASE_REVOKE, defaultPrivilegeArgs, defaultPrivilegeName, grantResources } from "./grants";
 import { partitionMaintenanceBundle } from "./partitionMaintenance";
@@ -114,12 +116,23 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     ];
 
     const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, cluster.serverCaFile));
-    const bundles = sqlBundles(
+    const schemaBundles = sqlBundles(
       `${name}-bundle`,
-      { bundles: [...loadCatalog(), partitionMaintenanceBundle(args.partitions)], connection: migratorUrl, protectedStack: args.protectedStack },
+      { bundles: loadCatalog(), connection: migratorUrl, protectedStack: args.protectedStack },
       { parent: this, dependsOn: [...allRoles, schema, ...access] },
     );
-    const lastBundle = bundles[bundles.length - 1];
+    // The audit trail's trust boundary, as the administrator, once the bundles made its tables
+    // (infra/topology/auditTrail.ts; the local stack runs the same SQL).
+    const auditTrail = new AdminSql(
+      `${name}-audit-trail`,
+      { sql: auditTrailSql(), connection: adminUrl },
+      { parent: this, dependsOn: [schemaBundles[schemaBundles.length - 1]] },
+    );
+    const [lastBundle] = sqlBundles(
+      `${name}-bundle`,
+      { bundles: [partitionMaintenanceBundle(args.partitions)], connection: migratorUrl, protectedStack: args.protectedStack },
+      { parent: this, dependsOn: [schemaBundles[schemaBundles.length - 1], auditTrail] },
+    );
 
     // The scheduled jobs, by the role that runs them (pg_cron lets only a superuser schedule for
     // another role), once the functions they call exist; Docker runs them from its scheduler container.

@@ -3,7 +3,7 @@
 // triggers) rather than disabling the trigger on the real table, which would let a user's
 // concurrent writes go unaudited. Wait events are sampled during the audited 8-client runs.
 import { Client } from "pg";
-import { BENCH_SCHEMA, benchNeuronIdSql, benchUsers } from "./fixtures";
+import { BENCH_SCHEMA, benchNeuronIdSql, benchUserIdSql, benchUsers } from "./fixtures";
 import { withClient } from "./db";
 import { pgbench } from "./pgbench";
 import { alternate, ratios, sampling, spread } from "./runner";
@@ -21,11 +21,32 @@ async function createUnauditedCopy(c: Client): Promise<void> {
     [AUDITED],
   );
   for (const t of triggers.rows) await c.query(String(t.def).replace(` ON ${AUDITED} `, ` ON ${UNAUDITED} `));
+  // The same row-level security, so both sides differ by the audit trigger only.
+  const policies = await c.query(
+    "SELECT policyname, permissive, cmd, roles::text[] AS roles, qual, with_check FROM pg_policies WHERE schemaname = 'neuralblitz' AND tablename = 'quantum_neurons'",
+  );
+  await c.query(`ALTER TABLE ${UNAUDITED} ENABLE ROW LEVEL SECURITY`);
+  for (const p of policies.rows) {
+    await c.query(
+      `CREATE POLICY ${p.policyname} ON ${UNAUDITED} AS ${p.permissive} FOR ${p.cmd} TO ${(p.roles as string[]).join(", ")}` +
+        (p.qual ? ` USING (${p.qual})` : "") + (p.with_check ? ` WITH CHECK (${p.with_check})` : ""),
+    );
+  }
+  await c.query(`GRANT USAGE ON SCHEMA ${BENCH_SCHEMA} TO nb_app`);
+  await c.query(`GRANT SELECT, UPDATE ON ${UNAUDITED} TO nb_app`);
   await c.query(`VACUUM (ANALYZE) ${UNAUDITED}`);
 }
 
-function updateScript(table: string, neurons: number): string {
-  return `\\set n random(1, ${neurons})\nUPDATE ${table} SET amplitude = random() WHERE id = ${benchNeuronIdSql(":n")};\n`;
+/** As the application writes: its user named for the transaction, then the UPDATE, under row-level security. */
+function updateScript(table: string, neurons: number, users: number, asyncCommit: boolean): string {
+  return [
+    `\\set n random(1, ${neurons})`,
+    "BEGIN;",
+    ...(asyncCommit ? ["SET LOCAL synchronous_commit = off;"] : []),
+    `SELECT set_config('nb.user_id', ${benchUserIdSql(`1 + (:n - 1) % ${users}`)}::text, true);`,
+    `UPDATE ${table} SET amplitude = random() WHERE id = ${benchNeuronIdSql(":n")};`,
+    "END;",
+  ].join("\n") + "\n";
 }
 
 async function waitEvents(c: Client): Promise<string[]> {
@@ -50,14 +71,16 @@ export const auditUpdate: Benchmark = {
     const seconds = sized(ctx, { quick: 1, full: 4 });
     const { users, neuronsPerUser } = benchUsers(ctx);
     const neurons = users * neuronsPerUser;
-    const url = ctx.outputs.connections.admin;
-    await withClient(url, createUnauditedCopy);
-    const env = (extra = "") => ({ PGAPPNAME: APP_NAME, ...(extra ? { PGOPTIONS: extra } : {}) });
-    const tps = (table: string, clients: number, options = "") => async (round: number) => {
+    const admin = ctx.outputs.connections.admin;
+    await withClient(admin, createUnauditedCopy);
+    // The updates run the table's triggers (nb_owner's code): as the application, never the superuser.
+    const url = ctx.outputs.connections.app;
+    const tps = (table: string, clients: number, asyncCommit = false) => async (round: number) => {
       ctx.note(`UPDATE ${table}, ${clients} clients, round ${round + 1}/${ctx.rounds}`);
-      return (await pgbench(ctx, { script: updateScript(table, neurons), url, clients, seconds, env: env(options) })).tps;
+      return (await pgbench(ctx, { script: updateScript(table, neurons, users, asyncCommit), url, clients, seconds, env: { PGAPPNAME: APP_NAME } })).tps;
     };
-    return withClient(url, async (monitor) => {
+    // The monitor reads pg_stat_activity and runs the sealer (nb_audit's code), no code of nb_owner's.
+    return withClient(admin, async (monitor) => {
       const figures: Figure[] = [];
       for (const clients of [1, 8]) {
         const waits: string[][] = [];
@@ -82,7 +105,7 @@ export const auditUpdate: Benchmark = {
         ];
         if (clients === 8) {
           // Diagnostic: the same comparison without the commit's WAL flush.
-          const asyncCommit = await alternate(1, { subject: tps(AUDITED, clients, "-c synchronous_commit=off"), baseline: tps(UNAUDITED, clients, "-c synchronous_commit=off") });
+          const asyncCommit = await alternate(1, { subject: tps(AUDITED, clients, true), baseline: tps(UNAUDITED, clients, true) });
           evidence.push(`diagnostic, both sides with synchronous_commit=off (one round): ${ratios(asyncCommit.subject, asyncCommit.baseline).median.toFixed(2)}× (${asyncCommit.subject[0].toFixed(0)} vs ${asyncCommit.baseline[0].toFixed(0)} tps)`);
         }
         figures.push({
@@ -93,7 +116,7 @@ export const auditUpdate: Benchmark = {
           value,
           unit: "× unaudited tps",
           met: clients === 8 ? value.median >= 0.5 : null,
-          method: `pgbench custom script (UPDATE of a random one of ${neurons} bench neurons), ${clients} client(s), ${seconds} s per side per round, superuser straight to the primary, synchronous_commit on.`,
+          method: `pgbench custom script (UPDATE of a random one of ${neurons} bench neurons), ${clients} client(s), ${seconds} s per side per round, as nb_app through the pooler with its user set per transaction (both sides under the same row-level security), synchronous_commit on.`,
           details: { auditedTps: spread(sides.subject), unauditedTps: spread(sides.baseline) },
           evidence,
         });

@@ -11,6 +11,17 @@ export async function withClient<T>(url: string, fn: (c: Client) => Promise<T>):
   }
 }
 
+/**
+ * A client of nb_migrator acting as nb_owner, for what the bench writes into the project's tables:
+ * their triggers and functions are nb_owner's code, which must never run as a superuser.
+ */
+export async function withOwner<T>(migratorUrl: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  return withClient(migratorUrl, async (c) => {
+    await c.query("SET ROLE nb_owner");
+    return fn(c);
+  });
+}
+
 /** The same login and database on another port (e.g. nb_app straight to the primary instead of the pooler). */
 export function atPort(url: string, port: number): string {
   const u = new URL(url);

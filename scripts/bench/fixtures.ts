@@ -4,7 +4,7 @@
 // these rows cause: it is append-only by design, so those entries stay and say what the bench did.
 import { Client } from "pg";
 import { BenchContext, sized } from "./types";
-import { withClient } from "./db";
+import { withClient, withOwner } from "./db";
 
 export const BENCH_SCHEMA = "nbdb_bench";
 const USER_PREFIX = "b0000000-0000-4000-8000-";
@@ -31,34 +31,55 @@ export function benchNeuronIdSql(n: string): string {
   return `('${NEURON_PREFIX}' || lpad((${n})::text, 12, '0'))::uuid`;
 }
 
+/** Row-level security stops applying to the owner for the calling transaction only (as nbdb seed does). */
+const RLS_TABLES = ["users", "quantum_neurons", "quantum_neuron_history"];
+
+async function withoutForcedRls(c: Client, fn: () => Promise<void>): Promise<void> {
+  await c.query("BEGIN");
+  try {
+    for (const t of RLS_TABLES) await c.query(`ALTER TABLE neuralblitz.${t} NO FORCE ROW LEVEL SECURITY`);
+    await fn();
+    for (const t of RLS_TABLES) await c.query(`ALTER TABLE neuralblitz.${t} FORCE ROW LEVEL SECURITY`);
+    await c.query("COMMIT");
+  } catch (e) {
+    await c.query("ROLLBACK").catch(() => undefined);
+    throw e;
+  }
+}
+
 async function deleteBenchUsers(c: Client): Promise<void> {
   // ON DELETE CASCADE takes their neurons and neuron history with them.
-  await c.query(`DELETE FROM neuralblitz.users WHERE id BETWEEN $1 AND $2`, [`${USER_PREFIX}000000000000`, `${USER_PREFIX}ffffffffffff`]);
+  await withoutForcedRls(c, async () => {
+    await c.query(`DELETE FROM neuralblitz.users WHERE id BETWEEN $1 AND $2`, [`${USER_PREFIX}000000000000`, `${USER_PREFIX}ffffffffffff`]);
+  });
 }
 
 /** A new bench schema and the bench users with their neurons. */
 export async function createFixtures(ctx: BenchContext): Promise<BenchUsers> {
   const size = benchUsers(ctx);
-  await withClient(ctx.outputs.connections.admin, async (c) => {
+  // As nb_owner (nb_migrator), never the superuser: these writes run the schema's triggers.
+  await withOwner(ctx.outputs.connections.migrator, async (c) => {
     await c.query(`CREATE SCHEMA ${BENCH_SCHEMA}`);
-    await c.query("BEGIN");
-    await c.query("SELECT neuralblitz.set_user_context(NULL, $1)", [ctx.dataKey]);
-    await c.query(
-      `INSERT INTO neuralblitz.users (id, username, email_encrypted, email_hmac, password_hash, status)
-       SELECT ${benchUserIdSql("g")}, 'nbdb-bench-' || g, neuralblitz.encrypt_secret('bench-' || g || '@nbdb-bench.invalid'),
-              neuralblitz.lookup_hash('bench-' || g || '@nbdb-bench.invalid'), $2, 'active'
-         FROM generate_series(1, $1::int) AS g`,
-      [size.users, BENCH_HASH],
-    );
-    await c.query("COMMIT");
+    await withoutForcedRls(c, async () => {
+      await c.query("SELECT neuralblitz.set_user_context(NULL, $1)", [ctx.dataKey]);
+      await c.query(
+        `INSERT INTO neuralblitz.users (id, username, email_encrypted, email_hmac, password_hash, status)
+         SELECT ${benchUserIdSql("g")}, 'nbdb-bench-' || g, neuralblitz.encrypt_secret('bench-' || g || '@nbdb-bench.invalid'),
+                neuralblitz.lookup_hash('bench-' || g || '@nbdb-bench.invalid'), $2, 'active'
+           FROM generate_series(1, $1::int) AS g`,
+        [size.users, BENCH_HASH],
+      );
+    });
     const neurons = size.users * size.neuronsPerUser;
     for (let first = 1; first <= neurons; first += FIXTURE_BATCH) {
-      await c.query(
-        `INSERT INTO neuralblitz.quantum_neurons (id, user_id, label, amplitude)
-         SELECT ${benchNeuronIdSql("g")}, ${benchUserIdSql(`1 + (g - 1) % ${size.users}`)}, 'bench-' || g, random()
-           FROM generate_series($1::int, $2::int) AS g`,
-        [first, Math.min(neurons, first + FIXTURE_BATCH - 1)],
-      );
+      await withoutForcedRls(c, async () => {
+        await c.query(
+          `INSERT INTO neuralblitz.quantum_neurons (id, user_id, label, amplitude)
+           SELECT ${benchNeuronIdSql("g")}, ${benchUserIdSql(`1 + (g - 1) % ${size.users}`)}, 'bench-' || g, random()
+             FROM generate_series($1::int, $2::int) AS g`,
+          [first, Math.min(neurons, first + FIXTURE_BATCH - 1)],
+        );
+      });
     }
     await c.query("ANALYZE neuralblitz.users, neuralblitz.quantum_neurons");
   });
@@ -66,8 +87,7 @@ export async function createFixtures(ctx: BenchContext): Promise<BenchUsers> {
 }
 
 export async function removeFixtures(ctx: BenchContext): Promise<void> {
-  await withClient(ctx.outputs.connections.admin, async (c) => {
-    await c.query(`DROP SCHEMA IF EXISTS ${BENCH_SCHEMA} CASCADE`);
-    await deleteBenchUsers(c);
-  });
+  // Dropping the bench schema runs no code of the schema's; the superuser may hold bench tables in it.
+  await withClient(ctx.outputs.connections.admin, (c) => c.query(`DROP SCHEMA IF EXISTS ${BENCH_SCHEMA} CASCADE`));
+  await withOwner(ctx.outputs.connections.migrator, deleteBenchUsers);
 }

@@ -11,7 +11,7 @@ import { auditUpdate } from "./auditUpdate";
 import { auditVerify } from "./auditVerify";
 import { brinSize } from "./brinSize";
 import { connectPerTx } from "./connectPerTx";
-import { withClient } from "./db";
+import { withClient, withOwner } from "./db";
 import { createFixtures, removeFixtures } from "./fixtures";
 import { ingest } from "./ingest";
 import { manyClients } from "./manyClients";
@@ -78,7 +78,7 @@ export async function runBench(opts: BenchOptions): Promise<{ run: BenchRun; fil
   };
   // Also before: an interrupted run may have left its tables behind.
   const removeBenchData = async () => {
-    await withClient(outputs.connections.admin, dropBenchPartitions);
+    await withOwner(outputs.connections.migrator, dropBenchPartitions);
     await removeFixtures(ctx);
   };
   const figures: Figure[] = [];

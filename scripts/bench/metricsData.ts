@@ -4,7 +4,7 @@
 // holds the same rows: the partitioned, indexed `metrics`, and an unpartitioned copy with a B-tree on ts.
 import { Client } from "pg";
 import { BENCH_SCHEMA } from "./fixtures";
-import { withClient } from "./db";
+import { withOwner } from "./db";
 import { BenchContext, sized } from "./types";
 
 const DAY_MS = 86_400_000;
@@ -65,7 +65,8 @@ async function loadWindowData(ctx: BenchContext): Promise<WindowData> {
   const perDay = Math.ceil(rows / days);
   const stepMs = DAY_MS / perDay;
   const partitions: string[] = [];
-  await withClient(ctx.outputs.connections.admin, async (c) => {
+  // As nb_owner: loading the project's metrics runs its triggers, never as the superuser.
+  await withOwner(ctx.outputs.connections.migrator, async (c) => {
     await c.query("SET maintenance_work_mem = '256MB'");
     for (let d = 0; d < days; d++) {
       const day = benchDay(d);

@@ -1,11 +1,13 @@
 // What the primary holds before any bundle runs: the roles with their passwords, the database owned
 // by nb_owner, the project schema, connect rights and the pooler's lookup function. Idempotent.
+import { AUDIT_TRAIL_SQL_FILE, INSTALLED_MARKER_SQL, auditTrailMarker, auditTrailSql } from "../../infra/topology/auditTrail";
 import { pgbouncerAuthSql } from "../../infra/topology/pgbouncerAuth";
 import { scramSha256Verifier } from "../../infra/topology/scram";
 import { GRANTS, grantSql } from "../../schema/privileges";
 import { DATABASE, ROLES, RoleSpec, SCHEMA, roleSettings, roleSql } from "../../schema/roles";
 import { Client } from "pg";
 import { REPLICATION_USER } from "../../infra/topology/replicaBootstrap";
+import { convergeGrants } from "../ops/grants";
 import { withSuperuser } from "./postgresNode";
 import { StackState } from "./state";
 
@@ -112,4 +114,38 @@ export async function convergeRoles(state: StackState): Promise<string[]> {
     }
     return repaired;
   });
+}
+
+/**
+ * The audit trail's trust boundary (infra/topology/auditTrail.ts), after the bundles: the trail's SQL
+ * when this version is not installed yet,
+ * and the privilege model's grants on the trail's objects, made as nb_audit. The superuser touches
+ * only nb_audit's objects and creates triggers on nb_owner's tables; it runs no code a lower role
+ * owns. Reports what it changed.
+ */
+export async function ensureAuditTrail(state: StackState): Promise<string[]> {
+  const changes: string[] = [];
+  await withSuperuser(
+    state,
+    state.ports.primary,
+    async (c) => {
+      await c.query("SET search_path = pg_catalog, pg_temp");
+      const installed = (await c.query(INSTALLED_MARKER_SQL)).rows[0]?.marker;
+      if (installed !== auditTrailMarker()) {
+        await c.query("BEGIN");
+        try {
+          await c.query(auditTrailSql());
+          await c.query("COMMIT");
+        } catch (e) {
+          await c.query("ROLLBACK").catch(() => undefined);
+          throw new Error(`installing the audit trail (${AUDIT_TRAIL_SQL_FILE}) failed and was rolled back: ${(e as Error).message}`);
+        }
+        changes.push("installed the audit trail's trust boundary (sql/admin/golden_dag_trail.sql)");
+      }
+      const statements = await convergeGrants(c, "trail");
+      if (statements.length > 0) changes.push(`brought grants on the audit trail in line with the privilege model (${statements.length} statements)`);
+    },
+    DATABASE,
+  );
+  return changes;
 }

@@ -13,12 +13,18 @@ import { ensureMaintenanceSchedule } from "../ops/schedule";
  * Converge the database reached at `migratorUrl`. With another bundle directory than the
  * repository's (tests), only the bundles are applied: the privilege model describes sql/.
  */
-export async function convergeDatabase(urls: { migrator: string; admin: string }, bundleDir: string, log: (line: string) => void): Promise<string[]> {
+export async function convergeDatabase(
+  urls: { migrator: string; admin: string },
+  bundleDir: string,
+  log: (line: string) => void,
+  auditTrail: () => Promise<string[]> = async () => [],
+): Promise<string[]> {
   const migratorUrl = urls.migrator;
   const applied = await applyBundles({ url: migratorUrl, log }, loadCatalog(bundleDir));
   const changes = applied.map((b) => `applied ${b.kind} bundle ${b.name}${b.status === "changed" ? " (changed)" : ""}`);
   if (bundleDir !== REPO_BUNDLE_DIR) return changes;
-  changes.push(...summarizePartitionActions(await maintainPartitions(migratorUrl)));
+  // nb_owner's grants first (nb_audit's USAGE/CREATE on the schema among them), then the audit
+  // trail's trust boundary as the administrator, then partitions (the trail's are nb_audit's).
   const client = new Client({ connectionString: migratorUrl, application_name: "nbdb-grants" });
   await client.connect();
   try {
@@ -27,6 +33,8 @@ export async function convergeDatabase(urls: { migrator: string; admin: string }
   } finally {
     await client.end();
   }
+  changes.push(...(await auditTrail()));
+  changes.push(...summarizePartitionActions(await maintainPartitions(migratorUrl)));
   const scheduled = await ensureMaintenanceSchedule(urls);
   if (scheduled) changes.push(scheduled);
   return changes;

@@ -5,7 +5,7 @@ import * as path from "path";
 import * as lockfile from "proper-lockfile";
 import { REPO_BUNDLE_DIR } from "../../infra/bundles/catalog";
 import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
-import { bootstrapPrimary, convergeRoles } from "./bootstrap";
+import { bootstrapPrimary, convergeRoles, ensureAuditTrail } from "./bootstrap";
 import { convergeDatabase } from "./database";
 import { MaintenanceStatus, maintenanceStatus } from "../ops/schedule";
 import { LocalContext, localContext } from "./context";
@@ -460,7 +460,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
     await convergePooler(ctx, state, changes);
     if (opts.bundles !== false) {
-      changes.push(...(await convergeDatabase(outputsOf(state).connections, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log)));
+      changes.push(...(await convergeDatabase(outputsOf(state).connections, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log, () => ensureAuditTrail(state))));
     }
     // Done means streaming: a replica that stopped streaming meanwhile (the primary restarted) is waited for.
     for (let i = 0; i < replicas; i++) await ensureStreaming(ctx, state, i, changes);
@@ -572,6 +572,6 @@ export async function status(stack: string): Promise<StackStatus> {
   const pools = pid ? await poolCounts(state).catch(() => []) : [];
   // The running pooler's own word when it answers, else the binary's.
   const version = (pid ? await poolerVersion(state).catch(() => undefined) : undefined) ?? ctx.bins.pgbouncerVersion;
-  const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.admin).catch(() => null) : null;
+  const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.migrator).catch(() => null) : null;
   return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, version, pools }, maintenance, problems };
 }

@@ -42,7 +42,15 @@ export async function verifyAuditTrail(auditorUrl: string, expectHead?: Recorded
   await client.connect();
   try {
     // First chain what has committed since the sealer last ran, so the verdict covers it.
-    const sealed = Number((await client.query("SELECT neuralblitz.seal_golden_dag() AS n")).rows[0].n);
+    // A chain that was tampered with can make the sealer fail (e.g. a head that is no longer the
+    // last seal): the verification below still runs and says what is broken.
+    let sealed = 0;
+    let sealFailure: string | undefined;
+    try {
+      sealed = Number((await client.query("SELECT neuralblitz.seal_golden_dag() AS n")).rows[0].n);
+    } catch (e) {
+      sealFailure = (e as Error).message;
+    }
     await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     const broken = await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag()");
     const headBroken = expectHead ? await checkRecordedHead(client, expectHead) : [];
@@ -59,7 +67,11 @@ export async function verifyAuditTrail(auditorUrl: string, expectHead?: Recorded
       sealedNow: sealed,
       unsealed: Number(c.unsealed),
       head: { id: c.last_id === null ? null : Number(c.last_id), hash: c.last_hash },
-      broken: [...broken.rows.map((r) => ({ id: Number(r.id), reason: r.reason })), ...headBroken],
+      broken: [
+        ...broken.rows.map((r) => ({ id: Number(r.id), reason: r.reason })),
+        ...headBroken,
+        ...(sealFailure ? [{ id: c.last_id === null ? 0 : Number(c.last_id), reason: `the sealer failed, new entries are not chained: ${sealFailure}` }] : []),
+      ],
     };
   } finally {
     await client.end();

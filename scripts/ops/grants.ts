@@ -10,8 +10,10 @@ import {
   ObjectType,
   Privilege,
   PrivilegeTriple,
+  TRAIL_OWNER,
   defaultPrivilegeSql,
   grantSql,
+  isTrailObject,
   revokeSql,
   tripleKey,
   triplesOf,
@@ -30,6 +32,8 @@ export const LIVE_GRANTS_SQL = `
     UNION ALL
     SELECT 'table', c.relname::text, c.relowner, coalesce(c.relacl, acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))
       FROM pg_catalog.pg_class c WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+       -- Archived partitions of the trail get their privileges from archive_golden_dag_partition().
+       AND c.relname !~ '^golden_dag_audit_p[0-9]{6}_archived$'
     UNION ALL
     SELECT 'function', regexp_replace(p.oid::regprocedure::text, '^' || $1 || '\\.', ''), p.proowner, coalesce(p.proacl, acldefault('f'::"char", p.proowner))
       FROM pg_catalog.pg_proc p WHERE p.pronamespace = $1::regnamespace
@@ -84,23 +88,36 @@ function defaultPrivilegeKeys(specs: readonly DefaultPrivilegeSpec[]): string[] 
   return specs.flatMap((d) => d.privileges.map((p) => `${d.role}|${d.objectType}|${p}`));
 }
 
+/** Which objects a convergence covers: nb_owner's (as nb_migrator) or the audit trail's (as the administrator). */
+export type GrantScope = "project" | "trail";
+
+function inScope(scope: GrantScope, t: { objectType: ObjectType; object: string }): boolean {
+  return isTrailObject(t.objectType, t.object) === (scope === "trail");
+}
+
 /**
  * Bring the database's grants to the model: GRANT what is missing, REVOKE what is extra, set the
- * default privileges. Returns the statements run (none when the database already matched).
+ * default privileges. Returns the statements run (none when the database already matched). The
+ * project's objects are granted as nb_owner by a member (nb_migrator); the audit trail's as
+ * nb_audit, whose only member is the platform's administrator.
  */
-export async function convergeGrants(client: ClientBase): Promise<string[]> {
-  const diff = diffGrants(triplesOf(GRANTS), await liveGrants(client));
-  const liveDefaults = await liveDefaultPrivileges(client);
+export async function convergeGrants(client: ClientBase, scope: GrantScope = "project"): Promise<string[]> {
+  const diff = diffGrants(
+    triplesOf(GRANTS).filter((t) => inScope(scope, t)),
+    (await liveGrants(client)).filter((t) => inScope(scope, t)),
+  );
+  const liveDefaults = scope === "project" ? await liveDefaultPrivileges(client) : new Set<string>();
   const statements = [
     ...grouped(diff.extra).map(revokeSql),
     ...grouped(diff.missing).map(grantSql),
-    ...DEFAULT_PRIVILEGES.filter((d) => defaultPrivilegeKeys([d]).some((k) => !liveDefaults.has(k))).map(defaultPrivilegeSql),
+    ...(scope === "project" ? DEFAULT_PRIVILEGES.filter((d) => defaultPrivilegeKeys([d]).some((k) => !liveDefaults.has(k))).map(defaultPrivilegeSql) : []),
   ];
   if (statements.length === 0) return [];
   await client.query("BEGIN");
   try {
-    // Grants made as the owner, whoever the member of nb_owner running this is.
-    await client.query("SET LOCAL ROLE nb_owner");
+    // Grants made as the owner, whoever the member running this is.
+    await client.query(`SET LOCAL ROLE ${scope === "project" ? "nb_owner" : TRAIL_OWNER}`);
+    await client.query("SET LOCAL search_path = pg_catalog, pg_temp");
     for (const s of statements) {
       await client.query(s).catch((e: Error) => {
         throw new Error(`${s}: ${e.message}. Nothing was granted or revoked. The model is schema/privileges.ts; does the object exist (a bundle not applied?)`);

@@ -37,6 +37,8 @@ const BLOAT_SQL = `
       FROM pg_index i
       JOIN pg_class c ON c.oid = i.indexrelid
       JOIN pg_am am ON am.oid = c.relam AND am.amname = 'btree'
+      -- Only nb_owner's: nb_migrator may not REINDEX the audit trail's (nb_audit's) indexes.
+      JOIN pg_class t ON t.oid = i.indrelid AND t.relowner = 'nb_owner'::regrole
      WHERE c.relnamespace = 'neuralblitz'::regnamespace AND c.relkind = 'i' AND i.indisvalid
        AND pg_relation_size(i.indexrelid) >= $1 AND NOT (0 = ANY (i.indkey::int2[]))
   ), widths AS (

@@ -2,8 +2,8 @@
 // COPY (pg-copy-streams); the business tables in one transaction, metrics one day per
 // transaction. A re-run first removes the previous seed data (users named seed_*, metrics from
 // seed-* sources, alert rules seed-*), so it replaces and never duplicates; data that is not the
-// seed's stays. Seed data goes in as the superuser (no user context), so its audit entries name
-// postgres. The audit trail follows from the triggers.
+// seed's stays. Seed data goes in as nb_migrator (acting as nb_owner, no user context), so its
+// audit entries name nb_migrator. The audit trail follows from the triggers.
 import * as fs from "fs";
 import * as path from "path";
 import { Readable } from "stream";
@@ -20,6 +20,7 @@ import { Random, copyLine, passwordHash, pgArray, pick, seededRandom, sha256Hex,
 type Reporter = (label: string, total: number) => Progress;
 
 const DAY = 86_400_000;
+const USER_TABLES = TABLES.filter((t) => t.userData).map((t) => t.name);
 const HISTORY_DAYS = 14;
 const PROJECT_ROOT = path.resolve(__dirname, "..", "..");
 
@@ -216,6 +217,11 @@ async function removePreviousSeed(client: Client): Promise<void> {
 async function loadBusinessTables(client: Client, report: Reporter, g: Generated, dataKey: string, rows: Record<string, number>): Promise<void> {
   await inTransaction(client, async () => {
     await client.query("SELECT neuralblitz.set_user_context(NULL, $1)", [dataKey]);
+    // Every user's rows at once, as the owner: row-level security stays enabled but stops applying
+    // to the owner for this transaction only (FORCE is back before it commits, and no other
+    // session sees the change; the audit trail records both ALTER TABLEs).
+    await client.query("SET LOCAL ROLE nb_owner");
+    for (const t of USER_TABLES) await client.query(`ALTER TABLE neuralblitz.${t} NO FORCE ROW LEVEL SECURITY`);
     await removePreviousSeed(client);
     const u = g.users;
     const users = report("users", u.length);
@@ -260,6 +266,7 @@ async function loadBusinessTables(client: Client, report: Reporter, g: Generated
     rows.consciousness_records = await copyInto(client, report, "consciousness_records", "id, user_id, subject_kind, subject_id, level, stage, attributes, recorded_at", chunks(g.records), g.records.length);
     rows.consciousness_snapshots = await copyInto(client, report, "consciousness_snapshots", "record_id, user_id, snapshot, captured_at", chunks(g.snapshots), g.snapshots.length);
     rows.monitoring_alerts = await copyInto(client, report, "monitoring_alerts", "rule, metric, condition, threshold, severity, state, fired_at, resolved_at", chunks(g.alerts), g.alerts.length);
+    for (const t of USER_TABLES) await client.query(`ALTER TABLE neuralblitz.${t} FORCE ROW LEVEL SECURITY`);
   });
 }
 
@@ -299,7 +306,9 @@ export async function seed(opts: SeedOptions): Promise<SeedReport> {
   const generated = generate(rand, opts.scale, asOf);
   const rows: Record<string, number> = {};
   fs.rmSync(seedMarkerFile(opts.stack), { force: true });
-  const client = new Client({ connectionString: outputs.connections.admin, application_name: "nbdb-seed" });
+  // As nb_migrator, never a superuser: seeding runs the owner's triggers, which must never run with
+  // more rights than the owner's.
+  const client = new Client({ connectionString: outputs.connections.migrator, application_name: "nbdb-seed" });
   await client.connect();
   try {
     // Partitions for the whole seeded range, so no row lands in a DEFAULT partition.
@@ -310,7 +319,7 @@ export async function seed(opts: SeedOptions): Promise<SeedReport> {
     const report: Reporter = (label, total) => progress(label, total, opts.progressTo === undefined ? process.stderr : opts.progressTo);
     await loadBusinessTables(client, report, generated, dataKey, rows);
     rows.metrics = await loadMetrics(client, report, rand, opts.scale, asOf);
-    for (const t of TABLES) await client.query(`ANALYZE neuralblitz.${t.name}`);
+    for (const t of TABLES.filter((x) => x.name !== "golden_dag_audit")) await client.query(`ANALYZE neuralblitz.${t.name}`);
   } finally {
     await client.end();
   }

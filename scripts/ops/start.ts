@@ -8,7 +8,7 @@ import { LocalStackOutputs, caFile, outputsFile, stackDir } from "../local/state
 import { pgServiceFile, serviceName } from "../local/pgService";
 import { AuditVerdict, verifyAuditTrail } from "./audit";
 import { isSeeded, seed } from "./seed";
-import { Drift, verifySchema } from "./verify";
+import { Drift, verifyStack } from "./verify";
 
 export interface StartSummary {
   readonly outputs: LocalStackOutputs;
@@ -20,13 +20,25 @@ export interface StartSummary {
   readonly audit: AuditVerdict;
 }
 
-async function rowCounts(adminUrl: string): Promise<Record<string, number>> {
-  const client = new Client({ connectionString: adminUrl, application_name: "nbdb-start" });
+/**
+ * Rows per table from the statistics system (live rows per partition, summed per table), read as
+ * nb_migrator: the summary needs no superuser and runs no code of the schema's.
+ */
+async function rowCounts(migratorUrl: string): Promise<Record<string, number>> {
+  const client = new Client({ connectionString: migratorUrl, application_name: "nbdb-start" });
   await client.connect();
   try {
-    const counts: Record<string, number> = {};
-    for (const t of TABLES) counts[t.name] = Number((await client.query(`SELECT count(*) AS n FROM neuralblitz.${t.name}`)).rows[0].n);
-    return counts;
+    const { rows } = await client.query(
+      `SELECT t.name, coalesce(sum(s.n_live_tup), 0)::bigint AS n
+         FROM pg_catalog.unnest($1::text[]) AS t(name)
+         LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.schemaname = 'neuralblitz'
+               AND (s.relname = t.name OR s.relid IN (SELECT i.inhrelid FROM pg_catalog.pg_inherits i
+                                                       WHERE i.inhparent = pg_catalog.to_regclass('neuralblitz.' || t.name)))
+        GROUP BY t.name`,
+      [TABLES.map((t) => t.name)],
+    );
+    const byName = new Map(rows.map((r) => [r.name as string, Number(r.n)]));
+    return Object.fromEntries(TABLES.map((t) => [t.name, byName.get(t.name) ?? 0]));
   } finally {
     await client.end();
   }
@@ -41,8 +53,8 @@ export async function start(stack: string, log: (line: string) => void, progress
     seeded = true;
   }
   const [drifts, rows, st, audit] = await Promise.all([
-    verifySchema(outputs.connections.migrator),
-    rowCounts(outputs.connections.admin),
+    verifyStack(stack),
+    rowCounts(outputs.connections.migrator),
     status(stack),
     verifyAuditTrail(outputs.connections.auditor),
   ]);

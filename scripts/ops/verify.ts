@@ -1,10 +1,14 @@
 // `nbdb verify`: runs the check of sql/verify_schema.sql (the same SQL `psql -f` runs) and reports
 // each drift with what to do; `--regenerate` rebuilds that file from a freshly built database.
 import * as fs from "fs";
-import { Client } from "pg";
+import * as path from "path";
+import { Client, ClientConfig } from "pg";
+import { DATABASE } from "../../schema/roles";
 import { loadCatalog } from "../../infra/bundles/catalog";
+import { AUDIT_TRAIL_SQL_FILE } from "../../infra/topology/auditTrail";
 import { UserError } from "../local/errors";
 import { down, up } from "../local/stack";
+import { HOST, StackState, outputsOf, requireStack, stackDir } from "../local/state";
 import { CHECK_BEGIN, CHECK_END, CatalogRow, ExpectedRow, LIVE_CATALOG_SQL, VERIFY_SQL_FILE, renderVerifySql } from "./verifySql";
 
 export interface Drift {
@@ -46,6 +50,8 @@ export async function verifySchema(url: string, file: string = VERIFY_SQL_FILE):
 function sourceOf(row: CatalogRow, bundles: readonly { file: string; sql: string }[]): string {
   if (row.kind === "grant") return "schema/privileges.ts";
   const object = row.kind === "function" ? row.name.replace(/^[a-z_]+\.|\(.*$/g, "") : row.name.split(".")[0];
+  const trailKinds = ["relation", "trigger", "function", "owner privilege", "event trigger"];
+  if (trailKinds.includes(row.kind) && /^(golden_dag|seal_golden_dag|verify_golden_dag|archive_golden_dag)/.test(object)) return "sql/admin/golden_dag_trail.sql";
   const pattern = row.kind === "row level security" || row.kind === "policy" ? /ROW LEVEL SECURITY/ : new RegExp(`\\b${object}\\b`);
   const defining = bundles.filter((b) => pattern.test(b.sql));
   const creating = defining.find((b) => new RegExp(`CREATE[^;]*\\b${object}\\b`).test(b.sql));
@@ -68,9 +74,10 @@ export async function catalogOf(url: string): Promise<CatalogRow[]> {
 
 /** The text sql/verify_schema.sql should have, from the catalog of a database built from sql/. */
 export async function expectedVerifySql(freshMigratorUrl: string): Promise<string> {
-  const bundles = loadCatalog();
+  // The audit trail's objects come from the administrator's SQL, not from a bundle.
+  const bundles = [...loadCatalog(), { file: "sql/admin/golden_dag_trail.sql", sql: fs.readFileSync(AUDIT_TRAIL_SQL_FILE, "utf8") }];
   const expected: ExpectedRow[] = (await catalogOf(freshMigratorUrl)).map((r) => ({ ...r, source: sourceOf(r, bundles) }));
-  return renderVerifySql(expected, bundles);
+  return renderVerifySql(expected, loadCatalog());
 }
 
 /** Build a throwaway stack from sql/, write sql/verify_schema.sql from it, remove the stack. */
@@ -84,4 +91,63 @@ export async function regenerateVerifySql(log: (line: string) => void): Promise<
   } finally {
     await down({ stack, purge: true, yes: true }).catch(() => undefined);
   }
+}
+
+/**
+ * Whether each role the stack knows a password for (state.json) still logs in with it: a changed
+ * password verifier (ALTER ROLE ... PASSWORD by the role itself or anyone else) locks the stack's
+ * URLs out and hands the role to whoever set it. Probed by logging in, so no role needs to read
+ * pg_authid; only a refused password counts (a pg_hba refusal of a direct login is tried through
+ * the pooler instead). Only the local stack knows its passwords; sql/verify_schema.sql cannot check this.
+ */
+export async function verifyPasswords(state: StackState): Promise<Drift[]> {
+  const drifts: Drift[] = [];
+  const attempt = async (user: string, password: string, port: number, database: string, replication: boolean): Promise<string | null> => {
+    const client = new Client({ host: HOST, port, user, password, database, application_name: "nbdb-verify", ...(replication ? { replication: "true" } : {}) } as ClientConfig);
+    try {
+      await client.connect();
+      return null;
+    } catch (e) {
+      return (e as { code?: string }).code ?? "error";
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  };
+  // A role past VALID UNTIL is refused whatever its password: that drift is the role's, reported as such.
+  const expired = new Set(
+    (await withClient(outputsOf(state).connections.migrator, (c) => c.query("SELECT rolname FROM pg_catalog.pg_roles WHERE rolvaliduntil < pg_catalog.now()"))).rows.map((r) => r.rolname as string),
+  );
+  for (const [role, password] of Object.entries(state.passwords).filter(([r]) => !expired.has(r))) {
+    const replication = role === "nb_replicator";
+    let code = await attempt(role, password, state.ports.primary, replication ? "postgres" : DATABASE, replication);
+    if (code === "28000" && !replication) code = await attempt(role, password, state.ports.pooler, DATABASE, false);
+    if (code === "28P01") {
+      drifts.push({
+        kind: "password",
+        name: role,
+        problem: "changed",
+        expected: "the password in state.json",
+        actual: "another password: the login is refused",
+        fix: `someone changed ${role}'s password: set it back as the administrator (ALTER ROLE ${role} PASSWORD '<${role} in ${path.join(stackDir(state.stack), "state.json")}>'), and find out who changed it`,
+      });
+    }
+  }
+  return drifts;
+}
+
+async function withClient<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  const client = new Client({ connectionString: url, application_name: "nbdb-verify" });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** nbdb verify on a local stack: the schema check plus the password probes. */
+export async function verifyStack(stack: string): Promise<Drift[]> {
+  const state = requireStack(stack);
+  const drifts = [...(await verifySchema(outputsOf(state).connections.migrator)), ...(await verifyPasswords(state))];
+  return drifts.sort((a, b) => a.kind.localeCompare(b.kind) || a.name.localeCompare(b.name));
 }

@@ -6,9 +6,10 @@
 -- wherever the schema does (no superuser needed to install it). Idempotent; serialized by a
 -- row lock nb_app cannot take (take_platform_lock, R012). Partition names: <table>_pYYYYMMDD (day), <table>_pIYYYwIW (ISO week),
 -- <table>_pYYYYMM (month); bounds are in UTC.
--- Append-only tables (the audit trail) are never rewritten, not even by maintenance: their strays
--- stay in DEFAULT (still part of the table and its chain), and no partition is made for a period
--- that has some; premaking months ahead keeps that from happening while maintenance runs.
+-- Append-only tables are never rewritten, not even by maintenance: their strays stay in DEFAULT,
+-- and no partition is made for a period that has some. The audit trail, owned by nb_audit, gets its
+-- partitions from its own neuralblitz.golden_dag_premake() (sql/admin/golden_dag_trail.sql), the
+-- same way.
 -- Creating or detaching a partition takes ACCESS EXCLUSIVE on the parent until its transaction
 -- ends, and every writer of that table waits behind it: partition_maintenance_step() does one such
 -- action and returns, so callers (`nbdb maintain`, `nbdb up`, run_maintenance_proc()) run each in a
@@ -98,6 +99,11 @@ BEGIN
 
   FOR pol IN SELECT * FROM neuralblitz.partition_policies ORDER BY 1 LOOP
     v_parent := format('neuralblitz.%I', pol.table_name)::regclass;
+    IF pol.table_name = 'golden_dag_audit' THEN
+      -- The trail belongs to nb_audit: its own function makes its partitions (strays stay in DEFAULT).
+      RETURN QUERY SELECT pol.table_name, g.action, g.partition_name, 0::bigint FROM neuralblitz.golden_dag_premake(p_now, pol.premake) g;
+      CONTINUE;
+    END IF;
     v_default := pol.table_name || '_default';
     SELECT a.attname INTO v_key
       FROM pg_partitioned_table pt

@@ -1,7 +1,8 @@
 -- Creates run_maintenance(), the scheduled upkeep of the schema: the roll-ups refreshed
 -- CONCURRENTLY, the GoldenDAG sealer (which pg_cron also runs every minute), ANALYZE of the
--- partitions that changed and of their parents (autovacuum never analyzes a partitioned parent),
--- and a row in maintenance_runs. One transaction: an interrupted run leaves nothing half done.
+-- partitions that changed and of their parents (autovacuum never analyzes a partitioned parent;
+-- nb_owner's tables only: the audit trail is nb_audit's), and a row in maintenance_runs. One
+-- transaction: an interrupted run leaves nothing half done.
 -- Partitions are not made in it: creating or detaching one holds the parent's ACCESS EXCLUSIVE
 -- lock to the end of its transaction, which here would stall the table's writers for the whole
 -- run. run_maintenance_proc() (what pg_cron runs hourly) and `nbdb maintain` first run
@@ -35,7 +36,7 @@ BEGIN
     WITH changed AS (
       SELECT s.relid
         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-       WHERE s.schemaname = 'neuralblitz' AND c.relispartition
+       WHERE s.schemaname = 'neuralblitz' AND c.relispartition AND c.relowner = 'nb_owner'::regrole
          AND s.n_mod_since_analyze > greatest(1000, s.n_live_tup / 10)
     )
     SELECT relid::regclass FROM changed
