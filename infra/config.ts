@@ -19,7 +19,7 @@ export const PROJECT = "neuralblitz-db";
 export const MAX_REPLICAS = 5;
 export const POSTGRES_VERSIONS = ["15", "16", "17"] as const;
 export type PostgresVersion = (typeof POSTGRES_VERSIONS)[number];
-const PLATFORMS = ["docker", "aws"] as const;
+const PLATFORMS = ["docker", "aws", "local"] as const;
 const RDS_MAX_CONNECTIONS = 5000;
 // Not "statement": it ends every transaction after one statement, which breaks withUser() and SET LOCAL.
 const POOL_MODES: readonly PoolMode[] = ["transaction", "session"];
@@ -37,6 +37,12 @@ export interface PoolerConfig {
 export interface PartitionConfig {
   readonly premake: number;
   readonly metricsRetentionDays: number;
+}
+
+/** The `local` platform: the servers as processes of the machine running `pulumi up` (infra/platform/local.ts). */
+export interface LocalConfig {
+  /** Where the local stacks live (NBDB_HOME); absent: nbdb's own default, so `nbdb --stack pulumi-<stack>` finds them. */
+  readonly home?: string;
 }
 
 export interface DockerConfig {
@@ -88,11 +94,16 @@ interface CommonConfig {
   readonly images: ImageConfig;
 }
 
-export type StackConfig = CommonConfig & ({ readonly platform: "docker"; readonly docker: DockerConfig } | { readonly platform: "aws"; readonly aws: AwsConfig });
+export type StackConfig = CommonConfig &
+  (
+    | { readonly platform: "docker"; readonly docker: DockerConfig }
+    | { readonly platform: "aws"; readonly aws: AwsConfig }
+    | { readonly platform: "local"; readonly local: LocalConfig }
+  );
 
 type Values = Record<string, unknown>;
 
-const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "timeouts", "images", "docker", "aws"];
+const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "timeouts", "images", "docker", "aws", "local"];
 const TIMED_ROLES: readonly TimedRole[] = ["nb_app", "nb_readonly"];
 const TIMEOUT_KEYS = ["statementMs", "lockMs", "idleInTransactionMs"] as const;
 
@@ -257,6 +268,12 @@ function dockerConfig(p: Problems, v: unknown): DockerConfig {
   return config;
 }
 
+function localConfig(p: Problems, v: unknown): LocalConfig {
+  const l = object(p, "local", v, ["home"], false);
+  if (l.home === undefined) return {};
+  return { home: text(p, "local.home", l.home, /^\/\S*$/, "an absolute directory such as /var/tmp/nbdb") };
+}
+
 function awsConfig(p: Problems, v: unknown): AwsConfig {
   const a = object(p, "aws", v, AWS_KEYS, true);
   const allocatedStorageGb = integer(p, "aws.allocatedStorageGb", a.allocatedStorageGb, 20, 65536);
@@ -364,7 +381,11 @@ export function loadConfig(): StackConfig {
     },
   };
   const config: StackConfig =
-    platform === "docker" ? { ...common, platform, docker: dockerConfig(p, values.docker) } : { ...common, platform, aws: awsConfig(p, values.aws) };
+    platform === "docker"
+      ? { ...common, platform, docker: dockerConfig(p, values.docker) }
+      : platform === "local"
+        ? { ...common, platform, local: localConfig(p, values.local) }
+        : { ...common, platform, aws: awsConfig(p, values.aws) };
   checkConnectionBudget(p, config);
   if (p.list.length > 0) {
     throw new Error(`invalid config for stack '${stack}' (${p.list.length} problem${p.list.length > 1 ? "s" : ""}):\n  - ${p.list.join("\n  - ")}`);
@@ -377,6 +398,8 @@ export function loadConfig(): StackConfig {
  * ceiling, or on Docker 2 MB of the node's memory per connection (a backend's baseline).
  */
 function checkConnectionBudget(p: Problems, config: StackConfig): void {
+  // The local platform runs the local stack's own pooler and servers, sized by nbdb (scripts/local/).
+  if (config.platform === "local") return;
   const processes = config.platform === "aws" ? config.aws.poolerTasks : 1;
   const footprint = { processes, pooledLogins: POOLED_LOGINS.length, defaultPoolSize: config.pooler.defaultPoolSize };
   const problem =

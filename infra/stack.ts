@@ -10,7 +10,8 @@ import { PostgresMajorVersion } from "./dynamic/majorVersion";
 import { StackOutputs, stackOutputs } from "./outputs";
 import { AwsCluster } from "./platform/aws";
 import { DockerCluster } from "./platform/docker";
-import { Cluster } from "./platform/types";
+import { LocalCluster } from "./platform/local";
+import { Cluster, rolePasswordsOf } from "./platform/types";
 
 const NAME = "nbdb";
 
@@ -36,6 +37,8 @@ function buildCluster(config: StackConfig, passwords: StackPasswords): Cluster {
     images: config.images,
   };
   if (config.platform === "docker") return new DockerCluster(NAME, { ...common, docker: config.docker, caFile: pulumiCaFile(config.stack) });
+  // The local stack's own processes; no image, so the major version is the machine's PostgreSQL.
+  if (config.platform === "local") return new LocalCluster(NAME, { stack: config.stack, replicas: config.replicas, home: config.local.home, protectData: config.deletionProtection });
   // The region comes from the stack's config, not the machine's environment; tags say whose it is.
   const provider = new aws.Provider(`${NAME}-aws`, {
     region: config.aws.region,
@@ -48,14 +51,15 @@ export function createStack(): StackOutputs {
   const config = loadConfig();
   const passwords = new StackPasswords(NAME);
   const cluster = buildCluster(config, passwords);
+  const rolePasswords = rolePasswordsOf(cluster, passwords.roles);
   new DatabaseLayer(NAME, {
     cluster,
-    passwords: passwords.roles,
+    passwords: rolePasswords,
     partitions: config.partitions,
     timeouts: config.timeouts,
     // dev and prod keep the schema objects of a bundle removed from sql/; a review database goes with its stack.
     protectedStack: !config.review,
     protectData: config.deletionProtection,
   });
-  return stackOutputs(config.stack, cluster, passwords.roles, passwords.dataKey);
+  return stackOutputs(config.stack, cluster, rolePasswords, cluster.dataKey ?? passwords.dataKey);
 }

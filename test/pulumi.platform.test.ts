@@ -14,7 +14,7 @@ import { StackOutputs } from "../infra/outputs";
 import { DockerCluster } from "../infra/platform/docker";
 import { AwsCluster } from "../infra/platform/aws";
 import { pulumiCaFile } from "../infra/stack";
-import { Config, DEV, PROD, Registration, Run, deploy, deployed, installMocks, named, of, registrationsDone, value } from "./pulumiMocks";
+import { Config, DEV, PROD, Registration, Run, deploy, deployed, installMocks, named, of, registrationsDone, stackConfigFile, value } from "./pulumiMocks";
 
 function clone<T>(v: T): T {
   return JSON.parse(JSON.stringify(v)) as T;
@@ -72,6 +72,37 @@ describe("Pulumi program (mocks)", function () {
   this.timeout(30_000);
 
   after(() => pulumi.runtime.setAllConfig({}));
+
+  describe("local: the machine's own processes (Pulumi.local.yaml)", () => {
+    const LOCAL_TOPOLOGY = "pulumi-nodejs:dynamic/neuralblitz:LocalTopology";
+    let run: Run & { outputs: StackOutputs };
+    before(async () => {
+      run = await deployed("local", stackConfigFile("local"));
+    });
+
+    it("runs the servers as one LocalTopology over the local stack pulumi-local, no container, no cloud resource", () => {
+      const [topology] = of(run, LOCAL_TOPOLOGY);
+      expect(topology.inputs).to.include({ stack: "pulumi-local", replicas: 2, keepData: false });
+      expect(topology.additionalSecretOutputs).to.have.members(["adminPassword", "passwords", "dataKey"]);
+      expect(run.registrations.filter((r) => r.type.startsWith("docker:") || r.type.startsWith("aws:"))).to.deep.equal([]);
+    });
+
+    it("puts the same database layer on it, with the local stack's own logins (its bootstrap made every role)", async () => {
+      expect(of(run, "postgresql:index/role:Role")).to.deep.equal([]);
+      expect(of(run, "pulumi-nodejs:dynamic/neuralblitz:SqlBundle").length).to.be.greaterThan(10);
+      expect(of(run, "postgresql:index/grant:Grant").length).to.be.greaterThan(10);
+      const connections = await value(run.outputs.connections);
+      expect(connections.app).to.match(/^postgresql:\/\/nb_app:local-nb_app-pw@127\.0\.0\.1:26432\/neuralblitz\?sslmode=verify-full&sslrootcert=/);
+      expect(connections.migrator).to.include("nb_migrator:local-nb_migrator-pw@127.0.0.1:25432");
+      expect(await value(run.outputs.dataKey)).to.equal("local-data-key-0123456789abcdef0123456789abcdef");
+      expect(await pulumi.isSecret(run.outputs.dataKey)).to.equal(true);
+    });
+
+    it("refuses a bad local.home before any resource, naming the key", async () => {
+      const bad = await deploy("local", { ...stackConfigFile("local"), local: { home: "relative/dir" } });
+      expect(String(bad.error)).to.include("neuralblitz-db:local.home");
+    });
+  });
 
   describe("dev: Docker", () => {
     let run: Run & { outputs: StackOutputs };

@@ -88,6 +88,22 @@ function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number
       return { ...i, address: `${i.identifier}.c0ffee.eu-west-1.rds.amazonaws.com`, port: 5432 };
     case "aws:lb/loadBalancer:LoadBalancer":
       return { ...i, dnsName: `${i.name}-0123.elb.eu-west-1.amazonaws.com`, arn: `arn:aws:elasticloadbalancing:::${args.name}` };
+    case "pulumi-nodejs:dynamic/neuralblitz:LocalTopology": {
+      // What the local stack's up reports; the real one runs under the engine (test/engine.local.test.ts).
+      const replicas = Number(i.replicas);
+      return {
+        ...i,
+        primary: { host: "127.0.0.1", port: 25432 },
+        replicaEndpoints: Array.from({ length: replicas }, (_, k) => ({ host: "127.0.0.1", port: 25433 + k })),
+        pooler: { host: "127.0.0.1", port: 26432, poolMode: "transaction" },
+        adminPassword: "local-admin-pw",
+        passwords: Object.fromEntries(["nb_migrator", "nb_app", "nb_readonly", "nb_auditor", "nb_pgbouncer", "nb_replicator"].map((r) => [r, `local-${r}-pw`])),
+        dataKey: "local-data-key-0123456789abcdef0123456789abcdef",
+        caFile: `/tmp/nbdb/${i.stack}/tls/ca.crt`,
+        caCert: `mock CA certificate of ${i.stack}`,
+        running: true,
+      };
+    }
     case "pulumi-nodejs:dynamic/neuralblitz:TlsCertificates": {
       // Stand-ins named for what they are; the real issuing is tested in test/tls.test.ts.
       const servers: { name: string }[] = i.servers ?? [];

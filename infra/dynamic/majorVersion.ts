@@ -9,15 +9,15 @@ import * as pulumi from "@pulumi/pulumi";
 
 export interface MajorVersionInputs {
   readonly version: string;
-  readonly platform: "docker" | "aws";
+  readonly platform: "docker" | "aws" | "local";
 }
 
 /** Why `from` → `to` is refused, and what to do instead. */
 export function majorVersionChangeMessage(platform: MajorVersionInputs["platform"], from: string, to: string): string {
   const keep = `Keep postgresVersion at ${from} (pulumi config set postgresVersion ${from})`;
   const how =
-    platform === "docker"
-      ? `the PostgreSQL ${to} image cannot start on a data directory of PostgreSQL ${from}. ${keep}, or move the data: pg_dumpall from this stack, ` +
+    platform !== "aws"
+      ? `the PostgreSQL ${to} ${platform === "local" ? "server" : "image"} cannot start on a data directory of PostgreSQL ${from}. ${keep}, or move the data: pg_dumpall from this stack, ` +
         `bring up a new stack with postgresVersion ${to}, restore into it, then destroy this one`
       : `RDS upgrades a major version only when asked to (allowMajorVersionUpgrade), with the replicas and a parameter group of the new family, ` +
         `and cannot go back. ${keep}, or upgrade with an RDS blue/green deployment (aws rds create-blue-green-deployment --target-engine-version ${to}...), ` +

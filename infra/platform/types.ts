@@ -1,7 +1,7 @@
 // What every platform provides, so the stack outputs and the database layer use Docker and AWS
 // the same way.
 import * as pulumi from "@pulumi/pulumi";
-import { RoleName } from "../../schema/roles";
+import { LOGIN_ROLES, LoginRoleName, RoleName } from "../../schema/roles";
 import { PoolMode } from "../topology/pgbouncerIni";
 
 export interface Endpoint {
@@ -47,6 +47,12 @@ export interface Cluster {
    * itself (Docker's initdb script) keep the stack's current passwords; absent where there are none.
    */
   readonly platformRolesSql: pulumi.Output<string> | undefined;
+  /**
+   * Where the platform generates the logins' passwords and the data key itself (the local stack's
+   * state.json), the stack's connections and the database layer use these instead of the program's.
+   */
+  readonly rolePasswords?: pulumi.Output<Record<LoginRoleName, string>>;
+  readonly dataKey?: pulumi.Output<string>;
   /** Roles of schema/roles.ts the database layer must not create: the platform creates them, or has no use for them. */
   readonly platformRoles: readonly RoleName[];
 }
@@ -73,3 +79,13 @@ export interface PlatformPasswords {
 
 export type PooledLogin = "nb_app" | "nb_auditor";
 export const POOLED_LOGINS: readonly PooledLogin[] = ["nb_app", "nb_auditor"];
+
+/** The logins' passwords a stack uses: the platform's own where it generates them, else the program's. */
+export function rolePasswordsOf(
+  cluster: Pick<Cluster, "rolePasswords">,
+  generated: Readonly<Record<LoginRoleName, pulumi.Output<string>>>,
+): Readonly<Record<LoginRoleName, pulumi.Output<string>>> {
+  const own = cluster.rolePasswords;
+  if (!own) return generated;
+  return Object.fromEntries(LOGIN_ROLES.map((r) => [r, pulumi.secret(own.apply((p) => p[r]))])) as Record<LoginRoleName, pulumi.Output<string>>;
+}
