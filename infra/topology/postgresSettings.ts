@@ -23,6 +23,8 @@ function clamp(v: number, lo: number, hi: number): number {
 export interface SettingsOptions {
   /** Preload pg_cron, which runs the schema's maintenance on a schedule in `database`. */
   readonly pgCron?: { readonly database: string };
+  /** WAL archiving into a backup repository (archive_mode is restart-only). */
+  readonly archive?: { readonly command: string };
 }
 
 /** Replication, durability and memory settings, sized for the node's share of the machine. */
@@ -61,6 +63,7 @@ export function serverSettings(size: NodeSizing, maxReplicas: number, options: S
           "cron.use_background_workers": "on",
         }
       : {}),
+    ...(options.archive ? { archive_mode: "on", archive_command: options.archive.command } : {}),
     log_line_prefix: "%m [%p] %q%u@%d ",
     log_min_duration_statement: 1000,
     // Bind parameters carry the per-transaction data key (set_config('nb.data_key', $1, true)):

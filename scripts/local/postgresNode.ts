@@ -6,6 +6,7 @@ import { renderConf, renderHba, serverSettings } from "../../infra/topology/post
 import { REPLICATION_USER, replicaBootstrapScript } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, nodeSizing, replicaLimit } from "./context";
 import { DATABASE } from "../../schema/roles";
+import { archiveOption } from "./pgbackrest";
 import { HOST, SUPERUSER, StackState } from "./state";
 import { chownToServer, processAlive, run, waitFor } from "./system";
 
@@ -66,7 +67,7 @@ export function writeNodeConf(ctx: LocalContext, node: NodeName, port: number): 
   const mainText = fs.readFileSync(main, "utf8");
   if (!mainText.includes(include)) writeServerFile(ctx, main, `${mainText}\n# neuralblitz-db settings\n${include}\n`);
   const settings = {
-    ...serverSettings(nodeSizing(), replicaLimit(), hasPgCron(ctx) ? { pgCron: { database: DATABASE } } : {}),
+    ...serverSettings(nodeSizing(), replicaLimit(), { ...(hasPgCron(ctx) ? { pgCron: { database: DATABASE } } : {}), archive: archiveOption(ctx, dir) }),
     listen_addresses: HOST,
     port,
     unix_socket_directories: "",

@@ -8,6 +8,7 @@ import { replicaApplicationName, replicaSlotName } from "../../infra/topology/re
 import { bootstrapPrimary } from "./bootstrap";
 import { convergeDatabase } from "./database";
 import { MaintenanceStatus, maintenanceStatus } from "../ops/schedule";
+import { ArchiveStatus, archiveStatus, ensureBackup } from "../ops/backup";
 import { LocalContext, localContext } from "./context";
 import { UserError } from "./errors";
 import {
@@ -271,6 +272,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     }
     const changes: string[] = [];
     await convergePrimary(ctx, state, changes);
+    changes.push(...(await ensureBackup(ctx, state)));
     for (let i = 0; i < replicas; i++) await convergeReplica(ctx, state, i, changes);
     for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
     await convergePooler(ctx, state, changes);
@@ -331,6 +333,8 @@ export interface StackStatus {
   readonly pooler: { port: number; pid: number | null; running: boolean; pools: PoolCounts[] };
   /** Null while the primary is down. */
   readonly maintenance: MaintenanceStatus | null;
+  /** WAL archiving into the backup repository; null while the primary is down. */
+  readonly backup: ArchiveStatus | null;
 }
 
 export async function status(stack: string): Promise<StackStatus> {
@@ -358,5 +362,6 @@ export async function status(stack: string): Promise<StackStatus> {
   const pid = poolerPid(ctx);
   const pools = pid ? await poolCounts(state).catch(() => []) : [];
   const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.admin).catch(() => null) : null;
-  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, pools }, maintenance };
+  const backup = primaryPid ? await archiveStatus(state).catch(() => null) : null;
+  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, pools }, maintenance, backup };
 }
