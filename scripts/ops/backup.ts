@@ -203,6 +203,11 @@ export function parseRestoreTime(text: string, now = new Date()): Date {
   return t;
 }
 
+/** The target as PostgreSQL's recovery_target_time (and pgBackRest) read it: a space, the zone as +00. */
+function pgTime(text: string): string {
+  return text.trim().replace("T", " ").replace(/Z$/, "+00");
+}
+
 export interface RestoreOptions {
   readonly stack: string;
   readonly to: string;
@@ -268,7 +273,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
     log(`restoring stack ${opts.stack} as of ${opts.to} (from backup ${from.label}) into ${dir}`);
     await run(
       requirePgbackrest(),
-      [`--config=${backupPaths(srcCtx).config}`, `--stanza=${opts.stack}`, `--pg1-path=${dir}`, "--type=time", `--target=${opts.to}`, "--target-action=promote", "restore"],
+      [`--config=${backupPaths(srcCtx).config}`, `--stanza=${opts.stack}`, `--pg1-path=${dir}`, `--set=${from.label}`, "--type=time", `--target=${pgTime(opts.to)}`, "--target-action=promote", "restore"],
       { as: ctx.user, timeoutMs: 6 * 60 * 60_000 },
     );
     writeNodeConf(ctx, "primary", primary);
