@@ -3,7 +3,7 @@ import { expect } from "chai";
 import * as fs from "fs";
 import { backup, listBackups, parseBackupType, restore, archiveStatus } from "../scripts/ops/backup";
 import { verifyAuditTrail } from "../scripts/ops/audit";
-import { status, up } from "../scripts/local/stack";
+import { down, status, up } from "../scripts/local/stack";
 import { loadState, stackDir } from "../scripts/local/state";
 import { BACKUP_ROLE } from "../infra/topology/pgbackrest";
 import { query, rejection, uniqueStack } from "./helpers";
@@ -91,6 +91,56 @@ describe("backups and point-in-time recovery (pgBackRest)", function () {
     expect(await rejection(restore({ stack: source, to: new Date().toISOString(), into: source }))).to.match(/never overwrites/);
     expect(await rejection(restore({ stack: source, to: new Date().toISOString(), into: "no such" }))).to.match(/invalid stack name/);
     expect(fs.existsSync(stackDir(into))).to.equal(false);
+    const existing = uniqueStack("taken");
+    fs.mkdirSync(stackDir(existing));
+    fs.writeFileSync(`${stackDir(existing)}/keep`, "mine");
+    expect(await rejection(restore({ stack: source, to: new Date().toISOString(), into: existing }))).to.match(/already exists/);
+    expect(fs.readdirSync(stackDir(existing))).to.deep.equal(["keep"]);
+    fs.rmSync(stackDir(existing), { recursive: true });
     expect(() => parseBackupType("weekly")).to.throw(/full, diff, incr/);
+  });
+});
+
+describe("backups: an existing stack, an unreachable repository", function () {
+  this.timeout(600_000);
+
+  it("turns archiving on for a stack built without pgBackRest and says the primary needs a restart", async function () {
+    const stack = uniqueStack("late");
+    process.env.NBDB_PGBACKREST = "/nonexistent/pgbackrest";
+    try {
+      await up({ stack, replicas: 0 });
+    } finally {
+      delete process.env.NBDB_PGBACKREST;
+    }
+    expect((await status(stack)).backup?.archiving).to.equal(false);
+    const res = await up({ stack });
+    expect(res.changes.join("\n")).to.match(/restart changed \(.*archive_mode.*\)/);
+    expect(res.changes.join("\n")).to.match(/created the backup repository/);
+    expect(await rejection(backup({ stack }))).to.match(/archiving is not active.*restart/s);
+    expect((await listBackups(stack)).backups).to.deep.equal([]);
+    await down({ stack });
+    await up({ stack });
+    expect((await backup({ stack })).type).to.equal("full");
+  });
+
+  it("reports in status when WAL cannot reach the repository (and pg_wal grows)", async function () {
+    const stack = uniqueStack("norepo");
+    const out = (await up({ stack, replicas: 0 })).outputs;
+    const repo = (await listBackups(stack)).repository;
+    fs.renameSync(repo, `${repo}.away`);
+    try {
+      await query(out.connections.admin, "SELECT pg_switch_wal(), txid_current()");
+      await query(out.connections.admin, "CREATE TABLE public.filler AS SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal()");
+      let s = await status(stack);
+      for (let i = 0; i < 100 && !s.backup?.failing; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        s = await status(stack);
+      }
+      expect(s.backup?.failing).to.equal(true);
+      expect(s.backup?.walWaiting).to.be.greaterThan(0);
+      expect(await rejection(backup({ stack }))).to.match(/backup|archive/i);
+    } finally {
+      fs.renameSync(`${repo}.away`, repo);
+    }
   });
 });
