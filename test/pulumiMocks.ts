@@ -23,6 +23,7 @@ export interface Registration {
   /** `<provider urn>::<provider id>`, or empty for the default provider. */
   readonly provider: string;
   readonly retainOnDelete: boolean;
+  readonly ignoreChanges: string[];
 }
 
 export type Config = Record<string, any>;
@@ -107,6 +108,7 @@ export async function installMocks(stack: string, config: Config): Promise<Regis
           dependencies: req.getDependenciesList(),
           provider: req.getProvider(),
           retainOnDelete: req.getRetainondelete() === true,
+          ignoreChanges: req.getIgnorechangesList(),
         });
       }
       callback(err, res);
