@@ -23,6 +23,8 @@ const FIGURES = [
   "replica.lag",
   "audit.verify",
   "up.noop",
+  "backup.full",
+  "backup.restore",
 ];
 
 describe("nbdb bench --quick", function () {
@@ -36,7 +38,7 @@ describe("nbdb bench --quick", function () {
 
   it("runs every benchmark without a failure", () => {
     expect(result.run.failures).to.deep.equal([]);
-    expect(BENCHMARKS.length).to.equal(10);
+    expect(BENCHMARKS.length).to.equal(11);
   });
 
   it("produces every figure with a finite median, range, method and goal verdict", () => {

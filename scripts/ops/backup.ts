@@ -45,6 +45,11 @@ function pgbackrest(ctx: LocalContext, args: readonly string[], timeoutMs = 6 * 
   });
 }
 
+/** pgBackRest on a stack's stanza, as the server user (the bench times it against pg_basebackup). */
+export function pgbackrestOn(stack: string, args: readonly string[]): Promise<RunResult> {
+  return pgbackrest(requireBackupConfig(stack), args);
+}
+
 function backupPassword(ctx: LocalContext): string | undefined {
   const file = backupPaths(ctx).pgpass;
   if (!fs.existsSync(file)) return undefined;
