@@ -1,6 +1,8 @@
 // Backups and point-in-time recovery against real servers and a real pgBackRest repository.
 import { expect } from "chai";
+import { spawn } from "child_process";
 import * as fs from "fs";
+import * as path from "path";
 import { backup, listBackups, parseBackupType, restore, archiveStatus } from "../scripts/ops/backup";
 import { verifyAuditTrail } from "../scripts/ops/audit";
 import { down, status, up } from "../scripts/local/stack";
@@ -80,6 +82,32 @@ describe("backups and point-in-time recovery (pgBackRest)", function () {
     expect((await listBackups(into)).backups).to.have.length(1);
     expect((await listBackups(source)).backups).to.have.length(2);
     expect((await archiveStatus(loadState(into)!)).failing).to.equal(false);
+  });
+
+  it("heals a restore killed after the copy: the next up promotes it and rotates its passwords", async function () {
+    await write("pitr-6-before-kill");
+    const [{ t }] = await query<{ t: string }>(out.connections.admin, `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`);
+    await write("pitr-7-after-kill");
+    const into = uniqueStack("killed");
+    const child = spawn(process.execPath, [path.join(__dirname, "..", "bin", "nbdb.js"), "restore", "--stack", source, "--to", t, "--into", into], { stdio: "ignore" });
+    const exited = new Promise((r) => child.once("exit", r));
+    const pending = path.join(stackDir(into), "restore-pending.json");
+    // Killed once the copy is complete (the primary's directory is in place) and before the restore finished.
+    while (!(fs.existsSync(pending) && fs.existsSync(path.join(stackDir(into), "primary")))) {
+      expect(child.exitCode, "nbdb restore ended before it could be killed").to.equal(null);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill("SIGKILL");
+    await exited;
+    expect(fs.existsSync(pending), "killed after the restore finished").to.equal(true);
+    const res = await up({ stack: into });
+    expect(res.changes.join("\n")).to.match(/finished the restore from stack .* promoted, new passwords for every role/);
+    expect(fs.existsSync(pending)).to.equal(false);
+    const labelsThere = await labels(res.outputs.connections.admin);
+    expect(labelsThere).to.include("pitr-6-before-kill");
+    expect(labelsThere).to.not.include("pitr-7-after-kill");
+    expect(loadState(into)!.passwords.postgres).to.not.equal(loadState(source)!.passwords.postgres);
+    expect((await up({ stack: into })).changes).to.deep.equal([]);
   });
 
   it("refuses bad restore requests with a clear error and changes nothing", async function () {

@@ -13,10 +13,10 @@ import { LOGIN_ROLES, ident } from "../../schema/roles";
 import { LocalContext, localContext } from "../local/context";
 import { UserError } from "../local/errors";
 import { backupPaths, pgbackrestBin, requirePgbackrest } from "../local/pgbackrest";
-import { dataDir, ensureServerDir, logFile, runningPid, startNode, stopNode, withSuperuser, writeNodeConf } from "../local/postgresNode";
-import { HOST, LocalStackOutputs, SUPERUSER, StackState, loadState, newState, requireStack, saveState, stackDir, validateStackName } from "../local/state";
+import { dataDir, ensureServerDir, logFile, runningPid, stopNode, withSuperuser } from "../local/postgresNode";
+import { HOST, LocalStackOutputs, SUPERUSER, StackState, loadState, newState, requireStack, saveState, stackDir, validateStackName, writePrivate } from "../local/state";
 import { up } from "../local/stack";
-import { RunResult, chownToServer, freePort, run, waitFor } from "../local/system";
+import { RunResult, chownToServer, freePort, run, sleep } from "../local/system";
 
 export type BackupType = "full" | "diff" | "incr";
 export const BACKUP_TYPES: readonly BackupType[] = ["full", "diff", "incr"];
@@ -61,10 +61,12 @@ function backupPassword(ctx: LocalContext): string | undefined {
  * missing or changed. Nothing (and no change) where pgBackRest is not installed.
  */
 export async function ensureBackup(ctx: LocalContext, state: StackState): Promise<string[]> {
-  if (!pgbackrestBin()) return [];
+  const changes: string[] = [];
+  const restored = await finishRestore(ctx, state);
+  if (restored) changes.push(restored);
+  if (!pgbackrestBin()) return changes;
   const p = backupPaths(ctx);
   for (const d of [p.dir, p.lock, p.spool, p.log, p.repo]) ensureServerDir(ctx, d);
-  const changes: string[] = [];
   let password = backupPassword(ctx);
   const newPassword = !password;
   if (!password) {
@@ -267,28 +269,39 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
     let pooler = await freePort();
     while (pooler === primary) pooler = await freePort();
     const state = newState(opts.into, { primary, pooler });
-    // The restored database holds the source's role passwords until they are rotated below.
+    // The restored database holds the source's role passwords until `up` rotates them.
     state.passwords = { ...source.passwords };
     state.dataKey = source.dataKey;
     state.primaryBootstrapped = true;
     state.replicas = source.replicas ?? source.ports.replicas.length;
     saveState(state);
+    // Restored into a staging directory and renamed once complete: a restore killed while copying
+    // leaves no primary directory, which `up` refuses to replace with an empty database.
     const dir = dataDir(ctx, "primary");
-    ensureServerDir(ctx, dir);
-    log(`restoring stack ${opts.stack} as of ${opts.to} (from backup ${from.label}) into ${dir}`);
+    const staging = `${dir}.restoring`;
+    ensureServerDir(ctx, staging);
+    log(`restoring stack ${opts.stack} as of ${opts.to} (from backup ${from.label})`);
+    const bin = requirePgbackrest();
+    const srcConfig = backupPaths(srcCtx).config;
     await run(
-      requirePgbackrest(),
-      [`--config=${backupPaths(srcCtx).config}`, `--stanza=${opts.stack}`, `--pg1-path=${dir}`, `--set=${from.label}`, "--type=time", `--target=${pgTime(opts.to)}`, "--target-action=promote", "restore"],
+      bin,
+      [
+        `--config=${srcConfig}`,
+        `--stanza=${opts.stack}`,
+        `--pg1-path=${staging}`,
+        `--set=${from.label}`,
+        "--type=time",
+        `--target=${pgTime(opts.to)}`,
+        "--target-action=promote",
+        // WAL comes from the source's repository, into the directory's final place.
+        `--recovery-option=restore_command=${bin} --config=${srcConfig} --pg1-path=${dir} --stanza=${opts.stack} archive-get %f "%p"`,
+        "restore",
+      ],
       { as: ctx.user, timeoutMs: 6 * 60 * 60_000 },
     );
-    writeNodeConf(ctx, "primary", primary);
-    await startNode(ctx, "primary");
-    await waitFor(`the restored primary to reach ${opts.to} and be promoted (log: ${logFile(ctx, "primary")})`, 30 * 60_000, async () => {
-      if (!runningPid(ctx, "primary")) throw new Error(`the restored primary stopped during recovery; see ${logFile(ctx, "primary")}`);
-      return withSuperuser(state, primary, async (c) => ((await c.query("SELECT pg_catalog.pg_is_in_recovery() AS r")).rows[0].r ? undefined : true));
-    });
-    await rotatePasswords(state);
-    log("building the restored stack's replicas and pooler");
+    writePrivate(pendingFile(ctx), JSON.stringify({ source: opts.stack, to: opts.to }) + "\n");
+    fs.renameSync(staging, dir);
+    log("recovering, then building the restored stack's replicas and pooler");
     const res = await up({ stack: opts.into, log });
     return { outputs: res.outputs, target: opts.to, from: from.label };
   } catch (e) {
@@ -298,20 +311,58 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
   }
 }
 
-/** New passwords for every login role (and the superuser), so the copy shares no credential with its source. */
-async function rotatePasswords(state: StackState): Promise<void> {
-  const fresh = newState(state.stack, { primary: 0, pooler: 0 }).passwords;
-  await withSuperuser(state, state.ports.primary, async (c) => {
-    // The settings pgBackRest wrote for the recovery (restore_command of the source's repository);
-    // nbdb keeps its own settings in nbdb.conf, never in postgresql.auto.conf.
-    await c.query("ALTER SYSTEM RESET ALL");
-    await c.query("SELECT pg_catalog.pg_reload_conf()");
-    await c.query("BEGIN");
-    for (const role of [SUPERUSER, ...LOGIN_ROLES] as const) await c.query(`ALTER ROLE ${ident(role)} PASSWORD '${scramSha256Verifier(fresh[role])}'`);
-    await c.query("COMMIT");
-  });
-  state.passwords = fresh;
+/** Present from the end of the file copy until the restored primary is promoted and its passwords rotated. */
+const pendingFile = (ctx: LocalContext) => path.join(ctx.dir, "restore-pending.json");
+
+interface PendingRestore {
+  readonly source: string;
+  readonly to: string;
+  /** The new passwords, written before they are set on the roles. */
+  readonly passwords?: StackState["passwords"];
+}
+
+async function canConnect(state: StackState, passwords: StackState["passwords"]): Promise<boolean> {
+  return withSuperuser({ ...state, passwords }, state.ports.primary, async () => true).catch(() => false);
+}
+
+/**
+ * The end of a restore, run by `up` on the restored stack once its primary is started: wait for
+ * recovery to reach the target and promote, clear pgBackRest's recovery settings, and give every
+ * login role (and the superuser) a new password, so that the copy shares no credential with its
+ * source. Interrupted anywhere, the next `up` picks it up again.
+ */
+async function finishRestore(ctx: LocalContext, state: StackState): Promise<string | undefined> {
+  if (!fs.existsSync(pendingFile(ctx))) return undefined;
+  const pending = JSON.parse(fs.readFileSync(pendingFile(ctx), "utf8")) as PendingRestore;
+  if (pending.passwords && (await canConnect(state, pending.passwords))) {
+    // The rotation committed, but the state was not saved yet.
+    state.passwords = pending.passwords;
+  } else {
+    ctx.log(`recovering to ${pending.to}`);
+    for (;;) {
+      if (!runningPid(ctx, "primary")) {
+        throw new Error(`the restored primary stopped during recovery (was ${pending.to} reached by the archived WAL?); see ${logFile(ctx, "primary")}`);
+      }
+      const inRecovery = await withSuperuser(state, state.ports.primary, async (c) => (await c.query("SELECT pg_catalog.pg_is_in_recovery() AS r")).rows[0].r as boolean).catch(() => true);
+      if (!inRecovery) break;
+      await sleep(200);
+    }
+    const fresh = newState(state.stack, { primary: 0, pooler: 0 }).passwords;
+    writePrivate(pendingFile(ctx), JSON.stringify({ ...pending, passwords: fresh }) + "\n");
+    await withSuperuser(state, state.ports.primary, async (c) => {
+      // pgBackRest's recovery settings (restore_command reads the source's repository); nbdb keeps
+      // its own settings in nbdb.conf, never in postgresql.auto.conf.
+      await c.query("ALTER SYSTEM RESET ALL");
+      await c.query("SELECT pg_catalog.pg_reload_conf()");
+      await c.query("BEGIN");
+      for (const role of [SUPERUSER, ...LOGIN_ROLES] as const) await c.query(`ALTER ROLE ${ident(role)} PASSWORD '${scramSha256Verifier(fresh[role])}'`);
+      await c.query("COMMIT");
+    });
+    state.passwords = fresh;
+  }
   saveState(state);
+  fs.rmSync(pendingFile(ctx));
+  return `finished the restore from stack ${pending.source} as of ${pending.to}: promoted, new passwords for every role`;
 }
 
 export interface ArchiveStatus {
