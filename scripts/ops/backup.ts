@@ -66,6 +66,8 @@ export async function ensureBackup(ctx: LocalContext, state: StackState): Promis
   if (restored) changes.push(restored);
   if (!pgbackrestBin()) return changes;
   const p = backupPaths(ctx);
+  // A repository root of its own (NBDB_BACKUP_ROOT) must be traversable by the server user.
+  if (!fs.existsSync(path.dirname(p.repo))) fs.mkdirSync(path.dirname(p.repo), { recursive: true, mode: 0o755 });
   for (const d of [p.dir, p.lock, p.spool, p.log, p.repo]) ensureServerDir(ctx, d);
   let password = backupPassword(ctx);
   const newPassword = !password;
