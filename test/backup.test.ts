@@ -151,10 +151,14 @@ describe("backups: an existing stack, an unreachable repository", function () {
     expect((await backup({ stack })).type).to.equal("full");
   });
 
-  it("reports in status when WAL cannot reach the repository (and pg_wal grows)", async function () {
+  it("reports in status when WAL cannot reach the repository (and pg_wal grows); keeps the repository where NBDB_BACKUP_ROOT says", async function () {
     const stack = uniqueStack("norepo");
+    const root = path.join(process.env.NBDB_HOME!, "elsewhere", "backups");
+    process.env.NBDB_BACKUP_ROOT = root;
     const out = (await up({ stack, replicas: 0 })).outputs;
     const repo = (await listBackups(stack)).repository;
+    expect(repo).to.equal(path.join(root, stack));
+    expect(fs.existsSync(path.join(repo, "backup", stack, "backup.info"))).to.equal(true);
     fs.renameSync(repo, `${repo}.away`);
     try {
       await query(out.connections.admin, "SELECT pg_switch_wal(), txid_current()");
@@ -169,6 +173,7 @@ describe("backups: an existing stack, an unreachable repository", function () {
       expect(await rejection(backup({ stack }))).to.match(/backup|archive/i);
     } finally {
       fs.renameSync(`${repo}.away`, repo);
+      delete process.env.NBDB_BACKUP_ROOT;
     }
   });
 });
