@@ -1,5 +1,6 @@
 // Backups and point-in-time recovery against real servers and a real pgBackRest repository.
 import { expect } from "chai";
+import { Client } from "pg";
 import { spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
@@ -40,6 +41,21 @@ describe("backups and point-in-time recovery (pgBackRest)", function () {
   });
 
   it("restores into a new stack exactly the rows committed before the time, with an intact audit chain", async function () {
+    const secret = async (url: string, key: string) => {
+      const c = new Client({ connectionString: url });
+      await c.connect();
+      try {
+        await c.query("BEGIN");
+        await c.query("SELECT set_config('nb.data_key', $1, true)", [key]);
+        await c.query("CREATE TABLE IF NOT EXISTS public.pitr_secret AS SELECT neuralblitz.encrypt_secret('kept secret') AS v");
+        const r = await c.query("SELECT neuralblitz.decrypt_secret(v) AS plain FROM public.pitr_secret");
+        await c.query("COMMIT");
+        return r.rows[0].plain as string;
+      } finally {
+        await c.end();
+      }
+    };
+    expect(await secret(out.connections.admin, loadState(source)!.dataKey)).to.equal("kept secret");
     const full = await backup({ stack: source, type: "full" });
     expect(full.type).to.equal("full");
     await write("pitr-1-before");
@@ -62,6 +78,8 @@ describe("backups and point-in-time recovery (pgBackRest)", function () {
     const src = loadState(source)!;
     const dst = loadState(into)!;
     expect(dst.dataKey).to.equal(src.dataKey);
+    // Encrypted before the backup, readable in the copy with the copy's own data key.
+    expect(await secret(r.outputs.connections.admin, dst.dataKey)).to.equal("kept secret");
     expect(dst.ports.primary).to.not.equal(src.ports.primary);
     expect(dst.passwords.nb_app).to.not.equal(src.passwords.nb_app);
     expect(dst.passwords.postgres).to.not.equal(src.passwords.postgres);
