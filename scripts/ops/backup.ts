@@ -156,7 +156,8 @@ export async function listBackups(stack: string): Promise<BackupList> {
     stack,
     repository: backupPaths(ctx).repo,
     backups,
-    earliestRestore: backups.length ? backups[0].stop : null,
+    // pgBackRest records whole seconds; the backup is consistent only somewhat after its stop second began.
+    earliestRestore: backups.length ? iso(info!.backup![0].timestamp.stop + 1) : null,
     latestArchivedWal: info?.archive?.[0]?.max ?? null,
   };
 }
@@ -195,7 +196,7 @@ export async function backup(opts: BackupOptions): Promise<BackupEntry> {
   const ctx = requireBackupConfig(opts.stack);
   await requireArchiving(ctx, state);
   const type = opts.type ?? "full";
-  opts.log?.(`taking a ${type} backup of stack ${opts.stack}`);
+  opts.log?.(`taking a backup (${type}) of stack ${opts.stack}`);
   await pgbackrest(ctx, [`--type=${type}`, "backup"]);
   const list = await listBackups(opts.stack);
   return list.backups[list.backups.length - 1];
@@ -244,7 +245,7 @@ async function check(opts: RestoreOptions): Promise<{ source: StackState; srcCtx
   if (target.getTime() < Date.parse(list.earliestRestore!)) {
     throw new UserError(`--to ${opts.to} is before the end of the oldest backup of stack '${opts.stack}' (${list.earliestRestore}); the earliest time a restore can reach is that. Nothing was changed.`);
   }
-  const from = [...list.backups].reverse().find((b) => Date.parse(b.stop) <= target.getTime())!;
+  const from = [...list.backups].reverse().find((b) => Date.parse(b.stop) + 1000 <= target.getTime())!;
   return { source, srcCtx: localContext(opts.stack, opts.log ?? (() => undefined)), from };
 }
 
