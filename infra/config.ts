@@ -70,6 +70,18 @@ export interface AwsConfig {
   readonly poolerTasks: number;
   /** RDS instance changes at once (true) or in the weekly maintenance window, showing as drift until then. */
   readonly applyImmediately: boolean;
+  /**
+   * Create this stack's primary as another RDS instance was at a point in time (RDS point-in-time
+   * recovery); read only when the primary is created.
+   */
+  readonly restoreFrom?: AwsRestoreFrom;
+}
+
+export interface AwsRestoreFrom {
+  /** The source RDS instance identifier (e.g. nbdb-primary). */
+  readonly source: string;
+  /** A UTC time (2026-12-01T22:30:00Z), or "latest" for the latest restorable time. */
+  readonly time: string;
 }
 
 /** Image references: `<name>:<tag>@sha256:<digest>`, or (unprotected stacks only) `<name>:<tag>`. */
@@ -122,8 +134,14 @@ const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
 const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
 const AWS_KEYS = [
   "region", "instanceClass", "allocatedStorageGb", "maxAllocatedStorageGb", "backupRetentionDays", "multiAz",
-  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks", "applyImmediately",
+  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks", "applyImmediately", "restoreFrom",
 ];
+const RESTORE_KEYS = ["source", "time"];
+/** RDS's longest backup retention: no point in time older than this can be restored. */
+const MAX_BACKUP_RETENTION_DAYS = 35;
+/** A protected (production) stack keeps at least a week of point-in-time recovery. */
+const MIN_PROTECTED_RETENTION_DAYS = 7;
+const RDS_IDENTIFIER = /^[a-z](?!.*--)[a-z0-9-]{0,62}(?<!-)$/;
 
 /** Collects every problem, so one `pulumi up` reports all of them. */
 class Problems {
@@ -274,8 +292,28 @@ function localConfig(p: Problems, v: unknown): LocalConfig {
   return { home: text(p, "local.home", l.home, /^\/\S*$/, "an absolute directory such as /var/tmp/nbdb") };
 }
 
-function awsConfig(p: Problems, v: unknown): AwsConfig {
+function restoreFrom(p: Problems, v: unknown, now: Date): AwsRestoreFrom | undefined {
+  if (v === undefined) return undefined;
+  const r = object(p, "aws.restoreFrom", v, RESTORE_KEYS, true);
+  const source = text(p, "aws.restoreFrom.source", r.source, RDS_IDENTIFIER, "the source RDS instance identifier, such as nbdb-primary");
+  const time = r.time;
+  if (time === "latest") return { source, time };
+  if (typeof time !== "string" || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/.test(time) || Number.isNaN(Date.parse(time))) {
+    p.add("aws.restoreFrom.time", time, 'expected a UTC time such as 2026-12-01T22:30:00Z, or "latest"');
+  } else if (Date.parse(time) > now.getTime()) {
+    p.add("aws.restoreFrom.time", time, `is in the future (now is ${now.toISOString()}); use "latest" for the newest restorable time`);
+  } else if (Date.parse(time) < now.getTime() - MAX_BACKUP_RETENTION_DAYS * 86_400_000) {
+    p.add("aws.restoreFrom.time", time, `is older than RDS keeps backups (${MAX_BACKUP_RETENTION_DAYS} days at most)`);
+  }
+  return { source, time: typeof time === "string" ? time : "" };
+}
+
+function awsConfig(p: Problems, v: unknown, deletionProtection: boolean, now = new Date()): AwsConfig {
   const a = object(p, "aws", v, AWS_KEYS, true);
+  const backupRetentionDays = integer(p, "aws.backupRetentionDays", a.backupRetentionDays, 1, MAX_BACKUP_RETENTION_DAYS, 7);
+  if (deletionProtection && backupRetentionDays < MIN_PROTECTED_RETENTION_DAYS) {
+    p.add("aws.backupRetentionDays", backupRetentionDays, `a protected stack (deletionProtection: true) keeps at least ${MIN_PROTECTED_RETENTION_DAYS} days of backups`);
+  }
   const allocatedStorageGb = integer(p, "aws.allocatedStorageGb", a.allocatedStorageGb, 20, 65536);
   const maxAllocatedStorageGb = integer(p, "aws.maxAllocatedStorageGb", a.maxAllocatedStorageGb, 20, 65536, allocatedStorageGb);
   if (maxAllocatedStorageGb < allocatedStorageGb) {
@@ -286,7 +324,7 @@ function awsConfig(p: Problems, v: unknown): AwsConfig {
     instanceClass: text(p, "aws.instanceClass", a.instanceClass, /^db\.[a-z0-9-]+\.[a-z0-9]+$/, "an RDS instance class such as db.r6g.xlarge"),
     allocatedStorageGb,
     maxAllocatedStorageGb,
-    backupRetentionDays: integer(p, "aws.backupRetentionDays", a.backupRetentionDays, 1, 35, 7),
+    backupRetentionDays,
     multiAz: bool(p, "aws.multiAz", a.multiAz, true),
     vpcId: text(p, "aws.vpcId", a.vpcId, AWS_ID("vpc"), "a VPC id such as vpc-0a1b2c3d4e5f60718"),
     // An RDS subnet group must span at least two availability zones.
@@ -294,6 +332,7 @@ function awsConfig(p: Problems, v: unknown): AwsConfig {
     allowedCidrs: list(p, "aws.allowedCidrs", a.allowedCidrs, CIDR, "IPv4 CIDR blocks such as 10.20.0.0/16", 1),
     poolerTasks: integer(p, "aws.poolerTasks", a.poolerTasks, 1, 10, 2),
     applyImmediately: bool(p, "aws.applyImmediately", a.applyImmediately, true),
+    ...(a.restoreFrom !== undefined ? { restoreFrom: restoreFrom(p, a.restoreFrom, now) } : {}),
   };
 }
 
@@ -385,7 +424,7 @@ export function loadConfig(): StackConfig {
       ? { ...common, platform, docker: dockerConfig(p, values.docker) }
       : platform === "local"
         ? { ...common, platform, local: localConfig(p, values.local) }
-        : { ...common, platform, aws: awsConfig(p, values.aws) };
+        : { ...common, platform, aws: awsConfig(p, values.aws, deletionProtection) };
   checkConnectionBudget(p, config);
   if (p.list.length > 0) {
     throw new Error(`invalid config for stack '${stack}' (${p.list.length} problem${p.list.length > 1 ? "s" : ""}):\n  - ${p.list.join("\n  - ")}`);

@@ -8,6 +8,7 @@ import { BENCHMARKS, BENCH_STACK, runBench } from "./bench";
 import { parseReplicaCount } from "./local/context";
 import { UserError } from "./local/errors";
 import { parseRecordedHead, verifyAuditTrail } from "./ops/audit";
+import { backup, listBackups, parseBackupType, restore } from "./ops/backup";
 import { grantsDiff } from "./ops/grantsDiff";
 import { maintain } from "./ops/maintain";
 import { newMigration } from "./ops/migration";
@@ -65,6 +66,13 @@ function printStatus(s: StackStatus): void {
       ? `last ran ${m.lastRun.finishedAt} (${m.lastRun.source}): ${m.lastRun.partitionsCreated} partitions created, ${m.lastRun.partitionsRetired} retired, ${m.lastRun.rowsMoved} rows moved`
       : "has not run yet (npx nbdb maintain)";
     console.log(`maintenance ${m.scheduled ? "scheduled hourly by pg_cron" : "not scheduled (no pg_cron on this server)"}; ${last}`);
+  }
+  const b = s.backup;
+  if (b && !b.archiving) console.log("WAL archiving off (install pgbackrest, then nbdb up and restart the primary as it says): no point-in-time restore");
+  else if (b) {
+    const last = b.lastArchivedAt ? `last ${b.lastArchivedWal} at ${b.lastArchivedAt}` : "nothing archived yet";
+    const failing = b.failing ? `; FAILING since ${b.lastFailedAt} (${b.failedCount} failures, WAL piles up in pg_wal: check the repository and log/pgbackrest/)` : "";
+    console.log(`WAL archiving ${b.failing ? "FAILING" : "ok"}: ${last}; ${b.walWaiting} segment(s) waiting${failing}`);
   }
   for (const p of s.problems) console.log(`PROBLEM: ${p}`);
   if (s.problems.length > 0) console.log(`npx nbdb up --stack ${s.stack} repairs the stack.`);
@@ -283,6 +291,43 @@ export function program(): Command {
         for (const b of verdict.broken) console.log(`  entry ${b.id}: ${b.reason}`);
       }
       if (verdict.broken.length > 0) process.exitCode = 1;
+    });
+
+  const backups = cli.command("backup").description("backups of a stack's primary with pgBackRest (point-in-time restores: nbdb restore)");
+  backups
+    .command("take", { isDefault: true })
+    .description("take a backup (pgBackRest as the server user, connecting as nb_backup); older full backups beyond the retention expire")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--type <type>", "full, diff (changes since the last full) or incr (since the last backup)", "full")
+    .action(async (o: { stack: string; type: string }) => {
+      const b = await backup({ stack: o.stack, type: parseBackupType(o.type), log });
+      console.log(`backup ${b.label} (${b.type}) of stack ${o.stack}: ${(b.databaseBytes / 1048576).toFixed(1)} MB of data, ${(b.repositoryBytes / 1048576).toFixed(1)} MB added to the repository; finished ${b.stop}`);
+    });
+  backups
+    .command("list")
+    .description("the stack's backups and the earliest time a restore can reach")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--json", "print JSON for machines")
+    .action(async (o: { stack: string; json?: boolean }) => {
+      const l = await listBackups(o.stack);
+      if (o.json) return void console.log(JSON.stringify(l, null, 2));
+      if (l.backups.length === 0) return void console.log(`stack ${o.stack} has no backup yet (repository ${l.repository}); take one with: npx nbdb backup --stack ${o.stack}`);
+      const t = new Table({ ...tableStyle, head: ["backup", "type", "started", "finished", "data MB", "added MB", "WAL from", "WAL to"] });
+      for (const b of l.backups) t.push([b.label, b.type, b.start, b.stop, (b.databaseBytes / 1048576).toFixed(1), (b.repositoryBytes / 1048576).toFixed(1), b.walStart, b.walStop]);
+      console.log(t.toString());
+      console.log(`repository ${l.repository}; a restore reaches any time from ${l.earliestRestore} to the last archived WAL (${l.latestArchivedWal ?? "-"})`);
+    });
+
+  cli
+    .command("restore")
+    .description("restore a stack as it was at a point in time into a NEW stack (own ports and passwords, same data key); the source is never touched")
+    .option("--stack <name>", "the source stack", stackOption, "local")
+    .requiredOption("--to <time>", "the time to restore to, with its zone (e.g. 2026-12-01T22:30:00Z)")
+    .requiredOption("--into <name>", "the new stack to create", stackOption)
+    .action(async (o: { stack: string; to: string; into: string }) => {
+      const r = await restore({ stack: o.stack, to: o.to, into: o.into, log });
+      console.log(`stack ${o.into} restored from ${o.stack} as of ${r.target} (backup ${r.from}); primary ${r.outputs.primary.host}:${r.outputs.primary.port}, pooler ${r.outputs.pooler.host}:${r.outputs.pooler.port}`);
+      console.log(`connection strings (new passwords): ${outputsFile(o.into)}`);
     });
 
   cli

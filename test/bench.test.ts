@@ -28,6 +28,8 @@ const FIGURES = [
   "up.noop",
   "stall.maintain",
   "stall.migration",
+  "backup.full",
+  "backup.restore",
 ];
 
 describe("nbdb bench --quick", function () {

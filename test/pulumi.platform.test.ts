@@ -514,6 +514,32 @@ describe("Pulumi program (mocks)", function () {
     });
   });
 
+  describe("prod restored to a point in time of another stack (RDS point-in-time recovery)", () => {
+    const at = new Date(Date.now() - 3600_000).toISOString().replace(/\.\d+Z$/, "Z");
+
+    it("creates the primary from the source at that time, its own identifier, password and replicas; the restore source is never re-read", async () => {
+      const run = await deployed("prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: at }));
+      const primary = named(run, RDS, "nbdb-primary");
+      expect(primary.inputs.restoreToPointInTime).to.deep.equal({ sourceDbInstanceIdentifier: "nbdb-primary-old", restoreTime: at });
+      expect(primary.inputs).to.include({ identifier: "nbdb-primary", password: "pw-nbdb-admin", backupRetentionPeriod: 14, deletionProtection: true });
+      // Database and master user come from the source's backups.
+      expect(primary.inputs).not.to.have.any.keys("dbName", "username");
+      expect(primary.ignoreChanges).to.include("restoreToPointInTime");
+      expect(named(run, RDS, "nbdb-replica-0").inputs.replicateSourceDb).to.equal("nbdb-primary");
+    });
+
+    it("takes the latest restorable time when asked", async () => {
+      const run = await deployed("prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: "latest" }));
+      expect(named(run, RDS, "nbdb-primary").inputs.restoreToPointInTime).to.deep.equal({ sourceDbInstanceIdentifier: "nbdb-primary-old", useLatestRestorableTime: true });
+    });
+
+    it("creates a new database, not a restore, without the key", async () => {
+      const primary = named(await deployed("prod", PROD), RDS, "nbdb-primary");
+      expect(primary.inputs).not.to.have.any.keys("restoreToPointInTime");
+      expect(primary.inputs).to.include({ dbName: "neuralblitz", username: "postgres" });
+    });
+  });
+
   describe("review-42: dev's settings, suffixed and destroyable", () => {
     let run: Run & { outputs: StackOutputs };
     before(async () => {
@@ -696,6 +722,14 @@ describe("Pulumi program (mocks)", function () {
       ["too little storage", "prod", withKey(PROD, "aws.allocatedStorageGb", 5), "neuralblitz-db:aws.allocatedStorageGb = 5"],
       ["an autoscaling ceiling under the storage", "prod", withKey(PROD, "aws.maxAllocatedStorageGb", 100), "neuralblitz-db:aws.maxAllocatedStorageGb = 100: must be at least"],
       ["no backups", "prod", withKey(PROD, "aws.backupRetentionDays", 0), "neuralblitz-db:aws.backupRetentionDays = 0"],
+      ["too short a retention for a protected stack", "prod", withKey(PROD, "aws.backupRetentionDays", 3), "neuralblitz-db:aws.backupRetentionDays = 3: a protected stack"],
+      ["a retention RDS does not offer", "prod", withKey(PROD, "aws.backupRetentionDays", 36), "neuralblitz-db:aws.backupRetentionDays = 36"],
+      ["a restore time in the future", "prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary", time: "2099-01-01T00:00:00Z" }), "neuralblitz-db:aws.restoreFrom.time = \"2099-01-01T00:00:00Z\": is in the future"],
+      ["a restore time older than any backup", "prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary", time: "2020-01-01T00:00:00Z" }), "is older than RDS keeps backups"],
+      ["a restore time without its zone", "prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary", time: "2026-12-01 10:00" }), "neuralblitz-db:aws.restoreFrom.time = \"2026-12-01 10:00\": expected a UTC time"],
+      ["a malformed restore source", "prod", withKey(PROD, "aws.restoreFrom", { source: "Prod_DB", time: "latest" }), 'neuralblitz-db:aws.restoreFrom.source = "Prod_DB"'],
+      ["a restore without a source", "prod", withKey(PROD, "aws.restoreFrom", { time: "latest" }), "neuralblitz-db:aws.restoreFrom.source = (unset)"],
+      ["a misspelt restore key", "prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary", time: "latest", at: "x" }), 'neuralblitz-db:aws.restoreFrom.at = "x": unknown key'],
       ["a malformed VPC id", "prod", withKey(PROD, "aws.vpcId", "vpc-xyz"), 'neuralblitz-db:aws.vpcId = "vpc-xyz"'],
       ["a single subnet", "prod", withKey(PROD, "aws.subnetIds", ["subnet-0a1b2c3d4e5f60001"]), "neuralblitz-db:aws.subnetIds = "],
       ["a malformed CIDR", "prod", withKey(PROD, "aws.allowedCidrs", ["10.0.0.0/33"]), 'neuralblitz-db:aws.allowedCidrs = ["10.0.0.0/33"]'],

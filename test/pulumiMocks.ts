@@ -28,6 +28,7 @@ export interface Registration {
   /** Where inside the inputs a secret sits, e.g. `uploads.2.content`. */
   readonly secretPaths: string[];
   readonly deleteBeforeReplace: boolean;
+  readonly ignoreChanges: string[];
 }
 
 export type Config = Record<string, any>;
@@ -158,6 +159,7 @@ export async function installMocks(stack: string, config: Config, secretKeys: re
           additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
           secretPaths: secretPaths(inputs),
           deleteBeforeReplace: req.getDeletebeforereplace() === true,
+          ignoreChanges: req.getIgnorechangesList(),
         });
       }
       callback(err, res);

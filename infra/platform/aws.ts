@@ -124,8 +124,16 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
         engineVersion: args.postgresVersion,
         allocatedStorage: cfg.allocatedStorageGb,
         storageType: "gp3",
-        dbName: DATABASE,
-        username: ADMIN_USER,
+        // A restored primary takes its database and master user from the source's backups; the
+        // password is set after the restore (the database layer then sets every role's own).
+        ...(cfg.restoreFrom
+          ? {
+              restoreToPointInTime: {
+                sourceDbInstanceIdentifier: cfg.restoreFrom.source,
+                ...(cfg.restoreFrom.time === "latest" ? { useLatestRestorableTime: true } : { restoreTime: cfg.restoreFrom.time }),
+              },
+            }
+          : { dbName: DATABASE, username: ADMIN_USER }),
         password: args.passwords.admin,
         multiAz: cfg.multiAz,
         // Replicas need the primary's backups; they also give point-in-time recovery.
@@ -135,7 +143,8 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
         skipFinalSnapshot: !args.protectData,
         finalSnapshotIdentifier: args.protectData ? pulumi.interpolate`${primaryIdentifier}-final-${finalSnapshot.hex}` : undefined,
       },
-      dataOpts,
+      // The restore source is read once, at creation: editing or removing it later must not replace the database.
+      { ...dataOpts, ignoreChanges: ["restoreToPointInTime"] },
     );
     // No credentials, engine or database: a replica takes them from its source. It cannot take a final snapshot.
     const replicas = Array.from(

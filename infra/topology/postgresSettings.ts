@@ -30,6 +30,8 @@ export interface SettingsOptions {
   readonly tls?: { readonly certFile: string; readonly keyFile: string };
   /** From the connection budget (connectionBudget.ts) where a pooler's settings are known; 200 otherwise. */
   readonly maxConnections?: number;
+  /** WAL archiving into a backup repository (archive_mode is restart-only). */
+  readonly archive?: { readonly command: string };
 }
 
 /** Replication, durability and memory settings, sized for the node's share of the machine. */
@@ -83,6 +85,7 @@ export function serverSettings(size: NodeSizing, maxReplicas: number, options: S
     ...(options.tls
       ? { ssl: "on", ssl_cert_file: options.tls.certFile, ssl_key_file: options.tls.keyFile, ssl_min_protocol_version: "TLSv1.2" }
       : {}),
+    ...(options.archive ? { archive_mode: "on", archive_command: options.archive.command } : {}),
     log_line_prefix: "%m [%p] %q%u@%d ",
     log_min_duration_statement: 1000,
     // Bind parameters carry the per-transaction data key (set_config('nb.data_key', $1, true)):

@@ -9,6 +9,7 @@ import { up } from "../local/stack";
 import { loadState, readDataKey, stackDir } from "../local/state";
 import { auditUpdate } from "./auditUpdate";
 import { auditVerify } from "./auditVerify";
+import { backupThroughput } from "./backupThroughput";
 import { brinSize } from "./brinSize";
 import { connectPerTx } from "./connectPerTx";
 import { withClient, withOwner } from "./db";
@@ -26,7 +27,7 @@ import { BenchContext, Benchmark, Figure } from "./types";
 import { windowQuery } from "./window";
 import { writeStall } from "./writeStall";
 
-export const BENCHMARKS: readonly Benchmark[] = [ingest, windowQuery, brinSize, auditUpdate, rlsSelect, pooledSession, connectPerTx, manyClients, replicaLag, auditVerify, noopUp, writeStall];
+export const BENCHMARKS: readonly Benchmark[] = [ingest, windowQuery, brinSize, auditUpdate, rlsSelect, pooledSession, connectPerTx, manyClients, replicaLag, auditVerify, noopUp, writeStall, backupThroughput];
 /** The dedicated stack, so a bench never touches the data of a user's `local` stack. */
 export const BENCH_STACK = "bench";
 const FULL_ROUNDS = 5;

@@ -12,6 +12,8 @@ import { HOST, SUPERUSER, StackState, caFile, clientSsl } from "./state";
 import { certFile, keyFile } from "./tls";
 import { ProcessInfo, chownToServer, processAlive, processesUsing, run, signal, waitFor } from "./system";
 import { scramSha256Verifier } from "../../infra/topology/scram";
+import { archiveOption } from "./pgbackrest";
+import { BACKUP_ROLE } from "../../infra/topology/pgbackrest";
 
 export type NodeName = "primary" | `replica-${number}`;
 
@@ -124,6 +126,7 @@ export function writeNodeConf(ctx: LocalContext, state: StackState, node: NodeNa
     ...serverSettings(nodeSizing(), replicaLimit(), {
       ...(hasPgCron(ctx) ? { pgCron: { database: DATABASE } } : {}),
       tls: { certFile: certFile(ctx, node), keyFile: keyFile(ctx, node) },
+      archive: archiveOption(ctx, dir),
     }),
     ...state.settings,
     listen_addresses: HOST,
@@ -144,8 +147,8 @@ export function writeNodeConf(ctx: LocalContext, state: StackState, node: NodeNa
  */
 export const LOCAL_HBA_ACCESS: HbaAccess = {
   poolerOnly: { roles: POOLER_ONLY_ROLES, from: "local" },
-  // The replica bootstrap creates its slot from database postgres.
-  postgresDatabaseUsers: [SUPERUSER, REPLICATION_USER],
+  // The replica bootstrap creates its slot from database postgres; pgBackRest's role works there.
+  postgresDatabaseUsers: [SUPERUSER, REPLICATION_USER, BACKUP_ROLE],
 };
 
 /** The directory of the primary's Unix socket (mode 0700, the server user's): only the pooler uses it. */

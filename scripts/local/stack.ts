@@ -8,6 +8,7 @@ import { replicaApplicationName, replicaSlotName } from "../../infra/topology/re
 import { bootstrapPrimary, convergeRoles, ensureAuditTrail } from "./bootstrap";
 import { convergeDatabase } from "./database";
 import { MaintenanceStatus, maintenanceStatus } from "../ops/schedule";
+import { ArchiveStatus, archiveStatus, ensureBackup } from "../ops/backup";
 import { LocalContext, localContext } from "./context";
 import { UserError } from "./errors";
 import {
@@ -453,6 +454,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       await waitPresenting(ctx, POOLER_TLS_NAME, state.ports.pooler);
     }
     await convergePrimary(ctx, state, changes);
+    changes.push(...(await ensureBackup(ctx, state)));
     for (let i = 0; i < replicas; i++) {
       await convergeReplica(ctx, state, i, changes);
       await convergeReplicaTls(ctx, state, i, changes);
@@ -538,6 +540,8 @@ export interface StackStatus {
   readonly maintenance: MaintenanceStatus | null;
   /** What is wrong, one line each (a node down, a replica not streaming); empty when healthy. `nbdb status` exits 1 unless empty. */
   readonly problems: string[];
+  /** WAL archiving into the backup repository; null while the primary is down. */
+  readonly backup: ArchiveStatus | null;
 }
 
 export async function status(stack: string): Promise<StackStatus> {
@@ -573,5 +577,6 @@ export async function status(stack: string): Promise<StackStatus> {
   // The running pooler's own word when it answers, else the binary's.
   const version = (pid ? await poolerVersion(state).catch(() => undefined) : undefined) ?? ctx.bins.pgbouncerVersion;
   const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.migrator).catch(() => null) : null;
-  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, version, pools }, maintenance, problems };
+  const backup = primaryPid ? await archiveStatus(state).catch(() => null) : null;
+  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, version, pools }, maintenance, backup, problems };
 }

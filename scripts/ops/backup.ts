@@ -1,0 +1,408 @@
+// Backups and point-in-time recovery of a local stack with pgBackRest (Debian's package): `up`
+// keeps the stanza, its config and the backup role; `nbdb backup` takes a full, differential or
+// incremental backup; `nbdb backup list` shows them and the window a restore can reach;
+// `nbdb restore` builds a NEW stack from the source's repository at a point in time. pgBackRest runs
+// as the server user and connects as nb_backup (backup functions only, not a superuser).
+import { randomBytes } from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+import { Client } from "pg";
+import { BACKUP_ROLE, backupRoleSql, renderPgbackrestConf } from "../../infra/topology/pgbackrest";
+import { scramSha256Verifier } from "../../infra/topology/scram";
+import { LOGIN_ROLES, ident } from "../../schema/roles";
+import { LocalContext, localContext } from "../local/context";
+import { UserError } from "../local/errors";
+import { backupPaths, pgbackrestBin, requirePgbackrest } from "../local/pgbackrest";
+import { dataDir, ensureServerDir, logFile, runningPid, stopNode, withSuperuser } from "../local/postgresNode";
+import { HOST, LocalStackOutputs, SUPERUSER, StackState, caFile, loadState, newState, requireStack, saveState, stackDir, validateStackName, writePrivate } from "../local/state";
+import { up } from "../local/stack";
+import { RunResult, chownToServer, freePort, run, sleep } from "../local/system";
+
+export type BackupType = "full" | "diff" | "incr";
+export const BACKUP_TYPES: readonly BackupType[] = ["full", "diff", "incr"];
+
+export function parseBackupType(text: string): BackupType {
+  if (!(BACKUP_TYPES as readonly string[]).includes(text)) {
+    throw new UserError(`--type must be one of ${BACKUP_TYPES.join(", ")} (full copies everything; diff what changed since the last full; incr since the last backup), got '${text}'.`);
+  }
+  return text as BackupType;
+}
+
+function writeServerFile(ctx: LocalContext, file: string, content: string): boolean {
+  if (fs.existsSync(file) && fs.readFileSync(file, "utf8") === content) return false;
+  fs.writeFileSync(file, content, { mode: 0o600 });
+  chownToServer(file, ctx.user);
+  return true;
+}
+
+function pgbackrest(ctx: LocalContext, args: readonly string[], timeoutMs = 6 * 60 * 60_000): Promise<RunResult> {
+  const p = backupPaths(ctx);
+  return run(requirePgbackrest(), [`--config=${p.config}`, `--stanza=${ctx.stack}`, ...args], {
+    as: ctx.user,
+    // pgBackRest reaches the primary over TCP as nb_backup, over TLS verified against the stack's CA.
+    env: { PGHOST: HOST, PGPASSFILE: p.pgpass, PGSSLMODE: "verify-full", PGSSLROOTCERT: caFile(ctx.stack) },
+    timeoutMs,
+  });
+}
+
+/** pgBackRest on a stack's stanza, as the server user (the bench times it against pg_basebackup). */
+export function pgbackrestOn(stack: string, args: readonly string[]): Promise<RunResult> {
+  return pgbackrest(requireBackupConfig(stack), args);
+}
+
+function backupPassword(ctx: LocalContext): string | undefined {
+  const file = backupPaths(ctx).pgpass;
+  if (!fs.existsSync(file)) return undefined;
+  return fs.readFileSync(file, "utf8").trim().split(":").slice(4).join(":") || undefined;
+}
+
+/**
+ * Part of `up` (after the primary): the config, the backup role and the stanza, each only when
+ * missing or changed. Nothing (and no change) where pgBackRest is not installed.
+ */
+export async function ensureBackup(ctx: LocalContext, state: StackState): Promise<string[]> {
+  const changes: string[] = [];
+  const restored = await finishRestore(ctx, state);
+  if (restored) changes.push(restored);
+  if (!pgbackrestBin()) return changes;
+  const p = backupPaths(ctx);
+  // A repository root of its own (NBDB_BACKUP_ROOT) must be traversable by the server user.
+  if (!fs.existsSync(path.dirname(p.repo))) fs.mkdirSync(path.dirname(p.repo), { recursive: true, mode: 0o755 });
+  for (const d of [p.dir, p.lock, p.spool, p.log, p.repo]) ensureServerDir(ctx, d);
+  let password = backupPassword(ctx);
+  const newPassword = !password;
+  if (!password) {
+    password = randomBytes(24).toString("base64url");
+    writeServerFile(ctx, p.pgpass, `*:*:*:${BACKUP_ROLE}:${password}\n`);
+  }
+  await withSuperuser(state, state.ports.primary, async (c) => {
+    const exists = (await c.query("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", [BACKUP_ROLE])).rowCount === 1;
+    if (exists && !newPassword) return;
+    await c.query(backupRoleSql(scramSha256Verifier(password!)));
+    changes.push(`${exists ? "set the password of" : "created"} the backup role ${BACKUP_ROLE}`);
+  });
+  const conf = renderPgbackrestConf({
+    stanza: ctx.stack,
+    repoPath: p.repo,
+    logPath: p.log,
+    lockPath: p.lock,
+    spoolPath: p.spool,
+    pgPath: dataDir(ctx, "primary"),
+    pgPort: state.ports.primary,
+  });
+  if (writeServerFile(ctx, p.config, conf)) changes.push("wrote pgBackRest's configuration");
+  if (!fs.existsSync(path.join(p.repo, "backup", ctx.stack, "backup.info"))) {
+    ctx.log(`creating the pgBackRest stanza ${ctx.stack} in ${p.repo}`);
+    await pgbackrest(ctx, ["stanza-create"], 120_000);
+    changes.push(`created the backup repository (pgBackRest stanza ${ctx.stack}) in ${p.repo}`);
+  }
+  return changes;
+}
+
+export interface BackupEntry {
+  readonly label: string;
+  readonly type: BackupType;
+  readonly start: string;
+  readonly stop: string;
+  /** Size of the database at the time of the backup, and what this backup added to the repository. */
+  readonly databaseBytes: number;
+  readonly repositoryBytes: number;
+  readonly walStart: string;
+  readonly walStop: string;
+}
+
+export interface BackupList {
+  readonly stack: string;
+  readonly repository: string;
+  readonly backups: BackupEntry[];
+  /** The earliest time a restore can reach (the end of the oldest backup), null without backups. */
+  readonly earliestRestore: string | null;
+  readonly latestArchivedWal: string | null;
+}
+
+const iso = (epochSeconds: number) => new Date(epochSeconds * 1000).toISOString();
+
+interface InfoJson {
+  name: string;
+  backup?: { label: string; type: BackupType; timestamp: { start: number; stop: number }; info: { size: number; repository: { delta: number } }; archive: { start: string; stop: string } }[];
+  archive?: { max: string | null }[];
+}
+
+function requireBackupConfig(stack: string): LocalContext {
+  const ctx = localContext(stack, () => undefined);
+  requirePgbackrest();
+  if (!fs.existsSync(backupPaths(ctx).config)) {
+    throw new UserError(`stack '${stack}' has no backup repository yet; run npx nbdb up --stack ${stack} (with pgbackrest installed) first.`);
+  }
+  return ctx;
+}
+
+export async function listBackups(stack: string): Promise<BackupList> {
+  requireStack(stack);
+  const ctx = requireBackupConfig(stack);
+  const { stdout } = await pgbackrest(ctx, ["--output=json", "info"], 120_000);
+  const info = (JSON.parse(stdout) as InfoJson[]).find((s) => s.name === stack);
+  const backups = (info?.backup ?? []).map((b) => ({
+    label: b.label,
+    type: b.type,
+    start: iso(b.timestamp.start),
+    stop: iso(b.timestamp.stop),
+    databaseBytes: b.info.size,
+    repositoryBytes: b.info.repository.delta,
+    walStart: b.archive.start,
+    walStop: b.archive.stop,
+  }));
+  return {
+    stack,
+    repository: backupPaths(ctx).repo,
+    backups,
+    // pgBackRest records whole seconds; the backup is consistent only somewhat after its stop second began.
+    earliestRestore: backups.length ? iso(info!.backup![0].timestamp.stop + 1) : null,
+    latestArchivedWal: info?.archive?.[0]?.max ?? null,
+  };
+}
+
+/** A connection as the backup role to the primary's `postgres` database. */
+async function asBackupRole<T>(ctx: LocalContext, state: StackState, fn: (c: Client) => Promise<T>): Promise<T> {
+  const client = new Client({ host: HOST, port: state.ports.primary, user: BACKUP_ROLE, password: backupPassword(ctx), database: "postgres", application_name: "nbdb-backup" });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+async function requireArchiving(ctx: LocalContext, state: StackState): Promise<void> {
+  if (!runningPid(ctx, "primary")) throw new UserError(`the primary of stack '${ctx.stack}' is not running; start it with: npx nbdb up --stack ${ctx.stack}`);
+  const mode = await asBackupRole(ctx, state, async (c) => (await c.query("SELECT current_setting('archive_mode') AS m")).rows[0].m as string);
+  if (mode !== "on") {
+    throw new UserError(
+      `WAL archiving is not active on the primary of stack '${ctx.stack}' yet (archive_mode takes effect at a restart). Nothing was changed.\n` +
+        `Restart it with: npx nbdb down --stack ${ctx.stack} && npx nbdb up --stack ${ctx.stack}`,
+    );
+  }
+}
+
+export interface BackupOptions {
+  readonly stack: string;
+  readonly type?: BackupType;
+  readonly log?: (line: string) => void;
+}
+
+/** Take a backup of the stack's primary; returns it (the newest in the repository). */
+export async function backup(opts: BackupOptions): Promise<BackupEntry> {
+  const state = requireStack(opts.stack);
+  const ctx = requireBackupConfig(opts.stack);
+  await requireArchiving(ctx, state);
+  const type = opts.type ?? "full";
+  opts.log?.(`taking a backup (${type}) of stack ${opts.stack}`);
+  await pgbackrest(ctx, [`--type=${type}`, "backup"]);
+  const list = await listBackups(opts.stack);
+  return list.backups[list.backups.length - 1];
+}
+
+/** A restore target: an ISO 8601 time with its zone (PostgreSQL and pgBackRest read it as given). */
+export function parseRestoreTime(text: string, now = new Date()): Date {
+  const zoned = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)$/;
+  const t = new Date(text.trim().replace(" ", "T"));
+  if (!zoned.test(text.trim()) || Number.isNaN(t.getTime())) {
+    throw new UserError(`--to must be a time with its zone, like 2026-12-01T22:30:00Z or 2026-12-01 23:30:00+01, got '${text}'. Nothing was changed.`);
+  }
+  if (t.getTime() > now.getTime()) throw new UserError(`--to ${text} is in the future (now is ${now.toISOString()}); a restore reaches at most the present. Nothing was changed.`);
+  return t;
+}
+
+/** The target as PostgreSQL's recovery_target_time (and pgBackRest) read it: a space, the zone as +00. */
+function pgTime(text: string): string {
+  return text.trim().replace("T", " ").replace(/Z$/, "+00");
+}
+
+export interface RestoreOptions {
+  readonly stack: string;
+  readonly to: string;
+  readonly into: string;
+  readonly log?: (line: string) => void;
+}
+
+export interface RestoreResult {
+  readonly outputs: LocalStackOutputs;
+  readonly target: string;
+  /** The backup the restore started from. */
+  readonly from: string;
+}
+
+async function check(opts: RestoreOptions): Promise<{ source: StackState; srcCtx: LocalContext; from: BackupEntry }> {
+  const into = validateStackName(opts.into);
+  if (into === opts.stack) throw new UserError(`--into must name a new stack, not the source '${opts.stack}': a restore never overwrites a stack. Nothing was changed.`);
+  if (loadState(into) || fs.existsSync(stackDir(into))) {
+    throw new UserError(`stack '${into}' already exists (${stackDir(into)}): a restore creates a new stack. Choose another name, or remove it first with npx nbdb down --stack ${into} --purge --yes. Nothing was changed.`);
+  }
+  const source = requireStack(opts.stack);
+  const target = parseRestoreTime(opts.to);
+  const list = await listBackups(opts.stack);
+  if (list.backups.length === 0) throw new UserError(`stack '${opts.stack}' has no backup yet; take one with: npx nbdb backup --stack ${opts.stack}. Nothing was changed.`);
+  if (target.getTime() < Date.parse(list.earliestRestore!)) {
+    throw new UserError(`--to ${opts.to} is before the end of the oldest backup of stack '${opts.stack}' (${list.earliestRestore}); the earliest time a restore can reach is that. Nothing was changed.`);
+  }
+  const from = [...list.backups].reverse().find((b) => Date.parse(b.stop) + 1000 <= target.getTime())!;
+  return { source, srcCtx: localContext(opts.stack, opts.log ?? (() => undefined)), from };
+}
+
+/**
+ * Restore stack `stack` as it was at `to` into the new stack `into`. The new stack gets its own
+ * ports, repository and passwords (rotated once it is promoted), and the source's data key so
+ * that the encrypted columns stay readable; `up` then builds its replicas and pooler. On any
+ * failure the new stack's directory is removed: the source is never touched.
+ */
+export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
+  const log = opts.log ?? (() => undefined);
+  const { source, srcCtx, from } = await check(opts);
+  if (runningPid(srcCtx, "primary")) {
+    // Recovery to a time stops at the first commit after it, which must be in the archive: commit
+    // a transaction now and let pgBackRest's check switch and archive the WAL segment.
+    await asBackupRole(srcCtx, source, (c) => c.query("SELECT pg_catalog.txid_current()"));
+    await pgbackrest(srcCtx, ["check"], 300_000);
+  }
+  const ctx = localContext(opts.into, log);
+  fs.mkdirSync(ctx.dir, { recursive: true, mode: process.getuid?.() === 0 ? 0o755 : 0o700 });
+  try {
+    ensureServerDir(ctx, path.join(ctx.dir, "log"));
+    const primary = await freePort();
+    let pooler = await freePort();
+    while (pooler === primary) pooler = await freePort();
+    const state = newState(opts.into, { primary, pooler });
+    // The restored database holds the source's role passwords until `up` rotates them.
+    state.passwords = { ...source.passwords };
+    state.dataKey = source.dataKey;
+    state.primaryBootstrapped = true;
+    state.replicas = source.replicas ?? source.ports.replicas.length;
+    saveState(state);
+    // Restored into a staging directory and renamed once complete: a restore killed while copying
+    // leaves no primary directory, which `up` refuses to replace with an empty database.
+    const dir = dataDir(ctx, "primary");
+    const staging = `${dir}.restoring`;
+    ensureServerDir(ctx, staging);
+    log(`restoring stack ${opts.stack} as of ${opts.to} (from backup ${from.label})`);
+    const bin = requirePgbackrest();
+    const srcConfig = backupPaths(srcCtx).config;
+    await run(
+      bin,
+      [
+        `--config=${srcConfig}`,
+        `--stanza=${opts.stack}`,
+        `--pg1-path=${staging}`,
+        `--set=${from.label}`,
+        "--type=time",
+        `--target=${pgTime(opts.to)}`,
+        "--target-action=promote",
+        // WAL comes from the source's repository, into the directory's final place.
+        `--recovery-option=restore_command=${bin} --config=${srcConfig} --pg1-path=${dir} --stanza=${opts.stack} archive-get %f "%p"`,
+        "restore",
+      ],
+      { as: ctx.user, timeoutMs: 6 * 60 * 60_000 },
+    );
+    writePrivate(pendingFile(ctx), JSON.stringify({ source: opts.stack, to: opts.to }) + "\n");
+    fs.renameSync(staging, dir);
+    log("recovering, then building the restored stack's replicas and pooler");
+    const res = await up({ stack: opts.into, log });
+    return { outputs: res.outputs, target: opts.to, from: from.label };
+  } catch (e) {
+    await stopNode(ctx, "primary").catch(() => undefined);
+    fs.rmSync(ctx.dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** Present from the end of the file copy until the restored primary is promoted and its passwords rotated. */
+const pendingFile = (ctx: LocalContext) => path.join(ctx.dir, "restore-pending.json");
+
+interface PendingRestore {
+  readonly source: string;
+  readonly to: string;
+  /** The new passwords, written before they are set on the roles. */
+  readonly passwords?: StackState["passwords"];
+}
+
+async function canConnect(state: StackState, passwords: StackState["passwords"]): Promise<boolean> {
+  return withSuperuser({ ...state, passwords }, state.ports.primary, async () => true).catch(() => false);
+}
+
+/**
+ * The end of a restore, run by `up` on the restored stack once its primary is started: wait for
+ * recovery to reach the target and promote, clear pgBackRest's recovery settings, and give every
+ * login role (and the superuser) a new password, so that the copy shares no credential with its
+ * source. Interrupted anywhere, the next `up` picks it up again.
+ */
+async function finishRestore(ctx: LocalContext, state: StackState): Promise<string | undefined> {
+  if (!fs.existsSync(pendingFile(ctx))) return undefined;
+  const pending = JSON.parse(fs.readFileSync(pendingFile(ctx), "utf8")) as PendingRestore;
+  if (pending.passwords && (await canConnect(state, pending.passwords))) {
+    // The rotation committed, but the state was not saved yet.
+    state.passwords = pending.passwords;
+  } else {
+    ctx.log(`recovering to ${pending.to}`);
+    for (;;) {
+      if (!runningPid(ctx, "primary")) {
+        throw new Error(`the restored primary stopped during recovery (was ${pending.to} reached by the archived WAL?); see ${logFile(ctx, "primary")}`);
+      }
+      const inRecovery = await withSuperuser(state, state.ports.primary, async (c) => (await c.query("SELECT pg_catalog.pg_is_in_recovery() AS r")).rows[0].r as boolean).catch(() => true);
+      if (!inRecovery) break;
+      await sleep(200);
+    }
+    const fresh = newState(state.stack, { primary: 0, pooler: 0 }).passwords;
+    writePrivate(pendingFile(ctx), JSON.stringify({ ...pending, passwords: fresh }) + "\n");
+    await withSuperuser(state, state.ports.primary, async (c) => {
+      // pgBackRest's recovery settings (restore_command reads the source's repository); nbdb keeps
+      // its own settings in nbdb.conf, never in postgresql.auto.conf.
+      await c.query("ALTER SYSTEM RESET ALL");
+      await c.query("SELECT pg_catalog.pg_reload_conf()");
+      await c.query("BEGIN");
+      for (const role of [SUPERUSER, ...LOGIN_ROLES] as const) await c.query(`ALTER ROLE ${ident(role)} PASSWORD '${scramSha256Verifier(fresh[role])}'`);
+      await c.query("COMMIT");
+    });
+    state.passwords = fresh;
+  }
+  saveState(state);
+  fs.rmSync(pendingFile(ctx));
+  return `finished the restore from stack ${pending.source} as of ${pending.to}: promoted, new passwords for every role`;
+}
+
+export interface ArchiveStatus {
+  readonly archiving: boolean;
+  readonly archivedCount: number;
+  readonly lastArchivedWal: string | null;
+  readonly lastArchivedAt: string | null;
+  readonly failedCount: number;
+  readonly lastFailedWal: string | null;
+  readonly lastFailedAt: string | null;
+  /** WAL segments finished but not yet in the repository (pg_wal grows by 16 MB each). */
+  readonly walWaiting: number;
+  /** True when the last attempt failed: the repository is unreachable or refuses the WAL. */
+  readonly failing: boolean;
+}
+
+/** For `nbdb status`: is WAL reaching the repository, and how much waits. */
+export async function archiveStatus(state: StackState): Promise<ArchiveStatus> {
+  return withSuperuser(state, state.ports.primary, async (c) => {
+    const r = (
+      await c.query(
+        `SELECT current_setting('archive_mode') = 'on' AS archiving, archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time,
+                (SELECT count(*) FROM pg_catalog.pg_ls_archive_statusdir() WHERE name LIKE '%.ready')::int AS waiting
+           FROM pg_catalog.pg_stat_archiver`,
+      )
+    ).rows[0];
+    const at = (v: Date | null) => (v ? v.toISOString() : null);
+    return {
+      archiving: r.archiving,
+      archivedCount: Number(r.archived_count),
+      lastArchivedWal: r.last_archived_wal,
+      lastArchivedAt: at(r.last_archived_time),
+      failedCount: Number(r.failed_count),
+      lastFailedWal: r.last_failed_wal,
+      lastFailedAt: at(r.last_failed_time),
+      walWaiting: r.waiting,
+      failing: !!r.last_failed_time && (!r.last_archived_time || r.last_failed_time > r.last_archived_time),
+    };
+  });
+}
