@@ -153,6 +153,27 @@ describe("security: pooled sessions, the pooler and the platform's locks", funct
       }
     });
 
+    it("records in the audit trail only the user a transaction named itself, never one left at session level", async function () {
+      const c = await connected(out.connections.admin);
+      const trailUser = async (nameUser: string): Promise<string | null> => {
+        await c.query("BEGIN");
+        await c.query(nameUser, [victim]);
+        const [{ id }] = (await c.query("UPDATE neuralblitz.users SET username = 'probe-' || md5(random()::text) WHERE id = $1 RETURNING (SELECT max(id) FROM neuralblitz.golden_dag_audit) AS id", [victim])).rows;
+        const [{ u }] = (await c.query("SELECT app_user_id::text AS u FROM neuralblitz.golden_dag_audit WHERE id > coalesce($1, 0) ORDER BY id DESC LIMIT 1", [id])).rows;
+        await c.query("ROLLBACK");
+        return u;
+      };
+      try {
+        // Left on the connection at session level (or set without the transaction's stamp): no one.
+        expect(await trailUser("SELECT set_config('nb.user_id', $1, false)")).to.equal(null);
+        expect(await trailUser("SELECT set_config('nb.user_id', $1, true)")).to.equal(null);
+        // Named for this transaction: recorded.
+        expect(await trailUser("SELECT neuralblitz.set_user_context($1)")).to.equal(victim);
+      } finally {
+        await c.end();
+      }
+    });
+
     it("still isolates correctly named transactions (withUser) after a session-level attack", async function () {
       const n = await db.withUser(victim, async (tx) => (await tx.query("SELECT count(*)::int AS n FROM neuralblitz.users")).rows[0].n);
       expect(n).to.equal(1);

@@ -110,6 +110,26 @@ $$;
 
 -- The audited tables' trigger. It records only the tables it was made for, so a trigger the owner
 -- attaches to a look-alike table elsewhere cannot add entries that pass for theirs.
+-- The application user of this transaction, as the trail records it: nb.user_id only while it is
+-- stamped for this transaction (set_user_context, R060), the same rule as current_user_id(), written
+-- here again because the trail runs no function a lower role owns; a session-level SET left on a
+-- pooled connection names no one. Never an error: an entry is recorded whatever the caller sent.
+CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_context_user() RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v text := pg_catalog.current_setting('nb.user_id', true);
+BEGIN
+  IF v IS NULL OR v = '' OR pg_catalog.current_setting('nb.context_at', true) IS DISTINCT FROM EXTRACT(epoch FROM pg_catalog.now())::text
+     OR v !~* '^\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?$' THEN
+    RETURN NULL;
+  END IF;
+  RETURN v::uuid;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_context_user() FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_append() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -119,7 +139,7 @@ DECLARE
   v_old  jsonb := CASE WHEN TG_OP <> 'INSERT' THEN pg_catalog.to_jsonb(OLD) END;
   v_new  jsonb := CASE WHEN TG_OP <> 'DELETE' THEN pg_catalog.to_jsonb(NEW) END;
   v_pk   jsonb := pg_catalog.jsonb_build_object('id', coalesce(v_new, v_old) -> 'id');
-  v_user uuid  := nullif(pg_catalog.current_setting('nb.user_id', true), '')::uuid;
+  v_user uuid  := neuralblitz.golden_dag_context_user();
 BEGIN
   IF TG_TABLE_SCHEMA <> 'neuralblitz' OR NOT TG_TABLE_NAME = ANY (neuralblitz.golden_dag_audited_tables())
      OR TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'ROW' THEN
@@ -205,7 +225,7 @@ BEGIN
   END IF;
   INSERT INTO neuralblitz.golden_dag_audit (recorded_at, table_name, operation, row_pk, db_role, app_user_id, old_values, new_values)
   VALUES (pg_catalog.clock_timestamp(), coalesce(p_table, '(ddl)'), 'DDL', pg_catalog.jsonb_build_object('object', p_object), session_user,
-          nullif(pg_catalog.current_setting('nb.user_id', true), '')::uuid, NULL, v_new);
+          neuralblitz.golden_dag_context_user(), NULL, v_new);
 END
 $$;
 REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_append_ddl(text, text, text) FROM PUBLIC;
