@@ -46,7 +46,7 @@ describe("backups and point-in-time recovery (pgBackRest)", function () {
       await c.connect();
       try {
         await c.query("BEGIN");
-        await c.query("SELECT set_config('nb.data_key', $1, true)", [key]);
+        await c.query("SELECT neuralblitz.set_user_context(NULL, $1)", [key]);
         await c.query("CREATE TABLE IF NOT EXISTS public.pitr_secret AS SELECT neuralblitz.encrypt_secret('kept secret') AS v");
         const r = await c.query("SELECT neuralblitz.decrypt_secret(v) AS plain FROM public.pitr_secret");
         await c.query("COMMIT");
@@ -87,7 +87,10 @@ describe("backups and point-in-time recovery (pgBackRest)", function () {
     expect(s.nodes.map((n) => [n.node, n.running, n.streaming])).to.deep.equal([["primary", true, null], ["replica-0", true, true]]);
     expect(s.backup?.archiving).to.equal(true);
     // The source's credentials do not open the copy.
-    const stale = out.connections.app.replace(`:${src.ports.pooler}/`, `:${dst.ports.pooler}/`);
+    // (Its own pooler, verified with its own CA, so the password is what is tested.)
+    const staleUrl = new URL(out.connections.app.replace(`:${src.ports.pooler}/`, `:${dst.ports.pooler}/`));
+    staleUrl.searchParams.set("sslrootcert", new URL(r.outputs.connections.app).searchParams.get("sslrootcert")!);
+    const stale = staleUrl.toString();
     expect(await rejection(query(stale, "SELECT 1"))).to.match(/password authentication failed|authentication/);
     // The app reaches its rows through the copy's pooler.
     expect((await query(r.outputs.connections.app, "SELECT 1 AS one"))[0]).to.deep.equal({ one: 1 });

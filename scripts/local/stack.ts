@@ -224,8 +224,6 @@ async function convergePrimary(ctx: LocalContext, state: StackState, changes: st
     state.primaryBootstrapped = true;
     saveState(state);
     changes.push("created roles, database and schema");
-  } else {
-    changes.push(...(await convergeRoles(state)));
   }
 }
 
@@ -454,7 +452,10 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       await waitPresenting(ctx, POOLER_TLS_NAME, state.ports.pooler);
     }
     await convergePrimary(ctx, state, changes);
+    // Backups first: a restored stack's primary finishes its recovery (and rotates its passwords) there.
     changes.push(...(await ensureBackup(ctx, state)));
+    // Every role back to the model (attributes, settings, passwords): what a role changed itself is repaired.
+    changes.push(...(await convergeRoles(state)));
     for (let i = 0; i < replicas; i++) {
       await convergeReplica(ctx, state, i, changes);
       await convergeReplicaTls(ctx, state, i, changes);

@@ -14,7 +14,7 @@ import { LocalContext, localContext } from "../local/context";
 import { UserError } from "../local/errors";
 import { backupPaths, pgbackrestBin, requirePgbackrest } from "../local/pgbackrest";
 import { dataDir, ensureServerDir, logFile, runningPid, stopNode, withSuperuser } from "../local/postgresNode";
-import { HOST, LocalStackOutputs, SUPERUSER, StackState, caFile, loadState, newState, requireStack, saveState, stackDir, validateStackName, writePrivate } from "../local/state";
+import { HOST, LocalStackOutputs, SUPERUSER, StackState, caFile, clientSsl, loadState, newState, requireStack, saveState, stackDir, validateStackName, writePrivate } from "../local/state";
 import { up } from "../local/stack";
 import { RunResult, chownToServer, freePort, run, sleep } from "../local/system";
 
@@ -164,7 +164,7 @@ export async function listBackups(stack: string): Promise<BackupList> {
 
 /** A connection as the backup role to the primary's `postgres` database. */
 async function asBackupRole<T>(ctx: LocalContext, state: StackState, fn: (c: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ host: HOST, port: state.ports.primary, user: BACKUP_ROLE, password: backupPassword(ctx), database: "postgres", application_name: "nbdb-backup" });
+  const client = new Client({ host: HOST, port: state.ports.primary, user: BACKUP_ROLE, password: backupPassword(ctx), database: "postgres", application_name: "nbdb-backup", ssl: clientSsl(state.stack) });
   await client.connect();
   try {
     return await fn(client);
