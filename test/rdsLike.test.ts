@@ -9,8 +9,9 @@ import { randomBytes } from "crypto";
 import * as fs from "fs";
 import { adminSetupSql } from "../infra/database/adminSetup";
 import { partitionMaintenanceBundle } from "../infra/database/partitionMaintenance";
-import { loadCatalog } from "../infra/bundles/catalog";
+import { Bundle, loadCatalog } from "../infra/bundles/catalog";
 import { adminSqlProvider } from "../infra/dynamic/adminSql";
+import { auditTrailSql } from "../infra/topology/auditTrail";
 import { sqlBundleProvider, SqlBundleInputs } from "../infra/dynamic/sqlBundle";
 import { packagedRdsCaBundle, RDS_CA_FILE } from "../infra/platform/rdsCa";
 import { JOB_ROLE, SCHEDULED_JOBS, maintenanceScheduleSql } from "../infra/topology/maintenanceSchedule";
@@ -51,10 +52,17 @@ describe("the aws platform's database layer on an RDS-like server", function () 
     ]);
     // 4. Every bundle through the SqlBundle provider, as nb_migrator over verify-full.
     const bundles = sqlBundleProvider();
-    for (const b of [...loadCatalog(), partitionMaintenanceBundle({ premake: 4, metricsRetentionDays: 30 })]) {
-      const inputs: SqlBundleInputs = { bundleName: b.name, kind: b.kind, order: b.order, file: b.file, sql: b.sql, checksum: b.checksum, transactional: b.transactional, connection: as("nb_migrator") };
-      await bundles.create!(inputs);
-    }
+    const apply = async (b: Bundle) =>
+      bundles.create!({ bundleName: b.name, kind: b.kind, order: b.order, file: b.file, sql: b.sql, checksum: b.checksum, transactional: b.transactional, connection: as("nb_migrator") } satisfies SqlBundleInputs);
+    for (const b of loadCatalog()) await apply(b);
+    // 4b. The audit trail's trust boundary (the layer's `audit-trail` AdminSql), before partition
+    //     maintenance. Its event triggers need rds_superuser on RDS; a CREATEROLE master cannot make
+    //     them here, so the test's hidden superuser stands in for rds_superuser in this one step.
+    await adminSqlProvider().create!({ sql: auditTrailSql(), connection: rds.rootUrl });
+    // What the trail's SQL gives the administrator that runs it (GRANT nb_audit TO CURRENT_USER): the
+    // master, which then grants on the trail's objects like on any other.
+    await sql(rds.rootUrl, [`GRANT nb_audit TO ${ADMIN_USER}`]);
+    await apply(partitionMaintenanceBundle({ premake: 4, metricsRetentionDays: 30 }));
     // 5. Table and function grants and default privileges, then 6. the pg_cron schedule as the jobs' role.
     await sql(rds.adminUrl, [...GRANTS.filter((g) => g.objectType === "table" || g.objectType === "function").map(grantSql), ...DEFAULT_PRIVILEGES.map(defaultPrivilegeSql)]);
     await adminSqlProvider().create!({ sql: maintenanceScheduleSql(), connection: as(JOB_ROLE), runAs: JOB_ROLE });
@@ -97,7 +105,9 @@ describe("the aws platform's database layer on an RDS-like server", function () 
       "SELECT c.relname::text AS name, pg_get_userbyid(c.relowner)::text AS owner FROM pg_class c WHERE c.relnamespace = 'neuralblitz'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
     );
     expect(tables.map((t) => t.name)).to.include.members(TABLES.map((t) => t.name));
-    expect([...new Set(tables.map((t) => t.owner))]).to.deep.equal(["nb_owner"]);
+    // The audit trail (its log, seals, head and archives) is nb_audit's; everything else nb_owner's.
+    const trail = new Set(["golden_dag_audit", "golden_dag_seals", "golden_dag_head", "golden_dag_archives"]);
+    for (const t of tables) expect(t.owner, t.name).to.equal(trail.has(t.name) ? "nb_audit" : "nb_owner");
   });
 
   it("holds every grant of the privilege model", async function () {
