@@ -269,7 +269,7 @@ describe("recovery: lost and damaged files", function () {
     expect((await nbdb(["plan", "--stack", stack])).stderr).to.include(file).and.include(`npx nbdb up --stack ${stack}`);
     expect((await up({ stack, bundles: false })).changes).to.deep.equal(["wrote outputs.json"]);
     fs.writeFileSync(file, '{"stack": "x", \u0001');
-    const damaged = await nbdb(["verify", "--stack", stack]);
+    const damaged = await nbdb(["plan", "--stack", stack]);
     expect(damaged.code).to.equal(2);
     expect(damaged.stderr).to.include(file).and.include("not valid JSON").and.include(`npx nbdb up --stack ${stack}`);
     expect((await up({ stack, bundles: false })).changes).to.deep.equal(["wrote outputs.json"]);
@@ -338,7 +338,8 @@ describe("recovery: servers killed under load", function () {
   let out: LocalStackOutputs;
 
   before(async function () {
-    out = (await up({ stack, replicas: 1, bundles: false })).outputs;
+    // With the schema: the client's reads name their user with neuralblitz.set_user_context().
+    out = (await up({ stack, replicas: 1 })).outputs;
     await query(out.connections.admin, "CREATE TABLE public.acked (id bigint PRIMARY KEY); GRANT SELECT, INSERT ON public.acked TO nb_app; GRANT SELECT ON public.acked TO nb_readonly");
   });
 
