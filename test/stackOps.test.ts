@@ -136,7 +136,9 @@ describe("nbdb reset and the stack's service file", function () {
   });
 
   it("passes a URL's parameters on to psql (what the outputs say is what the service does)", async function () {
-    const withParams = { ...out, connections: { ...out.connections, migrator: `${out.connections.migrator}?application_name=nbdb-service-probe&sslmode=disable` } };
+    const probe = new URL(out.connections.migrator);
+    probe.searchParams.set("application_name", "nbdb-service-probe");
+    const withParams = { ...out, connections: { ...out.connections, migrator: probe.toString() } };
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-service-")), "pg_service.conf");
     fs.writeFileSync(file, renderPgServiceConf(withParams), { mode: 0o600 });
     const r = await psqlService(file, serviceName(stack, "migrator"), "SELECT current_setting('application_name')");

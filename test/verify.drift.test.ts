@@ -24,7 +24,7 @@ const DRIFTS: { make: string; kind: string; name: string; fix: RegExp }[] = [
   { make: "GRANT pg_read_server_files TO nb_app", kind: "membership", name: "nb_app member of pg_read_server_files", fix: /REVOKE pg_read_server_files FROM nb_app/ },
   { make: "GRANT pg_execute_server_program TO nb_app", kind: "membership", name: "nb_app member of pg_execute_server_program", fix: /REVOKE/ },
   { make: "ALTER ROLE nb_app SET nb.user_id = '00000000-0000-0000-0000-000000000001'", kind: "setting", name: "role nb_app nb.user_id", fix: /ALTER ROLE nb_app RESET nb.user_id/ },
-  { make: "ALTER ROLE nb_readonly SET statement_timeout = '1h'", kind: "setting", name: "role nb_readonly statement_timeout", fix: /RESET statement_timeout/ },
+  { make: "ALTER ROLE nb_readonly SET statement_timeout = '1h'", kind: "setting", name: "role nb_readonly statement_timeout", fix: /ALTER ROLE nb_readonly SET statement_timeout/ },
   { make: "ALTER DATABASE neuralblitz SET nb.user_id = '00000000-0000-0000-0000-000000000001'", kind: "setting", name: "database neuralblitz nb.user_id", fix: /ALTER DATABASE neuralblitz RESET nb.user_id/ },
   { make: "ALTER DATABASE neuralblitz SET nb.data_key = 'leaked-key'", kind: "setting", name: "database neuralblitz nb.data_key", fix: /ALTER DATABASE neuralblitz RESET nb.data_key/ },
   { make: "GRANT SELECT (db_role) ON neuralblitz.golden_dag_audit TO nb_app", kind: "column grant", name: "nb_app SELECT on golden_dag_audit.db_role", fix: /REVOKE SELECT \(db_role\) ON TABLE neuralblitz.golden_dag_audit FROM nb_app/ },

@@ -8,7 +8,7 @@ import { loadCatalog } from "../../infra/bundles/catalog";
 import { AUDIT_TRAIL_SQL_FILE } from "../../infra/topology/auditTrail";
 import { UserError } from "../local/errors";
 import { down, up } from "../local/stack";
-import { HOST, StackState, outputsOf, requireStack, stackDir } from "../local/state";
+import { HOST, StackState, clientSsl, outputsOf, requireStack, stackDir } from "../local/state";
 import { CHECK_BEGIN, CHECK_END, CatalogRow, ExpectedRow, LIVE_CATALOG_SQL, VERIFY_SQL_FILE, renderVerifySql } from "./verifySql";
 
 export interface Drift {
@@ -103,7 +103,8 @@ export async function regenerateVerifySql(log: (line: string) => void): Promise<
 export async function verifyPasswords(state: StackState): Promise<Drift[]> {
   const drifts: Drift[] = [];
   const attempt = async (user: string, password: string, port: number, database: string, replication: boolean): Promise<string | null> => {
-    const client = new Client({ host: HOST, port, user, password, database, application_name: "nbdb-verify", ...(replication ? { replication: "true" } : {}) } as ClientConfig);
+    // Over TLS verified against the stack's CA, as every login of the stack (plain TCP is refused).
+    const client = new Client({ host: HOST, port, user, password, database, application_name: "nbdb-verify", ssl: clientSsl(state.stack), ...(replication ? { replication: "true" } : {}) } as ClientConfig);
     try {
       await client.connect();
       return null;
