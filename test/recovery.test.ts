@@ -11,7 +11,7 @@ import { applyBundles } from "../infra/bundles/applier";
 import { REPO_BUNDLE_DIR, loadCatalog } from "../infra/bundles/catalog";
 import { maintain } from "../scripts/ops/maintain";
 import { down, status, up } from "../scripts/local/stack";
-import { LocalStackOutputs, stackDir } from "../scripts/local/state";
+import { LocalStackOutputs, caFile, stackDir } from "../scripts/local/state";
 import { findBinaries, processAlive, processesUsing, sleep, waitFor } from "../scripts/local/system";
 import { STALL_GOAL_MS, holdRead, startWriters } from "../scripts/bench/writeStall";
 import { query, rejection, uniqueStack } from "./helpers";
@@ -506,10 +506,14 @@ describe("recovery: up killed halfway", function () {
     const orphan = spawn(
       findBinaries().pgBinDir + "/pg_basebackup",
       [`--pgdata=${replicaDir}`, `--dbname=host=127.0.0.1 port=${out.primary.port} user=nb_replicator application_name=replica-0`, "--slot=replica_0", "--max-rate=32k", "--checkpoint=fast", "--wal-method=stream", "--no-password"],
-      { env: { ...process.env, PGPASSWORD: state.passwords.nb_replicator }, detached: true, stdio: "ignore", ...(process.getuid?.() === 0 && pgUser ? { uid: Number(pgUser[2]), gid: Number(pgUser[3]) } : {}) },
+      { env: { ...process.env, PGPASSWORD: state.passwords.nb_replicator, PGSSLMODE: "verify-full", PGSSLROOTCERT: caFile(stack), ...(pgUser ? { HOME: pgUser[5] } : {}) }, detached: true, stdio: ["ignore", "ignore", "pipe"], ...(process.getuid?.() === 0 && pgUser ? { uid: Number(pgUser[2]), gid: Number(pgUser[3]) } : {}) },
     );
     try {
-      await waitFor("the orphan to write", 60_000, async () => (fs.readdirSync(replicaDir).length > 0 ? true : undefined));
+      let orphanErr = "";
+      orphan.stderr?.on("data", (d) => (orphanErr += d));
+      await waitFor("the orphan to write", 60_000, async () => (fs.readdirSync(replicaDir).length > 0 ? true : undefined)).catch((e) => {
+        throw new Error(`${(e as Error).message}: ${orphanErr}`);
+      });
       const res = await up({ stack, replicas: 1, bundles: false });
       expect(res.changes).to.include("redid replica-0's interrupted base backup");
       expect(processAlive(orphan.pid, "pg_basebackup")).to.equal(false);
