@@ -28,7 +28,7 @@ async function asOwner(out: LocalStackOutputs, sql: string, params: unknown[] = 
   try {
     await c.query("BEGIN");
     await c.query("SET LOCAL ROLE nb_owner");
-    if (userId) await c.query("SELECT set_config('nb.user_id', $1, true)", [userId]);
+    if (userId) await c.query("SELECT neuralblitz.set_user_context($1::uuid, NULL)", [userId]);
     await c.query(sql, params);
     await c.query("COMMIT");
   } finally {
