@@ -11,7 +11,9 @@ import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
 import postgres from "postgres";
+import * as os from "os";
 import { NeuralBlitzDb } from "../client";
+import { newCa } from "../infra/topology/tls";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs, readDataKey, requireStack } from "../scripts/local/state";
 import { poolerStats } from "../scripts/local/pooler";
@@ -308,6 +310,54 @@ describe("drivers through the pooler, with their defaults", function () {
     }
     return check.report;
   }
+
+  describe("TLS: every driver verifies the pooler's certificate against the given CA", function () {
+    let otherCa: string;
+    before(function () {
+      otherCa = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-other-ca-")), "ca.crt");
+      fs.writeFileSync(otherCa, newCa("another stack").cert);
+    });
+    after(function () {
+      fs.rmSync(path.dirname(otherCa), { recursive: true, force: true });
+    });
+
+    /** The driver's failure with a CA that did not sign the pooler's certificate (no transaction may run). */
+    async function refusal(run: () => Promise<Report>): Promise<string> {
+      let r: Report;
+      try {
+        r = await run();
+      } catch (e) {
+        return (e as Error).message; // the program failed at connect (asyncpg.connect)
+      }
+      expect(r.transactions, `${r.driver} ran transactions over a connection it could not verify`).to.equal(0);
+      return r.errors.join("\n");
+    }
+    const wrongCa = () => ({ ...spec, caFile: otherCa, workers: 1, transactions: 1 });
+    const CERT_REFUSED = /certif|PKIX|self[- ]signed|unable to (get|verify)/i;
+
+    for (const [name, cmd, args] of [
+      ["pgJDBC", "java", ["-cp", JDBC_JAR, path.join(DRIVERS_DIR, "JdbcCheck.java")]],
+      ["psycopg 3", PYTHON, ["psycopg_check.py"]],
+      ["asyncpg", PYTHON, ["asyncpg_check.py", "--connect"]],
+      ["SQLAlchemy on psycopg2", PYTHON, ["sqlalchemy_check.py"]],
+      ["SQLAlchemy on asyncpg", PYTHON, ["sqlalchemy_check.py", "--async"]],
+    ] as const) {
+      it(`${name} refuses a pooler whose certificate the CA did not sign`, async function () {
+        expect(await refusal(() => runProgram(cmd, [...args], wrongCa()))).to.match(CERT_REFUSED);
+      });
+    }
+
+    it("postgres.js refuses a pooler whose certificate the CA did not sign", async function () {
+      const u = new URL(out.connections.app);
+      u.search = "";
+      const sql = postgres(u.toString(), { max: 1, ssl: { ca: fs.readFileSync(otherCa, "utf8") } });
+      try {
+        expect(await rejection(sql`SELECT 1`)).to.match(CERT_REFUSED);
+      } finally {
+        await sql.end();
+      }
+    });
+  });
 
   it("SQLAlchemy 1.4 on psycopg2, the user named by an after_begin listener (docs/application.md)", async function () {
     expectClean(await runProgram(PYTHON, ["sqlalchemy_check.py"], spec));

@@ -9,7 +9,12 @@ from workload import SELECT_A, SELECT_B, SET_USER, UPDATE_C, UPDATE_P, Checker, 
 
 
 def worker(spec, checker, w, pipeline, lock):
-    conn = psycopg.connect(host=spec["host"], port=spec["port"], dbname=spec["database"], user=spec["user"], password=spec["password"], **libpq_tls(spec))
+    try:
+        conn = psycopg.connect(host=spec["host"], port=spec["port"], dbname=spec["database"], user=spec["user"], password=spec["password"], **libpq_tls(spec))
+    except Exception as e:  # reported (e.g. a certificate the CA did not sign)
+        with lock:
+            checker.error(f"worker {w} connect", e)
+        return
     try:
         for k in range(spec["transactions"]):
             user, neuron, coherence, phase = checker.plan(w, k)
