@@ -150,11 +150,14 @@ describe("audit trail trust boundary", function () {
     await admin.connect();
     let id: string;
     try {
-      await admin.query("SELECT set_config('nb.data_key', $1, false)", [readDataKey(stack)]);
+      // The key for this transaction only (a session-level set_config gives none: docs/security.md).
+      await admin.query("BEGIN");
+      await admin.query("SELECT neuralblitz.set_user_context(NULL, $1)", [readDataKey(stack)]);
       id = (await admin.query(
         `INSERT INTO neuralblitz.users (username, email_encrypted, email_hmac, password_hash)
          VALUES ('victim', neuralblitz.encrypt_secret('victim@example.com'), neuralblitz.lookup_hash('victim@example.com'), '$argon2id$v=19$victim') RETURNING id`,
       )).rows[0].id;
+      await admin.query("COMMIT");
     } finally {
       await admin.end();
     }
