@@ -4,6 +4,8 @@
 // threshold, and must return only the transaction's user's rows, each statement's own result (the
 // statements are tagged) and no error. Through PgBouncer 1.18 (no prepared statement pooling)
 // every one of them failed, and pgJDBC ran other statements than those it sent.
+// Every driver connects over TLS verified against the stack's CA (the spec's caFile) and names the
+// user with set_user_context; each must refuse a pooler whose certificate another CA signed.
 import { expect } from "chai";
 import { execFile } from "child_process";
 import { randomUUID } from "crypto";
