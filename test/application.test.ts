@@ -126,7 +126,7 @@ describe("the application's guide", function () {
       await c.connect();
       try {
         await c.query("BEGIN");
-        await c.query("SELECT set_config('nb.user_id', $1, true)", [alice]);
+        await c.query("SELECT neuralblitz.set_user_context($1::uuid, NULL)", [alice]);
         const msg = await rejection(pipeline(Readable.from([`${alice}\tcopied\n`]), c.query(copyFrom("COPY neuralblitz.quantum_neurons (user_id, label) FROM STDIN"))));
         expect(msg).to.match(/COPY FROM not supported with row-level security/);
       } finally {

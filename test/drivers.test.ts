@@ -4,6 +4,8 @@
 // threshold, and must return only the transaction's user's rows, each statement's own result (the
 // statements are tagged) and no error. Through PgBouncer 1.18 (no prepared statement pooling)
 // every one of them failed, and pgJDBC ran other statements than those it sent.
+// Every driver connects over TLS verified against the stack's CA (the spec's caFile) and names the
+// user with set_user_context; each must refuse a pooler whose certificate another CA signed.
 import { expect } from "chai";
 import { execFile } from "child_process";
 import { randomUUID } from "crypto";
@@ -11,7 +13,9 @@ import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
 import postgres from "postgres";
+import * as os from "os";
 import { NeuralBlitzDb } from "../client";
+import { newCa } from "../infra/topology/tls";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs, readDataKey, requireStack } from "../scripts/local/state";
 import { poolerStats } from "../scripts/local/pooler";
@@ -35,6 +39,8 @@ interface Spec {
   database: string;
   user: string;
   password: string;
+  /** The stack's CA (outputs.tls.caFile): every driver verifies the pooler's certificate and name with it. */
+  caFile: string;
   workers: number;
   transactions: number;
   users: { id: string; neurons: string[] }[];
@@ -48,7 +54,8 @@ interface Report {
 }
 
 // The workload's statements, as test/drivers/workload.py and JdbcCheck.java send them.
-const SET_USER = "SELECT set_config('nb.user_id', $1, true) AS user_id";
+// The user is named per transaction only by set_user_context (docs/security.md); the id is echoed for the check.
+const SET_USER = "SELECT $1::text AS user_id, neuralblitz.set_user_context($2::uuid, NULL)";
 const SELECT_A = "SELECT 'A'::text AS tag, id::text AS id, user_id::text AS user_id, label FROM neuralblitz.quantum_neurons WHERE amplitude >= $1 ORDER BY label";
 const SELECT_B = "SELECT 'B'::text AS tag, count(*)::int AS n, $1::text AS echo FROM neuralblitz.quantum_neurons WHERE label LIKE $2";
 const UPDATE_C = "UPDATE neuralblitz.quantum_neurons SET coherence = $1 WHERE id = $2 RETURNING 'C'::text AS tag, user_id::text AS user_id, coherence, amplitude";
@@ -77,7 +84,7 @@ class Checker {
   }
   check(where: string, p: ReturnType<Checker["plan"]>, results: Row[][]): void {
     const [setUser, a, b, c, ph] = results;
-    if (setUser.length !== 1 || setUser[0].user_id !== p.user.id) this.mismatch(where, `set_config returned ${JSON.stringify(setUser)}`);
+    if (setUser.length !== 1 || setUser[0].user_id !== p.user.id) this.mismatch(where, `set_user_context echoed ${JSON.stringify(setUser)}`);
     if (a.length !== p.user.neurons.length) this.mismatch(where, `SELECT A returned ${a.length} rows, the user has ${p.user.neurons.length}`);
     for (const r of a) {
       if (r.tag !== "A") this.mismatch(where, `SELECT A returned a row of statement ${JSON.stringify(r)}`);
@@ -163,6 +170,7 @@ describe("drivers through the pooler, with their defaults", function () {
     } finally {
       await db.close();
     }
+    if (!out.tls) throw new Error("outputs.json has no tls.caFile: the local stack serves TLS only (docs/tls.md)");
     const u = new URL(out.connections.app);
     spec = {
       host: u.hostname,
@@ -170,6 +178,7 @@ describe("drivers through the pooler, with their defaults", function () {
       database: u.pathname.slice(1),
       user: decodeURIComponent(u.username),
       password: decodeURIComponent(u.password),
+      caFile: out.tls.caFile,
       workers: WORKERS,
       transactions: TRANSACTIONS,
       users,
@@ -227,7 +236,10 @@ describe("drivers through the pooler, with their defaults", function () {
   });
 
   async function postgresJs(): Promise<Report> {
-    const sql = postgres(out.connections.app, { max: WORKERS });
+    // postgres.js takes the CA as an option (it would send the URL's sslrootcert as a startup parameter).
+    const u = new URL(out.connections.app);
+    u.search = "";
+    const sql = postgres(u.toString(), { max: WORKERS, ssl: { ca: fs.readFileSync(spec.caFile, "utf8") } });
     const check = new Checker("postgres.js", spec);
     try {
       await Promise.all(
@@ -237,7 +249,7 @@ describe("drivers through the pooler, with their defaults", function () {
             try {
               // Tagged templates: postgres.js prepares them by default (sql.unsafe it does not).
               const results = await sql.begin(async (tx) => [
-                await tx`SELECT set_config('nb.user_id', ${p.user.id}, true) AS user_id`,
+                await tx`SELECT ${p.user.id}::text AS user_id, neuralblitz.set_user_context(${p.user.id}::uuid, NULL)`,
                 await tx`SELECT 'A'::text AS tag, id::text AS id, user_id::text AS user_id, label FROM neuralblitz.quantum_neurons WHERE amplitude >= ${0} ORDER BY label`,
                 await tx`SELECT 'B'::text AS tag, count(*)::int AS n, ${p.echo}::text AS echo FROM neuralblitz.quantum_neurons WHERE label LIKE ${"%"}`,
                 await tx`UPDATE neuralblitz.quantum_neurons SET coherence = ${p.coherence} WHERE id = ${p.neuron} RETURNING 'C'::text AS tag, user_id::text AS user_id, coherence, amplitude`,
@@ -278,7 +290,7 @@ describe("drivers through the pooler, with their defaults", function () {
               await c.query("BEGIN");
               const results: Row[][] = [];
               for (const [name, text, values] of [
-                ["nb_set_user", SET_USER, [p.user.id]],
+                ["nb_set_user", SET_USER, [p.user.id, p.user.id]],
                 ["nb_select_a", SELECT_A, [0]],
                 ["nb_select_b", SELECT_B, [p.echo, "%"]],
                 ["nb_update_c", UPDATE_C, [p.coherence, p.neuron]],
@@ -300,6 +312,54 @@ describe("drivers through the pooler, with their defaults", function () {
     }
     return check.report;
   }
+
+  describe("TLS: every driver verifies the pooler's certificate against the given CA", function () {
+    let otherCa: string;
+    before(function () {
+      otherCa = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-other-ca-")), "ca.crt");
+      fs.writeFileSync(otherCa, newCa("another stack").cert);
+    });
+    after(function () {
+      fs.rmSync(path.dirname(otherCa), { recursive: true, force: true });
+    });
+
+    /** The driver's failure with a CA that did not sign the pooler's certificate (no transaction may run). */
+    async function refusal(run: () => Promise<Report>): Promise<string> {
+      let r: Report;
+      try {
+        r = await run();
+      } catch (e) {
+        return (e as Error).message; // the program failed at connect (asyncpg.connect)
+      }
+      expect(r.transactions, `${r.driver} ran transactions over a connection it could not verify`).to.equal(0);
+      return r.errors.join("\n");
+    }
+    const wrongCa = () => ({ ...spec, caFile: otherCa, workers: 1, transactions: 1 });
+    const CERT_REFUSED = /certif|PKIX|self[- ]signed|unable to (get|verify)/i;
+
+    for (const [name, cmd, args] of [
+      ["pgJDBC", "java", ["-cp", JDBC_JAR, path.join(DRIVERS_DIR, "JdbcCheck.java")]],
+      ["psycopg 3", PYTHON, ["psycopg_check.py"]],
+      ["asyncpg", PYTHON, ["asyncpg_check.py", "--connect"]],
+      ["SQLAlchemy on psycopg2", PYTHON, ["sqlalchemy_check.py"]],
+      ["SQLAlchemy on asyncpg", PYTHON, ["sqlalchemy_check.py", "--async"]],
+    ] as const) {
+      it(`${name} refuses a pooler whose certificate the CA did not sign`, async function () {
+        expect(await refusal(() => runProgram(cmd, [...args], wrongCa()))).to.match(CERT_REFUSED);
+      });
+    }
+
+    it("postgres.js refuses a pooler whose certificate the CA did not sign", async function () {
+      const u = new URL(out.connections.app);
+      u.search = "";
+      const sql = postgres(u.toString(), { max: 1, ssl: { ca: fs.readFileSync(otherCa, "utf8") } });
+      try {
+        expect(await rejection(sql`SELECT 1`)).to.match(CERT_REFUSED);
+      } finally {
+        await sql.end();
+      }
+    });
+  });
 
   it("SQLAlchemy 1.4 on psycopg2, the user named by an after_begin listener (docs/application.md)", async function () {
     expectClean(await runProgram(PYTHON, ["sqlalchemy_check.py"], spec));

@@ -62,12 +62,12 @@ describe("ORMs and query builders through the pooler (docs/application.md)", fun
     );
   }
 
-  it("knex: trx.raw(set_config) first, every query on trx", async function () {
+  it("knex: trx.raw(set_user_context) first, every query on trx", async function () {
     const knex: Knex = knexFactory({ client: "pg", connection: out.connections.app, pool: { min: 0, max: WORKERS } });
     try {
       await concurrently((user, round) =>
         knex.transaction(async (trx) => {
-          await trx.raw("SELECT set_config('nb.user_id', ?, true)", [user.id]);
+          await trx.raw("SELECT neuralblitz.set_user_context(?::uuid, NULL)", [user.id]);
           const rows = await trx("neuralblitz.quantum_neurons").select("user_id").orderBy("label");
           const updated = await trx("neuralblitz.quantum_neurons").where({ id: user.neurons[0] }).update({ coherence: round / 100 });
           return { owners: rows.map((r: { user_id: string }) => r.user_id), updated };
@@ -78,7 +78,7 @@ describe("ORMs and query builders through the pooler (docs/application.md)", fun
     }
   });
 
-  it("kysely: sql`set_config` executed on the transaction first", async function () {
+  it("kysely: sql`set_user_context` executed on the transaction first", async function () {
     interface Db {
       "neuralblitz.quantum_neurons": { id: string; user_id: string; label: string; coherence: number };
     }
@@ -86,7 +86,7 @@ describe("ORMs and query builders through the pooler (docs/application.md)", fun
     try {
       await concurrently((user, round) =>
         db.transaction().execute(async (trx) => {
-          await sql`SELECT set_config('nb.user_id', ${user.id}, true)`.execute(trx);
+          await sql`SELECT neuralblitz.set_user_context(${user.id}::uuid, NULL)`.execute(trx);
           const rows = await trx.selectFrom("neuralblitz.quantum_neurons").select("user_id").orderBy("label").execute();
           const r = await trx.updateTable("neuralblitz.quantum_neurons").set({ coherence: round / 100 }).where("id", "=", user.neurons[0]).executeTakeFirst();
           return { owners: rows.map((x) => x.user_id), updated: Number(r.numUpdatedRows) };
@@ -119,7 +119,7 @@ describe("ORMs and query builders through the pooler (docs/application.md)", fun
     it("sees and changes the user's rows when every query gets { transaction: t }", async function () {
       await concurrently((user, round) =>
         sequelize.transaction(async (t) => {
-          await sequelize.query("SELECT set_config('nb.user_id', :u, true)", { replacements: { u: user.id }, transaction: t });
+          await sequelize.query("SELECT neuralblitz.set_user_context(CAST(:u AS uuid), NULL)", { replacements: { u: user.id }, transaction: t });
           const rows = await Neuron.findAll({ order: [["label", "ASC"]], transaction: t });
           const [updated] = await Neuron.update({ coherence: round / 100 }, { where: { id: user.neurons[0] }, transaction: t });
           return { owners: rows.map((r) => r.user_id), updated };
@@ -130,7 +130,7 @@ describe("ORMs and query builders through the pooler (docs/application.md)", fun
     it("updates nothing, without an error, when a query leaves out { transaction: t } (check affected rows)", async function () {
       const user = users[0];
       const updated = await sequelize.transaction(async (t) => {
-        await sequelize.query("SELECT set_config('nb.user_id', :u, true)", { replacements: { u: user.id }, transaction: t });
+        await sequelize.query("SELECT neuralblitz.set_user_context(CAST(:u AS uuid), NULL)", { replacements: { u: user.id }, transaction: t });
         const [n] = await Neuron.update({ coherence: 0.5 }, { where: { id: user.neurons[0] } });
         return n;
       });

@@ -28,7 +28,7 @@ async function asOwner(out: LocalStackOutputs, sql: string, params: unknown[] = 
   try {
     await c.query("BEGIN");
     await c.query("SET LOCAL ROLE nb_owner");
-    if (userId) await c.query("SELECT set_config('nb.user_id', $1, true)", [userId]);
+    if (userId) await c.query("SELECT neuralblitz.set_user_context($1::uuid, NULL)", [userId]);
     await c.query(sql, params);
     await c.query("COMMIT");
   } finally {
@@ -150,11 +150,14 @@ describe("audit trail trust boundary", function () {
     await admin.connect();
     let id: string;
     try {
-      await admin.query("SELECT set_config('nb.data_key', $1, false)", [readDataKey(stack)]);
+      // The key for this transaction only (a session-level set_config gives none: docs/security.md).
+      await admin.query("BEGIN");
+      await admin.query("SELECT neuralblitz.set_user_context(NULL, $1)", [readDataKey(stack)]);
       id = (await admin.query(
         `INSERT INTO neuralblitz.users (username, email_encrypted, email_hmac, password_hash)
          VALUES ('victim', neuralblitz.encrypt_secret('victim@example.com'), neuralblitz.lookup_hash('victim@example.com'), '$argon2id$v=19$victim') RETURNING id`,
       )).rows[0].id;
+      await admin.query("COMMIT");
     } finally {
       await admin.end();
     }

@@ -88,7 +88,7 @@ export function serverSettings(size: NodeSizing, maxReplicas: number, options: S
     ...(options.archive ? { archive_mode: "on", archive_command: options.archive.command } : {}),
     log_line_prefix: "%m [%p] %q%u@%d ",
     log_min_duration_statement: 1000,
-    // Bind parameters carry the per-transaction data key (set_config('nb.data_key', $1, true)):
+    // Bind parameters carry the per-transaction data key (set_user_context($1, $2)):
     // never write them to the log, not even for a slow or failing statement.
     log_parameter_max_length: 0,
     log_parameter_max_length_on_error: 0,

@@ -43,7 +43,7 @@ function updateScript(table: string, neurons: number, users: number, asyncCommit
     `\\set n random(1, ${neurons})`,
     "BEGIN;",
     ...(asyncCommit ? ["SET LOCAL synchronous_commit = off;"] : []),
-    `SELECT set_config('nb.user_id', ${benchUserIdSql(`1 + (:n - 1) % ${users}`)}::text, true);`,
+    `SELECT neuralblitz.set_user_context((${benchUserIdSql(`1 + (:n - 1) % ${users}`)})::uuid);`,
     `UPDATE ${table} SET amplitude = random() WHERE id = ${benchNeuronIdSql(":n")};`,
     "END;",
   ].join("\n") + "\n";

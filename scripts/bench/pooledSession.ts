@@ -9,11 +9,11 @@
 import * as fs from "fs";
 import * as path from "path";
 import { AUTH_USER } from "../../infra/topology/pgbouncerAuth";
-import { POOLER_DEFAULTS, renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
-import { DATABASE } from "../../schema/roles";
+import { renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
 import { localContext } from "../local/context";
-import { ensureServerDir, primarySocketDir } from "../local/postgresNode";
-import { HOST, loadState } from "../local/state";
+import { ensureServerDir } from "../local/postgresNode";
+import { poolerConfig } from "../local/pooler";
+import { loadState } from "../local/state";
 import { chownToServer, freePort, processAlive, run, waitFor } from "../local/system";
 import { atPort, withClient } from "./db";
 import { BENCH_SCHEMA, benchUserIdSql, benchUsers } from "./fixtures";
@@ -65,17 +65,8 @@ async function poolerWithoutReset(ctx: BenchContext): Promise<{ port: number; st
   ensureServerDir(local, dir);
   const port = await freePort();
   const pidFile = path.join(dir, "pgbouncer.pid");
-  const ini = renderPgbouncerIni({
-    listenAddr: HOST,
-    listenPort: port,
-    serverHost: primarySocketDir(local),
-    serverPort: state.ports.primary,
-    database: DATABASE,
-    authFile: path.join(dir, "userlist.txt"),
-    ...POOLER_DEFAULTS,
-    logFile: path.join(dir, "pgbouncer.log"),
-    pidFile,
-  });
+  // The stack's own config (TLS to clients and to the server included), on another port and files.
+  const ini = renderPgbouncerIni(poolerConfig(local, state, { listenPort: port, authFile: path.join(dir, "userlist.txt"), logFile: path.join(dir, "pgbouncer.log"), pidFile }));
   if (!ini.includes(RESET_ALWAYS)) throw new Error(`the pooler config no longer has '${RESET_ALWAYS}': update this benchmark`);
   for (const [name, content] of [
     ["pgbouncer.ini", ini.replace(RESET_ALWAYS, "server_reset_query_always = 0")],

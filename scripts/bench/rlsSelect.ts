@@ -52,7 +52,7 @@ export const rlsSelect: Benchmark = {
         value,
         unit: "× (RLS-off latency / RLS latency)",
         met: value.median >= 0.9,
-        method: `pgbench -M prepared (named prepared statements, pooled by PgBouncer's max_prepared_statements) through PgBouncer as nb_app, ${CLIENTS} clients, ${seconds} s per side per round; each transaction sets nb.user_id for a random one of ${users} bench users and reads that user's neurons; latency of the SELECT alone (pgbench -r).`,
+        method: `pgbench -M prepared (named prepared statements, pooled by PgBouncer's max_prepared_statements) through PgBouncer as nb_app, ${CLIENTS} clients, ${seconds} s per side per round; each transaction names (set_user_context) a random one of ${users} bench users and reads that user's neurons; latency of the SELECT alone (pgbench -r).`,
         details: {
           rlsSelectMs: spread(rlsMs),
           plainSelectMs: spread(plainMs),

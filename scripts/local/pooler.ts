@@ -4,7 +4,7 @@ import * as path from "path";
 import { Client } from "pg";
 import { AUTH_USER } from "../../infra/topology/pgbouncerAuth";
 import { parsePgbouncerVersion } from "../../infra/topology/pgbouncerVersion";
-import { POOLER_DEFAULTS, renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
+import { POOLER_DEFAULTS, PgbouncerConfig, renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
 import { DATABASE } from "../../schema/roles";
 import { LocalContext } from "./context";
 import { ensureServerDir, primarySocketDir } from "./postgresNode";
@@ -19,6 +19,7 @@ export function poolerDir(ctx: LocalContext): string {
 
 const pidFile = (ctx: LocalContext) => path.join(poolerDir(ctx), "pgbouncer.pid");
 const iniFile = (ctx: LocalContext) => path.join(poolerDir(ctx), "pgbouncer.ini");
+const authFile = (ctx: LocalContext) => path.join(poolerDir(ctx), "userlist.txt");
 export const poolerLog = (ctx: LocalContext) => path.join(ctx.dir, "log", "pgbouncer.log");
 
 /** PgBouncer's pid: from its pid file, or (the file gone) the pgbouncer process started with this stack's ini. */
@@ -30,29 +31,40 @@ export function poolerPid(ctx: LocalContext): number | undefined {
   return processesUsing(poolerDir(ctx)).find((p) => path.basename(p.argv[0] ?? "") === "pgbouncer" && p.argv.includes(iniFile(ctx)))?.pid;
 }
 
-/** Write pgbouncer.ini and the auth file; true when either changed. */
-export function writePoolerConfig(ctx: LocalContext, state: StackState): boolean {
-  const dir = poolerDir(ctx);
-  ensureServerDir(ctx, dir);
-  const authFile = path.join(dir, "userlist.txt");
-  const ini = renderPgbouncerIni({
+/**
+ * The stack's PgBouncer config (what writePoolerConfig renders): its listen port, the primary's socket,
+ * the pool defaults, client and server TLS. `files` places the auth, log and pid files (the bench's
+ * second pooler puts them elsewhere); they default to the stack's pooler's own.
+ */
+export function poolerConfig(
+  ctx: LocalContext,
+  state: StackState,
+  files: { listenPort?: number; authFile?: string; logFile?: string; pidFile?: string } = {},
+): PgbouncerConfig {
+  return {
     listenAddr: HOST,
-    listenPort: state.ports.pooler,
+    listenPort: files.listenPort ?? state.ports.pooler,
     // Over the primary's Unix socket: the pooled roles are refused over TCP (pg_hba.conf).
     serverHost: primarySocketDir(ctx),
     serverPort: state.ports.primary,
     database: DATABASE,
-    authFile,
+    authFile: files.authFile ?? authFile(ctx),
     ...POOLER_DEFAULTS,
-    logFile: poolerLog(ctx),
-    pidFile: pidFile(ctx),
+    logFile: files.logFile ?? poolerLog(ctx),
+    pidFile: files.pidFile ?? pidFile(ctx),
     clientTls: { certFile: certFile(ctx, POOLER_TLS_NAME), keyFile: keyFile(ctx, POOLER_TLS_NAME) },
     serverTls: { sslmode: "verify-full", caFile: caFile(ctx.stack) },
-  });
+  };
+}
+
+/** Write pgbouncer.ini and the auth file; true when either changed. */
+export function writePoolerConfig(ctx: LocalContext, state: StackState): boolean {
+  ensureServerDir(ctx, poolerDir(ctx));
+  const ini = renderPgbouncerIni(poolerConfig(ctx, state));
   let changed = false;
   for (const [file, content] of [
     [iniFile(ctx), ini],
-    [authFile, renderPgbouncerAuthFile(state.passwords[AUTH_USER])],
+    [authFile(ctx), renderPgbouncerAuthFile(state.passwords[AUTH_USER])],
   ] as const) {
     if (fs.existsSync(file) && fs.readFileSync(file, "utf8") === content) continue;
     fs.writeFileSync(file, content, { mode: 0o600 });

@@ -14,7 +14,8 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 public class JdbcCheck {
-  static final String SET_USER = "SELECT set_config('nb.user_id', ?, true) AS user_id";
+  // Names the user for this transaction only (docs/security.md); echoes the id the check compares.
+  static final String SET_USER = "SELECT ?::text AS user_id, neuralblitz.set_user_context(?::uuid, NULL)";
   static final String SELECT_A = "SELECT 'A'::text AS tag, id::text AS id, user_id::text AS user_id, label FROM neuralblitz.quantum_neurons WHERE amplitude >= ? ORDER BY label";
   static final String SELECT_B = "SELECT 'B'::text AS tag, count(*)::int AS n, ?::text AS echo FROM neuralblitz.quantum_neurons WHERE label LIKE ?";
   static final String UPDATE_C = "UPDATE neuralblitz.quantum_neurons SET coherence = ? WHERE id = ?::uuid RETURNING 'C'::text AS tag, user_id::text AS user_id, coherence, amplitude";
@@ -54,7 +55,9 @@ public class JdbcCheck {
       for (String n : u.group(2).split(",")) ns.add(n.replace("\"", "").trim());
       neurons.add(ns);
     }
-    String url = "jdbc:postgresql://" + str(spec, "host") + ":" + num(spec, "port") + "/" + str(spec, "database");
+    // TLS verified against the stack's CA, the server's name included (docs/tls.md).
+    String url = "jdbc:postgresql://" + str(spec, "host") + ":" + num(spec, "port") + "/" + str(spec, "database")
+        + "?sslmode=verify-full&sslrootcert=" + java.net.URLEncoder.encode(str(spec, "caFile"), java.nio.charset.StandardCharsets.UTF_8);
     Properties props = new Properties();
     props.setProperty("user", str(spec, "user"));
     props.setProperty("password", str(spec, "password"));
@@ -92,7 +95,8 @@ public class JdbcCheck {
     try {
       try (PreparedStatement s = c.prepareStatement(SET_USER)) {
         s.setString(1, user);
-        try (ResultSet r = s.executeQuery()) { r.next(); if (!user.equals(r.getString(1))) mismatch(where, "set_config returned " + r.getString(1)); }
+        s.setString(2, user);
+        try (ResultSet r = s.executeQuery()) { r.next(); if (!user.equals(r.getString(1))) mismatch(where, "set_user_context echoed " + r.getString(1)); }
       }
       try (PreparedStatement s = c.prepareStatement(SELECT_A)) {
         s.setDouble(1, 0.0);

@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from workload import SELECT_A, SELECT_B, SET_USER, UPDATE_C, UPDATE_P, Checker, dollar, load_spec
+from workload import SELECT_A, SELECT_B, SET_USER, UPDATE_C, UPDATE_P, Checker, dollar, load_spec, ssl_context
 
 
 class OneConnection:
@@ -34,7 +34,7 @@ async def worker(pool, checker, w, spec):
             async with pool.acquire() as conn:
                 async with conn.transaction():
                     results = [
-                        [tuple(r) for r in await conn.fetch(dollar(SET_USER), user["id"])],
+                        [tuple(r) for r in await conn.fetch(dollar(SET_USER), user["id"], neuron_uuid(user["id"]))],
                         [tuple(r) for r in await conn.fetch(dollar(SELECT_A), 0.0)],
                         [tuple(r) for r in await conn.fetch(dollar(SELECT_B), echo, "%")],
                         [tuple(r) for r in await conn.fetch(dollar(UPDATE_C), coherence, neuron_uuid(neuron))],
@@ -59,7 +59,7 @@ def neuron_uuid(text):
 async def main():
     spec = load_spec()
     checker = Checker(spec)
-    params = dict(host=spec["host"], port=spec["port"], database=spec["database"], user=spec["user"], password=spec["password"])
+    params = dict(host=spec["host"], port=spec["port"], database=spec["database"], user=spec["user"], password=spec["password"], ssl=ssl_context(spec))
     if "--connect" in sys.argv:
         conns = [await asyncpg.connect(**params) for _ in range(spec["workers"])]
         try:
@@ -69,10 +69,7 @@ async def main():
                 await c.close()
         checker.report("asyncpg-connect")
         return
-    pool = await asyncpg.create_pool(
-        host=spec["host"], port=spec["port"], database=spec["database"], user=spec["user"], password=spec["password"],
-        min_size=spec["workers"], max_size=spec["workers"],
-    )
+    pool = await asyncpg.create_pool(**params, min_size=spec["workers"], max_size=spec["workers"])
     try:
         await asyncio.gather(*(worker(pool, checker, w, spec) for w in range(spec["workers"])))
     finally:

@@ -5,11 +5,16 @@ import threading
 
 import psycopg
 
-from workload import SELECT_A, SELECT_B, SET_USER, UPDATE_C, UPDATE_P, Checker, load_spec
+from workload import SELECT_A, SELECT_B, SET_USER, UPDATE_C, UPDATE_P, Checker, libpq_tls, load_spec
 
 
 def worker(spec, checker, w, pipeline, lock):
-    conn = psycopg.connect(host=spec["host"], port=spec["port"], dbname=spec["database"], user=spec["user"], password=spec["password"])
+    try:
+        conn = psycopg.connect(host=spec["host"], port=spec["port"], dbname=spec["database"], user=spec["user"], password=spec["password"], **libpq_tls(spec))
+    except Exception as e:  # reported (e.g. a certificate the CA did not sign)
+        with lock:
+            checker.error(f"worker {w} connect", e)
+        return
     try:
         for k in range(spec["transactions"]):
             user, neuron, coherence, phase = checker.plan(w, k)
@@ -20,7 +25,7 @@ def worker(spec, checker, w, pipeline, lock):
                     if pipeline:
                         with conn.pipeline():
                             cs = [conn.cursor() for _ in range(5)]
-                            cs[0].execute(SET_USER, (user["id"],))
+                            cs[0].execute(SET_USER, (user["id"], user["id"]))
                             cs[1].execute(SELECT_A, (0.0,))
                             cs[2].execute(SELECT_B, (echo, "%"))
                             cs[3].execute(UPDATE_C, (coherence, neuron))
@@ -28,7 +33,7 @@ def worker(spec, checker, w, pipeline, lock):
                         results = [c.fetchall() for c in cs]
                     else:
                         results = [
-                            conn.execute(SET_USER, (user["id"],)).fetchall(),
+                            conn.execute(SET_USER, (user["id"], user["id"])).fetchall(),
                             conn.execute(SELECT_A, (0.0,)).fetchall(),
                             conn.execute(SELECT_B, (echo, "%")).fetchall(),
                             conn.execute(UPDATE_C, (coherence, neuron)).fetchall(),

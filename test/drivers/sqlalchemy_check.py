@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, declarative_base
 
-from workload import Checker, load_spec
+from workload import Checker, libpq_tls, load_spec, ssl_context
 
 Base = declarative_base()
 
@@ -29,7 +29,8 @@ class Neuron(Base):
     phase = Column(Float, nullable=False)
 
 
-SET_USER = text("SELECT set_config('nb.user_id', :u, true)")
+# Names the user for this transaction only (docs/security.md): the listener runs it in every one.
+SET_USER = text("SELECT neuralblitz.set_user_context(CAST(:u AS uuid), NULL)")
 
 
 def name_the_user(session, transaction, connection):
@@ -52,6 +53,11 @@ def plan(checker, w, k):
 
 def url(spec, dialect):
     return f"postgresql+{dialect}://{spec['user']}:{spec['password']}@{spec['host']}:{spec['port']}/{spec['database']}"
+
+
+def engine_args(spec, dialect):
+    """TLS verified against the stack's CA: libpq's parameters for psycopg2, an SSLContext for asyncpg."""
+    return {"connect_args": {"ssl": ssl_context(spec)} if dialect == "asyncpg" else libpq_tls(spec)}
 
 
 def one_tx(checker, where, user, seen):
@@ -112,7 +118,7 @@ async def async_worker(spec, checker, engine, w):
 
 def naive(spec):
     """The user set once inside session.begin(): the reload after commit has no user."""
-    engine = create_engine(url(spec, "psycopg2"), pool_size=1)
+    engine = create_engine(url(spec, "psycopg2"), pool_size=1, **engine_args(spec, "psycopg2"))
     user = spec["users"][0]
     try:
         with Session(engine) as session:
@@ -139,7 +145,7 @@ def main():
         event.listen(Session, "after_begin", name_the_user)
 
         async def run():
-            engine = create_async_engine(url(spec, "asyncpg"), pool_size=spec["workers"])
+            engine = create_async_engine(url(spec, "asyncpg"), pool_size=spec["workers"], **engine_args(spec, "asyncpg"))
             try:
                 await asyncio.gather(*(async_worker(spec, checker, engine, w) for w in range(spec["workers"])))
             finally:
@@ -149,7 +155,7 @@ def main():
         checker.report("sqlalchemy-async")
         return
     event.listen(Session, "after_begin", name_the_user)
-    engine = create_engine(url(spec, "psycopg2"), pool_size=spec["workers"])
+    engine = create_engine(url(spec, "psycopg2"), pool_size=spec["workers"], **engine_args(spec, "psycopg2"))
     lock = threading.Lock()
     threads = [threading.Thread(target=sync_worker, args=(spec, checker, engine, w, lock)) for w in range(spec["workers"])]
     for t in threads:

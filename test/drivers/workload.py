@@ -8,7 +8,8 @@ a pooler that mixes prepared statements up shows as a mismatch, not only as an e
 import json
 import sys
 
-SET_USER = "SELECT set_config('nb.user_id', %s, true) AS user_id"
+# Names the user for this transaction only (docs/security.md); echoes the id the check compares.
+SET_USER = "SELECT %s::text AS user_id, neuralblitz.set_user_context(%s::uuid, NULL)"
 SELECT_A = "SELECT 'A'::text AS tag, id::text AS id, user_id::text AS user_id, label FROM neuralblitz.quantum_neurons WHERE amplitude >= %s ORDER BY label"
 SELECT_B = "SELECT 'B'::text AS tag, count(*)::int AS n, %s::text AS echo FROM neuralblitz.quantum_neurons WHERE label LIKE %s"
 UPDATE_C = "UPDATE neuralblitz.quantum_neurons SET coherence = %s WHERE id = %s RETURNING 'C'::text AS tag, user_id::text AS user_id, coherence, amplitude"
@@ -27,6 +28,18 @@ def dollar(sql):
 
 def load_spec():
     return json.loads(sys.stdin.read())
+
+
+def libpq_tls(spec):
+    """libpq's parameters for a verified TLS connection (psycopg 3, psycopg2): the outputs URL's."""
+    return {"sslmode": "verify-full", "sslrootcert": spec["caFile"]}
+
+
+def ssl_context(spec):
+    """A TLS context verifying the server's certificate and name against the stack's CA (asyncpg)."""
+    import ssl
+
+    return ssl.create_default_context(cafile=spec["caFile"])
 
 
 class Checker:
@@ -53,7 +66,7 @@ class Checker:
 
     def check_set_user(self, where, row, user):
         if row[0] != user["id"]:
-            self.mismatch(where, f"set_config returned {row[0]!r}, not the user {user['id']}")
+            self.mismatch(where, f"set_user_context echoed {row[0]!r}, not the user {user['id']}")
 
     def check_a(self, where, rows, user):
         if len(rows) != len(user["neurons"]):
