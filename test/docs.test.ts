@@ -183,6 +183,14 @@ describe("docs/contracts.md states what the code does", function () {
     });
   });
 
+  it("is listed, with every other page of docs/, in the README's Documentation section", function () {
+    const readme = read("README.md");
+    const section = readme.slice(readme.indexOf("\n## Documentation\n"));
+    expect(section.length, "README.md has a Documentation section").to.be.lessThan(readme.length);
+    const listed = [...section.matchAll(/^- \[docs\/([\w.-]+\.md)\]\(docs\/\1\)/gm)].map((m) => m[1]);
+    expect(listed).to.have.members(fs.readdirSync(path.join(ROOT, "docs")).filter((f) => f.endsWith(".md")));
+  });
+
   it("lists exactly the commands that exit with 1 on a verdict", function () {
     const source = read("scripts/nbdb.ts");
     // Each command's block runs from its .command("...") to the next one. A group (grants, migration,
