@@ -1,5 +1,5 @@
 // The shape of a stack's outputs: `.nbdb/<stack>/outputs.json` for the local stack, the exported
-// outputs of the Pulumi program for deployed stacks (DESIGN.md, "Contracts").
+// outputs of the Pulumi program for deployed stacks (docs/contracts.md, "Outputs").
 
 export interface Endpoint {
   readonly host: string;

@@ -1,4 +1,4 @@
-// The stack outputs, in the shape of the local stack's outputs.json (DESIGN.md, "Contracts"), so
+// The stack outputs, in the shape of the local stack's outputs.json (docs/contracts.md, "Outputs"), so
 // clients and tools read every stack the same way. No `admin` connection: that is the local stack's alone.
 import * as fs from "fs";
 import * as pulumi from "@pulumi/pulumi";

@@ -1,4 +1,4 @@
-// The database roles of NeuralBlitz (DESIGN.md, "Contracts"). Rendered to SQL for the local stack
+// The database roles of NeuralBlitz (docs/contracts.md, "Roles"). Rendered to SQL for the local stack
 // and to @pulumi/postgresql Role resources for the deployed stacks.
 
 export const DATABASE = "neuralblitz";

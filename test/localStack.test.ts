@@ -66,7 +66,7 @@ describe("local stack", function () {
     expect(hot).to.deep.equal({ hot_standby: "on", recovery: true });
   });
 
-  it("writes outputs.json in the shape DESIGN.md fixes, readable by its owner only", function () {
+  it("writes outputs.json in the shape docs/contracts.md fixes, readable by its owner only", function () {
     const file = path.join(stackDir(stack), "outputs.json");
     const written = JSON.parse(fs.readFileSync(file, "utf8"));
     expect(written).to.deep.equal(out);

@@ -8,7 +8,7 @@
 // the process already compiles TypeScript, as the program's own process and mocha do) and
 // requires the applier by path, which loads pg and the rest there. Serializing the applier's
 // functions instead would drag its whole module graph (pg's classes, fs) into the closure, which
-// CONVENTIONS.md forbids. The paths are those of the machine running `pulumi up`, which is also
+// docs/architecture.md ("Conventions") forbids. The paths are those of the machine running `pulumi up`, which is also
 // where the engine runs the provider; delete needs neither, so a stack whose state was written
 // elsewhere can still drop resources.
 import * as path from "path";

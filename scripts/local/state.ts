@@ -1,6 +1,6 @@
 // A local stack's state: `.nbdb/<stack>/state.json` (mode 0600) holds the ports chosen once, the
 // generated passwords and how far the stack was built; `outputs.json` is the contract other code
-// reads (DESIGN.md, "Contracts").
+// reads (docs/contracts.md, "Outputs").
 import { createHash, randomBytes } from "crypto";
 import * as fs from "fs";
 import * as path from "path";

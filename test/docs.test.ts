@@ -1,0 +1,213 @@
+// docs/contracts.md against the code that owns each fact it states: every table marked
+// `<!-- checked: <name> -->` is parsed and compared with the constants, so a number changed in the
+// code (or in the page) without the other fails here. Pure: no servers, no Pulumi engine.
+import { expect } from "chai";
+import * as fs from "fs";
+import * as path from "path";
+import * as pulumi from "@pulumi/pulumi";
+import { SESSION_POOL_SIZE, sessionPoolDatabase } from "../client/outputs";
+import { stackOutputs } from "../infra/outputs";
+import { Cluster } from "../infra/platform/types";
+import { RESERVE_POOL_SIZE } from "../infra/topology/connectionBudget";
+import { SCHEDULED_JOBS, JOB_ROLE } from "../infra/topology/maintenanceSchedule";
+import { POOLER_DEFAULTS, POOLER_FAILURE_SETTINGS } from "../infra/topology/pgbouncerIni";
+import { DATABASE, ROLES, ROLE_TIMEOUT_DEFAULTS, RoleSpec, TimedRole } from "../schema/roles";
+import { PARTITIONED_TABLES } from "../schema/tables";
+import { SUPERUSER, newState, outputsOf } from "../scripts/local/state";
+
+const ROOT = path.join(__dirname, "..");
+const read = (file: string): string => fs.readFileSync(path.join(ROOT, file), "utf8");
+const CONTRACTS = read("docs/contracts.md");
+
+/** The rows of the markdown table after `<!-- checked: name -->`, as cells with backticks removed. */
+function table(name: string): string[][] {
+  const at = CONTRACTS.indexOf(`<!-- checked: ${name} -->`);
+  if (at < 0) throw new Error(`docs/contracts.md has no table marked <!-- checked: ${name} -->`);
+  const lines = CONTRACTS.slice(at).split("\n").slice(1);
+  const rows: string[][] = [];
+  for (const line of lines) {
+    if (!line.startsWith("|")) break;
+    rows.push(
+      line
+        .slice(1, -1)
+        .split("|")
+        .map((c) => c.trim().replace(/`/g, "")),
+    );
+  }
+  expect(rows.length, `table ${name}`).to.be.greaterThan(2);
+  return rows.slice(2); // header and separator
+}
+
+/** A flag as the page writes it. */
+const yesNo = (b: boolean): string => (b ? "yes" : "no");
+
+function unwrap<T>(o: pulumi.Output<T>): Promise<T> {
+  return new Promise((resolve) => o.apply((v) => resolve(v)));
+}
+
+describe("docs/contracts.md states what the code does", function () {
+  describe("outputs", function () {
+    const state = newState("docs-contract", { primary: 1001, pooler: 1003 });
+    state.ports.replicas = [1002];
+    const local = outputsOf(state);
+
+    it("lists every key of the local outputs.json and of the Pulumi stack outputs, and only those", function () {
+      const rows = table("outputs");
+      const localKeys = rows.filter((r) => r[1] === "yes").map((r) => r[0]);
+      expect(localKeys).to.have.members(Object.keys(local));
+      // The Pulumi program's outputs are infra/index.ts's exports.
+      const exported = [...read("infra/index.ts").matchAll(/^export const (\w+)/gm)].map((m) => m[1]);
+      expect(rows.filter((r) => r[2].startsWith("yes")).map((r) => r[0])).to.have.members(exported);
+      expect(rows.map((r) => r[0])).to.have.members([...new Set([...Object.keys(local), ...exported])]);
+    });
+
+    it("names the tls keys each kind of stack writes", function () {
+      expect(Object.keys(local.tls!)).to.deep.equal(["caFile"]);
+      expect(CONTRACTS).to.contain("the local stack writes `{ caFile }`");
+      const declared = /readonly tls: pulumi\.Output<\{([^}]*)\}>/.exec(read("infra/outputs.ts"));
+      expect(declared, "infra/outputs.ts declares tls").to.not.equal(null);
+      const keys = [...declared![1].matchAll(/readonly (\w+)\??:/g)].map((m) => m[1]);
+      expect(CONTRACTS).to.contain(`A Pulumi stack exports \`{ ${keys.join(", ")} }\``);
+    });
+
+    it("routes each connection as the table says, on the local stack and on Pulumi stacks", async function () {
+      const rows = table("connections");
+      const where = (connectsTo: string, o: { primary: { port: number }; pooler: { port: number }; replicas: { port: number }[] }): number =>
+        connectsTo === "pooler" ? o.pooler.port : connectsTo.startsWith("replica 0") ? (o.replicas[0] ?? o.primary).port : o.primary.port;
+      expect(rows.map((r) => r[0])).to.have.members(Object.keys(local.connections));
+      for (const [key, role, connectsTo] of rows) {
+        const url = new URL((local.connections as Record<string, string>)[key]);
+        expect(url.username, key).to.equal(role === "postgres (superuser)" ? SUPERUSER : role);
+        expect(Number(url.port), key).to.equal(where(connectsTo, local));
+        expect(url.pathname, key).to.equal(`/${DATABASE}`);
+        expect(url.searchParams.get("sslmode"), key).to.equal("verify-full");
+      }
+      // Without a replica, readonly goes to the primary.
+      const alone = outputsOf({ ...state, ports: { ...state.ports, replicas: [] } });
+      expect(new URL(alone.connections.readonly).port).to.equal(String(alone.primary.port));
+
+      const at = { primary: { host: "p", port: 2001 }, replicas: [{ host: "r", port: 2002 }], pooler: { host: "b", port: 2003, poolMode: "transaction" as const } };
+      const cluster = {
+        primary: pulumi.output(at.primary),
+        replicas: pulumi.output(at.replicas),
+        pooler: pulumi.output(at.pooler),
+        serverCaFile: "/ca/server.crt",
+        serverCa: pulumi.output("PEM"),
+        poolerTls: { caCertificate: pulumi.output("PEM"), caFile: "/ca/pooler.crt" },
+      } as unknown as Cluster;
+      const pw = pulumi.output("pw");
+      const deployed = await unwrap(stackOutputs("dev", cluster, { nb_app: pw, nb_readonly: pw, nb_auditor: pw, nb_migrator: pw, nb_pgbouncer: pw, nb_replicator: pw }, pw).connections);
+      const pulumiRows = rows.filter((r) => r[0] !== "admin");
+      expect(Object.keys(deployed)).to.have.members(pulumiRows.map((r) => r[0]));
+      expect(CONTRACTS).to.match(/\| `admin` \|[^\n]*the local stack only; never exported by Pulumi stacks/);
+      for (const [key, role, connectsTo] of pulumiRows) {
+        const url = new URL((deployed as unknown as Record<string, string>)[key]);
+        expect(url.username, key).to.equal(role);
+        expect(Number(url.port), key).to.equal(where(connectsTo, at));
+      }
+    });
+
+    it("names the session-mode entry and its size", function () {
+      expect(CONTRACTS).to.contain(`database \`${sessionPoolDatabase(DATABASE)}\``);
+      expect(table("pooler").find((r) => r[2] === "SESSION_POOL_SIZE")![1]).to.equal(String(SESSION_POOL_SIZE));
+    });
+  });
+
+  it("gives every role its login, connection limit, pooler-only flag and timeouts", function () {
+    const rows = table("roles");
+    expect(rows.map((r) => r[0])).to.deep.equal(ROLES.map((r) => r.name));
+    for (const [name, login, limit, poolerOnly, timeouts] of rows) {
+      const spec: RoleSpec = ROLES.find((r) => r.name === name)!;
+      expect(login, name).to.equal(yesNo(spec.login));
+      expect(limit, name).to.equal(spec.connectionLimit === undefined || spec.connectionLimit < 0 ? "none" : String(spec.connectionLimit));
+      expect(poolerOnly, name).to.equal(yesNo(spec.poolerOnly === true));
+      expect(timeouts, name).to.equal(yesNo(spec.timeouts === true));
+    }
+  });
+
+  it("gives the role-level timeout defaults in milliseconds", function () {
+    const rows = table("timeouts");
+    expect(rows.map((r) => r[0])).to.have.members(Object.keys(ROLE_TIMEOUT_DEFAULTS));
+    for (const [role, statementMs, lockMs, idleMs] of rows) {
+      const t = ROLE_TIMEOUT_DEFAULTS[role as TimedRole];
+      expect([statementMs, lockMs, idleMs].map(Number), role).to.deep.equal([t.statementMs, t.lockMs, t.idleInTransactionMs]);
+    }
+  });
+
+  it("gives the pooler's defaults and failure settings", function () {
+    const constants: Record<string, string | number> = {
+      "POOLER_DEFAULTS.poolMode": POOLER_DEFAULTS.poolMode,
+      "POOLER_DEFAULTS.maxClientConnections": POOLER_DEFAULTS.maxClientConnections,
+      "POOLER_DEFAULTS.defaultPoolSize": POOLER_DEFAULTS.defaultPoolSize,
+      RESERVE_POOL_SIZE,
+      SESSION_POOL_SIZE,
+      ...Object.fromEntries(Object.entries(POOLER_FAILURE_SETTINGS).map(([k, v]) => [`POOLER_FAILURE_SETTINGS.${k}`, v])),
+    };
+    const rows = table("pooler");
+    expect(rows.map((r) => r[2])).to.have.members(Object.keys(constants));
+    for (const [setting, value, owner] of rows) expect(value, setting).to.equal(String(constants[owner]));
+  });
+
+  it("gives the scheduled jobs, their times and their role", function () {
+    const rows = table("jobs");
+    expect(rows).to.deep.equal(SCHEDULED_JOBS.map((j) => [j.name, j.schedule, j.command, JOB_ROLE]));
+  });
+
+  describe("partitions", function () {
+    it("gives each partitioned table its key and period (schema/tables.ts) and V014's premake and retention", function () {
+      const v014 = read("sql/migrations/V014__monitoring_alerts_and_partition_policies.sql");
+      const seeded = new Map(
+        [...v014.matchAll(/\('(\w+)',\s*'(\w+)',\s*(\d+),\s*(NULL|interval '([^']+)'),\s*(NULL|'(\w+)'),\s*(true|false)\)/g)].map((m) => [
+          m[1],
+          { period: m[2], premake: m[3], retention: m[5] ?? "none", action: m[7] ?? "" },
+        ]),
+      );
+      const rows = table("partitions");
+      expect(rows.map((r) => r[0])).to.have.members(PARTITIONED_TABLES.map((t) => t.name));
+      expect([...seeded.keys()]).to.have.members(PARTITIONED_TABLES.map((t) => t.name));
+      for (const [name, key, period, premake, retention, action] of rows) {
+        const spec = PARTITIONED_TABLES.find((t) => t.name === name)!;
+        expect([key, period], name).to.deep.equal([spec.partitioning.key, spec.partitioning.period]);
+        expect({ period, premake, retention, action }, name).to.deep.equal(seeded.get(name));
+      }
+    });
+
+    it("gives the partitions.* config keys' ranges and defaults as infra/config.ts reads them", function () {
+      const config = read("infra/config.ts");
+      for (const [key, range, fallback] of table("partition-config")) {
+        const [min, max] = range.split("-");
+        const read = new RegExp(`integer\\(p, "${key.replace(".", "\\.")}", [\\w.]+, (\\d+), (\\d+), (\\d+)\\)`).exec(config);
+        expect(read, `${key} in infra/config.ts`).to.not.equal(null);
+        expect([min, max, fallback], key).to.deep.equal([read![1], read![2], read![3]]);
+      }
+    });
+  });
+
+  it("is listed, with every other page of docs/, in the README's Documentation section", function () {
+    const readme = read("README.md");
+    const section = readme.slice(readme.indexOf("\n## Documentation\n"));
+    expect(section.length, "README.md has a Documentation section").to.be.lessThan(readme.length);
+    const listed = [...section.matchAll(/^- \[docs\/([\w.-]+\.md)\]\(docs\/\1\)/gm)].map((m) => m[1]);
+    expect(listed).to.have.members(fs.readdirSync(path.join(ROOT, "docs")).filter((f) => f.endsWith(".md")));
+  });
+
+  it("lists exactly the commands that exit with 1 on a verdict", function () {
+    const source = read("scripts/nbdb.ts");
+    // Each command's block runs from its .command("...") to the next one. A group (grants, migration,
+    // audit) has no action of its own; the .command() right after it is its subcommand.
+    const marks = [...source.matchAll(/\.command\("([a-z]+)"\)/g)];
+    const groups = new Set(["grants", "migration", "audit"]);
+    const verdicts = marks
+      .map((m, i) => ({
+        name: i > 0 && groups.has(marks[i - 1][1]) ? `${marks[i - 1][1]} ${m[1]}` : m[1],
+        block: source.slice(m.index!, marks[i + 1]?.index ?? source.length),
+      }))
+      .filter((c) => /process\.exitCode = 1/.test(c.block))
+      .map((c) => c.name);
+    expect(verdicts).to.include.members(["status", "grants diff", "audit verify"]);
+    expect(table("exit-1").map((r) => r[0])).to.have.members(verdicts);
+    expect(CONTRACTS).to.match(/\| 2 \| an error: bad input/);
+    expect(source).to.contain("process.exitCode = 2");
+  });
+});
+
