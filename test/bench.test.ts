@@ -43,7 +43,7 @@ describe("nbdb bench --quick", function () {
 
   it("runs every benchmark without a failure", () => {
     expect(result.run.failures).to.deep.equal([]);
-    expect(BENCHMARKS.length).to.equal(12);
+    expect(BENCHMARKS.length).to.equal(13);
   });
 
   it("produces every figure with a finite median, range, method and goal verdict", () => {

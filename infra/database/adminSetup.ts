@@ -28,7 +28,8 @@ export function adminSetupSql(database: string = DATABASE, options: { readonly p
     "REVOKE CREATE ON SCHEMA public FROM PUBLIC;",
     // No project role logs in to database postgres (the administrator owns it and keeps CONNECT).
     // The replica bootstrap (Docker) creates its slot from database postgres; RDS streams by itself.
-    "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;",
+    // Only where the administrator owns it (the Docker superuser, the RDS master); nbdb verify reports PUBLIC's CONNECT elsewhere.
+    "DO $$ BEGIN IF pg_catalog.pg_has_role((SELECT datdba FROM pg_catalog.pg_database WHERE datname = 'postgres'), 'USAGE') THEN REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC; END IF; END $$;",
     `DO $$ BEGIN IF pg_catalog.has_database_privilege('postgres', 'CONNECT WITH GRANT OPTION') THEN GRANT CONNECT ON DATABASE postgres TO ${REPLICATION_USER}; END IF; END $$;`,
     // On Docker the init script installed it already; CREATE OR REPLACE leaves it as it is.
     // On RDS this installs it, owned by the master user, which the SECURITY DEFINER function needs.
