@@ -17,6 +17,21 @@ export const SETUP_COMMAND = "sudo npx nbdb setup";
 export const SERVER_PACKAGES = ["postgresql-15", "postgresql-15-cron"] as const;
 
 /** What building PgBouncer needs from Debian 12 (its own libraries; nothing from Debian 13 but the source). */
+/**
+ * What the test suite needs beside the local stack (`npm test` installs them, as root with apt): the
+ * drivers of the compatibility suite (test/drivers.test.ts) and pgBackRest (test/backup.test.ts).
+ */
+export const TEST_PACKAGES = [
+  "default-jdk-headless",
+  "libpostgresql-jdbc-java",
+  "python3-psycopg",
+  "python3-asyncpg",
+  "python3-psycopg2",
+  "python3-sqlalchemy",
+  "python3-greenlet",
+  "pgbackrest",
+] as const;
+
 export const PGBOUNCER_BUILD_PACKAGES = ["build-essential", "pkg-config", "libevent-dev", "libssl-dev", "libc-ares-dev", "dpkg-dev", "ca-certificates"] as const;
 
 /** Only source packages come from Debian 13: no binary of it can be installed through this entry. */
@@ -262,4 +277,19 @@ export async function ensureSystem(log: (line: string) => void): Promise<SetupRe
     installed.push(`pgbouncer ${PGBOUNCER_VERSION} (${pgbouncerPrefix()})`);
   }
   return { installed };
+}
+
+/**
+ * `nbdb setup --for-tests` (what `npm test` runs first): the local stack's needs, and the test
+ * suite's packages; as root with apt it installs what is missing, otherwise it names the command.
+ */
+export async function ensureTestSystem(log: (line: string) => void): Promise<SetupReport> {
+  const report = await ensureSystem(log);
+  const missing = hasApt() ? TEST_PACKAGES.filter((p) => !isInstalled(p)) : [];
+  if (missing.length === 0) return report;
+  if (!(isRoot() && hasApt())) {
+    throw new UserError(`the test suite needs ${missing.join(", ")}. Run: sudo npx nbdb setup --for-tests`);
+  }
+  await aptInstall(missing, log);
+  return { installed: [...report.installed, ...missing] };
 }
