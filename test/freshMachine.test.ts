@@ -12,7 +12,7 @@ import { status, up } from "../scripts/local/stack";
 import { localContext } from "../scripts/local/context";
 import { poolerVersion, stopPooler } from "../scripts/local/pooler";
 import { chownToServer, run, waitFor } from "../scripts/local/system";
-import { builtPgbouncer, hasSupportedPgbouncer } from "../scripts/local/setup";
+import { builtPgbouncer, hasSupportedPgbouncer, debianMirrors } from "../scripts/local/setup";
 import { UNREACHABLE_CHECKOUT_HOME, reachableBy, requireStack, stackDir } from "../scripts/local/state";
 import { query, uniqueStack } from "./helpers";
 
@@ -156,5 +156,21 @@ describe("a fresh machine", function () {
     expect((await status(stack)).pooler.version).to.equal(PGBOUNCER_VERSION);
     const text = await nbdb(["status", "--stack", stack]);
     expect(text.stdout).to.match(new RegExp(`pgbouncer\\s*│\\s*${PGBOUNCER_VERSION.replace(/\./g, "\\.")}`));
+  });
+});
+
+describe("nbdb setup's Debian 13 source entry", function () {
+  it("uses the archive and security archive this machine's apt names, in either file format, and none when there is none", function () {
+    const deb822 = [
+      "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n",
+      "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n",
+    ].join("\n");
+    expect(debianMirrors([deb822])).to.deep.equal({ archive: "http://mirror.example/debian", security: "http://mirror.example/debian-security" });
+    expect(debianMirrors(["deb http://m.example/debian bookworm main\ndeb [signed-by=/k.gpg] http://m.example/sec bookworm-security main\n"])).to.deep.equal({
+      archive: "http://m.example/debian",
+      security: "http://m.example/sec",
+    });
+    // No Debian suite at all (another distribution): setup says what to add instead of guessing a host.
+    expect(debianMirrors(["deb http://archive.example/ubuntu jammy main\n"])).to.equal(undefined);
   });
 });

@@ -36,20 +36,52 @@ export const PGBOUNCER_BUILD_PACKAGES = ["build-essential", "pkg-config", "libev
 
 /** Only source packages come from Debian 13: no binary of it can be installed through this entry. */
 export const TRIXIE_SOURCES_FILE = "/etc/apt/sources.list.d/neuralblitz-db-trixie-src.sources";
-const TRIXIE_SOURCES = `# Written by neuralblitz-db (scripts/local/setup.ts): source packages only (deb-src), for
+/**
+ * The Debian archive and security archive this machine's apt already uses (deb822 `.sources` files
+ * or `sources.list` lines): the Debian 13 source entry goes to the same mirrors, so nbdb names no
+ * archive of its own and follows the machine's configuration (a local mirror, a proxy).
+ */
+export function debianMirrors(texts: readonly string[]): { archive: string; security: string } | undefined {
+  const entries: { uris: string[]; suites: string[] }[] = [];
+  for (const text of texts) {
+    for (const stanza of text.split(/\n\s*\n/)) {
+      const field = (name: string) => (new RegExp(`^${name}:\\s*(.+)$`, "mi").exec(stanza)?.[1] ?? "").trim().split(/\s+/).filter(Boolean);
+      if (field("Types").length) entries.push({ uris: field("URIs"), suites: field("Suites") });
+    }
+    for (const line of text.split("\n")) {
+      const m = /^\s*deb(?:-src)?\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)/.exec(line);
+      if (m) entries.push({ uris: [m[1]], suites: [m[2]] });
+    }
+  }
+  const debian = entries.filter((e) => e.suites.some((x) => /^(bookworm|trixie|bullseye|stable)(-updates|-security)?$/.test(x)));
+  const archive = debian.find((e) => e.suites.some((x) => !x.endsWith("-security")))?.uris[0];
+  const security = debian.find((e) => e.suites.some((x) => x.endsWith("-security")))?.uris[0];
+  return archive && security ? { archive, security } : undefined;
+}
+
+function trixieSources(m: { archive: string; security: string }): string {
+  return `# Written by neuralblitz-db (scripts/local/setup.ts): source packages only (deb-src), for
 # building Debian 13's PgBouncer ${PGBOUNCER_VERSION} on Debian 12. No Debian 13 binary is installed from here.
 Types: deb-src
-URIs: http://deb.debian.org/debian
+URIs: ${m.archive}
 Suites: trixie trixie-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb-src
-URIs: http://deb.debian.org/debian-security
+URIs: ${m.security}
 Suites: trixie-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 `;
+}
+
+/** The apt configuration files of this machine, as text. */
+function aptSourceTexts(): string[] {
+  const dir = "/etc/apt/sources.list.d";
+  const files = ["/etc/apt/sources.list", ...(fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /\.(sources|list)$/.test(f)).map((f) => path.join(dir, f)) : [])];
+  return files.filter((f) => f !== TRIXIE_SOURCES_FILE && fs.existsSync(f)).map((f) => fs.readFileSync(f, "utf8"));
+}
 
 const isRoot = () => process.getuid?.() === 0;
 
@@ -171,7 +203,14 @@ async function sourceVersionToBuild(log: (line: string) => void): Promise<string
   if (!versions.some((v) => v.startsWith(`${PGBOUNCER_VERSION}-`))) {
     if (!fs.existsSync(TRIXIE_SOURCES_FILE)) {
       log(`adding Debian 13 source packages (deb-src only) to apt: ${TRIXIE_SOURCES_FILE}`);
-      fs.writeFileSync(TRIXIE_SOURCES_FILE, TRIXIE_SOURCES, { mode: 0o644 });
+      const mirrors = debianMirrors(aptSourceTexts());
+      if (!mirrors) {
+        throw new UserError(
+          `apt on this machine names no Debian archive and security archive (in /etc/apt/sources.list or /etc/apt/sources.list.d/), which the Debian 13 source entry would use. ` +
+            `Add deb-src entries for trixie and trixie-security to ${TRIXIE_SOURCES_FILE} by hand, then run: ${SETUP_COMMAND}`,
+        );
+      }
+      fs.writeFileSync(TRIXIE_SOURCES_FILE, trixieSources(mirrors), { mode: 0o644 });
     }
     aptUpdated = false;
     await aptUpdate(log);
