@@ -20,8 +20,12 @@ export interface StackOutputs {
     /** The local stack only. */
     admin?: string;
   };
-  /** The CA certificate that signed the servers' and the pooler's certificates (the URLs name it too). */
-  tls?: { caFile: string };
+  /**
+   * The CAs the URLs verify against (the URLs name their files too): a local stack's one CA
+   * (`caFile`); a Pulumi stack's `tls` output, its servers' and its pooler's, files and PEM
+   * (infra/outputs.ts).
+   */
+  tls?: { caFile?: string; serverCaFile?: string; serverCa?: string; poolerCaFile?: string; poolerCa?: string };
 }
 
 /**

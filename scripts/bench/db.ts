@@ -1,14 +1,9 @@
 // Connections the bench makes: one-off clients, and the same login pointed at another node.
 import { Client } from "pg";
+import { withClient as connectOnce } from "../db";
 
-export async function withClient<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: url, application_name: "nbdb-bench" });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
+export function withClient<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  return connectOnce(url, fn, "nbdb-bench");
 }
 
 /**

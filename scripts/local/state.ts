@@ -11,8 +11,8 @@ import { ServerUser, serverUser } from "./system";
 
 export type { StackOutputs };
 
-/** The local stack's outputs always carry the superuser connection. */
-export type LocalStackOutputs = StackOutputs & { connections: { admin: string } };
+/** The local stack's outputs always carry the superuser connection and its one CA. */
+export type LocalStackOutputs = StackOutputs & { connections: { admin: string }; tls: { caFile: string } };
 
 export const SUPERUSER = "postgres";
 const STACK_NAME = /^[a-z][a-z0-9-]{0,39}$/;

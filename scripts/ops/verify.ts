@@ -10,6 +10,7 @@ import { UserError } from "../local/errors";
 import { down, up } from "../local/stack";
 import { HOST, StackState, clientSsl, outputsOf, requireStack, stackDir } from "../local/state";
 import { CHECK_BEGIN, CHECK_END, CatalogRow, ExpectedRow, LIVE_CATALOG_SQL, VERIFY_SQL_FILE, renderVerifySql } from "./verifySql";
+import { withClient } from "../db";
 
 export interface Drift {
   readonly kind: string;
@@ -116,7 +117,7 @@ export async function verifyPasswords(state: StackState): Promise<Drift[]> {
   };
   // A role past VALID UNTIL is refused whatever its password: that drift is the role's, reported as such.
   const expired = new Set(
-    (await withClient(outputsOf(state).connections.migrator, (c) => c.query("SELECT rolname FROM pg_catalog.pg_roles WHERE rolvaliduntil < pg_catalog.now()"))).rows.map((r) => r.rolname as string),
+    (await withClient(outputsOf(state).connections.migrator, (c) => c.query("SELECT rolname FROM pg_catalog.pg_roles WHERE rolvaliduntil < pg_catalog.now()"), "nbdb-verify")).rows.map((r) => r.rolname as string),
   );
   for (const [role, password] of Object.entries(state.passwords).filter(([r]) => !expired.has(r))) {
     const replication = role === "nb_replicator";
@@ -136,15 +137,6 @@ export async function verifyPasswords(state: StackState): Promise<Drift[]> {
   return drifts;
 }
 
-async function withClient<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: url, application_name: "nbdb-verify" });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
 
 /** nbdb verify on a local stack: the schema check plus the password probes. */
 export async function verifyStack(stack: string): Promise<Drift[]> {
