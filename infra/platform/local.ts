@@ -11,23 +11,11 @@ import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
 import { LoginRoleName, ROLES, RoleName } from "../../schema/roles";
 import { caFile } from "../../scripts/local/state";
-import type { LocalTopologyInputs, LocalTopologyOutputs } from "./localTopology";
+import { LocalTopologyInputs, LocalTopologyOutputs, inHome } from "./localTopology";
 import { ADMIN_USER, AdminLogin, Cluster, Endpoint, PoolerEndpoint } from "./types";
 
 const ADAPTER_MODULE = path.join(__dirname, "localTopology");
 const TSCONFIG = path.join(__dirname, "..", "..", "tsconfig.json");
-
-/** The CA file of a local stack in a stacks' home (scripts/local/state.ts caFile, with that home). */
-function localCaFile(stack: string, home: string | undefined): string {
-  const before = process.env.NBDB_HOME;
-  if (home) process.env.NBDB_HOME = home;
-  try {
-    return caFile(stack);
-  } finally {
-    if (before === undefined) delete process.env.NBDB_HOME;
-    else process.env.NBDB_HOME = before;
-  }
-}
 
 /** The local stack a Pulumi stack's servers are: a valid local stack name (scripts/local/state.ts). */
 export function localStackName(pulumiStack: string): string {
@@ -138,7 +126,7 @@ export class LocalCluster extends pulumi.ComponentResource implements Cluster {
       { parent: this, protect: args.protectData },
     );
     // Where the local stack keeps its CA (known before the topology exists, so the URLs can name it).
-    this.serverCaFile = localCaFile(localStackName(args.stack), args.home);
+    this.serverCaFile = inHome(args.home, () => caFile(localStackName(args.stack)));
     this.serverCa = this.topology.caCert;
     this.poolerTls = { caCertificate: this.topology.caCert, caFile: this.serverCaFile };
     this.primary = this.topology.primary;

@@ -33,15 +33,22 @@ export interface LocalTopologyOutputs extends LocalTopologyInputs {
   readonly running: boolean;
 }
 
-/** Runs `fn` with NBDB_HOME pointing at the stack's home, as `nbdb` would see it. */
-async function inHome<T>(home: string, fn: () => Promise<T>): Promise<T> {
+/** Runs `fn` with NBDB_HOME pointing at the stacks' home (none: nbdb's default), as `nbdb` would see it. */
+export function inHome<T>(home: string | undefined, fn: () => T): T {
   const before = process.env.NBDB_HOME;
-  if (home) process.env.NBDB_HOME = home;
-  try {
-    return await fn();
-  } finally {
+  const restore = () => {
     if (before === undefined) delete process.env.NBDB_HOME;
     else process.env.NBDB_HOME = before;
+  };
+  if (home) process.env.NBDB_HOME = home;
+  try {
+    const result = fn();
+    if (result instanceof Promise) return result.finally(restore) as T;
+    restore();
+    return result;
+  } catch (e) {
+    restore();
+    throw e;
   }
 }
 
