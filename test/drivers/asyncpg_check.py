@@ -40,12 +40,7 @@ async def worker(pool, checker, w, spec):
                         [tuple(r) for r in await conn.fetch(dollar(UPDATE_C), coherence, neuron_uuid(neuron))],
                         [tuple(r) for r in await conn.fetch(dollar(UPDATE_P), phase, neuron_uuid(neuron))],
                     ]
-            checker.check_set_user(where, results[0][0], user)
-            checker.check_a(where, results[1], user)
-            checker.check_b(where, results[2], user, echo)
-            checker.check_update(where, results[3], "C", user, coherence)
-            checker.check_update(where, results[4], "P", user, phase)
-            checker.transactions += 1
+            checker.check_transaction(where, results, user, echo, coherence, phase)
         except Exception as e:  # every failure is reported, none stops the run
             checker.error(where, e)
 

@@ -85,6 +85,15 @@ class Checker:
         if len(rows) != 1 or rows[0][0] != tag or rows[0][1] != user["id"] or abs(float(rows[0][2]) - value) > 1e-9:
             self.mismatch(where, f"UPDATE {tag} returned {rows!r}, expected one row ({tag!r}, {user['id']!r}, {value})")
 
+    def check_transaction(self, where, results, user, echo, coherence, phase):
+        """The five results of one workload transaction (set user, A, B, UPDATE C, UPDATE P), counted once checked."""
+        self.check_set_user(where, results[0][0], user)
+        self.check_a(where, results[1], user)
+        self.check_b(where, results[2], user, echo)
+        self.check_update(where, results[3], "C", user, coherence)
+        self.check_update(where, results[4], "P", user, phase)
+        self.transactions += 1
+
     def error(self, where, e):
         if len(self.errors) < 20:
             self.errors.append(f"{where}: {type(e).__name__}: {e}")
