@@ -197,6 +197,8 @@ describe("security", function () {
           await c1.query("SELECT neuralblitz.set_user_context($1)", [a.id]);
           const used = (await c1.query("SELECT pg_backend_pid() AS pid")).rows[0].pid;
           await c1.query("COMMIT");
+          // Let the pooler finish resetting that connection, so it is the idle one it hands out next (LIFO).
+          await new Promise((r) => setTimeout(r, 100));
           const after = await c2.query("SELECT pg_backend_pid() AS pid, current_setting('nb.user_id', true) AS ctx, (SELECT count(*)::int FROM neuralblitz.users) AS n");
           expect(after.rows[0].ctx ?? "").to.equal("");
           expect(after.rows[0].n).to.equal(0);
