@@ -74,9 +74,9 @@ describe("the local platform under the real Pulumi engine", function () {
   });
 
   it("a node stopped by hand shows in refresh, and up starts it again", async () => {
-    // The pooler alone (the servers keep their data): what a crashed pgbouncer leaves.
+    // The pooler alone (the servers keep their data), killed as a crash would: its pid file stays.
     const s = await status(local);
-    process.kill(s.pooler.pid!, "SIGTERM");
+    process.kill(s.pooler.pid!, "SIGKILL");
     await new Promise((r) => setTimeout(r, 1000));
     expect(await main.stack.refresh({ expectNoChanges: true }).then(() => "settled", () => "drift")).to.equal("drift");
     await main.stack.up();

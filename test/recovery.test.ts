@@ -11,8 +11,8 @@ import { applyBundles } from "../infra/bundles/applier";
 import { REPO_BUNDLE_DIR, loadCatalog } from "../infra/bundles/catalog";
 import { maintain } from "../scripts/ops/maintain";
 import { down, status, up } from "../scripts/local/stack";
-import { LocalStackOutputs, caFile, stackDir } from "../scripts/local/state";
-import { findBinaries, processAlive, processesUsing, sleep, waitFor } from "../scripts/local/system";
+import { LocalStackOutputs, caFile, newKeptPort, stackDir } from "../scripts/local/state";
+import { ephemeralPortRange, findBinaries, processAlive, processesUsing, sleep, waitFor } from "../scripts/local/system";
 import { STALL_GOAL_MS, holdRead, startWriters } from "../scripts/bench/writeStall";
 import { query, rejection, uniqueStack } from "./helpers";
 
@@ -332,6 +332,50 @@ describe("recovery: lost and damaged files", function () {
 async function waitForPid(child: ChildProcess): Promise<void> {
   await waitFor("the child to start", 10_000, async () => (child.pid && fs.existsSync(`/proc/${child.pid}/cwd`) ? true : undefined));
 }
+
+describe("recovery: ports and the pooler's shutdown", function () {
+  const stack = uniqueStack("ports");
+  let out: LocalStackOutputs;
+
+  before(async function () {
+    out = (await up({ stack, replicas: 1, bundles: false })).outputs;
+  });
+
+  it("keeps every port outside the kernel's ephemeral range, so no outgoing connection can take a stopped server's port", async function () {
+    // CI once saw `up` refuse "port … kept for pgbouncer … is in use by another process" after the
+    // pooler had stopped: an outgoing connection had been given that port as its local one.
+    const [lo, hi] = ephemeralPortRange();
+    const ports = [out.primary.port, out.pooler.port, ...out.replicas.map((r) => r.port)];
+    for (const port of ports) expect(port < lo || port > hi, `port ${port} is in ${lo}-${hi}`).to.equal(true);
+    expect(new Set(ports).size).to.equal(ports.length);
+    // And none another stack keeps, even with that stack's servers stopped.
+    const other = await newKeptPort();
+    expect(ports).not.to.include(other);
+    expect(other < lo || other > hi).to.equal(true);
+  });
+
+  it("down stops the pooler while a client sits idle on it, and while one holds a transaction open; up serves again", async function () {
+    // Since PgBouncer 1.23 SIGTERM waits for every client to leave: down would time out here.
+    const idle = new Client({ connectionString: out.connections.app });
+    const inTx = new Client({ connectionString: out.connections.app });
+    for (const c of [idle, inTx]) c.on("error", () => undefined);
+    await idle.connect();
+    await inTx.connect();
+    await idle.query("SELECT 1");
+    await inTx.query("BEGIN");
+    await inTx.query("SELECT 1");
+    try {
+      const pooler = (await status(stack)).pooler.pid!;
+      await down({ stack });
+      expect(processAlive(pooler, "pgbouncer")).to.equal(false);
+      expect(await rejection(inTx.query("SELECT 1"))).to.be.a("string");
+    } finally {
+      await Promise.all([idle.end().catch(() => undefined), inTx.end().catch(() => undefined)]);
+    }
+    await up({ stack, bundles: false });
+    expect(await query(out.connections.app, "SELECT 1 AS one")).to.deep.equal([{ one: 1 }]);
+  });
+});
 
 describe("recovery: servers killed under load", function () {
   const stack = uniqueStack("load");

@@ -10,7 +10,7 @@ import { LocalContext } from "./context";
 import { ensureServerDir, primarySocketDir } from "./postgresNode";
 import { HOST, StackState, caFile, clientSsl } from "./state";
 import { POOLER_TLS_NAME, certFile, keyFile } from "./tls";
-import { chownToServer, processAlive, processesUsing, run, waitFor } from "./system";
+import { chownToServer, processAlive, processesUsing, run, signal, waitFor } from "./system";
 import * as net from "net";
 
 export function poolerDir(ctx: LocalContext): string {
@@ -96,11 +96,25 @@ export async function startPooler(ctx: LocalContext, state: StackState): Promise
   );
 }
 
-export async function stopPooler(ctx: LocalContext): Promise<void> {
+/**
+ * Stop PgBouncer: a safe shutdown first (SIGINT: it stops listening and exits once every server
+ * connection is back, so no transaction is cut), then, when one stays out past `graceMs` (a client
+ * idle in a transaction), an immediate one (SIGQUIT). Not SIGTERM: since 1.23 that waits for every
+ * client to disconnect, so one idle application connection would keep it running.
+ */
+export async function stopPooler(ctx: LocalContext, graceMs = 10_000): Promise<void> {
   const pid = poolerPid(ctx);
   if (!pid) return;
-  process.kill(pid, "SIGTERM");
-  await waitFor("pgbouncer to exit", 15_000, async () => (processAlive(pid, "pgbouncer") ? undefined : true));
+  const gone = async () => (processAlive(pid, "pgbouncer") ? undefined : true);
+  signal(pid, "SIGINT");
+  const safe = await waitFor("pgbouncer's safe shutdown", graceMs, gone).then(
+    () => true,
+    () => false,
+  );
+  if (safe) return;
+  ctx.log(`pgbouncer still had a transaction open after ${graceMs / 1000} s: shutting it down immediately`);
+  signal(pid, "SIGQUIT");
+  await waitFor("pgbouncer to exit", 15_000, gone);
 }
 
 /** Re-read the config without dropping clients (SIGHUP). */

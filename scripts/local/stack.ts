@@ -41,6 +41,7 @@ import {
   loadStateBackup,
   stackHome,
   newDataKey,
+  newKeptPort,
   newState,
   outputsFile,
   outputsOf,
@@ -49,7 +50,7 @@ import {
   stateBackupFile,
   writePrivate,
 } from "./state";
-import { freePort, portIsFree, processesUsing, run, waitFor } from "./system";
+import { portIsFree, processesUsing, run, waitFor } from "./system";
 import { POOLER_TLS_NAME, convergeTls, removeServerCert, waitPresenting } from "./tls";
 
 export const DEFAULT_REPLICAS = 2;
@@ -176,12 +177,8 @@ async function checkPortsFree(ctx: LocalContext, state: StackState, replicas: nu
   }
 }
 
-async function newPort(state: StackState): Promise<number> {
-  const taken = new Set([state.ports.primary, state.ports.pooler, ...state.ports.replicas]);
-  for (;;) {
-    const p = await freePort();
-    if (!taken.has(p)) return p;
-  }
+function newPort(state: StackState): Promise<number> {
+  return newKeptPort([state.ports.primary, state.ports.pooler, ...state.ports.replicas]);
 }
 
 async function convergePrimary(ctx: LocalContext, state: StackState, changes: string[]): Promise<void> {
@@ -414,9 +411,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
   return withStackLock(ctx, async () => {
     const changes: string[] = [];
     // Made under the lock: two first `up`s of one stack must not each pick passwords and ports.
-    const primary = await freePort();
-    let pooler = await freePort();
-    while (pooler === primary) pooler = await freePort();
+    const primary = await newKeptPort();
+    const pooler = await newKeptPort([primary]);
     const { state, isNew } = stateForUp(ctx, opts, changes, { primary, pooler });
     // The copy too is healed: written again when it is missing or differs.
     saveState(state);

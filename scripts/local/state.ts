@@ -7,7 +7,7 @@ import * as path from "path";
 import { DATABASE, LOGIN_ROLES, LoginRoleName } from "../../schema/roles";
 import { StackOutputs, connectionUrl } from "../../client/outputs";
 import { UserError } from "./errors";
-import { ServerUser, serverUser } from "./system";
+import { ServerUser, freePort, serverUser } from "./system";
 
 export type { StackOutputs };
 
@@ -153,6 +153,24 @@ export function loadState(stack: string): StackState | undefined {
       `${file} is damaged (${(e as Error).message}).${backup || ` Restore it from a backup of yours; without it the stack's passwords and data key are lost, and the only way on is to delete the stack: npx nbdb down --stack ${stack} --purge --yes`}`,
     );
   }
+}
+
+/** Every port a stack in this home keeps, its servers running or not (a damaged state counts by its copy). */
+export function keptPorts(): number[] {
+  return knownStacks().flatMap((stack) => {
+    let s: StackState | undefined;
+    try {
+      s = loadState(stack) ?? loadStateBackup(stack);
+    } catch {
+      s = loadStateBackup(stack);
+    }
+    return s ? [s.ports.primary, s.ports.pooler, ...s.ports.replicas] : [];
+  });
+}
+
+/** A port for a new server of a stack: free now, outside the ephemeral range, kept by no stack, none of `also`. */
+export function newKeptPort(also: Iterable<number> = []): Promise<number> {
+  return freePort([...keptPorts(), ...also]);
 }
 
 function password(): string {

@@ -204,8 +204,40 @@ export function chownToServer(p: string, user: ServerUser): void {
   if (process.getuid?.() === 0) fs.chownSync(p, user.uid, user.gid);
 }
 
-/** A free TCP port on 127.0.0.1, chosen by the kernel. */
-export function freePort(): Promise<number> {
+/** Lowest port a stack keeps: above the registered ports most services take (PostgreSQL's 5432 among them). */
+const KEPT_PORT_MIN = 10_000;
+
+/** The kernel's ephemeral range (what it gives outgoing connections' local ports), inclusive. */
+export function ephemeralPortRange(file = "/proc/sys/net/ipv4/ip_local_port_range"): [number, number] {
+  const [lo, hi] = (fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "").trim().split(/\s+/).map(Number);
+  // Linux's default when the file is unreadable (not Linux, or a restricted /proc).
+  return Number.isInteger(lo) && Number.isInteger(hi) && lo <= hi ? [lo, hi] : [32_768, 60_999];
+}
+
+/**
+ * A free TCP port on 127.0.0.1 for a server that keeps it across restarts: outside the kernel's
+ * ephemeral range, so that while the server is down no outgoing connection (a replica's, a
+ * client's, the Pulumi engine's own) can be given it as its local port and hold it against the
+ * restart. `avoid`: ports other stacks keep while their servers are stopped. Chosen at random
+ * among the free ones; the kernel's own choice only when the ephemeral range leaves none.
+ */
+export async function freePort(avoid: Iterable<number> = [], range: [number, number] = ephemeralPortRange()): Promise<number> {
+  const skip = new Set(avoid);
+  const [lo, hi] = range;
+  const below = Math.max(0, lo - KEPT_PORT_MIN);
+  const above = Math.max(0, 65_535 - Math.max(hi, KEPT_PORT_MIN - 1));
+  for (let tries = 0; below + above > 0 && tries < 200; tries++) {
+    const i = Math.floor(Math.random() * (below + above));
+    const port = i < below ? KEPT_PORT_MIN + i : Math.max(hi, KEPT_PORT_MIN - 1) + 1 + (i - below);
+    if (!skip.has(port) && (await portIsFree(port))) return port;
+  }
+  for (;;) {
+    const port = await kernelChosenPort();
+    if (!skip.has(port)) return port;
+  }
+}
+
+function kernelChosenPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();

@@ -14,9 +14,9 @@ import { LocalContext, localContext } from "../local/context";
 import { UserError } from "../local/errors";
 import { backupPaths, pgbackrestBin, requirePgbackrest } from "../local/pgbackrest";
 import { dataDir, ensureServerDir, logFile, runningPid, stopNode, withSuperuser } from "../local/postgresNode";
-import { HOST, LocalStackOutputs, SUPERUSER, StackState, caFile, clientSsl, loadState, newState, requireStack, saveState, stackDir, validateStackName, writePrivate } from "../local/state";
+import { HOST, LocalStackOutputs, SUPERUSER, StackState, caFile, clientSsl, loadState, newKeptPort, newState, requireStack, saveState, stackDir, validateStackName, writePrivate } from "../local/state";
 import { up } from "../local/stack";
-import { RunResult, chownToServer, freePort, run, sleep } from "../local/system";
+import { RunResult, chownToServer, run, sleep } from "../local/system";
 
 export type BackupType = "full" | "diff" | "incr";
 export const BACKUP_TYPES: readonly BackupType[] = ["full", "diff", "incr"];
@@ -268,9 +268,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
   fs.mkdirSync(ctx.dir, { recursive: true, mode: process.getuid?.() === 0 ? 0o755 : 0o700 });
   try {
     ensureServerDir(ctx, path.join(ctx.dir, "log"));
-    const primary = await freePort();
-    let pooler = await freePort();
-    while (pooler === primary) pooler = await freePort();
+    const primary = await newKeptPort();
+    const pooler = await newKeptPort([primary]);
     const state = newState(opts.into, { primary, pooler });
     // The restored database holds the source's role passwords until `up` rotates them.
     state.passwords = { ...source.passwords };
