@@ -2,16 +2,11 @@
 // the same way.
 import * as pulumi from "@pulumi/pulumi";
 import { LOGIN_ROLES, LoginRoleName, RoleName } from "../../schema/roles";
-import { PoolMode } from "../topology/pgbouncerIni";
+import { Endpoint, StackOutputs } from "../../client/outputs";
 
-export interface Endpoint {
-  readonly host: string;
-  readonly port: number;
-}
-
-export interface PoolerEndpoint extends Endpoint {
-  readonly poolMode: PoolMode;
-}
+// One declaration of the endpoints, the applications' (client/outputs.ts); the platforms provide them.
+export type { Endpoint };
+export type PoolerEndpoint = StackOutputs["pooler"];
 
 /**
  * How the database layer (postgresql.Provider) logs in: to the primary, never the pooler (the
