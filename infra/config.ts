@@ -245,17 +245,33 @@ function ownValues(): Values {
   );
 }
 
-/** Dev's settings as a review stack's base; dev's published ports would clash with dev's own containers. */
-function devValues(): Values {
+/** The project's directory, where each stack's Pulumi.<stack>.yaml is. */
+export const PROJECT_DIR = path.join(__dirname, "..");
+
+/** A stack's settings as its Pulumi.<stack>.yaml declares them, read as a file (no Pulumi engine needed); undefined when there is no such file. */
+export function stackFileValues(stack: string, root: string = PROJECT_DIR): Values | undefined {
+  const file = path.join(root, `Pulumi.${stack}.yaml`);
+  if (!fs.existsSync(file)) return undefined;
   let doc: unknown;
   try {
-    doc = yaml.load(fs.readFileSync(DEV_CONFIG_FILE, "utf8"));
+    doc = yaml.load(fs.readFileSync(file, "utf8"));
   } catch (e) {
-    throw new Error(`review stacks take dev's settings from ${DEV_CONFIG_FILE}, which could not be read: ${(e as Error).message}`);
+    throw new Error(`${file} could not be read: ${(e as Error).message}`);
   }
   const config = isObject(doc) && isObject(doc.config) ? doc.config : {};
   const prefix = `${PROJECT}:`;
-  const values: Values = Object.fromEntries(Object.entries(config).filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
+  return Object.fromEntries(Object.entries(config).filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
+}
+
+/** A stack is production when its Pulumi config protects it from deletion (`deletionProtection: true`). */
+export function isProtectedStack(stack: string, root: string = PROJECT_DIR): boolean {
+  return stackFileValues(stack, root)?.deletionProtection === true;
+}
+
+/** Dev's settings as a review stack's base; dev's published ports would clash with dev's own containers. */
+function devValues(): Values {
+  const values = stackFileValues("dev");
+  if (!values) throw new Error(`review stacks take dev's settings from ${DEV_CONFIG_FILE}, which is missing`);
   if (isObject(values.docker)) {
     values.docker = Object.fromEntries(Object.entries(values.docker).filter(([k]) => !DOCKER_PORT_KEYS.includes(k)));
   }

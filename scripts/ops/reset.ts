@@ -6,7 +6,8 @@
 import { down, up } from "../local/stack";
 import { LocalStackOutputs, requireStack } from "../local/state";
 import { UserError } from "../local/errors";
-import { isProductionStack, seed } from "./seed";
+import { isProtectedStack } from "../../infra/config";
+import { seed } from "./seed";
 
 export interface ResetOptions {
   readonly stack: string;
@@ -28,7 +29,7 @@ export interface ResetReport {
 
 export async function reset(opts: ResetOptions): Promise<ResetReport> {
   const log = opts.log ?? (() => undefined);
-  if (isProductionStack(opts.stack, opts.projectRoot)) {
+  if (isProtectedStack(opts.stack, opts.projectRoot)) {
     throw new UserError(
       `stack '${opts.stack}' is marked as production (Pulumi.${opts.stack}.yaml sets deletionProtection: true): nbdb reset deletes all of a stack's data and is refused for it. Nothing was changed.`,
     );

@@ -8,9 +8,9 @@ import * as fs from "fs";
 import * as path from "path";
 import { Readable } from "stream";
 import { pipeline } from "stream/promises";
-import yaml from "js-yaml";
 import { Client } from "pg";
 import { from as copyFrom } from "pg-copy-streams";
+import { isProtectedStack } from "../../infra/config";
 import { TABLES } from "../../schema/tables";
 import { UserError } from "../local/errors";
 import { readDataKey, readOutputs, stackDir } from "../local/state";
@@ -22,7 +22,6 @@ type Reporter = (label: string, total: number) => Progress;
 const DAY = 86_400_000;
 const USER_TABLES = TABLES.filter((t) => t.userData).map((t) => t.name);
 const HISTORY_DAYS = 14;
-const PROJECT_ROOT = path.resolve(__dirname, "..", "..");
 
 export interface SeedOptions {
   readonly stack: string;
@@ -41,16 +40,9 @@ export interface SeedReport {
   readonly durationMs: number;
 }
 
-/** A stack is production when its Pulumi config protects it from deletion. */
-export function isProductionStack(stack: string, root: string = PROJECT_ROOT): boolean {
-  const file = path.join(root, `Pulumi.${stack}.yaml`);
-  if (!fs.existsSync(file)) return false;
-  const doc = yaml.load(fs.readFileSync(file, "utf8")) as { config?: Record<string, unknown> } | undefined;
-  return doc?.config?.["neuralblitz-db:deletionProtection"] === true;
-}
 
 export function guardProduction(stack: string, productionStack?: string, root?: string): void {
-  if (isProductionStack(stack, root) && productionStack !== stack) {
+  if (isProtectedStack(stack, root) && productionStack !== stack) {
     throw new UserError(
       `stack '${stack}' is marked as production (Pulumi.${stack}.yaml sets deletionProtection: true), and seeding replaces data.\n` +
         `If you really mean to seed it, say so exactly: --production-stack ${stack}`,
