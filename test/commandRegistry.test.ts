@@ -7,7 +7,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { AnyCommand, CommandSpec, defineCommand } from "../scripts/commands/command";
 import { UserError } from "../scripts/local/errors";
-import { COMMANDS, GROUPS, main } from "../scripts/nbdb";
+import { COMMANDS, GROUPS, JSON_OPTION, STACK_OPTION, main } from "../scripts/nbdb";
 
 const BIN = path.join(__dirname, "..", "bin", "nbdb.js");
 
@@ -113,5 +113,28 @@ describe("the nbdb command registry", function () {
     const names = COMMANDS.map((c) => c.name);
     expect(new Set(names).size).to.equal(names.length);
     for (const n of names.filter((x) => x.includes(" "))) expect(GROUPS, n).to.have.property(n.split(" ")[0]);
+  });
+
+  it("is documented in docs/commands.md: every command with exactly its arguments and options, and nothing else", function () {
+    const page = fs.readFileSync(path.join(__dirname, "..", "docs", "commands.md"), "utf8");
+    // Each command is a "## `nbdb <name> <args>`" section whose list items start with the option's flags.
+    const sections = new Map<string, string[]>();
+    for (const part of page.split(/^## /m).slice(1)) {
+      const heading = /^`nbdb ([^`]+)`\n/.exec(part);
+      expect(heading, `section heading: ${part.split("\n")[0]}`).to.not.equal(null);
+      const name = heading![1].replace(/ <[^>]+>/g, "");
+      expect(sections.has(name), `${name} documented once`).to.equal(false);
+      sections.set(name, [...part.matchAll(/^- `((?:--|<)[^`]+)`/gm)].map((m) => m[1]));
+    }
+    expect([...sections.keys()]).to.have.members(COMMANDS.map((c) => c.name));
+    for (const c of COMMANDS) {
+      const flags = [
+        ...(c.args ?? []).map((a) => `<${a.name}>`),
+        ...(c.stack ? [STACK_OPTION.flags] : []),
+        ...(c.options ?? []).map((o) => o.flags),
+        ...(c.json ? [JSON_OPTION.flags] : []),
+      ];
+      expect(sections.get(c.name), `docs/commands.md, nbdb ${c.name}`).to.deep.equal(flags);
+    }
   });
 });
