@@ -5,8 +5,9 @@
 import { expect } from "chai";
 import * as fs from "fs";
 import * as path from "path";
+import * as pulumi from "@pulumi/pulumi";
 import { loadConfig } from "../infra/config";
-import { Config, installMocks } from "./pulumiMocks";
+import { Config, installMocks, withKey } from "./pulumiMocks";
 
 const PAGE = fs.readFileSync(path.join(__dirname, "..", "docs", "config.md"), "utf8");
 const PROJECT = "neuralblitz-db";
@@ -43,17 +44,6 @@ function baseFor(key: string): Config {
   return { platform: key.startsWith("local.") ? "local" : "docker" };
 }
 
-/** `config` with `key` (dotted) set to `value`, or removed when `value` is undefined. */
-function withKey(config: Config, key: string, value: unknown): Config {
-  const copy: Config = JSON.parse(JSON.stringify(config));
-  const parts = key.split(".");
-  let at = copy;
-  for (const p of parts.slice(0, -1)) at = at[p] ??= {};
-  if (value === undefined) delete at[parts[parts.length - 1]];
-  else at[parts[parts.length - 1]] = value;
-  return copy;
-}
-
 /** The loaded config of a stack with `config`, or the error's message. */
 async function load(config: Config): Promise<{ value?: unknown; error?: string }> {
   await installMocks("dev", config);
@@ -70,6 +60,7 @@ function at(value: unknown, key: string): unknown {
 
 describe("docs/config.md states what infra/config.ts reads", function () {
   const documented = rows().flatMap((r) => r.keys);
+  after(() => pulumi.runtime.setAllConfig({}));
 
   it("lists every key the program knows, at every level, and only those", async function () {
     const prefixes = new Set(["", ...documented.flatMap((k) => k.split(".").slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join(".")))]);

@@ -2,7 +2,7 @@
 // each drift with what to do; `--regenerate` rebuilds that file from a freshly built database.
 import * as fs from "fs";
 import * as path from "path";
-import { ClientConfig } from "pg";
+import { Client, ClientConfig } from "pg";
 import { DATABASE } from "../../schema/roles";
 import { loadCatalog } from "../../infra/bundles/catalog";
 import { AUDIT_TRAIL_SQL_FILE } from "../../infra/topology/auditTrail";
@@ -34,20 +34,16 @@ export async function verifySchema(url: string, file: string = VERIFY_SQL_FILE):
   const check = checkSection(fs.readFileSync(file, "utf8"), file);
   // Not READ ONLY: the check gathers its findings in a temporary table. Nothing else is written,
   // and the transaction is rolled back.
-  return withClient(
-    url,
-    (client) =>
-      withTransaction(
-        client,
-        async () => {
-          await client.query(check);
-          const { rows } = await client.query("SELECT kind, name, problem, expected, actual, fix FROM nb_verify_drift ORDER BY kind, name");
-          return rows as Drift[];
-        },
-        { rollback: true },
-      ),
-    "nbdb-verify",
-  );
+  return rolledBack(url, async (client) => {
+    await client.query(check);
+    const { rows } = await client.query("SELECT kind, name, problem, expected, actual, fix FROM nb_verify_drift ORDER BY kind, name");
+    return rows as Drift[];
+  });
+}
+
+/** Runs `fn` in a transaction of its own connection that is always rolled back: verify changes nothing. */
+function rolledBack<T>(url: string, fn: (c: Client) => Promise<T>, mode?: string): Promise<T> {
+  return withClient(url, (client) => withTransaction(client, fn, { rollback: true, mode }), "nbdb-verify");
 }
 
 /** The bundle that defines an object, for the advice beside a drift. */
@@ -63,19 +59,14 @@ function sourceOf(row: CatalogRow, bundles: readonly { file: string; sql: string
 }
 
 export async function catalogOf(url: string): Promise<CatalogRow[]> {
-  return withClient(
+  return rolledBack(
     url,
-    (client) =>
-      withTransaction(
-        client,
-        async () => {
-          await client.query("SET LOCAL search_path = pg_catalog; SET LOCAL TimeZone = 'UTC'");
-          const { rows } = await client.query(`SELECT kind, name, detail FROM (${LIVE_CATALOG_SQL}) AS c ORDER BY kind, name`);
-          return rows as CatalogRow[];
-        },
-        { mode: "READ ONLY", rollback: true },
-      ),
-    "nbdb-verify",
+    async (client) => {
+      await client.query("SET LOCAL search_path = pg_catalog; SET LOCAL TimeZone = 'UTC'");
+      const { rows } = await client.query(`SELECT kind, name, detail FROM (${LIVE_CATALOG_SQL}) AS c ORDER BY kind, name`);
+      return rows as CatalogRow[];
+    },
+    "READ ONLY",
   );
 }
 
