@@ -5,6 +5,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
 import { schedulerLoopScript } from "../infra/topology/maintenanceSchedule";
+import { withClient, withTransaction } from "../scripts/db";
 import { maintain } from "../scripts/ops/maintain";
 import { guardProduction, isSeeded, seed } from "../scripts/ops/seed";
 import { start } from "../scripts/ops/start";
@@ -15,7 +16,7 @@ import { hasPgCron } from "../scripts/local/postgresNode";
 import { status, up } from "../scripts/local/stack";
 import { LocalStackOutputs } from "../scripts/local/state";
 import { findBinaries, waitFor } from "../scripts/local/system";
-import { query, uniqueStack } from "./helpers";
+import { query, rejection, uniqueStack } from "./helpers";
 
 const BIN = path.join(__dirname, "..", "bin", "nbdb.js");
 const AS_OF = new Date("2026-03-15T00:00:00Z");
@@ -301,6 +302,58 @@ describe("maintenance", function () {
     const rerun = await maintain(out.connections.migrator);
     expect(rerun.rowsMoved).to.equal(p ? 0 : 1);
     expect(await query(out.connections.admin, "SELECT count(*)::int AS n FROM neuralblitz.metrics_p20320708 WHERE name = 'stray'")).to.deep.equal([{ n: 1 }]);
+  });
+
+  describe("withClient and withTransaction (scripts/db.ts), which every command connects with", function () {
+    const probe = "public.nbdb_tx_probe";
+    const exists = async (): Promise<boolean> => (await query<{ r: string | null }>(out.connections.admin, `SELECT to_regclass('${probe}') AS r`))[0].r !== null;
+    const sessions = async (app: string): Promise<number> =>
+      (await query<{ n: number }>(out.connections.admin, "SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE application_name = $1", [app]))[0].n;
+    afterEach(() => query(out.connections.admin, `DROP TABLE IF EXISTS ${probe}`));
+
+    it("commits what the function did when it returns, and ends the connection", async function () {
+      const made = await withClient(out.connections.admin, (c) => withTransaction(c, async () => {
+          await c.query(`CREATE TABLE ${probe} (x int)`);
+          return "made";
+        }), "nbdb-tx-test");
+      expect(made).to.equal("made");
+      expect(await exists()).to.equal(true);
+      expect(await sessions("nbdb-tx-test")).to.equal(0);
+    });
+
+    it("rolls back and rethrows when the function throws, leaving the connection usable; ends it even then", async function () {
+      const after = await withClient(
+        out.connections.admin,
+        async (c) => {
+          const message = await rejection(withTransaction(c, async () => {
+            await c.query(`CREATE TABLE ${probe} (x int)`);
+            await c.query("SELECT 1/0");
+          }));
+          expect(message).to.equal("division by zero");
+          return (await c.query("SELECT 'usable' AS s")).rows[0].s;
+        },
+        "nbdb-tx-test",
+      );
+      expect(after).to.equal("usable");
+      expect(await exists()).to.equal(false);
+      expect(await rejection(withClient(out.connections.admin, () => Promise.reject(new Error("stop")), "nbdb-tx-test"))).to.equal("stop");
+      expect(await sessions("nbdb-tx-test")).to.equal(0);
+    });
+
+    it("rolls back a successful function when asked (a check), and passes the mode to BEGIN", async function () {
+      await withClient(out.connections.admin, (c) => withTransaction(c, () => c.query(`CREATE TABLE ${probe} (x int)`), { rollback: true }));
+      expect(await exists()).to.equal(false);
+      const refused = await withClient(out.connections.admin, (c) => withTransaction(c, () => c.query(`CREATE TABLE ${probe} (x int)`), { mode: "READ ONLY" }).catch((e: { code?: string }) => e.code));
+      expect(refused).to.equal("25006"); // read_only_sql_transaction
+      expect(await exists()).to.equal(false);
+    });
+
+    it("rejects a refused login with the server's error", async function () {
+      const url = new URL(out.connections.migrator);
+      url.password = "not-the-password";
+      const code = await withClient(url.toString(), async () => "connected").catch((e: { code?: string }) => e.code);
+      expect(code).to.equal("28P01"); // invalid_password
+    });
   });
 });
 

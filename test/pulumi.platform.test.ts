@@ -14,22 +14,7 @@ import { StackOutputs } from "../infra/outputs";
 import { DockerCluster } from "../infra/platform/docker";
 import { AwsCluster } from "../infra/platform/aws";
 import { pulumiCaFile } from "../infra/stack";
-import { Config, DEV, PROD, Registration, Run, deploy, deployed, installMocks, named, of, registrationsDone, stackConfigFile, value } from "./pulumiMocks";
-
-function clone<T>(v: T): T {
-  return JSON.parse(JSON.stringify(v)) as T;
-}
-
-/** A copy of `config` with `key` (a dotted path) set, or removed when `value` is undefined. */
-function withKey(config: Config, key: string, value: unknown): Config {
-  const copy = clone(config);
-  const parts = key.split(".");
-  let at = copy;
-  for (const p of parts.slice(0, -1)) at = at[p] ??= {};
-  if (value === undefined) delete at[parts[parts.length - 1]];
-  else at[parts[parts.length - 1]] = value;
-  return copy;
-}
+import { Config, DEV, PROD, Registration, Run, deploy, deployed, installMocks, named, of, registrationsDone, stackConfigFile, value, withKey } from "./pulumiMocks";
 
 const IMAGES = { postgres: "postgres:15.17-bookworm", pgbouncer: "edoburu/pgbouncer:v1.25.2-p0" };
 const DIGEST = `sha256:${"ab".repeat(32)}`;

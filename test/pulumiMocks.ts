@@ -33,6 +33,17 @@ export interface Registration {
 
 export type Config = Record<string, any>;
 
+/** A copy of `config` with `key` (a dotted path) set, or removed when `value` is undefined. */
+export function withKey(config: Config, key: string, value: unknown): Config {
+  const copy: Config = JSON.parse(JSON.stringify(config));
+  const parts = key.split(".");
+  let at = copy;
+  for (const p of parts.slice(0, -1)) at = at[p] ??= {};
+  if (value === undefined) delete at[parts[parts.length - 1]];
+  else at[parts[parts.length - 1]] = value;
+  return copy;
+}
+
 export function stackConfigFile(stack: string): Config {
   const doc = yaml.load(fs.readFileSync(path.join(__dirname, "..", `Pulumi.${stack}.yaml`), "utf8")) as { config: Config };
   return Object.fromEntries(Object.entries(doc.config).map(([k, v]) => [k.slice(`${PROJECT}:`.length), v]));

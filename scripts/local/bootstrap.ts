@@ -6,6 +6,7 @@ import { scramSha256Verifier } from "../../infra/topology/scram";
 import { GRANTS, grantSql } from "../../schema/privileges";
 import { DATABASE, ROLES, RoleSpec, SCHEMA, roleSettings, roleSql } from "../../schema/roles";
 import { Client } from "pg";
+import { withTransaction } from "../db";
 import { REPLICATION_USER } from "../../infra/topology/replicaBootstrap";
 import { convergeGrants } from "../ops/grants";
 import { withSuperuser } from "./postgresNode";
@@ -132,14 +133,9 @@ export async function ensureAuditTrail(state: StackState): Promise<string[]> {
       await c.query("SET search_path = pg_catalog, pg_temp");
       const installed = (await c.query(INSTALLED_MARKER_SQL)).rows[0]?.marker;
       if (installed !== auditTrailMarker()) {
-        await c.query("BEGIN");
-        try {
-          await c.query(auditTrailSql());
-          await c.query("COMMIT");
-        } catch (e) {
-          await c.query("ROLLBACK").catch(() => undefined);
-          throw new Error(`installing the audit trail (${AUDIT_TRAIL_SQL_FILE}) failed and was rolled back: ${(e as Error).message}`);
-        }
+        await withTransaction(c, () => c.query(auditTrailSql())).catch((e: Error) => {
+          throw new Error(`installing the audit trail (${AUDIT_TRAIL_SQL_FILE}) failed and was rolled back: ${e.message}`);
+        });
         changes.push("installed the audit trail's trust boundary (sql/admin/golden_dag_trail.sql)");
       }
       const statements = await convergeGrants(c, "trail");

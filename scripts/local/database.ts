@@ -2,7 +2,7 @@
 // (through the shared applier), partitions ahead, grants from the privilege model, then the
 // maintenance schedule (pg_cron, where the server has it). Each step
 // reports only what it changed, so `nbdb up` on an up-to-date stack reports nothing.
-import { Client } from "pg";
+import { withClient } from "../db";
 import { applyBundles } from "../../infra/bundles/applier";
 import { REPO_BUNDLE_DIR, loadCatalog } from "../../infra/bundles/catalog";
 import { convergeGrants } from "../ops/grants";
@@ -25,14 +25,8 @@ export async function convergeDatabase(
   if (bundleDir !== REPO_BUNDLE_DIR) return changes;
   // nb_owner's grants first (nb_audit's USAGE/CREATE on the schema among them), then the audit
   // trail's trust boundary as the administrator, then partitions (the trail's are nb_audit's).
-  const client = new Client({ connectionString: migratorUrl, application_name: "nbdb-grants" });
-  await client.connect();
-  try {
-    const statements = await convergeGrants(client);
-    if (statements.length > 0) changes.push(`brought grants in line with the privilege model (${statements.length} statements)`);
-  } finally {
-    await client.end();
-  }
+  const statements = await withClient(migratorUrl, (client) => convergeGrants(client), "nbdb-grants");
+  if (statements.length > 0) changes.push(`brought grants in line with the privilege model (${statements.length} statements)`);
   changes.push(...(await auditTrail()));
   changes.push(...summarizePartitionActions(await maintainPartitions(migratorUrl)));
   const scheduled = await ensureMaintenanceSchedule(urls);

@@ -2,6 +2,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
+import { withClient } from "../db";
 import { HbaAccess, renderConf, renderHba, serverSettings } from "../../infra/topology/postgresSettings";
 import { POOLER_ONLY_ROLES } from "../../schema/roles";
 import { UserError } from "./errors";
@@ -298,11 +299,5 @@ function tail(file: string, lines = 15): string {
 
 /** Run `fn` with a superuser connection to a node (database `postgres` unless given), over verified TLS. */
 export async function withSuperuser<T>(state: StackState, port: number, fn: (c: Client) => Promise<T>, database = "postgres"): Promise<T> {
-  const client = new Client({ host: HOST, port, user: SUPERUSER, password: state.passwords[SUPERUSER], database, application_name: "nbdb", ssl: clientSsl(state.stack) });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
+  return withClient({ host: HOST, port, user: SUPERUSER, password: state.passwords[SUPERUSER], database, ssl: clientSsl(state.stack) }, fn, "nbdb");
 }

@@ -2,6 +2,7 @@
 // with the head's id and hash to record elsewhere (a digest kept outside the database is what
 // shows that the whole chain was not rewritten, as QLDB's digests do).
 import { Client } from "pg";
+import { withClient, withTransaction } from "../db";
 import { UserError } from "../local/errors";
 
 export interface AuditVerdict {
@@ -38,9 +39,7 @@ async function checkRecordedHead(client: Client, head: RecordedHead): Promise<{ 
 }
 
 export async function verifyAuditTrail(auditorUrl: string, expectHead?: RecordedHead): Promise<AuditVerdict> {
-  const client = new Client({ connectionString: auditorUrl, application_name: "nbdb-audit" });
-  await client.connect();
-  try {
+  return withClient(auditorUrl, async (client) => {
     // First chain what has committed since the sealer last ran, so the verdict covers it.
     // A chain that was tampered with can make the sealer fail (e.g. a head that is no longer the
     // last seal): the verification below still runs and says what is broken.
@@ -51,16 +50,20 @@ export async function verifyAuditTrail(auditorUrl: string, expectHead?: Recorded
     } catch (e) {
       sealFailure = (e as Error).message;
     }
-    await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    const broken = await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag()");
-    const headBroken = expectHead ? await checkRecordedHead(client, expectHead) : [];
-    const counts = await client.query(
-      `SELECT (SELECT count(*) FROM neuralblitz.golden_dag_audit) AS entries,
-              (SELECT count(*) FROM neuralblitz.golden_dag_audit a WHERE NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals s WHERE s.entry_id = a.id)) AS unsealed,
-              h.last_id, encode(h.last_hash, 'hex') AS last_hash
-         FROM neuralblitz.golden_dag_head h`,
+    const { broken, headBroken, counts } = await withTransaction(
+      client,
+      async () => ({
+        broken: await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag()"),
+        headBroken: expectHead ? await checkRecordedHead(client, expectHead) : [],
+        counts: await client.query(
+          `SELECT (SELECT count(*) FROM neuralblitz.golden_dag_audit) AS entries,
+                  (SELECT count(*) FROM neuralblitz.golden_dag_audit a WHERE NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals s WHERE s.entry_id = a.id)) AS unsealed,
+                  h.last_id, encode(h.last_hash, 'hex') AS last_hash
+             FROM neuralblitz.golden_dag_head h`,
+        ),
+      }),
+      { mode: "ISOLATION LEVEL REPEATABLE READ READ ONLY" },
     );
-    await client.query("COMMIT");
     const c = counts.rows[0];
     return {
       entries: Number(c.entries),
@@ -73,7 +76,5 @@ export async function verifyAuditTrail(auditorUrl: string, expectHead?: Recorded
         ...(sealFailure ? [{ id: c.last_id === null ? 0 : Number(c.last_id), reason: `the sealer failed, new entries are not chained: ${sealFailure}` }] : []),
       ],
     };
-  } finally {
-    await client.end();
-  }
+  }, "nbdb-audit");
 }

@@ -7,6 +7,7 @@ import { randomBytes } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
+import { withClient, withTransaction } from "../db";
 import { BACKUP_ROLE, backupRoleSql, renderPgbackrestConf } from "../../infra/topology/pgbackrest";
 import { scramSha256Verifier } from "../../infra/topology/scram";
 import { LOGIN_ROLES, ident } from "../../schema/roles";
@@ -164,13 +165,7 @@ export async function listBackups(stack: string): Promise<BackupList> {
 
 /** A connection as the backup role to the primary's `postgres` database. */
 async function asBackupRole<T>(ctx: LocalContext, state: StackState, fn: (c: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ host: HOST, port: state.ports.primary, user: BACKUP_ROLE, password: backupPassword(ctx), database: "postgres", application_name: "nbdb-backup", ssl: clientSsl(state.stack) });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
+  return withClient({ host: HOST, port: state.ports.primary, user: BACKUP_ROLE, password: backupPassword(ctx), database: "postgres", ssl: clientSsl(state.stack) }, fn, "nbdb-backup");
 }
 
 async function requireArchiving(ctx: LocalContext, state: StackState): Promise<void> {
@@ -356,9 +351,9 @@ async function finishRestore(ctx: LocalContext, state: StackState): Promise<stri
       // its own settings in nbdb.conf, never in postgresql.auto.conf.
       await c.query("ALTER SYSTEM RESET ALL");
       await c.query("SELECT pg_catalog.pg_reload_conf()");
-      await c.query("BEGIN");
-      for (const role of [SUPERUSER, ...LOGIN_ROLES] as const) await c.query(`ALTER ROLE ${ident(role)} PASSWORD '${scramSha256Verifier(fresh[role])}'`);
-      await c.query("COMMIT");
+      await withTransaction(c, async () => {
+        for (const role of [SUPERUSER, ...LOGIN_ROLES] as const) await c.query(`ALTER ROLE ${ident(role)} PASSWORD '${scramSha256Verifier(fresh[role])}'`);
+      });
     });
     state.passwords = fresh;
   }

@@ -2,6 +2,7 @@
 // read from the catalog, diffed triple by triple, and converged (local stack) with the exact
 // GRANT/REVOKE statements that close the gap, so an up-to-date database is not touched.
 import { ClientBase } from "pg";
+import { withTransaction } from "../db";
 import {
   DEFAULT_PRIVILEGES,
   DefaultPrivilegeSpec,
@@ -113,8 +114,7 @@ export async function convergeGrants(client: ClientBase, scope: GrantScope = "pr
     ...(scope === "project" ? DEFAULT_PRIVILEGES.filter((d) => defaultPrivilegeKeys([d]).some((k) => !liveDefaults.has(k))).map(defaultPrivilegeSql) : []),
   ];
   if (statements.length === 0) return [];
-  await client.query("BEGIN");
-  try {
+  await withTransaction(client, async () => {
     // Grants made as the owner, whoever the member running this is.
     await client.query(`SET LOCAL ROLE ${scope === "project" ? "nb_owner" : TRAIL_OWNER}`);
     await client.query("SET LOCAL search_path = pg_catalog, pg_temp");
@@ -123,10 +123,6 @@ export async function convergeGrants(client: ClientBase, scope: GrantScope = "pr
         throw new Error(`${s}: ${e.message}. Nothing was granted or revoked. The model is schema/privileges.ts; does the object exist (a bundle not applied?)`);
       });
     }
-    await client.query("COMMIT");
-  } catch (e) {
-    await client.query("ROLLBACK");
-    throw e;
-  }
+  });
   return statements;
 }

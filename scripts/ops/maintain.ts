@@ -5,6 +5,7 @@
 // rolls back (the connection is checked every second), and the leftovers of an interrupted
 // REINDEX CONCURRENTLY (invalid *_ccnew/_ccold indexes) are dropped by the next run.
 import { Client } from "pg";
+import { withClient } from "../db";
 import { maintainPartitions } from "./partitions";
 
 export interface BloatedIndex {
@@ -72,9 +73,7 @@ export async function bloatedIndexes(client: Client): Promise<BloatedIndex[]> {
 
 /** Maintenance as nb_migrator (direct to the primary: REINDEX CONCURRENTLY needs a session). */
 export async function maintain(migratorUrl: string, opts: { reindex?: boolean } = {}): Promise<MaintainReport> {
-  const client = new Client({ connectionString: migratorUrl, application_name: "nbdb-maintain" });
-  await client.connect();
-  try {
+  return withClient(migratorUrl, async (client) => {
     // A killed client gets its transaction rolled back within a second, not when it ends.
     await client.query("SET client_connection_check_interval = '1s'");
     await client.query("SET ROLE nb_owner");
@@ -105,7 +104,5 @@ export async function maintain(migratorUrl: string, opts: { reindex?: boolean } 
       bloated,
       reindexed,
     };
-  } finally {
-    await client.end();
-  }
+  }, "nbdb-maintain");
 }

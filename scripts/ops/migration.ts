@@ -1,5 +1,5 @@
 // `nbdb migration new <name>`: the next migration's file, with the next free version and the header
-// comment every migration starts with (README, "Adding a migration").
+// comment every migration starts with (docs/bundles.md, "Adding a migration").
 import * as fs from "fs";
 import * as path from "path";
 import { BUNDLE_NAME, REPO_BUNDLE_DIR, loadCatalog, migrationFileName, nextMigrationVersion } from "../../infra/bundles/catalog";

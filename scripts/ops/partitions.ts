@@ -2,6 +2,7 @@
 // strays moved out of DEFAULT partitions, retention, one action per short transaction. Run by
 // `nbdb up` and `nbdb maintain`.
 import { Client } from "pg";
+import { withClient, withTransaction } from "../db";
 
 export interface PartitionAction {
   readonly table: string;
@@ -36,9 +37,7 @@ async function blockersOf(client: Client, pid: number): Promise<string> {
  * timeout tries again after a pause, up to a minute. Nothing when the schema does not have it (yet).
  */
 export async function maintainPartitions(url: string, now?: Date): Promise<PartitionAction[]> {
-  const client = new Client({ connectionString: url, application_name: "nbdb-maintain" });
-  await client.connect();
-  try {
+  return withClient(url, async (client) => {
     const { rows } = await client.query("SELECT to_regprocedure('neuralblitz.partition_maintenance_step(timestamptz)') IS NOT NULL AS present");
     if (!rows[0].present) return [];
     const [{ pid }] = (await client.query("SELECT pg_catalog.pg_backend_pid() AS pid")).rows;
@@ -48,16 +47,15 @@ export async function maintainPartitions(url: string, now?: Date): Promise<Parti
     for (;;) {
       let step: PartitionAction[];
       try {
-        await client.query("BEGIN");
-        await client.query("SELECT pg_catalog.set_config('lock_timeout', $1, true)", [`${PARTITION_LOCK_TRY_MS}ms`]);
-        const res = await client.query(
-          "SELECT table_name, action, partition_name, rows_moved FROM neuralblitz.partition_maintenance_step(coalesce($1::timestamptz, now()))",
-          [now ?? null],
-        );
-        await client.query("COMMIT");
+        const res = await withTransaction(client, async () => {
+          await client.query("SELECT pg_catalog.set_config('lock_timeout', $1, true)", [`${PARTITION_LOCK_TRY_MS}ms`]);
+          return client.query(
+            "SELECT table_name, action, partition_name, rows_moved FROM neuralblitz.partition_maintenance_step(coalesce($1::timestamptz, now()))",
+            [now ?? null],
+          );
+        });
         step = res.rows.map((r) => ({ table: r.table_name, action: r.action, partition: r.partition_name, rowsMoved: r.rows_moved === null ? null : Number(r.rows_moved) }));
       } catch (e) {
-        await client.query("ROLLBACK").catch(() => undefined);
         if ((e as { code?: string }).code !== "55P03") throw e;
         failedSince ??= Date.now();
         if (Date.now() - failedSince > STEP_RETRY_LIMIT_MS) {
@@ -75,9 +73,7 @@ export async function maintainPartitions(url: string, now?: Date): Promise<Parti
       for (const a of step) if (!actions.some((b) => b.table === a.table && b.action === a.action && b.partition === a.partition)) actions.push(a);
       if (locking.length === 0) return actions;
     }
-  } finally {
-    await client.end();
-  }
+  }, "nbdb-maintain");
 }
 
 /** One line per table and action, e.g. "metrics: created 8 partitions (moved 3 rows from default)". */

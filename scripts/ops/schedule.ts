@@ -1,6 +1,7 @@
 // The maintenance schedule of the local stack (infra/topology/maintenanceSchedule.ts, which the
 // Pulumi stacks run too) and what `nbdb status` shows of it.
 import { Client } from "pg";
+import { withClient } from "../db";
 import { JOB_ROLE, MAINTENANCE_JOB, SCHEDULED_JOBS, SEAL_JOB, cronAccessSql, maintenanceScheduleSql } from "../../infra/topology/maintenanceSchedule";
 
 async function jobExists(client: Client, job: string = MAINTENANCE_JOB.name, command?: string): Promise<boolean> {
@@ -22,25 +23,20 @@ async function jobsCurrent(client: Client): Promise<boolean> {
  * to `nbdb maintain`.
  */
 export async function ensureMaintenanceSchedule(urls: { readonly admin: string; readonly migrator: string }): Promise<string | undefined> {
-  const admin = new Client({ connectionString: urls.admin, application_name: "nbdb-schedule" });
-  await admin.connect();
-  try {
-    const { rows } = await admin.query(
-      "SELECT 'pg_cron' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) AND current_setting('cron.database_name', true) = current_database() AS cron",
-    );
-    if (!rows[0].cron) return undefined;
-    if (await jobsCurrent(admin)) return undefined;
-    await admin.query(cronAccessSql());
-  } finally {
-    await admin.end();
-  }
-  const migrator = new Client({ connectionString: urls.migrator, application_name: "nbdb-schedule" });
-  await migrator.connect();
-  try {
-    await migrator.query(maintenanceScheduleSql());
-  } finally {
-    await migrator.end();
-  }
+  const needed = await withClient(
+    urls.admin,
+    async (admin) => {
+      const { rows } = await admin.query(
+        "SELECT 'pg_cron' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) AND current_setting('cron.database_name', true) = current_database() AS cron",
+      );
+      if (!rows[0].cron || (await jobsCurrent(admin))) return false;
+      await admin.query(cronAccessSql());
+      return true;
+    },
+    "nbdb-schedule",
+  );
+  if (!needed) return undefined;
+  await withClient(urls.migrator, (migrator) => migrator.query(maintenanceScheduleSql()), "nbdb-schedule");
   return `scheduled maintenance ('${MAINTENANCE_JOB.schedule}') and the audit sealer ('${SEAL_JOB.schedule}') with pg_cron, as ${JOB_ROLE}`;
 }
 
@@ -51,9 +47,7 @@ export interface MaintenanceStatus {
 
 /** When maintenance last ran (by any means) and whether pg_cron holds its job. */
 export async function maintenanceStatus(url: string): Promise<MaintenanceStatus> {
-  const client = new Client({ connectionString: url, application_name: "nbdb-status" });
-  await client.connect();
-  try {
+  return withClient(url, async (client) => {
     const isScheduled = await jobExists(client);
     if (!(await client.query("SELECT to_regclass('neuralblitz.maintenance_runs') IS NOT NULL AS present")).rows[0].present) return { scheduled: isScheduled, lastRun: null };
     const { rows } = await client.query(
@@ -67,7 +61,5 @@ export async function maintenanceStatus(url: string): Promise<MaintenanceStatus>
         ? { source: r.source, startedAt: r.started_at.toISOString(), finishedAt: r.finished_at.toISOString(), partitionsCreated: r.partitions_created, partitionsRetired: r.partitions_retired, rowsMoved: Number(r.rows_moved) }
         : null,
     };
-  } finally {
-    await client.end();
-  }
+  }, "nbdb-status");
 }

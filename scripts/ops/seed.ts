@@ -9,6 +9,7 @@ import * as path from "path";
 import { Readable } from "stream";
 import { pipeline } from "stream/promises";
 import { Client } from "pg";
+import { withClient, withTransaction } from "../db";
 import { from as copyFrom } from "pg-copy-streams";
 import { isProtectedStack } from "../../infra/config";
 import { TABLES } from "../../schema/tables";
@@ -163,17 +164,6 @@ function* metricLines(rand: Random, dayStart: number, rows: number): Generator<s
   if (batch) yield batch;
 }
 
-async function inTransaction(client: Client, fn: () => Promise<void>): Promise<void> {
-  await client.query("BEGIN");
-  try {
-    await fn();
-    await client.query("COMMIT");
-  } catch (e) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    throw e;
-  }
-}
-
 /** COPY the lines into a table, telling `onRows` how many went in as they go. */
 async function copyLines(client: Client, table: string, columns: string, lines: Iterable<string>, onRows: (n: number) => void): Promise<number> {
   let sent = 0;
@@ -207,7 +197,7 @@ async function removePreviousSeed(client: Client): Promise<void> {
 }
 
 async function loadBusinessTables(client: Client, report: Reporter, g: Generated, dataKey: string, rows: Record<string, number>): Promise<void> {
-  await inTransaction(client, async () => {
+  await withTransaction(client, async () => {
     await client.query("SELECT neuralblitz.set_user_context(NULL, $1)", [dataKey]);
     // Every user's rows at once, as the owner: row-level security stays enabled but stops applying
     // to the owner for this transaction only (FORCE is back before it commits, and no other
@@ -270,7 +260,7 @@ async function loadMetrics(client: Client, report: Reporter, rand: Random, scale
   for (let d = HISTORY_DAYS; d >= 1; d--) {
     const dayStart = asOf - d * DAY;
     // One day per transaction: sized so a scale-100 load commits every few hundred thousand rows.
-    await inTransaction(client, async () => {
+    await withTransaction(client, async () => {
       await copyLines(client, "metrics", "ts, name, value, labels, source", metricLines(rand, dayStart, perDay), (n) => bar.advance(n));
     });
     total += perDay;
@@ -300,9 +290,7 @@ export async function seed(opts: SeedOptions): Promise<SeedReport> {
   fs.rmSync(seedMarkerFile(opts.stack), { force: true });
   // As nb_migrator, never a superuser: seeding runs the owner's triggers, which must never run with
   // more rights than the owner's.
-  const client = new Client({ connectionString: outputs.connections.migrator, application_name: "nbdb-seed" });
-  await client.connect();
-  try {
+  await withClient(outputs.connections.migrator, async (client) => {
     // Partitions for the whole seeded range, so no row lands in a DEFAULT partition.
     await client.query(
       `SELECT count(*) FROM generate_series($1::timestamptz, $2::timestamptz, interval '7 days') AS d, neuralblitz.run_partition_maintenance(d)`,
@@ -312,9 +300,7 @@ export async function seed(opts: SeedOptions): Promise<SeedReport> {
     await loadBusinessTables(client, report, generated, dataKey, rows);
     rows.metrics = await loadMetrics(client, report, rand, opts.scale, asOf);
     for (const t of TABLES.filter((x) => x.name !== "golden_dag_audit")) await client.query(`ANALYZE neuralblitz.${t.name}`);
-  } finally {
-    await client.end();
-  }
+  }, "nbdb-seed");
   fs.writeFileSync(seedMarkerFile(opts.stack), JSON.stringify({ seed: opts.seed, scale: opts.scale, asOf: new Date(asOf).toISOString(), completedAt: new Date().toISOString() }, null, 2) + "\n", { mode: 0o600 });
   return { rows, durationMs: Date.now() - started };
 }

@@ -1,6 +1,6 @@
 // `npm start`: the getting-started path in one command: the local stack up (bundles, grants,
 // partitions), development data the first time, the schema verified, and a short summary.
-import { Client } from "pg";
+import { withClient } from "../db";
 import { TABLES } from "../../schema/tables";
 import { StackStatus, status, up } from "../local/stack";
 import * as path from "path";
@@ -25,9 +25,7 @@ export interface StartSummary {
  * nb_migrator: the summary needs no superuser and runs no code of the schema's.
  */
 async function rowCounts(migratorUrl: string): Promise<Record<string, number>> {
-  const client = new Client({ connectionString: migratorUrl, application_name: "nbdb-start" });
-  await client.connect();
-  try {
+  return withClient(migratorUrl, async (client) => {
     const { rows } = await client.query(
       `SELECT t.name, coalesce(sum(s.n_live_tup), 0)::bigint AS n
          FROM pg_catalog.unnest($1::text[]) AS t(name)
@@ -39,9 +37,7 @@ async function rowCounts(migratorUrl: string): Promise<Record<string, number>> {
     );
     const byName = new Map(rows.map((r) => [r.name as string, Number(r.n)]));
     return Object.fromEntries(TABLES.map((t) => [t.name, byName.get(t.name) ?? 0]));
-  } finally {
-    await client.end();
-  }
+  }, "nbdb-start");
 }
 
 export async function start(stack: string, log: (line: string) => void, progressTo: NodeJS.WriteStream | null = process.stderr): Promise<StartSummary> {

@@ -10,7 +10,7 @@ import { UserError } from "../local/errors";
 import { down, up } from "../local/stack";
 import { HOST, StackState, clientSsl, outputsOf, requireStack, stackDir } from "../local/state";
 import { CHECK_BEGIN, CHECK_END, CatalogRow, ExpectedRow, LIVE_CATALOG_SQL, VERIFY_SQL_FILE, renderVerifySql } from "./verifySql";
-import { withClient } from "../db";
+import { withClient, withTransaction } from "../db";
 
 export interface Drift {
   readonly kind: string;
@@ -32,19 +32,18 @@ function checkSection(sqlText: string, file: string): string {
 export async function verifySchema(url: string, file: string = VERIFY_SQL_FILE): Promise<Drift[]> {
   if (!fs.existsSync(file)) throw new UserError(`${file} is missing: restore it from version control, or rebuild it with npx nbdb verify --regenerate`);
   const check = checkSection(fs.readFileSync(file, "utf8"), file);
-  const client = new Client({ connectionString: url, application_name: "nbdb-verify" });
-  await client.connect();
-  try {
-    // Not READ ONLY: the check gathers its findings in a temporary table. Nothing else is written,
-    // and the transaction is rolled back.
-    await client.query("BEGIN");
+  // Not READ ONLY: the check gathers its findings in a temporary table. Nothing else is written,
+  // and the transaction is rolled back.
+  return rolledBack(url, async (client) => {
     await client.query(check);
     const { rows } = await client.query("SELECT kind, name, problem, expected, actual, fix FROM nb_verify_drift ORDER BY kind, name");
     return rows as Drift[];
-  } finally {
-    await client.query("ROLLBACK").catch(() => undefined);
-    await client.end();
-  }
+  });
+}
+
+/** Runs `fn` in a transaction of its own connection that is always rolled back: verify changes nothing. */
+function rolledBack<T>(url: string, fn: (c: Client) => Promise<T>, mode?: string): Promise<T> {
+  return withClient(url, (client) => withTransaction(client, fn, { rollback: true, mode }), "nbdb-verify");
 }
 
 /** The bundle that defines an object, for the advice beside a drift. */
@@ -60,17 +59,15 @@ function sourceOf(row: CatalogRow, bundles: readonly { file: string; sql: string
 }
 
 export async function catalogOf(url: string): Promise<CatalogRow[]> {
-  const client = new Client({ connectionString: url, application_name: "nbdb-verify" });
-  await client.connect();
-  try {
-    await client.query("BEGIN READ ONLY");
-    await client.query("SET LOCAL search_path = pg_catalog; SET LOCAL TimeZone = 'UTC'");
-    const { rows } = await client.query(`SELECT kind, name, detail FROM (${LIVE_CATALOG_SQL}) AS c ORDER BY kind, name`);
-    return rows as CatalogRow[];
-  } finally {
-    await client.query("ROLLBACK").catch(() => undefined);
-    await client.end();
-  }
+  return rolledBack(
+    url,
+    async (client) => {
+      await client.query("SET LOCAL search_path = pg_catalog; SET LOCAL TimeZone = 'UTC'");
+      const { rows } = await client.query(`SELECT kind, name, detail FROM (${LIVE_CATALOG_SQL}) AS c ORDER BY kind, name`);
+      return rows as CatalogRow[];
+    },
+    "READ ONLY",
+  );
 }
 
 /** The text sql/verify_schema.sql should have, from the catalog of a database built from sql/. */
@@ -105,15 +102,8 @@ export async function verifyPasswords(state: StackState): Promise<Drift[]> {
   const drifts: Drift[] = [];
   const attempt = async (user: string, password: string, port: number, database: string, replication: boolean): Promise<string | null> => {
     // Over TLS verified against the stack's CA, as every login of the stack (plain TCP is refused).
-    const client = new Client({ host: HOST, port, user, password, database, application_name: "nbdb-verify", ssl: clientSsl(state.stack), ...(replication ? { replication: "true" } : {}) } as ClientConfig);
-    try {
-      await client.connect();
-      return null;
-    } catch (e) {
-      return (e as { code?: string }).code ?? "error";
-    } finally {
-      await client.end().catch(() => undefined);
-    }
+    const config = { host: HOST, port, user, password, database, ssl: clientSsl(state.stack), ...(replication ? { replication: "true" } : {}) } as ClientConfig;
+    return withClient(config, async () => null, "nbdb-verify").catch((e: { code?: string }) => e.code ?? "error");
   };
   // A role past VALID UNTIL is refused whatever its password: that drift is the role's, reported as such.
   const expired = new Set(
