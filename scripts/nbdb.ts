@@ -15,12 +15,13 @@ import { newMigration } from "./ops/migration";
 import { reset } from "./ops/reset";
 import { parseScale, seed } from "./ops/seed";
 import { printStartSummary, start } from "./ops/start";
-import { regenerateVerifySql, verifyStack } from "./ops/verify";
+import { regenerateVerifySql, verifySchema, verifyStack } from "./ops/verify";
+import { TargetOptions, resolveTarget, targetOptions } from "./ops/target";
 import { StackStatus, down, status, up } from "./local/stack";
 import { SERVER_PACKAGES, TEST_PACKAGES, ensureSystem, ensureTestSystem } from "./local/setup";
 import { findBinaries } from "./local/system";
 import { PGBOUNCER_VERSION } from "../infra/topology/pgbouncerVersion";
-import { outputsFile, readOutputs, validateStackName } from "./local/state";
+import { outputsFile, validateStackName } from "./local/state";
 import { pgServiceFile } from "./local/pgService";
 
 const log = (line: string) => process.stderr.write(`nbdb: ${line}\n`);
@@ -39,6 +40,11 @@ function replicasOption(value: string): number {
   } catch (e) {
     throw new InvalidArgumentError((e as Error).message);
   }
+}
+
+/** The target of a command that works on deployed stacks too (--stack, --pulumi-stack, --service, --pg-env). */
+function target(o: TargetOptions, cmd: Command) {
+  return resolveTarget(o, cmd.getOptionValueSource("stack") === "cli");
 }
 
 function fmt(v: number | null, digits = 0): string {
@@ -171,18 +177,19 @@ export function program(): Command {
       if (s.problems.length > 0) process.exitCode = 1;
     });
 
-  cli
+  targetOptions(cli
     .command("plan")
-    .description("list the SQL bundles nbdb up would apply (new, changed repeatable) or refuse (edited migration); changes nothing. Exit code 1 if any is refused")
-    .option("--stack <name>", "stack name", stackOption, "local")
+    .description("list the SQL bundles nbdb up would apply (new, changed repeatable) or refuse (edited migration); changes nothing; as nb_migrator. Exit code 1 if any is refused")
+    .option("--stack <name>", "stack name", stackOption, "local"))
     .option("--bundles <dir>", "directory of SQL bundles", REPO_BUNDLE_DIR)
     .option("--json", "print JSON for machines")
-    .action(async (o: { stack: string; bundles: string; json?: boolean }) => {
-      const plan = await planDeploy({ url: readOutputs(o.stack).connections.migrator }, loadCatalog(o.bundles));
+    .action(async (o: TargetOptions & { bundles: string; json?: boolean }, cmd: Command) => {
+      const t = await target(o, cmd);
+      const plan = await planDeploy({ url: t.url("migrator") }, loadCatalog(o.bundles));
       if (o.json) {
         const entries = plan.map(({ bundle, status, appliedChecksum, reason }) => ({ name: bundle.name, kind: bundle.kind, file: bundle.file, status, checksum: bundle.checksum, appliedChecksum, reason }));
-        console.log(JSON.stringify({ stack: o.stack, bundles: entries }, null, 2));
-      } else printPlan(o.stack, plan);
+        console.log(JSON.stringify({ stack: t.name, bundles: entries }, null, 2));
+      } else printPlan(t.name, plan);
       if (plan.some((e) => e.status === "refused")) process.exitCode = 1;
     });
 
@@ -205,14 +212,14 @@ export function program(): Command {
       console.log(`seeded ${total} rows in ${(report.durationMs / 1000).toFixed(1)} s (tables analyzed)`);
     });
 
-  cli
+  targetOptions(cli
     .command("maintain")
-    .description("partitions ahead and retention, strays moved, roll-ups refreshed, changed partitions analyzed; reports bloated indexes")
-    .option("--stack <name>", "stack name", stackOption, "local")
+    .description("partitions ahead and retention, strays moved, roll-ups refreshed, changed partitions analyzed; reports bloated indexes; as nb_migrator")
+    .option("--stack <name>", "stack name", stackOption, "local"))
     .option("--reindex", "also run the REINDEX CONCURRENTLY the bloat report proposes")
     .option("--json", "print JSON for machines")
-    .action(async (o: { stack: string; reindex?: boolean; json?: boolean }) => {
-      const r = await maintain(readOutputs(o.stack).connections.migrator, { reindex: o.reindex });
+    .action(async (o: TargetOptions & { reindex?: boolean; json?: boolean }, cmd: Command) => {
+      const r = await maintain((await target(o, cmd)).url("migrator"), { reindex: o.reindex });
       if (o.json) return void console.log(JSON.stringify(r, null, 2));
       console.log(`partitions: ${r.partitionsCreated} created, ${r.partitionsRetired} retired; ${r.rowsMoved} rows moved out of default partitions`);
       console.log(`roll-ups refreshed; analyzed: ${r.analyzed.length ? r.analyzed.join(", ") : "nothing changed enough"}`);
@@ -224,19 +231,21 @@ export function program(): Command {
       }
     });
 
-  cli
+  targetOptions(cli
     .command("verify")
-    .description("check the live database against sql/, the privilege model and the ledger (same verdict as psql -f sql/verify_schema.sql); exit code 1 on any drift")
-    .option("--stack <name>", "stack name", stackOption, "local")
+    .description("check the live database against sql/, the privilege model and the ledger (same verdict as psql -f sql/verify_schema.sql), as nb_migrator; a local stack's passwords too; exit code 1 on any drift")
+    .option("--stack <name>", "stack name", stackOption, "local"))
     .option("--json", "print JSON for machines")
     .option("--regenerate", "rebuild sql/verify_schema.sql from a throwaway stack built from sql/ (after changing bundles or the model)")
-    .action(async (o: { stack: string; json?: boolean; regenerate?: boolean }) => {
+    .action(async (o: TargetOptions & { json?: boolean; regenerate?: boolean }, cmd: Command) => {
       if (o.regenerate) return void console.log(`wrote ${await regenerateVerifySql(log)}`);
-      const drifts = await verifyStack(o.stack);
-      if (o.json) console.log(JSON.stringify({ stack: o.stack, drifts }, null, 2));
-      else if (drifts.length === 0) console.log(`stack ${o.stack}: schema verified, no drift`);
+      const t = await target(o, cmd);
+      // Only a local stack knows its passwords (state.json): elsewhere the schema check alone.
+      const drifts = t.kind === "local" ? await verifyStack(o.stack) : await verifySchema(t.url("migrator"));
+      if (o.json) console.log(JSON.stringify({ stack: t.name, drifts }, null, 2));
+      else if (drifts.length === 0) console.log(`stack ${t.name}: schema verified, no drift`);
       else {
-        console.log(`stack ${o.stack}: ${drifts.length} drift(s)`);
+        console.log(`stack ${t.name}: ${drifts.length} drift(s)`);
         for (const d of drifts) {
           const is = d.problem === "changed" && d.actual && d.actual.length <= 80 && !d.actual.includes("\n") ? ` (is: ${d.actual})` : "";
           console.log(`- ${d.kind} ${d.name}: ${d.problem}${is}\n    fix: ${d.fix}`);
@@ -275,14 +284,15 @@ export function program(): Command {
     });
 
   const audit = cli.command("audit").description("the GoldenDAG audit trail");
-  audit
+  targetOptions(audit
     .command("verify")
     .description("check every link of the audit chain (as nb_auditor); exit code 1 when any entry is broken")
-    .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--stack <name>", "stack name", stackOption, "local"))
     .option("--expect-head <id:hash>", "a head printed by an earlier run: also check the chain still holds it (not rewritten since)")
     .option("--json", "print JSON for machines")
-    .action(async (o: { stack: string; json?: boolean; expectHead?: string }) => {
-      const verdict = await verifyAuditTrail(readOutputs(o.stack).connections.auditor, o.expectHead ? parseRecordedHead(o.expectHead) : undefined);
+    .action(async (o: TargetOptions & { json?: boolean; expectHead?: string }, cmd: Command) => {
+      const expectHead = o.expectHead ? parseRecordedHead(o.expectHead) : undefined;
+      const verdict = await verifyAuditTrail((await target(o, cmd)).url("auditor"), expectHead);
       if (o.json) console.log(JSON.stringify(verdict, null, 2));
       else if (verdict.broken.length === 0) {
         console.log(`audit chain intact: ${verdict.entries - verdict.unsealed} entries chained (${verdict.unsealed} committing now); head ${verdict.head.id ?? 0}:${verdict.head.hash}`);
