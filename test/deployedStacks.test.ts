@@ -221,6 +221,7 @@ describe("nbdb on deployed stacks", function () {
       const { PGSSLROOTCERT: _ca, ...noCa } = env;
       const refused = await nbdb(["plan", "--pg-env"], { ...noCa, HOME: dir });
       expect(refused.code).to.equal(2);
+      expect(refused.stderr).to.match(/certificate/);
     });
 
     it("parses service files as libpq does: comments, ';' and '#' and spaces kept in values, the first value of a key, 'key = value' refused", function () {
