@@ -11,7 +11,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { libpqKeywords, pgServiceFile, serviceName } from "../scripts/local/pgService";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs } from "../scripts/local/state";
-import { parseServiceFile } from "../scripts/ops/target";
+import { Client } from "pg";
+import { libpqUrl, parseServiceFile } from "../scripts/ops/target";
 import { engineBinDir, engineStack } from "./engineHarness";
 import { uniqueStack } from "./helpers";
 
@@ -222,6 +223,14 @@ describe("nbdb on deployed stacks", function () {
       const refused = await nbdb(["plan", "--pg-env"], { ...noCa, HOME: dir });
       expect(refused.code).to.equal(2);
       expect(refused.stderr).to.match(/certificate/);
+    });
+
+    it("hands node-postgres the libpq keywords unchanged: a socket directory, any password, libpq's sslmode", function () {
+      const keywords = new Map([["host", "/var/run/postgresql"], ["port", "5433"], ["user", "nb_migrator"], ["password", "p&s w=#%;+"], ["dbname", "neural blitz"], ["sslmode", "require"]]);
+      const c = new Client({ connectionString: libpqUrl(keywords) }) as Client & { password: string; ssl: unknown };
+      expect({ host: c.host, port: c.port, user: c.user, password: c.password, database: c.database }).to.deep.equal({ host: "/var/run/postgresql", port: 5433, user: "nb_migrator", password: "p&s w=#%;+", database: "neural blitz" });
+      // libpq's require: encrypted, not verified (node-postgres alone would verify against Node's CAs).
+      expect(c.ssl).to.deep.equal({ rejectUnauthorized: false });
     });
 
     it("parses service files as libpq does: comments, ';' and '#' and spaces kept in values, the first value of a key, 'key = value' refused", function () {
