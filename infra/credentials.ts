@@ -17,11 +17,14 @@ export class StackPasswords extends pulumi.ComponentResource {
   readonly roles: Readonly<Record<LoginRoleName, pulumi.Output<string>>>;
   /** The key of the encrypted columns, which applications send per transaction (client/ withUser). */
   readonly dataKey: pulumi.Output<string>;
+  /** pgBackRest's role (nb_backup, not a role of schema/roles.ts) where the platform runs pgBackRest. */
+  readonly backup: pulumi.Output<string>;
 
   constructor(name: string, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:credentials:StackPasswords", name, {}, opts);
     this.admin = generated(`${name}-admin`, this);
     this.dataKey = generated(`${name}-data-key`, this, 48);
+    this.backup = generated(`${name}-nb_backup`, this);
     this.roles = Object.fromEntries(LOGIN_ROLES.map((role) => [role, generated(`${name}-${role}`, this)])) as Record<LoginRoleName, pulumi.Output<string>>;
     this.registerOutputs({});
   }
@@ -32,7 +35,7 @@ export class StackPasswords extends pulumi.ComponentResource {
       replication: this.roles.nb_replicator,
       poolerAuth: this.roles.nb_pgbouncer,
       pooledLogins: { nb_app: this.roles.nb_app, nb_auditor: this.roles.nb_auditor },
-      scheduler: this.roles.nb_migrator,
+      backup: this.backup,
     };
   }
 }

@@ -7,7 +7,7 @@ import auditVerify from "./commands/auditVerify";
 import backupList from "./commands/backupList";
 import backupTake from "./commands/backupTake";
 import bench from "./commands/bench";
-import { AnyCommand, CommandContext, stackName } from "./commands/command";
+import { AnyCommand, CommandContext, OptionSpec, stackName } from "./commands/command";
 import down from "./commands/down";
 import grantsDiff from "./commands/grantsDiff";
 import maintain from "./commands/maintain";
@@ -21,6 +21,7 @@ import start from "./commands/start";
 import status from "./commands/status";
 import up from "./commands/up";
 import verify from "./commands/verify";
+import { TARGET_OPTIONS, TargetOptions, resolveTarget } from "./ops/target";
 
 /** Every command, in the order `nbdb --help` lists them. */
 export const COMMANDS: readonly AnyCommand[] = [
@@ -67,6 +68,16 @@ async function runCommand(spec: AnyCommand, opts: Record<string, unknown>): Prom
   if (spec.verdict?.(result)) process.exitCode = 1;
 }
 
+/** A command's options in the order --help and docs/commands.md list them: --stack, the deployed-stack targets, its own, --json. */
+export function optionsOf(spec: AnyCommand): OptionSpec[] {
+  return [
+    ...(spec.stack ? [{ ...STACK_OPTION, parse: stackName, help: spec.stack.help ?? STACK_OPTION.help, default: spec.stack.default ?? STACK_OPTION.default }] : []),
+    ...(spec.target ? TARGET_OPTIONS : []),
+    ...(spec.options ?? []),
+    ...(spec.json ? [{ ...JSON_OPTION, help: spec.json.help ?? JSON_OPTION.help }] : []),
+  ];
+}
+
 function addCommand(cli: Command, spec: AnyCommand): void {
   const words = spec.name.split(" ");
   if (words.length > 2) throw new Error(`command '${spec.name}': at most a group and a subcommand`);
@@ -78,20 +89,21 @@ function addCommand(cli: Command, spec: AnyCommand): void {
   }
   const cmd = parent.command(words[words.length - 1], { isDefault: spec.isDefault }).description(spec.description);
   for (const a of spec.args ?? []) cmd.argument(`<${a.name}>`, a.help);
-  const options = [
-    ...(spec.stack ? [{ ...STACK_OPTION, parse: stackName, help: spec.stack.help ?? STACK_OPTION.help, default: spec.stack.default ?? STACK_OPTION.default }] : []),
-    ...(spec.options ?? []),
-    ...(spec.json ? [{ ...JSON_OPTION, help: spec.json.help ?? JSON_OPTION.help }] : []),
-  ];
+  const options = optionsOf(spec);
   for (const o of options) {
-    const add = "required" in o && o.required ? cmd.requiredOption.bind(cmd) : cmd.option.bind(cmd);
-    if ("parse" in o && o.parse) add(o.flags, o.help, o.parse, "default" in o ? o.default : undefined);
-    else add(o.flags, o.help, "default" in o ? o.default : undefined);
+    const add = o.required ? cmd.requiredOption.bind(cmd) : cmd.option.bind(cmd);
+    if (o.parse) add(o.flags, o.help, o.parse, o.default);
+    else add(o.flags, o.help, o.default);
   }
   cmd.action(async (...params: unknown[]) => {
     const command = params[params.length - 1] as Command;
     const positional = Object.fromEntries((spec.args ?? []).map((a, i) => [a.name, command.processedArgs[i]]));
-    await runCommand(spec, { ...command.opts(), ...positional });
+    const opts: Record<string, unknown> = { ...command.opts(), ...positional };
+    // Resolved when the command asks (verify --regenerate needs none); --stack given by hand beside
+    // --pulumi-stack/--service/--pg-env is a contradiction resolveTarget names.
+    const stackGiven = command.getOptionValueSource("stack") === "cli";
+    if (spec.target) opts.target = () => resolveTarget(opts as unknown as TargetOptions, stackGiven);
+    await runCommand(spec, opts);
   });
 }
 

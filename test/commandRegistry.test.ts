@@ -7,7 +7,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { AnyCommand, CommandSpec, defineCommand } from "../scripts/commands/command";
 import { UserError } from "../scripts/local/errors";
-import { COMMANDS, GROUPS, JSON_OPTION, STACK_OPTION, main } from "../scripts/nbdb";
+import { COMMANDS, GROUPS, main, optionsOf } from "../scripts/nbdb";
 
 const BIN = path.join(__dirname, "..", "bin", "nbdb.js");
 
@@ -128,12 +128,7 @@ describe("the nbdb command registry", function () {
     }
     expect([...sections.keys()]).to.have.members(COMMANDS.map((c) => c.name));
     for (const c of COMMANDS) {
-      const flags = [
-        ...(c.args ?? []).map((a) => `<${a.name}>`),
-        ...(c.stack ? [STACK_OPTION.flags] : []),
-        ...(c.options ?? []).map((o) => o.flags),
-        ...(c.json ? [JSON_OPTION.flags] : []),
-      ];
+      const flags = [...(c.args ?? []).map((a) => `<${a.name}>`), ...optionsOf(c).map((o) => o.flags)];
       expect(sections.get(c.name), `docs/commands.md, nbdb ${c.name}`).to.deep.equal(flags);
     }
   });

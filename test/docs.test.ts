@@ -9,7 +9,7 @@ import { SESSION_POOL_SIZE, sessionPoolDatabase } from "../client/outputs";
 import { stackOutputs } from "../infra/outputs";
 import { Cluster } from "../infra/platform/types";
 import { RESERVE_POOL_SIZE } from "../infra/topology/connectionBudget";
-import { SCHEDULED_JOBS, JOB_ROLE } from "../infra/topology/maintenanceSchedule";
+import { BACKUP_JOBS, SCHEDULED_JOBS, JOB_ROLE } from "../infra/topology/maintenanceSchedule";
 import { POOLER_DEFAULTS, POOLER_FAILURE_SETTINGS } from "../infra/topology/pgbouncerIni";
 import { DATABASE, ROLES, ROLE_TIMEOUT_DEFAULTS, RoleSpec, TimedRole } from "../schema/roles";
 import { PARTITIONED_TABLES } from "../schema/tables";
@@ -152,6 +152,11 @@ describe("docs/contracts.md states what the code does", function () {
   it("gives the scheduled jobs, their times and their role", function () {
     const rows = table("jobs");
     expect(rows).to.deep.equal(SCHEDULED_JOBS.map((j) => [j.name, j.schedule, j.command, JOB_ROLE]));
+  });
+
+  it("suggests, in docs/backup.md, the same backup schedule for a local stack's crontab as BACKUP_JOBS", function () {
+    const lines = [...read("docs/backup.md").matchAll(/^(\S+ \S+ \S+ \S+ \S+) +cd .* npx nbdb backup --stack local --type (\w+) /gm)].map((m) => [m[1], m[2]]);
+    expect(lines).to.deep.equal(BACKUP_JOBS.map((j) => [j.schedule, j.type]));
   });
 
   describe("partitions", function () {

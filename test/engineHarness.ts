@@ -9,13 +9,13 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import * as auto from "@pulumi/pulumi/automation";
-import { lockedVersions } from "../scripts/toolchain/pulumi";
+import { toolchainBinDir } from "../scripts/toolchain/pulumi";
 
 const REPO = path.join(__dirname, "..");
 
 /** Where the toolchain put the binaries (its last line of output), or undefined when it has not run. */
 export function engineBinDir(): string | undefined {
-  const dir = process.env.NBDB_PULUMI_BIN ?? path.join(process.env.NBDB_TOOLCHAIN_DIR ?? path.join(os.homedir(), ".cache", "neuralblitz-db", "pulumi"), `v${lockedVersions().pulumi}`, "bin");
+  const dir = process.env.NBDB_PULUMI_BIN ?? toolchainBinDir();
   return ["pulumi", "pulumi-resource-pulumi-nodejs"].every((b) => fs.existsSync(path.join(dir, b))) ? dir : undefined;
 }
 

@@ -4,7 +4,6 @@ import { ChildProcess, execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
-import { schedulerLoopScript } from "../infra/topology/maintenanceSchedule";
 import { withClient, withTransaction } from "../scripts/db";
 import { maintain } from "../scripts/ops/maintain";
 import { guardProduction, isSeeded, seed } from "../scripts/ops/seed";
@@ -227,33 +226,6 @@ describe("maintenance", function () {
     }
     expect((await status(stack)).maintenance).to.deep.include({ scheduled: true });
     expect((await status(stack)).maintenance!.lastRun!.source).to.equal("scheduler");
-  });
-
-  it("runs the same jobs from the scheduler loop where there is no pg_cron (the Docker stack's container)", async function () {
-    await query(out.connections.admin, "INSERT INTO neuralblitz.monitoring_alerts (rule, metric, condition, threshold, severity) VALUES ('loop', 'm', '>', 1, 'info')");
-    const unsealed = "SELECT count(*)::int AS n FROM neuralblitz.golden_dag_audit a WHERE NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals s WHERE s.entry_id = a.id)";
-    expect((await query<{ n: number }>(out.connections.admin, unsealed))[0].n).to.be.greaterThan(0);
-    await new Promise((r) => setTimeout(r, 1100));
-    const migrator = new URL(out.connections.migrator);
-    const loop = spawn("/bin/sh", ["-c", schedulerLoopScript()], {
-      env: {
-        PATH: `${findBinaries().pgBinDir}:${process.env.PATH}`,
-        PGHOST: migrator.hostname,
-        PGPORT: migrator.port,
-        PGUSER: "nb_migrator",
-        PGPASSWORD: decodeURIComponent(migrator.password),
-        PGDATABASE: "neuralblitz",
-        // As the Docker scheduler container does: verify the primary against the stack's CA.
-        PGSSLMODE: "verify-full",
-        PGSSLROOTCERT: migrator.searchParams.get("sslrootcert")!,
-      },
-      stdio: "ignore",
-    });
-    try {
-      await waitFor("the loop's sealer to run", 15_000, async () => ((await query<{ n: number }>(out.connections.admin, unsealed))[0].n === 0 ? true : undefined));
-    } finally {
-      loop.kill("SIGKILL");
-    }
   });
 
   it("reports a bloated index with the REINDEX CONCURRENTLY it would run, and runs it on request", async function () {

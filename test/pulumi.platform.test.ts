@@ -11,6 +11,9 @@ import { majorVersionProvider } from "../infra/dynamic/majorVersion";
 import { stableScramVerifier } from "../infra/topology/scram";
 import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
+import { postgresImageBuild } from "../infra/platform/images";
+import { BACKUP_JOBS, SCHEDULED_JOBS, maintenanceScheduleSql } from "../infra/topology/maintenanceSchedule";
+import { BACKUP_ROLE, archiveCommand, backupCrontab, renderPgbackrestConf } from "../infra/topology/pgbackrest";
 import { DockerCluster } from "../infra/platform/docker";
 import { AwsCluster } from "../infra/platform/aws";
 import { pulumiCaFile } from "../infra/stack";
@@ -41,6 +44,7 @@ const CONTAINER = "docker:index/container:Container";
 const VOLUME = "docker:index/volume:Volume";
 const NETWORK = "docker:index/network:Network";
 const IMAGE = "docker:index/remoteImage:RemoteImage";
+const BUILT_IMAGE = "docker:index/image:Image";
 const RDS = "aws:rds/instance:Instance";
 const ECS_SERVICE = "aws:ecs/service:Service";
 const TASK = "aws:ecs/taskDefinition:TaskDefinition";
@@ -95,30 +99,84 @@ describe("Pulumi program (mocks)", function () {
       run = await deployed("dev", DEV);
     });
 
-    it("registers a primary, one replica per config, a pooler and a scheduler, with their volumes, network and pinned images", () => {
-      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-scheduler"]);
-      expect(of(run, VOLUME).map((r) => r.name)).to.have.members(["nbdb-primary-data", "nbdb-replica-0-data"]);
+    it("registers a primary, one replica per config, a pooler and a backup container, with their volumes, network and images", () => {
+      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-backup"]);
+      expect(of(run, VOLUME).map((r) => r.name)).to.have.members(["nbdb-primary-data", "nbdb-replica-0-data", "nbdb-backup-repo"]);
       expect(of(run, NETWORK)).to.have.length(1);
-      expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["postgres:15.17-bookworm", "edoburu/pgbouncer:v1.24.1-p1"]);
+      expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["edoburu/pgbouncer:v1.24.1-p1"]);
       expect(of(run, IMAGE).every((r) => r.inputs.keepLocally === true)).to.equal(true);
       expect(run.registrations.filter((r) => r.type.startsWith("aws:"))).to.deep.equal([]);
       expect(of(run, "neuralblitz:platform:DockerCluster")).to.have.length(1);
     });
 
-    it("runs the scheduled jobs (maintenance, the audit sealer) from a scheduler container, as nb_migrator, password in a pgpass file", () => {
-      const c = named(run, CONTAINER, "nbdb-scheduler");
-      expect(c.inputs.entrypoints.slice(0, 2)).to.deep.equal(["/bin/sh", "-c"]);
-      expect(c.inputs.entrypoints[2]).to.include("SELECT neuralblitz.seal_golden_dag()").and.include("CALL neuralblitz.run_maintenance_proc('scheduler')");
-      expect(c.inputs.envs).to.include.members(["PGUSER=nb_migrator", "PGDATABASE=neuralblitz", "PGHOST=nbdb-primary"]);
-      expect(c.inputs.envs.join(" ")).to.not.include("pw-");
-      expect(c.secretInputs).to.include("uploads");
-      expect(uploaded(c, "/etc/postgresql/neuralblitz/scheduler.pgpass")).to.equal("*:*:neuralblitz:nb_migrator:pw-nbdb-nb_migrator\n");
+    it("builds the servers' image from the pinned postgres image plus Debian's postgresql-<major>-cron and pgbackrest, never pushed", () => {
+      const [image] = of(run, BUILT_IMAGE);
+      expect(image.inputs.skipPush).to.equal(true);
+      expect(image.inputs.build.args).to.deep.equal({ BASE_IMAGE: "postgres:15.17-bookworm", PACKAGES: "postgresql-15-cron pgbackrest cron" });
+      expect(image.inputs.imageName).to.match(/^neuralblitz-postgres:15\.17-bookworm-[0-9a-f]{12}$/);
+      // The Dockerfile the build runs installs exactly those packages on that base.
+      const dockerfile = fs.readFileSync(image.inputs.build.dockerfile, "utf8");
+      expect(path.dirname(image.inputs.build.dockerfile)).to.equal(image.inputs.build.context);
+      expect(dockerfile).to.match(/^FROM \$\{BASE_IMAGE\}$/m).and.match(/apt-get install -y --no-install-recommends \$\{PACKAGES\}/);
+      // Another pinned build of the base is another image, never a stale one of the same name.
+      const other = postgresImageBuild(`postgres:15.17-bookworm@${DIGEST}`, "15");
+      expect(other.imageName).to.not.equal(image.inputs.imageName);
+      expect(postgresImageBuild("postgres:17.9-bookworm", "17").args.PACKAGES).to.equal("postgresql-17-cron pgbackrest cron");
     });
 
-    it("runs every server from the image's id, healthchecked on 127.0.0.1, and waits for it", () => {
+    it("preloads pg_cron on every server, so the database layer schedules the one job list as nb_migrator (no scheduler container)", () => {
+      for (const name of ["nbdb-primary", "nbdb-replica-0"]) {
+        const command: string[] = named(run, CONTAINER, name).inputs.command;
+        expect(command).to.include.members(["shared_preload_libraries=pg_stat_statements,pg_cron", "cron.database_name=neuralblitz", "cron.use_background_workers=on"]);
+      }
+      const [schedule] = of(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql").filter((r) => r.name === "nbdb-schedule");
+      expect(schedule, "the schedule AdminSql").to.not.equal(undefined);
+      expect(schedule.inputs.runAs).to.equal("nb_migrator");
+      expect(schedule.inputs.sql).to.equal(maintenanceScheduleSql());
+      for (const job of SCHEDULED_JOBS) expect(schedule.inputs.sql).to.include(`'${job.name}', '${job.schedule}', $job$${job.command}$job$`);
+      const [adminSetup] = of(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql").filter((r) => r.name === "nbdb-admin-setup");
+      expect(adminSetup.inputs.sql).to.include("CREATE EXTENSION IF NOT EXISTS pg_cron");
+    });
+
+    it("archives the primary's WAL with pgBackRest into the repository volume, replicas not", () => {
+      const primary = named(run, CONTAINER, "nbdb-primary");
+      const conf = uploaded(primary, "/etc/postgresql/neuralblitz/pgbackrest.conf");
+      expect(conf).to.equal(
+        renderPgbackrestConf({ stanza: "nbdb", repoPath: "/var/lib/pgbackrest", logPath: "/var/log/pgbackrest", lockPath: "/tmp/pgbackrest", spoolPath: "/var/spool/pgbackrest", pgPath: "/var/lib/postgresql/data", pgPort: 5432 }),
+      );
+      expect(primary.inputs.command).to.include.members(["archive_mode=on", `archive_command=${archiveCommand("/etc/postgresql/neuralblitz/pgbackrest.conf", "nbdb", "/var/lib/postgresql/data")}`]);
+      expect(primary.inputs.volumes).to.deep.include({ volumeName: "nbdb-backup-repo", containerPath: "/var/lib/pgbackrest" });
+      const replica = named(run, CONTAINER, "nbdb-replica-0");
+      expect(replica.inputs.command.some((a: string) => a.startsWith("archive_"))).to.equal(false);
+      // pgBackRest's role, with the backup functions only, at initdb and whenever its password changes.
+      const init = uploaded(primary, "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql");
+      expect(init).to.include(`ALTER ROLE ${BACKUP_ROLE} WITH LOGIN NOSUPERUSER`).and.include("pg_backup_start").and.not.include("pw-nbdb-nb_backup");
+    });
+
+    it("takes backups on BACKUP_JOBS's schedule from a backup container: the primary's data read-only, as nb_backup over verify-full", () => {
+      const c = named(run, CONTAINER, "nbdb-backup");
+      expect(c.inputs.image).to.equal(named(run, CONTAINER, "nbdb-primary").inputs.image);
+      expect(c.inputs.volumes).to.deep.equal([
+        { volumeName: "nbdb-primary-data", containerPath: "/var/lib/postgresql/data", readOnly: true },
+        { volumeName: "nbdb-backup-repo", containerPath: "/var/lib/pgbackrest" },
+      ]);
+      expect(c.inputs.entrypoints[2]).to.equal("set -eu\ngosu postgres pgbackrest --config=/etc/postgresql/neuralblitz/pgbackrest.conf --stanza=nbdb stanza-create\nexec cron -f");
+      const env = { PGHOST: "nbdb-primary", PGPORT: "5432", PGSSLMODE: "verify-full", PGSSLROOTCERT: "/etc/postgresql/neuralblitz/ca.crt", PGPASSFILE: "/etc/postgresql/neuralblitz/backup.pgpass" };
+      expect(c.inputs.envs).to.deep.equal(Object.entries(env).map(([k, v]) => `${k}=${v}`));
+      const crontab = uploaded(c, "/etc/cron.d/neuralblitz-backup");
+      expect(crontab).to.equal(backupCrontab({ configFile: "/etc/postgresql/neuralblitz/pgbackrest.conf", stanza: "nbdb", user: "postgres", env, logFile: "/var/log/pgbackrest/schedule.log" }));
+      for (const job of BACKUP_JOBS) expect(crontab).to.include(`${job.schedule} postgres pgbackrest --config='/etc/postgresql/neuralblitz/pgbackrest.conf' --stanza=nbdb --type=${job.type} backup`);
+      expect(crontab).to.include("PGHOST=nbdb-primary\n");
+      expect(c.inputs.uploads.find((u: any) => u.file === "/etc/cron.d/neuralblitz-backup").permissions).to.equal("0644");
+      expect(uploaded(c, "/etc/postgresql/neuralblitz/backup.pgpass")).to.equal(`*:*:postgres:${BACKUP_ROLE}:pw-nbdb-nb_backup\n`);
+      expect(c.secretInputs).to.include("uploads");
+      expect(c.dependencies).to.include(named(run, CONTAINER, "nbdb-primary").urn);
+    });
+
+    it("runs every server from the built image's id, healthchecked on 127.0.0.1, and waits for it", () => {
       for (const name of ["nbdb-primary", "nbdb-replica-0"]) {
         const c = named(run, CONTAINER, name);
-        expect(c.inputs.image).to.equal("sha256:postgres:15.17-bookworm");
+        expect(c.inputs.image).to.match(/^sha256:built-neuralblitz-postgres:15\.17-bookworm-[0-9a-f]{12}$/);
         expect(c.inputs.healthcheck.tests).to.include.members(["pg_isready", "-h", "127.0.0.1"]);
         expect(c.inputs.wait).to.equal(true);
         expect(c.inputs.volumes[0].volumeName).to.equal(`${name}-data`);
@@ -277,10 +335,10 @@ describe("Pulumi program (mocks)", function () {
         expect(upload(pooler, "/etc/pgbouncer/server-ca.pem").content).to.equal("mock CA certificate of nbdb");
       });
 
-      it("has the scheduler verify the primary too (verify-full, the stack's CA)", () => {
-        const scheduler = named(run, CONTAINER, "nbdb-scheduler");
-        expect(scheduler.inputs.envs).to.include.members(["PGSSLMODE=verify-full", `PGSSLROOTCERT=${CONF}/ca.crt`]);
-        expect(upload(scheduler, `${CONF}/ca.crt`).content).to.equal("mock CA certificate of nbdb");
+      it("has the backup container verify the primary too (verify-full, the stack's CA)", () => {
+        const backup = named(run, CONTAINER, "nbdb-backup");
+        expect(backup.inputs.envs).to.include.members(["PGSSLMODE=verify-full", `PGSSLROOTCERT=${CONF}/ca.crt`]);
+        expect(upload(backup, `${CONF}/ca.crt`).content).to.equal("mock CA certificate of nbdb");
       });
 
       it("exports only verify-full URLs naming the CA file, never sslmode=disable, and the CA itself", async () => {
@@ -302,7 +360,8 @@ describe("Pulumi program (mocks)", function () {
 
     it("pulls images by digest where the config pins them, the tag kept beside it (issue 15 item 10)", async () => {
       const pinned = await deployed("dev", withKey(withKey(DEV, "images.postgres", `postgres:15.17-bookworm@${DIGEST}`), "images.pgbouncer", `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`));
-      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([`postgres:15.17-bookworm@${DIGEST}`, `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`]);
+      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([`edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`]);
+      expect(of(pinned, BUILT_IMAGE).map((r) => r.inputs.build.args.BASE_IMAGE)).to.deep.equal([`postgres:15.17-bookworm@${DIGEST}`]);
       const prod = await deployed("prod", PROD);
       const [container] = JSON.parse(of(prod, TASK)[0].inputs.containerDefinitions);
       expect(container.image).to.equal(PROD.images.pgbouncer).and.match(/^edoburu\/pgbouncer:v1\.25\.2-p0@sha256:[0-9a-f]{64}$/);
@@ -545,7 +604,8 @@ describe("Pulumi program (mocks)", function () {
         "nbdb-replica-0-data-review-42",
         "nbdb-replica-0-review-42",
         "nbdb-pooler-review-42",
-        "nbdb-scheduler-review-42",
+        "nbdb-backup-review-42",
+        "nbdb-backup-repo-review-42",
       ]);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include("host=nbdb-primary-review-42 ");
     });
@@ -599,7 +659,7 @@ describe("Pulumi program (mocks)", function () {
   });
 
   describe("password changes reach what started with the old one (issue 15 item 8)", () => {
-    const passwords = (app: string) => ({ admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: app, nb_auditor: "aud" }, scheduler: "mig" });
+    const passwords = (app: string) => ({ admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: app, nb_auditor: "aud" }, backup: "bk" });
     const common = { postgresVersion: "15" as const, replicas: 0, pooler: { poolMode: "transaction" as const, maxClientConnections: 10, defaultPoolSize: 5 }, physicalSuffix: "", protectData: false, images: IMAGES };
 
     it("starts new ECS tasks when the auth file changes: its digest is part of the task definition", async () => {
@@ -647,7 +707,7 @@ describe("Pulumi program (mocks)", function () {
     }
 
     for (const [stack, base, guarded] of [
-      ["dev", DEV, [[CONTAINER, "nbdb-primary"], [CONTAINER, "nbdb-replica-0"], [VOLUME, "nbdb-primary-data"], [IMAGE, "nbdb-postgres-image"]]],
+      ["dev", DEV, [[CONTAINER, "nbdb-primary"], [CONTAINER, "nbdb-replica-0"], [VOLUME, "nbdb-primary-data"], [VOLUME, "nbdb-backup-repo"], [BUILT_IMAGE, "nbdb-postgres-image"]]],
       ["prod", PROD, [[RDS, "nbdb-primary"], [RDS, "nbdb-replica-0"], ["aws:rds/parameterGroup:ParameterGroup", "nbdb-parameters"]]],
     ] as const) {
       it(`makes every ${base.platform} server resource wait for the version guard`, async () => {
@@ -661,8 +721,8 @@ describe("Pulumi program (mocks)", function () {
 
   describe("the platform's admin login (for the database layer)", () => {
     for (const [stack, make] of [
-      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, images: IMAGES, caFile: "/tmp/nbdb-ca.crt" })],
-      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, images: IMAGES })],
+      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, backup: "bk" }, physicalSuffix: "", protectData: false, images: IMAGES, caFile: "/tmp/nbdb-ca.crt" })],
+      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, backup: "bk" }, physicalSuffix: "", protectData: false, images: IMAGES })],
     ] as const) {
       it(`is a secret on ${stack}`, async () => {
         await installMocks(stack, {});

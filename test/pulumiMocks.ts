@@ -85,6 +85,9 @@ function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number
       return { ...i, ports: (i.ports ?? []).map((p: any) => ({ ...p, external: p.external ?? nextPort() })) };
     case "docker:index/remoteImage:RemoteImage":
       return { ...i, imageId: `sha256:${i.name}` };
+    case "docker:index/image:Image":
+      // A local build's repoDigest is its image id.
+      return { ...i, repoDigest: `sha256:built-${i.imageName}` };
     case "tls:index/privateKey:PrivateKey":
       return { ...i, privateKeyPem: `-----BEGIN PRIVATE KEY----- ${args.name}` };
     case "tls:index/selfSignedCert:SelfSignedCert":

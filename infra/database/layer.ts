@@ -135,7 +135,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     );
 
     // The scheduled jobs, by the role that runs them (pg_cron lets only a superuser schedule for
-    // another role), once the functions they call exist; Docker runs them from its scheduler container.
+    // another role), once the functions they call exist.
     if (cluster.pgCron) {
       new AdminSql(`${name}-schedule`, { sql: maintenanceScheduleSql(), connection: migratorUrl, runAs: JOB_ROLE }, { parent: this, dependsOn: [adminSetup, lastBundle] });
     }

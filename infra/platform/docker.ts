@@ -1,7 +1,10 @@
 // The Docker platform (dev and review stacks): a primary, streaming replicas and PgBouncer as
-// containers on one network, each server's data in a named volume, ports published on 127.0.0.1.
-import { schedulerLoopScript } from "../topology/maintenanceSchedule";
+// containers on one network, each server's data in a named volume, ports published on 127.0.0.1;
+// the servers run an image the program builds from the pinned postgres image (pg_cron, pgBackRest),
+// and a backup container takes pgBackRest backups on the shared schedule into a repository volume
+// the primary archives its WAL to.
 import { REPLICATION_USER } from "../topology/replicaBootstrap";
+import { archiveCommand, backupCrontab, BACKUP_ROLE, renderPgbackrestConf } from "../topology/pgbackrest";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { DATABASE } from "../../schema/roles";
@@ -14,7 +17,7 @@ import { TlsCertificates } from "../dynamic/tlsCertificates";
 import { LOOPBACK_NAMES } from "../topology/tls";
 import { connectionUrl } from "../../client/outputs";
 import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
-import { PGBOUNCER_IMAGE_UID, POSTGRES_IMAGE_UID } from "./images";
+import { PGBOUNCER_IMAGE_UID, POSTGRES_IMAGE_CONTEXT, POSTGRES_IMAGE_UID, postgresImageBuild } from "./images";
 import {
   POOLER_AUTH_FILE,
   POOLER_CERT_FILE,
@@ -53,7 +56,13 @@ const DATA_DIR = "/var/lib/postgresql/data";
 const CONF_DIR = "/etc/postgresql/neuralblitz";
 const HBA_FILE = `${CONF_DIR}/pg_hba.conf`;
 const ADMIN_PASSWORD_FILE = `${CONF_DIR}/admin-password`;
-const SCHEDULER_PASSFILE = `${CONF_DIR}/scheduler.pgpass`;
+// pgBackRest: its configuration (the primary's and the backup container's), the backup role's
+// password, the repository volume, the schedule, and the directories Debian's package creates.
+const PGBACKREST_CONF = `${CONF_DIR}/pgbackrest.conf`;
+const BACKUP_PASSFILE = `${CONF_DIR}/backup.pgpass`;
+const BACKUP_REPO_DIR = "/var/lib/pgbackrest";
+const BACKUP_LOG_DIR = "/var/log/pgbackrest";
+const BACKUP_CRONTAB = "/etc/cron.d/neuralblitz-backup";
 const REPLICATION_PASSWORD_FILE = `${CONF_DIR}/replication-password`;
 const REPLICA_BOOTSTRAP_FILE = `${CONF_DIR}/replica-bootstrap.sh`;
 const REPLICA_SLOT_WATCH_FILE = `${CONF_DIR}/replica-slot-watch.sh`;
@@ -104,7 +113,8 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly replicas: pulumi.Output<Endpoint[]>;
   readonly pooler: pulumi.Output<PoolerEndpoint>;
   readonly admin: pulumi.Output<AdminLogin>;
-  readonly pgCron = false;
+  /** The built image has pg_cron, which the servers preload: the database layer schedules the jobs there. */
+  readonly pgCron = true;
   readonly platformRolesSql: pulumi.Output<string>;
   readonly serverCaFile: string;
   readonly serverCa: pulumi.Output<string>;
@@ -146,26 +156,50 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
     const networksAdvanced = [{ name: network.name }];
     // Images are shared by every stack on the host: destroying one stack must not remove them.
     const guard = args.majorVersion ? [args.majorVersion] : [];
-    const postgresImage = new docker.RemoteImage(`${name}-postgres-image`, { name: args.images.postgres, keepLocally: true }, { parent: this, dependsOn: guard });
+    // The pinned postgres image plus pg_cron and pgBackRest, built here and never pushed; the
+    // containers run its image id (repoDigest of a local image), so a rebuild replaces them.
+    const build = postgresImageBuild(args.images.postgres, args.postgresVersion);
+    const postgresImage = new docker.Image(
+      `${name}-postgres-image`,
+      { imageName: build.imageName, skipPush: true, build: { context: POSTGRES_IMAGE_CONTEXT, dockerfile: `${POSTGRES_IMAGE_CONTEXT}/Dockerfile`, args: build.args } },
+      { parent: this, dependsOn: guard },
+    );
+    const stanza = physical(name);
+    const pgbackrestConf = renderPgbackrestConf({
+      stanza,
+      repoPath: BACKUP_REPO_DIR,
+      logPath: BACKUP_LOG_DIR,
+      lockPath: "/tmp/pgbackrest",
+      spoolPath: "/var/spool/pgbackrest",
+      pgPath: DATA_DIR,
+      pgPort: POSTGRES_PORT,
+    });
+    // Beside the data: destroying the stack keeps it where the data is protected.
+    const backupRepo = new docker.Volume(`${name}-backup-repo`, { name: physical(`${name}-backup-repo`) }, { parent: this, protect: args.protectData, dependsOn: guard });
 
     // Sized once for MAX_REPLICAS, so that scaling never changes (and restarts) the primary.
     const sizing = { memoryBytes: cfg.nodeMemoryMb * MiB, cpus: cfg.nodeCpus };
     // max_connections from the pooler's settings (one PgBouncer container), the same on every node.
     const maxConnections = connectionBudget(poolerFootprint(1, args.pooler)).maxConnections;
-    const settings = { ...serverSettings(sizing, MAX_REPLICAS, { maxConnections, tls: { certFile: CERT_FILE, keyFile: KEY_FILE } }), hba_file: HBA_FILE };
-    const server = (node: string, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = []) => {
+    const settingsOf = (archive?: { command: string }) => ({
+      ...serverSettings(sizing, MAX_REPLICAS, { maxConnections, tls: { certFile: CERT_FILE, keyFile: KEY_FILE }, pgCron: { database: DATABASE }, archive }),
+      hba_file: HBA_FILE,
+    });
+    const dataVolumes = new Map<string, docker.Volume>();
+    const server = (node: string, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = [], opts: { archive?: { command: string }; volumes?: docker.types.input.ContainerVolume[] } = {}) => {
       const volume = new docker.Volume(`${name}-${node}-data`, { name: physical(`${name}-${node}-data`) }, { parent: this, protect: args.protectData, dependsOn: guard });
+      dataVolumes.set(node, volume);
       const container = new docker.Container(
         `${name}-${node}`,
         {
           name: physical(`${name}-${node}`),
-          image: postgresImage.imageId,
+          image: postgresImage.repoDigest,
           restart: "unless-stopped",
           networksAdvanced,
-          volumes: [{ volumeName: volume.name, containerPath: DATA_DIR }],
+          volumes: [{ volumeName: volume.name, containerPath: DATA_DIR }, ...(opts.volumes ?? [])],
           ports: [{ internal: POSTGRES_PORT, external: hostPort, ip: PUBLISH_ADDRESS }],
           memory: cfg.nodeMemoryMb,
-          command: ["postgres", ...settingsArgs({ ...settings, cluster_name: physical(`${name}-${node}`) })],
+          command: ["postgres", ...settingsArgs({ ...settingsOf(opts.archive), cluster_name: physical(`${name}-${node}`) })],
           // Without -h, pg_isready passes on the socket of the image's init-time server.
           healthcheck: healthcheck(["pg_isready", "-q", "-h", "127.0.0.1", "-p", String(POSTGRES_PORT)]),
           wait: true,
@@ -177,18 +211,26 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       return container;
     };
 
-    const primary = server("primary", cfg.primaryPort, {
-      envs: [`POSTGRES_USER=${ADMIN_USER}`, `POSTGRES_DB=${DATABASE}`, `POSTGRES_PASSWORD_FILE=${ADMIN_PASSWORD_FILE}`, "POSTGRES_INITDB_ARGS=--data-checksums"],
-      uploads: [
-        { file: HBA_FILE, content: HBA },
-        { file: ADMIN_PASSWORD_FILE, content: args.passwords.admin, owner: POSTGRES_IMAGE_UID, permissions: "0600" },
-        ...serverTlsUploads("primary"),
-        {
-          file: "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql",
-          content: pulumi.all([args.passwords.replication, args.passwords.poolerAuth]).apply(([replication, poolerAuth]) => primaryInitSql({ replication, poolerAuth })),
-        },
-      ],
-    });
+    const initSql = pulumi
+      .all([args.passwords.replication, args.passwords.poolerAuth, args.passwords.backup])
+      .apply(([replication, poolerAuth, backup]) => primaryInitSql({ replication, poolerAuth, backup }));
+    // The primary archives every finished WAL segment into the repository volume (the replicas do not archive).
+    const primary = server(
+      "primary",
+      cfg.primaryPort,
+      {
+        envs: [`POSTGRES_USER=${ADMIN_USER}`, `POSTGRES_DB=${DATABASE}`, `POSTGRES_PASSWORD_FILE=${ADMIN_PASSWORD_FILE}`, "POSTGRES_INITDB_ARGS=--data-checksums"],
+        uploads: [
+          { file: HBA_FILE, content: HBA },
+          { file: ADMIN_PASSWORD_FILE, content: args.passwords.admin, owner: POSTGRES_IMAGE_UID, permissions: "0600" },
+          ...serverTlsUploads("primary"),
+          { file: PGBACKREST_CONF, content: pgbackrestConf },
+          { file: "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql", content: initSql },
+        ],
+      },
+      [],
+      { archive: { command: archiveCommand(PGBACKREST_CONF, stanza, DATA_DIR) }, volumes: [{ volumeName: backupRepo.name, containerPath: BACKUP_REPO_DIR }] },
+    );
 
     // The administrator's URL of the primary from where `pulumi up` runs (its published port).
     const adminUrl = pulumi
@@ -248,43 +290,52 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       { parent: this },
     );
 
-    // The official image has no pg_cron: the same jobs on the same schedule, from a container of the
-    // same image (it has psql), as nb_migrator, whose password reaches it as a pgpass file.
+    // Backups: pgBackRest on BACKUP_JOBS's schedule (Debian's cron, as root, running each job as
+    // postgres), reading the primary's data volume (read-only) and connecting to the primary as
+    // nb_backup over TLS; it creates the stanza first (idempotent), so the primary's archiving
+    // succeeds from then on. Cron passes jobs no environment of the container: the crontab carries it.
+    const backupEnv = primary.name.apply((host) => ({
+      PGHOST: host,
+      PGPORT: String(POSTGRES_PORT),
+      PGSSLMODE: "verify-full",
+      PGSSLROOTCERT: CA_FILE,
+      PGPASSFILE: BACKUP_PASSFILE,
+    }));
     new docker.Container(
-      `${name}-scheduler`,
+      `${name}-backup`,
       {
-        name: physical(`${name}-scheduler`),
-        image: postgresImage.imageId,
+        name: physical(`${name}-backup`),
+        image: postgresImage.repoDigest,
         restart: "unless-stopped",
         networksAdvanced,
-        entrypoints: ["/bin/sh", "-c", schedulerLoopScript()],
-        envs: [
-          pulumi.interpolate`PGHOST=${primary.name}`,
-          `PGPORT=${POSTGRES_PORT}`,
-          "PGUSER=nb_migrator",
-          `PGDATABASE=${DATABASE}`,
-          `PGPASSFILE=${SCHEDULER_PASSFILE}`,
-          "PGSSLMODE=verify-full",
-          `PGSSLROOTCERT=${CA_FILE}`,
+        volumes: [
+          { volumeName: dataVolumes.get("primary")!.name, containerPath: DATA_DIR, readOnly: true },
+          { volumeName: backupRepo.name, containerPath: BACKUP_REPO_DIR },
         ],
-        user: POSTGRES_IMAGE_UID,
+        envs: backupEnv.apply((env) => Object.entries(env).map(([k, v]) => `${k}=${v}`)),
+        entrypoints: ["/bin/sh", "-c", `set -eu\ngosu postgres pgbackrest --config=${PGBACKREST_CONF} --stanza=${stanza} stanza-create\nexec cron -f`],
         uploads: [
+          { file: PGBACKREST_CONF, content: pgbackrestConf },
           {
-            file: SCHEDULER_PASSFILE,
-            content: pulumi.output(args.passwords.scheduler).apply((password) => `*:*:${DATABASE}:nb_migrator:${password}\n`),
+            file: BACKUP_PASSFILE,
+            content: pulumi.output(args.passwords.backup).apply((password) => `*:*:postgres:${BACKUP_ROLE}:${password}\n`),
             owner: POSTGRES_IMAGE_UID,
             permissions: "0600",
           },
           { file: CA_FILE, content: certificates.caCert },
+          // cron reads /etc/cron.d files owned by root and not writable by others.
+          {
+            file: BACKUP_CRONTAB,
+            content: backupEnv.apply((env) => backupCrontab({ configFile: PGBACKREST_CONF, stanza, user: "postgres", env, logFile: `${BACKUP_LOG_DIR}/schedule.log` })),
+            permissions: "0644",
+          },
         ],
       },
       { parent: this, dependsOn: [primary] },
     );
 
     // The init script ran once, at initdb: the same SQL again, whenever a password changes.
-    this.platformRolesSql = pulumi.secret(
-      pulumi.all([args.passwords.replication, args.passwords.poolerAuth]).apply(([replication, poolerAuth]) => primaryInitSql({ replication, poolerAuth })),
-    );
+    this.platformRolesSql = pulumi.secret(initSql);
 
     const endpoint = (c: docker.Container, port: number) => publishedPort(c, port).apply((p) => ({ host: PUBLISH_ADDRESS, port: p }));
     this.primary = endpoint(primary, POSTGRES_PORT);

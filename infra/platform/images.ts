@@ -3,6 +3,8 @@
 // pushed again, so two hosts may run different builds of one tag. Stacks pin digests in their config
 // (`images.postgres`, `images.pgbouncer` as `<name>:<tag>@sha256:<digest>`, the tag kept for people);
 // protected stacks must (infra/config.ts). docs/platforms.md says how to look a digest up.
+import { createHash } from "crypto";
+import * as path from "path";
 import { PostgresVersion } from "../config";
 
 /**
@@ -14,6 +16,29 @@ export const POSTGRES_IMAGES: Readonly<Record<PostgresVersion, string>> = {
   "16": "postgres:16.13-bookworm",
   "17": "postgres:17.9-bookworm",
 };
+
+/**
+ * What the Docker platform adds to the official image, from Debian's archive (the PostgreSQL
+ * project's apt repository the image already lists carries every major's): pg_cron for the
+ * scheduled jobs, pgBackRest for WAL archiving and backups, and cron to run the backup schedule.
+ */
+export function postgresImagePackages(major: PostgresVersion): string[] {
+  return [`postgresql-${major}-cron`, "pgbackrest", "cron"];
+}
+
+/** The build context of that image (its Dockerfile takes BASE_IMAGE and PACKAGES). */
+export const POSTGRES_IMAGE_CONTEXT = path.join(__dirname, "postgresImage");
+
+/**
+ * The image the Docker platform builds from `base` (the stack's pinned postgres image): its local
+ * name carries the base's tag and a hash of the base reference and packages, so stacks on one host
+ * that pin different builds get different images.
+ */
+export function postgresImageBuild(base: string, major: PostgresVersion): { imageName: string; args: { BASE_IMAGE: string; PACKAGES: string } } {
+  const packages = postgresImagePackages(major).join(" ");
+  const hash = createHash("sha256").update(`${base}\n${packages}`).digest("hex").slice(0, 12);
+  return { imageName: `neuralblitz-postgres:${imageTag(base)}-${hash}`, args: { BASE_IMAGE: base, PACKAGES: packages } };
+}
 
 /** The uid of `postgres` in the official Debian-based image. */
 export const POSTGRES_IMAGE_UID = "999";

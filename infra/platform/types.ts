@@ -35,7 +35,7 @@ export interface Cluster {
   readonly serverCa?: pulumi.Output<string>;
   /** The pooler's client-side TLS: the CA (PEM) its certificate chains to, and where the program writes it for the URLs. */
   readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string } | undefined;
-  /** The server preloads pg_cron, which runs the scheduled jobs (RDS); otherwise the platform runs them itself (Docker's scheduler container). */
+  /** The server preloads pg_cron, which runs the scheduled jobs (RDS, Docker's built image); the database layer schedules them there. */
   readonly pgCron: boolean;
   /**
    * SQL (a secret) the administrator re-runs whenever it changes, so the roles the platform created
@@ -68,8 +68,8 @@ export interface PlatformPasswords {
    * server for SCRAM secrets (RDS lets no role read pg_authid), it lists their verifiers instead.
    */
   readonly pooledLogins: Readonly<Record<PooledLogin, pulumi.Input<string>>>;
-  /** nb_migrator's: where the server has no pg_cron (Docker), a scheduler container runs the jobs as it. */
-  readonly scheduler: pulumi.Input<string>;
+  /** nb_backup's (infra/topology/pgbackrest.ts): pgBackRest connects as it where the platform runs it (Docker). */
+  readonly backup: pulumi.Input<string>;
 }
 
 export type PooledLogin = "nb_app" | "nb_auditor";

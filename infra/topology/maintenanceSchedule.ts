@@ -1,15 +1,15 @@
-// The schema's scheduled jobs, written once: hourly run_maintenance() and the audit sealer every
-// minute, as nb_migrator. Where the server preloads pg_cron (Debian's postgresql-15-cron locally,
-// RDS's parameter group in prod), pg_cron runs them: the administrator makes pg_cron usable by the
-// jobs' role (cronAccessSql), and that role schedules them as itself (maintenanceScheduleSql), which
-// needs no superuser; scheduling for ANOTHER role does (pg_cron raises XX000 for a non-superuser,
-// e.g. the RDS master user). The official Docker image has no pg_cron, so the Docker stack runs the
-// same jobs from a small scheduler container (schedulerLoopScript).
+// The scheduled jobs, written once for every platform: hourly run_maintenance() and the audit
+// sealer every minute, as nb_migrator, run by pg_cron wherever the servers run (Debian's
+// postgresql-<major>-cron locally and in the Docker platform's image, RDS's parameter group in prod):
+// the administrator makes pg_cron usable by the jobs' role (cronAccessSql), and that role schedules
+// them as itself (maintenanceScheduleSql), which needs no superuser; scheduling for ANOTHER role
+// does (pg_cron raises XX000 for a non-superuser, e.g. the RDS master user). Beside them, the backup
+// schedule (BACKUP_JOBS) of the platforms that run pgBackRest themselves (infra/topology/pgbackrest.ts).
 import { DATABASE } from "../../schema/roles";
 
 export interface ScheduledJob {
   readonly name: string;
-  /** cron syntax; the scheduler loop understands "* * * * *" and "<minute> * * * *". */
+  /** cron syntax (UTC), as pg_cron and cron read it. */
   readonly schedule: string;
   readonly command: string;
 }
@@ -79,16 +79,21 @@ $schedule$;
 `;
 }
 
-/**
- * A POSIX shell loop that runs the jobs on their schedule with psql, for a server without pg_cron.
- * Connection from the libpq environment (PGHOST, PGUSER, PGPASSFILE, ...). A failing job (the
- * schema not there yet on a first deploy) is logged and tried again at its next time.
- */
-export function schedulerLoopScript(): string {
-  const steps = SCHEDULED_JOBS.map((j) => {
-    const minute = j.schedule.split(" ")[0];
-    const run = `psql -Xqt -c "${j.command}" >/dev/null || echo "job ${j.name} failed; next try at its next time" >&2`;
-    return minute === "*" ? `  ${run}` : `  [ "$(date -u +%M)" = "${minute.padStart(2, "0")}" ] && { ${run}; }`;
-  });
-  return ["set -u", "while :; do", ...steps, "  sleep $((60 - $(date -u +%S | sed 's/^0//')))", "done"].join("\n") + "\n";
+/** A pgBackRest backup on a schedule: what it takes (full, or incremental since the last backup). */
+export interface BackupJob {
+  readonly name: string;
+  /** cron syntax (UTC). */
+  readonly schedule: string;
+  readonly type: "full" | "incr";
 }
+
+/**
+ * The backup schedule where the platform runs pgBackRest on a schedule (the Docker platform's backup
+ * container): a full backup on Sunday at 01:00, an incremental every other night at 01:00; two full
+ * backups are kept (pgbackrest.ts, DEFAULT_RETENTION_FULL). docs/backup.md suggests the same for a
+ * local stack's crontab.
+ */
+export const BACKUP_JOBS: readonly BackupJob[] = [
+  { name: "neuralblitz-backup-full", schedule: "0 1 * * 0", type: "full" },
+  { name: "neuralblitz-backup-incr", schedule: "0 1 * * 1-6", type: "incr" },
+];

@@ -1,5 +1,5 @@
 // nbdb audit verify: every link of the GoldenDAG audit chain, as nb_auditor.
-import { readOutputs } from "../local/state";
+import { Target } from "../ops/target";
 import { parseRecordedHead, verifyAuditTrail } from "../ops/audit";
 import { defineCommand } from "./command";
 
@@ -7,10 +7,11 @@ export default defineCommand({
   name: "audit verify",
   description: "check every link of the audit chain (as nb_auditor); exit code 1 when any entry is broken",
   stack: {},
+  target: true,
   options: [{ flags: "--expect-head <id:hash>", help: "a head printed by an earlier run: also check the chain still holds it (not rewritten since)" }],
-  run(o: { stack: string; expectHead?: string }) {
-    const auditor = readOutputs(o.stack).connections.auditor;
-    return verifyAuditTrail(auditor, o.expectHead ? parseRecordedHead(o.expectHead) : undefined);
+  async run(o: { target: () => Promise<Target>; expectHead?: string }) {
+    const expectHead = o.expectHead ? parseRecordedHead(o.expectHead) : undefined;
+    return verifyAuditTrail((await o.target()).url("auditor"), expectHead);
   },
   json: { render: (verdict) => verdict },
   text(verdict, _o, print) {

@@ -31,6 +31,11 @@ export interface CommandSpec<O, R> {
   readonly description: string;
   /** Takes `--stack <name>` (added first, before `options`); `help` and `default` override "stack name" and "local". */
   readonly stack?: { readonly help?: string; readonly default?: string };
+  /**
+   * Works on deployed stacks too: takes --pulumi-stack, --service and --pg-env besides --stack, and
+   * `run` receives `target()`, which resolves the database they name (scripts/ops/target.ts, docs/deployed.md).
+   */
+  readonly target?: boolean;
   /** Positional arguments, in order; their values reach `run` under their names. */
   readonly args?: readonly { readonly name: string; readonly help: string }[];
   readonly options?: readonly OptionSpec[];

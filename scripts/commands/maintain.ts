@@ -1,14 +1,15 @@
 // nbdb maintain: partitions, retention, roll-ups, analyze; the index bloat report.
-import { readOutputs } from "../local/state";
+import { Target } from "../ops/target";
 import { maintain } from "../ops/maintain";
 import { defineCommand, mb } from "./command";
 
 export default defineCommand({
   name: "maintain",
-  description: "partitions ahead and retention, strays moved, roll-ups refreshed, changed partitions analyzed; reports bloated indexes",
+  description: "partitions ahead and retention, strays moved, roll-ups refreshed, changed partitions analyzed; reports bloated indexes; as nb_migrator",
   stack: {},
+  target: true,
   options: [{ flags: "--reindex", help: "also run the REINDEX CONCURRENTLY the bloat report proposes" }],
-  run: (o: { stack: string; reindex?: boolean }) => maintain(readOutputs(o.stack).connections.migrator, { reindex: o.reindex }),
+  run: async (o: { target: () => Promise<Target>; reindex?: boolean }) => maintain((await o.target()).url("migrator"), { reindex: o.reindex }),
   json: { render: (r) => r },
   text(r, _o, print) {
     print(`partitions: ${r.partitionsCreated} created, ${r.partitionsRetired} retired; ${r.rowsMoved} rows moved out of default partitions`);

@@ -186,11 +186,17 @@ export interface ToolchainResult {
   readonly refused: { component: string; module: string; answer: string }[];
 }
 
+/** Where the toolchain puts the binaries: `<cache>/v<pulumi version>/bin` (the cache: `dir`, $NBDB_TOOLCHAIN_DIR or ~/.cache/neuralblitz-db/pulumi). */
+export function toolchainBinDir(dir?: string): string {
+  const root = path.resolve(dir ?? process.env.NBDB_TOOLCHAIN_DIR ?? path.join(os.homedir(), ".cache", "neuralblitz-db", "pulumi"));
+  return path.join(root, `v${lockedVersions().pulumi}`, "bin");
+}
+
 export async function buildToolchain(opts: { dir?: string; engineOnly?: boolean; log?: (line: string) => void } = {}): Promise<ToolchainResult> {
   const log = opts.log ?? (() => undefined);
   const versions = lockedVersions();
-  const root = path.resolve(opts.dir ?? process.env.NBDB_TOOLCHAIN_DIR ?? path.join(os.homedir(), ".cache", "neuralblitz-db", "pulumi"));
-  const binDir = path.join(root, `v${versions.pulumi}`, "bin");
+  const binDir = toolchainBinDir(opts.dir);
+  const root = path.dirname(path.dirname(binDir));
   fs.mkdirSync(binDir, { recursive: true });
   const goVersion = (await go(["env", "GOVERSION"], root)).trim().replace(/^go/, "").replace(/^(\d+\.\d+).*/, "$1");
   const result: ToolchainResult = { binDir, built: [], skipped: [], refused: [] };
