@@ -22,6 +22,7 @@ import { findBinaries } from "./local/system";
 import { PGBOUNCER_VERSION } from "../infra/topology/pgbouncerVersion";
 import { outputsFile, readOutputs, validateStackName } from "./local/state";
 import { pgServiceFile } from "./local/pgService";
+import { describeRoleChange, failover, switchover } from "./local/switchover";
 
 const log = (line: string) => process.stderr.write(`nbdb: ${line}\n`);
 
@@ -330,6 +331,19 @@ export function program(): Command {
       console.log(`stack ${o.into} restored from ${o.stack} as of ${r.target} (backup ${r.from}); primary ${r.outputs.primary.host}:${r.outputs.primary.port}, pooler ${r.outputs.pooler.host}:${r.outputs.pooler.port}`);
       console.log(`connection strings (new passwords): ${outputsFile(o.into)}`);
     });
+
+  // Switchover and failover (scripts/local/switchover.ts, docs/switchover.md).
+  cli
+    .command("switchover")
+    .description("planned change of primary with no committed transaction lost: writes wait at the pooler, the primary stops cleanly, the replica (default: least lag) is promoted, the old primary re-attached as that replica")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .option("--to <replica>", "the replica to promote, e.g. replica-1")
+    .action(async (o: { stack: string; to?: string }) => void describeRoleChange(await switchover({ stack: o.stack, to: o.to, log })).forEach((l) => console.log(l)));
+  cli
+    .command("failover")
+    .description("the primary is gone: promote the most advanced replica, the pooler onto it, the old primary rewound (or rebuilt) as a replica; refused while the primary runs")
+    .option("--stack <name>", "stack name", stackOption, "local")
+    .action(async (o: { stack: string }) => void describeRoleChange(await failover({ stack: o.stack, log })).forEach((l) => console.log(l)));
 
   cli
     .command("bench")
