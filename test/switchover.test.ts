@@ -11,7 +11,7 @@ import { failover, switchover } from "../scripts/local/switchover";
 import { LocalStackOutputs, loadState, saveState, stackDir } from "../scripts/local/state";
 import { findBinaries, sleep, waitFor } from "../scripts/local/system";
 import { withAdminConsole } from "../scripts/local/pooler";
-import { execFileSync } from "child_process";
+import { execFile, execFileSync } from "child_process";
 import { query, rejection, uniqueStack } from "./helpers";
 
 /** pg_ctl as the server user (postgres when the tests run as root). */
@@ -121,6 +121,14 @@ describe("switchover and failover of the local stack", function () {
     expect(msg).to.match(/primary of stack '.*' is running \(pid \d+, port \d+\)/);
     expect(msg).to.include(`nbdb switchover --stack ${stack}`);
     expect(loadState(stack)!.operation).to.equal(undefined);
+    // The command line: exit code 2 and the same message.
+    const cli = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(process.execPath, [path.join(__dirname, "..", "bin", "nbdb.js"), "failover", "--stack", stack], { env: process.env }, (err, _o, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code) : 0, stderr }),
+      ),
+    );
+    expect(cli.code).to.equal(2);
+    expect(cli.stderr).to.match(/is running \(pid \d+, port \d+\).*nbdb switchover/s);
     expect(await rejection(switchover({ stack, to: "replica-7" }))).to.match(/--to must name a replica .*replica-0, replica-1.*got 'replica-7'/);
     expect((await status(stack)).problems).to.deep.equal([]);
   });
@@ -186,6 +194,7 @@ describe("switchover and failover of the local stack", function () {
     expect(standby).to.equal(false);
     // Asynchronous replicas: what was acknowledged after the last WAL replica-1 received may be lost;
     // every commit since the failover is there.
+    console.log(`      ${(await missing(admin, w.acked)).length} of ${w.acked.length} acknowledged commits missing after the failover (asynchronous replicas)`);
     const after = w.acked.slice(-50);
     expect(await missing(admin, after)).to.deep.equal([]);
     const s = await status(stack);
@@ -201,6 +210,7 @@ describe("switchover and failover of the local stack", function () {
     state.operation = { kind: "switchover", target: 0, step: "started", startedAt: new Date().toISOString() };
     saveState(state);
     expect(await rejection(switchover({ stack }))).to.match(/a switchover of stack .* to replica-0 .* did not finish; nothing was changed now\. Finish it first: npx nbdb up/);
+    expect((await status(stack)).problems.join("\n")).to.match(/a switchover to replica-0 was interrupted .*npx nbdb up finishes or undoes it/);
     const [{ count: before }] = await query<{ count: string }>(out.connections.admin, "SELECT count(*) FROM public.acks");
     pgCtl(["stop", "-D", path.join(stackDir(stack), "primary"), "-m", "fast", "--wait"]);
     await sleep(1000);

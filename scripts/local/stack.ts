@@ -552,6 +552,7 @@ export async function status(stack: string): Promise<StackStatus> {
   const state = requireStack(stack);
   const ctx = localContext(stack, () => undefined);
   const problems: string[] = [];
+  if (state.operation) problems.push(`a ${state.operation.kind} to ${replicaName(state.operation.target)} was interrupted (started ${state.operation.startedAt}); npx nbdb up finishes or undoes it`);
   const primaryPid = runningPid(ctx, "primary");
   if (!primaryPid) problems.push("the primary is not running");
   else if (lostPidFile(ctx, "primary")) problems.push("the primary runs without its postmaster.pid (it will shut itself down; npx nbdb up restarts it)");
