@@ -240,4 +240,20 @@ describe("switchover and failover of the local stack", function () {
     await query(out.connections.app, "INSERT INTO public.acks (id) VALUES ('after-undo')");
     expect((await status(stack)).problems).to.deep.equal([]);
   });
+
+  it("fails over when the primary's data directory is gone too: the old primary's replica is built anew by a base backup", async function () {
+    const admin = out.connections.admin;
+    await query(out.connections.app, "INSERT INTO public.acks (id) VALUES ('before-loss')");
+    const primaryDir = path.join(stackDir(stack), "primary");
+    process.kill(Number(fs.readFileSync(path.join(primaryDir, "postmaster.pid"), "utf8").split("\n")[0]), "SIGKILL");
+    await waitFor("the primary to be gone", 30_000, async () => ((await status(stack)).nodes[0].running ? undefined : true));
+    fs.rmSync(primaryDir, { recursive: true, force: true });
+    const r = await failover({ stack });
+    expect(r.formerPrimary).to.match(/no data left: replica-\d is built anew by a base backup/);
+    expect(r.steps.join("\n")).to.match(/up: created replica-\d/);
+    await query(out.connections.app, "INSERT INTO public.acks (id) VALUES ('after-loss')");
+    expect(await missing(admin, ["after-loss"])).to.deep.equal([]);
+    expect((await status(stack)).problems).to.deep.equal([]);
+    expect((await up({ stack, bundles: false })).changes).to.deep.equal([]);
+  });
 });

@@ -188,6 +188,8 @@ function record(state: StackState, step: RoleChange["step"]): void {
  */
 async function prepareFormerPrimary(ctx: LocalContext, state: StackState, steps: string[]): Promise<void> {
   const dir = dataDir(ctx, "primary");
+  // Started again by hand after the promotion: stopped cleanly first (what it wrote since is rewound away).
+  await stopNode(ctx, "primary");
   await killRemains(ctx, "primary");
   const cluster = clusterState(ctx, "primary", state.primaryBootstrapped);
   if (cluster === "complete" || !fs.existsSync(dir)) return;
@@ -312,12 +314,28 @@ export async function finishRoleChange(ctx: LocalContext, state: StackState): Pr
     await undoSwitchover(ctx, state, steps);
     return steps;
   }
+  if (op.kind === "failover" && !promoted && runningPid(ctx, "primary")) {
+    delete state.operation;
+    saveState(state);
+    return [`dropped the interrupted failover to ${node}: nothing was promoted and the primary runs again`];
+  }
   ctx.log(`finishing the interrupted ${op.kind} to ${node} (step ${op.step})`);
   const formerPrimary = await rollForward(ctx, state, steps);
   return [...steps.map((s) => `${op.kind}: ${s}`), `finished the interrupted ${op.kind}: ${node}'s data is the primary's; the old primary ${formerPrimary}`];
 }
 
 // ---- the commands ------------------------------------------------------------------------
+
+/** rollForward, whose failure says that the operation is recorded and how to finish it. */
+async function finishing(ctx: LocalContext, state: StackState, steps: string[]): Promise<string> {
+  try {
+    return await rollForward(ctx, state, steps);
+  } catch (e) {
+    const op = state.operation;
+    if (!op) throw e;
+    throw new Error(`${op.kind} to ${replicaName(op.target)} stopped at step '${op.step}' (${(e as Error).message}); it is recorded in state.json: npx nbdb up --stack ${state.stack} finishes it.`);
+  }
+}
 
 export interface RoleChangeOptions {
   readonly stack: string;
@@ -346,7 +364,9 @@ export async function switchover(opts: RoleChangeOptions & { readonly to?: strin
     if (!runningPid(ctx, "primary")) {
       throw new UserError(`the primary of stack '${opts.stack}' is not running: a switchover needs it. Start it with npx nbdb up --stack ${opts.stack}, or, if it is lost, promote a replica: npx nbdb failover --stack ${opts.stack}`);
     }
-    const rows = await replicationRows(state);
+    const rows = await replicationRows(state).catch((e: Error) => {
+      throw new UserError(`the primary of stack '${opts.stack}' does not answer (${e.message}); nothing was changed. npx nbdb status --stack ${opts.stack} says more.`);
+    });
     const healthy = state.ports.replicas.map((_, i) => i).filter((i) => runningPid(ctx, replicaName(i)) && rows.get(replicaApplicationName(i))?.healthy);
     let target: number;
     if (opts.to !== undefined) {
@@ -374,7 +394,7 @@ export async function switchover(opts: RoleChangeOptions & { readonly to?: strin
       await undoSwitchover(ctx, state, undo);
       throw new UserError(`switchover to ${replicaName(target)} refused and undone (${undo.join("; ")}): ${(e as Error).message}`);
     }
-    return { target, formerPrimary: await rollForward(ctx, state, steps), steps };
+    return { target, formerPrimary: await finishing(ctx, state, steps), steps };
   });
   return closeWithUp(opts, "switchover", done.target, done.formerPrimary, done.steps);
 }
@@ -413,7 +433,7 @@ export async function failover(opts: RoleChangeOptions): Promise<RoleChangeResul
     state.operation = { kind: "failover", target: best.index, step: "started", startedAt: new Date().toISOString() };
     saveState(state);
     // Everything it received is replayed before promotion ends; its receiver is stopped by the promotion.
-    return { target: best.index, formerPrimary: await rollForward(ctx, state, steps), steps };
+    return { target: best.index, formerPrimary: await finishing(ctx, state, steps), steps };
   });
   return closeWithUp(opts, "failover", done.target, done.formerPrimary, done.steps);
 }
