@@ -7,7 +7,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
 import { up, status } from "../scripts/local/stack";
-import { failover, switchover } from "../scripts/local/switchover";
+import { DEMOTED_DIR, PROMOTED_MARKER, failover, switchover } from "../scripts/local/switchover";
 import { LocalStackOutputs, loadState, saveState, stackDir } from "../scripts/local/state";
 import { findBinaries, sleep, waitFor } from "../scripts/local/system";
 import { withAdminConsole } from "../scripts/local/pooler";
@@ -98,6 +98,16 @@ async function missing(admin: string, ids: string[]): Promise<string[]> {
   const rows = await query<{ id: string }>(admin, "SELECT id FROM public.acks WHERE id = ANY($1::text[])", [ids]);
   const present = new Set(rows.map((r) => r.id));
   return ids.filter((id) => !present.has(id));
+}
+
+/** Stop the primary cleanly and wait until replica `i` has replayed all it wrote before (its shutdown checkpoint aside). */
+async function stopPrimaryReplayedOn(out: LocalStackOutputs, dir: string, i: number): Promise<void> {
+  const [{ lsn }] = await query<{ lsn: string }>(out.connections.admin, "SELECT pg_current_wal_lsn()::text AS lsn");
+  pgCtl(["stop", "-D", path.join(dir, "primary"), "-m", "fast", "--wait"]);
+  const replica = onPort(out.connections.admin, out.replicas[i].port);
+  await waitFor(`replica-${i} to replay ${lsn}`, 60_000, async () =>
+    (await query<{ ok: boolean }>(replica, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok", [lsn]))[0].ok ? true : undefined,
+  );
 }
 
 async function timeline(url: string): Promise<number> {
@@ -212,8 +222,7 @@ describe("switchover and failover of the local stack", function () {
     expect(await rejection(switchover({ stack }))).to.match(/a switchover of stack .* to replica-0 .* did not finish; nothing was changed now\. Finish it first: npx nbdb up/);
     expect((await status(stack)).problems.join("\n")).to.match(/a switchover to replica-0 was interrupted .*npx nbdb up finishes or undoes it/);
     const [{ count: before }] = await query<{ count: string }>(out.connections.admin, "SELECT count(*) FROM public.acks");
-    pgCtl(["stop", "-D", path.join(stackDir(stack), "primary"), "-m", "fast", "--wait"]);
-    await sleep(1000);
+    await stopPrimaryReplayedOn(out, stackDir(stack), 0);
     pgCtl(["promote", "-D", path.join(stackDir(stack), "replica-0"), "--wait"]);
     const healed = await up({ stack, bundles: false });
     expect(healed.changes.join("\n")).to.match(/finished the interrupted switchover: replica-0's data is the primary's/);
@@ -221,6 +230,28 @@ describe("switchover and failover of the local stack", function () {
     const [{ count: now }] = await query<{ count: string }>(out.connections.admin, "SELECT count(*) FROM public.acks");
     expect(now).to.equal(before);
     await query(out.connections.app, "INSERT INTO public.acks (id) VALUES ('after-heal')");
+    expect((await status(stack)).problems).to.deep.equal([]);
+    expect((await up({ stack, bundles: false })).changes).to.deep.equal([]);
+  });
+
+  it("up finishes a switchover interrupted in the middle of exchanging the data directories", async function () {
+    const dir = stackDir(stack);
+    const state = loadState(stack)!;
+    state.operation = { kind: "switchover", target: 0, step: "promoted", startedAt: new Date().toISOString() };
+    saveState(state);
+    await query(out.connections.app, "INSERT INTO public.acks (id) VALUES ('before-exchange')");
+    // The state a crash leaves after the first rename: replica-0 promoted, stopped and marked,
+    // primary/ moved to its waiting place, nothing in primary/ yet.
+    await stopPrimaryReplayedOn(out, dir, 0);
+    pgCtl(["promote", "-D", path.join(dir, "replica-0"), "--wait"]);
+    pgCtl(["stop", "-D", path.join(dir, "replica-0"), "-m", "fast", "--wait"]);
+    fs.writeFileSync(path.join(dir, "replica-0", PROMOTED_MARKER), "test\n");
+    fs.renameSync(path.join(dir, "primary"), path.join(dir, DEMOTED_DIR));
+    const healed = await up({ stack, bundles: false });
+    expect(healed.changes.join("\n")).to.match(/finished the interrupted switchover: replica-0's data is the primary's; the old primary re-attached as replica-0/);
+    expect(fs.existsSync(path.join(dir, DEMOTED_DIR))).to.equal(false);
+    expect(await missing(out.connections.admin, ["before-exchange"])).to.deep.equal([]);
+    await query(out.connections.app, "INSERT INTO public.acks (id) VALUES ('after-exchange')");
     expect((await status(stack)).problems).to.deep.equal([]);
     expect((await up({ stack, bundles: false })).changes).to.deep.equal([]);
   });

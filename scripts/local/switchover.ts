@@ -33,9 +33,9 @@ import { replicationRows, up, withStackLock } from "./stack";
 import { run, waitFor } from "./system";
 
 /** Written into the promoted replica's directory before the exchange: where it is tells how far the exchange got. */
-const PROMOTED_MARKER = "nbdb-promoted";
+export const PROMOTED_MARKER = "nbdb-promoted";
 /** Where the old primary's directory waits during the exchange. */
-const DEMOTED_DIR = ".demoted-primary";
+export const DEMOTED_DIR = ".demoted-primary";
 /** How long the pooler may take to pause (transactions in flight finish), and the target to replay the last WAL. */
 const PAUSE_TIMEOUT_MS = 30_000;
 const REPLAY_TIMEOUT_MS = 60_000;
