@@ -9,6 +9,7 @@ import backupTake from "./commands/backupTake";
 import bench from "./commands/bench";
 import { AnyCommand, CommandContext, OptionSpec, stackName } from "./commands/command";
 import down from "./commands/down";
+import failover from "./commands/failover";
 import grantsDiff from "./commands/grantsDiff";
 import maintain from "./commands/maintain";
 import migrationNew from "./commands/migrationNew";
@@ -19,6 +20,7 @@ import seed from "./commands/seed";
 import setup from "./commands/setup";
 import start from "./commands/start";
 import status from "./commands/status";
+import switchover from "./commands/switchover";
 import up from "./commands/up";
 import verify from "./commands/verify";
 import { TARGET_OPTIONS, TargetOptions, resolveTarget } from "./ops/target";
@@ -41,6 +43,8 @@ export const COMMANDS: readonly AnyCommand[] = [
   backupTake,
   backupList,
   restore,
+  switchover,
+  failover,
   bench,
 ];
 

@@ -425,6 +425,19 @@ describe("Pulumi program (mocks)", function () {
       }
     });
 
+    it("leaves failover to RDS Multi-AZ: the primary is Multi-AZ, pins no availability zone, and the pooler names its DNS address (docs/switchover.md)", () => {
+      const p = named(run, RDS, "nbdb-primary").inputs;
+      expect(p.multiAz).to.equal(true);
+      // A pinned zone would show as a change after every Multi-AZ failover.
+      expect(p).not.to.have.any.keys("availabilityZone");
+      // PgBouncer reaches the primary by the endpoint's name, which RDS points at the new primary.
+      const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+      const ini: string = container.environment.find((e: { name: string }) => e.name === "PGBOUNCER_INI").value;
+      expect(ini).to.match(/^neuralblitz = host=nbdb-primary\.[a-z0-9.-]+\.rds\.amazonaws\.com /m);
+      // Names are resolved again after PgBouncer's default DNS cache time (dns_max_ttl, 15 s), which the program keeps.
+      expect(ini).not.to.match(/^dns_/m);
+    });
+
     it("preloads pg_cron and pg_stat_statements at the next reboot and forces TLS", () => {
       const params: { name: string; value: string; applyMethod: string }[] = named(run, "aws:rds/parameterGroup:ParameterGroup", "nbdb-parameters").inputs.parameters;
       const byName = Object.fromEntries(params.map((p) => [p.name, p]));

@@ -37,6 +37,11 @@ export interface PgbouncerConfig {
    * pg_authid (RDS).
    */
   readonly secretsFrom?: "auth_query" | "auth_file";
+  /**
+   * admin_users: logins that may PAUSE, RESUME and RECONNECT (the local stack's switchover holds
+   * clients on their pooler connections while the primary changes). Absent: none, SHOW only.
+   */
+  readonly adminUsers?: readonly string[];
 }
 
 export const POOLER_DEFAULTS = {
@@ -160,6 +165,7 @@ export function renderPgbouncerIni(c: PgbouncerConfig): string {
     "server_idle_timeout = 600",
     "server_check_query = select 1",
     `stats_users = ${AUTH_USER}`,
+    ...(c.adminUsers?.length ? [`admin_users = ${c.adminUsers.join(", ")}`] : []),
     "log_connections = 0",
     "log_disconnections = 0",
     ...SESSION_STATE_AND_TIMEOUTS,

@@ -38,6 +38,23 @@ function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/** How a replica reaches its primary (without password and application_name): verified TLS. */
+function replicationConninfo(b: ReplicaBootstrap): string {
+  return `host=${b.primaryHost} port=${b.primaryPort} user=${b.replicationUser} sslmode=verify-full sslrootcert=${conninfoValue(b.caFile)}`;
+}
+
+/**
+ * The standby settings of a replica made from a former primary (a switchover or failover re-attaches
+ * the old primary): what pg_basebackup --write-recovery-conf writes for a new one, as
+ * postgresql.auto.conf lines. The password must be of the characters the bootstrap script rewrites.
+ */
+export function standbySettings(b: ReplicaBootstrap, password: string): Record<"primary_conninfo" | "primary_slot_name", string> {
+  return {
+    primary_conninfo: `${replicationConninfo(b)} password=${conninfoValue(password)} application_name=${replicaApplicationName(b.index)}`,
+    primary_slot_name: replicaSlotName(b.index),
+  };
+}
+
 /**
  * Prints the replica's slot on the primary as "physical,<restart_lsn>,<timeline>" over a physical
  * replication connection (READ_REPLICATION_SLOT needs no database privilege); a slot that is gone
@@ -74,7 +91,7 @@ export function slotWatchScript(b: ReplicaBootstrap, everySeconds = 60): string 
  */
 export function replicaBootstrapScript(b: ReplicaBootstrap): string {
   const slot = replicaSlotName(b.index);
-  const conn = `host=${b.primaryHost} port=${b.primaryPort} user=${b.replicationUser} sslmode=verify-full sslrootcert=${conninfoValue(b.caFile)}`;
+  const conn = replicationConninfo(b);
   const createSlot =
     `SELECT pg_catalog.pg_create_physical_replication_slot('${slot}') ` +
     `WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = '${slot}')`;

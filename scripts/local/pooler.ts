@@ -54,6 +54,8 @@ export function poolerConfig(
     pidFile: files.pidFile ?? pidFile(ctx),
     clientTls: { certFile: certFile(ctx, POOLER_TLS_NAME), keyFile: keyFile(ctx, POOLER_TLS_NAME) },
     serverTls: { sslmode: "verify-full", caFile: caFile(ctx.stack) },
+    // The pooler's own login pauses and resumes it during a switchover (scripts/local/switchover.ts).
+    adminUsers: [AUTH_USER],
   };
 }
 
@@ -133,7 +135,7 @@ export interface PoolCounts {
   poolMode: string;
 }
 
-async function withAdminConsole<T>(state: StackState, fn: (c: Client) => Promise<T>): Promise<T> {
+export async function withAdminConsole<T>(state: StackState, fn: (c: Client) => Promise<T>): Promise<T> {
   const client = new Client({ host: HOST, port: state.ports.pooler, user: AUTH_USER, password: state.passwords[AUTH_USER], database: "pgbouncer", ssl: clientSsl(state.stack) });
   await client.connect();
   try {

@@ -63,8 +63,9 @@ export function hasCluster(ctx: LocalContext, node: NodeName, builtBefore = fals
   return clusterState(ctx, node, builtBefore) === "complete";
 }
 
-function markComplete(ctx: LocalContext, node: NodeName): void {
-  writeServerFile(ctx, path.join(dataDir(ctx, node), markerOf(node)), `${new Date().toISOString()}\n`);
+/** Mark a whole data directory as one of `node`'s role (in `dir`, by default the node's own). */
+export function markComplete(ctx: LocalContext, node: NodeName, dir = dataDir(ctx, node)): void {
+  writeServerFile(ctx, path.join(dir, markerOf(node)), `${new Date().toISOString()}\n`);
 }
 
 /** The postmaster's pid from postmaster.pid, when that process is alive and works in the data directory. */
@@ -106,7 +107,7 @@ export function ensureServerDir(ctx: LocalContext, dir: string): void {
   chownToServer(dir, ctx.user);
 }
 
-function writeServerFile(ctx: LocalContext, file: string, content: string): boolean {
+export function writeServerFile(ctx: LocalContext, file: string, content: string): boolean {
   if (fs.existsSync(file) && fs.readFileSync(file, "utf8") === content) return false;
   fs.writeFileSync(file, content, { mode: 0o600 });
   chownToServer(file, ctx.user);

@@ -33,6 +33,7 @@ import {
 import { ensureSystem } from "./setup";
 import { PoolCounts, poolCounts, poolerPid, poolerVersion, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
 import { writePgServiceConf } from "./pgService";
+import { finishRoleChange } from "./switchover";
 import {
   LocalStackOutputs,
   StackState,
@@ -56,7 +57,7 @@ import { POOLER_TLS_NAME, convergeTls, removeServerCert, waitPresenting } from "
 export const DEFAULT_REPLICAS = 2;
 const STREAMING_TIMEOUT_MS = 30_000;
 
-async function withStackLock<T>(ctx: LocalContext, fn: () => Promise<T>): Promise<T> {
+export async function withStackLock<T>(ctx: LocalContext, fn: () => Promise<T>): Promise<T> {
   let release: () => Promise<void>;
   try {
     // A lock left by a killed run goes stale after 10 s and is taken over.
@@ -99,7 +100,7 @@ interface ReplicationRow {
   lagSeconds: number;
 }
 
-async function replicationRows(state: StackState): Promise<Map<string, ReplicationRow>> {
+export async function replicationRows(state: StackState): Promise<Map<string, ReplicationRow>> {
   return withSuperuser(state, state.ports.primary, async (c) => {
     const res = await c.query(
       `SELECT application_name, state,
@@ -416,6 +417,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     const { state, isNew } = stateForUp(ctx, opts, changes, { primary, pooler });
     // The copy too is healed: written again when it is missing or differs.
     saveState(state);
+    // A switchover or failover a crash interrupted: finished (or undone) before anything else looks at the nodes.
+    if (state.operation) changes.push(...(await finishRoleChange(ctx, state)));
     // Left by nbdb versions that passed the superuser's password to initdb in a file.
     fs.rmSync(path.join(ctx.dir, "log", ".initdb-pw"), { force: true });
     // Asked for, else asked for last time (a first run killed halfway keeps its count), else the default.
@@ -545,6 +548,7 @@ export async function status(stack: string): Promise<StackStatus> {
   const state = requireStack(stack);
   const ctx = localContext(stack, () => undefined);
   const problems: string[] = [];
+  if (state.operation) problems.push(`a ${state.operation.kind} to ${replicaName(state.operation.target)} was interrupted (started ${state.operation.startedAt}); npx nbdb up finishes or undoes it`);
   const primaryPid = runningPid(ctx, "primary");
   if (!primaryPid) problems.push("the primary is not running");
   else if (lostPidFile(ctx, "primary")) problems.push("the primary runs without its postmaster.pid (it will shut itself down; npx nbdb up restarts it)");

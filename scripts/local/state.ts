@@ -33,6 +33,21 @@ export interface StackState {
    * `up` of a stack: tests use small WAL limits so that losing a slot takes seconds, not gigabytes.
    */
   settings?: Record<string, string | number>;
+  /**
+   * A switchover or failover under way (scripts/local/switchover.ts), written before it acts: the
+   * next `nbdb up` (or the same command again) finishes it, or undoes a switchover not yet past the
+   * promotion.
+   */
+  operation?: RoleChange;
+}
+
+export interface RoleChange {
+  readonly kind: "switchover" | "failover";
+  /** The replica promoted: its data becomes the primary's, the old primary's data becomes this replica. */
+  readonly target: number;
+  /** started → promoted (the target runs as a primary) → swapped (data directories exchanged, new primary up). */
+  step: "started" | "promoted" | "swapped";
+  readonly startedAt: string;
 }
 
 export const HOST = "127.0.0.1";
