@@ -10,6 +10,7 @@ import * as yaml from "js-yaml";
 import * as pulumi from "@pulumi/pulumi";
 import { POOLER_DEFAULTS, PoolMode } from "./topology/pgbouncerIni";
 import { ROLE_TIMEOUT_DEFAULTS, RoleTimeouts, TimedRole } from "../schema/roles";
+import { PARTITIONED_TABLES, PREMAKE_RANGE, PartitionOverride, PartitionPolicy, PartitionedTableName, RETENTION_DAYS_RANGE, partitionPolicies } from "../schema/tables";
 import { connectionBudgetProblem } from "./topology/connectionBudget";
 import { POOLED_LOGINS } from "./platform/types";
 import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag } from "./platform/images";
@@ -34,10 +35,8 @@ export interface PoolerConfig {
   readonly defaultPoolSize: number;
 }
 
-export interface PartitionConfig {
-  readonly premake: number;
-  readonly metricsRetentionDays: number;
-}
+/** Every partitioned table's policy: schema/tables.ts's defaults with `partitions.<table>.*`. */
+export type PartitionConfig = readonly PartitionPolicy[];
 
 /** The `local` platform: the servers as processes of the machine running `pulumi up` (infra/platform/local.ts). */
 export interface LocalConfig {
@@ -129,6 +128,25 @@ function timeoutsConfig(p: Problems, v: unknown): Record<TimedRole, RoleTimeouts
       return [role, t as unknown as RoleTimeouts];
     }),
   ) as Record<TimedRole, RoleTimeouts>;
+}
+/**
+ * `partitions.<table>.premake` and `partitions.<table>.retentionDays`, per partitioned table; what a
+ * stack leaves unset is schema/tables.ts's policy. Only a table that retires partitions takes a retention.
+ */
+function partitionsConfig(p: Problems, v: unknown): PartitionConfig {
+  const tables = PARTITIONED_TABLES.map((t) => t.name as PartitionedTableName);
+  const all = object(p, "partitions", v, tables, false);
+  const overrides: Partial<Record<PartitionedTableName, PartitionOverride>> = {};
+  for (const t of PARTITIONED_TABLES) {
+    const name = t.name as PartitionedTableName;
+    const keys = t.partitioning.retention ? ["premake", "retentionDays"] : ["premake"];
+    const own = object(p, `partitions.${name}`, all[name], keys, false);
+    overrides[name] = {
+      premake: optionalInteger(p, `partitions.${name}.premake`, own.premake, PREMAKE_RANGE.min, PREMAKE_RANGE.max),
+      retentionDays: keys.includes("retentionDays") ? optionalInteger(p, `partitions.${name}.retentionDays`, own.retentionDays, RETENTION_DAYS_RANGE.min, RETENTION_DAYS_RANGE.max) : undefined,
+    };
+  }
+  return partitionPolicies(overrides);
 }
 const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
 const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
@@ -394,7 +412,6 @@ export function loadConfig(): StackConfig {
     p.unknown(k, values[k], TOP_LEVEL_KEYS);
   }
   const pooler = object(p, "pooler", values.pooler, ["poolMode", "maxClientConnections", "defaultPoolSize"], false);
-  const partitions = object(p, "partitions", values.partitions, ["premake", "metricsRetentionDays"], false);
   const deletionProtection = bool(p, "deletionProtection", values.deletionProtection, false);
   if (review && deletionProtection) p.add("deletionProtection", true, "review stacks are always destroyable; remove the key");
   const postgresVersion = choice(p, "postgresVersion", values.postgresVersion, POSTGRES_VERSIONS, "15");
@@ -414,10 +431,7 @@ export function loadConfig(): StackConfig {
       defaultPoolSize: integer(p, "pooler.defaultPoolSize", pooler.defaultPoolSize, 1, 50, POOLER_DEFAULTS.defaultPoolSize),
     },
     timeouts: timeoutsConfig(p, values.timeouts),
-    partitions: {
-      premake: integer(p, "partitions.premake", partitions.premake, 1, 52, 4),
-      metricsRetentionDays: integer(p, "partitions.metricsRetentionDays", partitions.metricsRetentionDays, 1, 3650, 30),
-    },
+    partitions: partitionsConfig(p, values.partitions),
   };
   const config: StackConfig =
     platform === "docker"

@@ -10,7 +10,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { loadCatalog } from "../infra/bundles/catalog";
 import { auditTrailSql } from "../infra/topology/auditTrail";
 import { adminSetupSql } from "../infra/database/adminSetup";
-import { PARTITION_MAINTENANCE_BUNDLE } from "../infra/database/partitionMaintenance";
+import { PARTITION_MAINTENANCE_BUNDLE, partitionMaintenanceBundle, partitionPolicySql } from "../infra/database/partitionMaintenance";
+import { partitionPolicies } from "../schema/tables";
 import { AdminSqlOutputs, adminSqlProvider } from "../infra/dynamic/adminSql";
 import { pulumiCaFile } from "../infra/stack";
 import { ROLE_TIMEOUT_DEFAULTS } from "../schema/roles";
@@ -225,10 +226,11 @@ describe("database layer (mocks)", function () {
         expect(auditRole.inputs).to.include({ login: false, superuser: false });
       });
 
-      it("applies the stack's partition settings in the last bundle", () => {
+      it("applies schema/tables.ts's partition policies with the stack's partitions.<table>.* overrides in the last bundle", () => {
         const maintenance = of(run, SQL_BUNDLE).find((b) => b.inputs.bundleName === PARTITION_MAINTENANCE_BUNDLE)!;
-        const partitions = (config.partitions ?? DEV.partitions) as { premake: number; metricsRetentionDays: number };
-        expect(maintenance.inputs.sql).to.include(`SET premake = ${partitions.premake};`).and.include(`interval '${partitions.metricsRetentionDays} days'`);
+        const overrides = (config.partitions ?? {}) as Parameters<typeof partitionPolicies>[0];
+        expect(maintenance.inputs.sql).to.equal(partitionMaintenanceBundle(partitionPolicies(overrides)).sql);
+        for (const p of partitionPolicies(overrides)) expect(maintenance.inputs.sql).to.include(partitionPolicySql(p));
         expect(maintenance.inputs.sql).to.include("neuralblitz.run_partition_maintenance()");
       });
 

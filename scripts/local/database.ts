@@ -5,6 +5,7 @@
 import { Client } from "pg";
 import { applyBundles } from "../../infra/bundles/applier";
 import { REPO_BUNDLE_DIR, loadCatalog } from "../../infra/bundles/catalog";
+import { partitionMaintenanceBundle } from "../../infra/database/partitionMaintenance";
 import { convergeGrants } from "../ops/grants";
 import { maintainPartitions, summarizePartitionActions } from "../ops/partitions";
 import { ensureMaintenanceSchedule } from "../ops/schedule";
@@ -34,6 +35,9 @@ export async function convergeDatabase(
     await client.end();
   }
   changes.push(...(await auditTrail()));
+  // The partition policy (schema/tables.ts) through the same generated bundle the Pulumi stacks apply.
+  const policy = await applyBundles({ url: migratorUrl, log }, [partitionMaintenanceBundle()]);
+  changes.push(...policy.map((b) => `applied ${b.kind} bundle ${b.name}${b.status === "changed" ? " (changed)" : ""}`));
   changes.push(...summarizePartitionActions(await maintainPartitions(migratorUrl)));
   const scheduled = await ensureMaintenanceSchedule(urls);
   if (scheduled) changes.push(scheduled);
