@@ -174,6 +174,11 @@ class Problems {
     this.push(key, value, `unknown key; known keys: ${known.join(", ")}`, "rm", key);
   }
 
+  /** A key this stack may not have at all: the fix removes it. */
+  refused(key: string, value: unknown, why: string): void {
+    this.push(key, value, why, "rm", key);
+  }
+
   private push(key: string, value: unknown, allowed: string, verb: "set" | "rm", args: string): void {
     const shown = value === undefined ? "(unset)" : isSecretKey(key) ? "[secret]" : JSON.stringify(value);
     const path = key.includes(".") ? "--path " : "";
@@ -439,6 +444,11 @@ export function loadConfig(): StackConfig {
       : platform === "local"
         ? { ...common, platform, local: localConfig(p, values.local) }
         : { ...common, platform, aws: awsConfig(p, values.aws, deletionProtection) };
+  // The local platform's servers are a local stack, whose every `nbdb up` writes schema/tables.ts's
+  // policy with the same generated bundle: an override here would be undone by the next one.
+  if (platform === "local" && values.partitions !== undefined) {
+    p.refused("partitions", values.partitions, "the local platform keeps the local stack's partition policy (schema/tables.ts), which nbdb up applies");
+  }
   checkConnectionBudget(p, config);
   if (p.list.length > 0) {
     throw new Error(`invalid config for stack '${stack}' (${p.list.length} problem${p.list.length > 1 ? "s" : ""}):\n  - ${p.list.join("\n  - ")}`);

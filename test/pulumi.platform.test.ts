@@ -98,6 +98,12 @@ describe("Pulumi program (mocks)", function () {
       expect(await pulumi.isSecret(run.outputs.dataKey)).to.equal(true);
     });
 
+    it("refuses partition overrides, which the local stack's next nbdb up would undo, naming the key", async () => {
+      const bad = await deploy("local", { ...stackConfigFile("local"), partitions: { metrics: { retentionDays: 30 } } });
+      expect(String(bad.error)).to.include("neuralblitz-db:partitions = {\"metrics\":{\"retentionDays\":30}}: the local platform keeps").and.include("pulumi config rm partitions");
+      expect(bad.registrations).to.deep.equal([]);
+    });
+
     it("refuses a bad local.home before any resource, naming the key", async () => {
       const bad = await deploy("local", { ...stackConfigFile("local"), local: { home: "relative/dir" } });
       expect(String(bad.error)).to.include("neuralblitz-db:local.home");
