@@ -18,8 +18,9 @@
 //   - the bundles create the tables and functions every later step works on;
 //   - the audit trail's trust boundary after the bundles (it takes over their trail tables) and
 //     before partitions (the trail's partitions are made by nb_audit's golden_dag_premake());
-//   - the partition policy and its first maintenance before the table grants, so the grants and
-//     default privileges find the partitions ahead (the same as on every later run);
+//   - the partition policy and its first maintenance before the table grants: maintenance needs
+//     none of them (it takes back whatever default privileges give a partition, which is reached
+//     through its parent only), and the grants step then compares the objects this run leaves;
 //   - table and function grants once every object they name exists;
 //   - the schedule last: its jobs call the functions the bundles made, as the role granted above.
 
