@@ -10,6 +10,7 @@ import * as yaml from "js-yaml";
 import * as pulumi from "@pulumi/pulumi";
 import { POOLER_DEFAULTS, PoolMode } from "./topology/pgbouncerIni";
 import { ROLE_TIMEOUT_DEFAULTS, RoleTimeouts, TimedRole } from "../schema/roles";
+import { PARTITIONED_TABLES, PREMAKE_RANGE, PartitionOverride, PartitionPolicy, PartitionedTableName, RETENTION_DAYS_RANGE, partitionPolicies } from "../schema/tables";
 import { connectionBudgetProblem } from "./topology/connectionBudget";
 import { POOLED_LOGINS } from "./platform/types";
 import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag } from "./platform/images";
@@ -34,10 +35,8 @@ export interface PoolerConfig {
   readonly defaultPoolSize: number;
 }
 
-export interface PartitionConfig {
-  readonly premake: number;
-  readonly metricsRetentionDays: number;
-}
+/** Every partitioned table's policy: schema/tables.ts's defaults with `partitions.<table>.*`. */
+export type PartitionConfig = readonly PartitionPolicy[];
 
 /** The `local` platform: the servers as processes of the machine running `pulumi up` (infra/platform/local.ts). */
 export interface LocalConfig {
@@ -130,6 +129,25 @@ function timeoutsConfig(p: Problems, v: unknown): Record<TimedRole, RoleTimeouts
     }),
   ) as Record<TimedRole, RoleTimeouts>;
 }
+/**
+ * `partitions.<table>.premake` and `partitions.<table>.retentionDays`, per partitioned table; what a
+ * stack leaves unset is schema/tables.ts's policy. Only a table that retires partitions takes a retention.
+ */
+function partitionsConfig(p: Problems, v: unknown): PartitionConfig {
+  const tables = PARTITIONED_TABLES.map((t) => t.name as PartitionedTableName);
+  const all = object(p, "partitions", v, tables, false);
+  const overrides: Partial<Record<PartitionedTableName, PartitionOverride>> = {};
+  for (const t of PARTITIONED_TABLES) {
+    const name = t.name as PartitionedTableName;
+    const keys = t.partitioning.retention ? ["premake", "retentionDays"] : ["premake"];
+    const own = object(p, `partitions.${name}`, all[name], keys, false);
+    overrides[name] = {
+      premake: optionalInteger(p, `partitions.${name}.premake`, own.premake, PREMAKE_RANGE.min, PREMAKE_RANGE.max),
+      retentionDays: keys.includes("retentionDays") ? optionalInteger(p, `partitions.${name}.retentionDays`, own.retentionDays, RETENTION_DAYS_RANGE.min, RETENTION_DAYS_RANGE.max) : undefined,
+    };
+  }
+  return partitionPolicies(overrides);
+}
 const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
 const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
 const AWS_KEYS = [
@@ -154,6 +172,11 @@ class Problems {
   /** A key the program does not know (a typo?): the fix removes it. */
   unknown(key: string, value: unknown, known: readonly string[]): void {
     this.push(key, value, `unknown key; known keys: ${known.join(", ")}`, "rm", key);
+  }
+
+  /** A key this stack may not have at all: the fix removes it. */
+  refused(key: string, value: unknown, why: string): void {
+    this.push(key, value, why, "rm", key);
   }
 
   private push(key: string, value: unknown, allowed: string, verb: "set" | "rm", args: string): void {
@@ -410,7 +433,6 @@ export function loadConfig(): StackConfig {
     p.unknown(k, values[k], TOP_LEVEL_KEYS);
   }
   const pooler = object(p, "pooler", values.pooler, ["poolMode", "maxClientConnections", "defaultPoolSize"], false);
-  const partitions = object(p, "partitions", values.partitions, ["premake", "metricsRetentionDays"], false);
   const deletionProtection = bool(p, "deletionProtection", values.deletionProtection, false);
   if (review && deletionProtection) p.add("deletionProtection", true, "review stacks are always destroyable; remove the key");
   const postgresVersion = choice(p, "postgresVersion", values.postgresVersion, POSTGRES_VERSIONS, "15");
@@ -430,10 +452,7 @@ export function loadConfig(): StackConfig {
       defaultPoolSize: integer(p, "pooler.defaultPoolSize", pooler.defaultPoolSize, 1, 50, POOLER_DEFAULTS.defaultPoolSize),
     },
     timeouts: timeoutsConfig(p, values.timeouts),
-    partitions: {
-      premake: integer(p, "partitions.premake", partitions.premake, 1, 52, 4),
-      metricsRetentionDays: integer(p, "partitions.metricsRetentionDays", partitions.metricsRetentionDays, 1, 3650, 30),
-    },
+    partitions: partitionsConfig(p, values.partitions),
   };
   const config: StackConfig =
     platform === "docker"
@@ -441,6 +460,11 @@ export function loadConfig(): StackConfig {
       : platform === "local"
         ? { ...common, platform, local: localConfig(p, values.local) }
         : { ...common, platform, aws: awsConfig(p, values.aws, deletionProtection) };
+  // The local platform's servers are a local stack, whose every `nbdb up` writes schema/tables.ts's
+  // policy with the same generated bundle: an override here would be undone by the next one.
+  if (platform === "local" && values.partitions !== undefined) {
+    p.refused("partitions", values.partitions, "the local platform keeps the local stack's partition policy (schema/tables.ts), which nbdb up applies");
+  }
   checkConnectionBudget(p, config);
   if (p.list.length > 0) {
     throw new Error(`invalid config for stack '${stack}' (${p.list.length} problem${p.list.length > 1 ? "s" : ""}):\n  - ${p.list.join("\n  - ")}`);

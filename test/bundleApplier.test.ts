@@ -8,6 +8,7 @@ import { Client } from "pg";
 import { version as TOOL_VERSION } from "../package.json";
 import { DEPLOY_APPLICATION_NAME, applyBundles, planDeploy } from "../infra/bundles/applier";
 import { loadCatalog } from "../infra/bundles/catalog";
+import { partitionMaintenanceBundle } from "../infra/database/partitionMaintenance";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs } from "../scripts/local/state";
 import { addFixture, fixtureBundleDir, freshDatabase, historyNames, ledgerRows, onDatabase, relationExists } from "./bundleHelpers";
@@ -40,10 +41,11 @@ describe("SQL bundle applier", () => {
     it("applies the repository's bundles after the topology is up, objects owned by nb_owner (the audit trail's by nb_audit)", async () => {
       const catalog = loadCatalog();
       const res = await up({ stack: outputs.stack });
-      expect(res.changes.filter((c) => c.startsWith("applied "))).to.deep.equal(catalog.map((b) => `applied ${b.kind} bundle ${b.name}`));
+      // The repository's bundles, then the partition policy's generated one (infra/database/partitionMaintenance.ts).
+      expect(res.changes.filter((c) => c.startsWith("applied "))).to.deep.equal([...catalog, partitionMaintenanceBundle()].map((b) => `applied ${b.kind} bundle ${b.name}`));
       const url = outputs.connections.migrator;
       const rows = await ledgerRows(url);
-      expect(rows.map((r) => r.name).sort()).to.deep.equal(catalog.map((b) => b.name).sort());
+      expect(rows.map((r) => r.name).sort()).to.deep.equal([...catalog, partitionMaintenanceBundle()].map((b) => b.name).sort());
       for (const b of catalog) {
         expect(rows.find((r) => r.name === b.name)).to.include({ kind: b.kind, checksum: b.checksum, applied_by: "nb_migrator", tool_version: TOOL_VERSION });
       }

@@ -12,7 +12,7 @@ import { RESERVE_POOL_SIZE } from "../infra/topology/connectionBudget";
 import { BACKUP_JOBS, SCHEDULED_JOBS, JOB_ROLE } from "../infra/topology/maintenanceSchedule";
 import { POOLER_DEFAULTS, POOLER_FAILURE_SETTINGS } from "../infra/topology/pgbouncerIni";
 import { DATABASE, ROLES, ROLE_TIMEOUT_DEFAULTS, RoleSpec, TimedRole } from "../schema/roles";
-import { PARTITIONED_TABLES } from "../schema/tables";
+import { PARTITIONED_TABLES, PREMAKE_RANGE, RETENTION_DAYS_RANGE, partitionPolicies } from "../schema/tables";
 import { SUPERUSER, newState, outputsOf } from "../scripts/local/state";
 import { COMMANDS } from "../scripts/nbdb";
 
@@ -160,31 +160,36 @@ describe("docs/contracts.md states what the code does", function () {
   });
 
   describe("partitions", function () {
-    it("gives each partitioned table its key and period (schema/tables.ts) and V014's premake and retention", function () {
-      const v014 = read("sql/migrations/V014__monitoring_alerts_and_partition_policies.sql");
-      const seeded = new Map(
-        [...v014.matchAll(/\('(\w+)',\s*'(\w+)',\s*(\d+),\s*(NULL|interval '([^']+)'),\s*(NULL|'(\w+)'),\s*(true|false)\)/g)].map((m) => [
-          m[1],
-          { period: m[2], premake: m[3], retention: m[5] ?? "none", action: m[7] ?? "" },
-        ]),
-      );
+    it("gives each partitioned table its key, period, premake and retention as schema/tables.ts states them", function () {
       const rows = table("partitions");
       expect(rows.map((r) => r[0])).to.have.members(PARTITIONED_TABLES.map((t) => t.name));
-      expect([...seeded.keys()]).to.have.members(PARTITIONED_TABLES.map((t) => t.name));
       for (const [name, key, period, premake, retention, action] of rows) {
-        const spec = PARTITIONED_TABLES.find((t) => t.name === name)!;
-        expect([key, period], name).to.deep.equal([spec.partitioning.key, spec.partitioning.period]);
-        expect({ period, premake, retention, action }, name).to.deep.equal(seeded.get(name));
+        const spec = PARTITIONED_TABLES.find((t) => t.name === name)!.partitioning;
+        const policy = partitionPolicies().find((p) => p.table === name)!;
+        expect([key, period], name).to.deep.equal([spec.key, spec.period]);
+        expect({ premake, retention, action }, name).to.deep.equal({
+          premake: String(policy.premake),
+          retention: policy.retention ? `${policy.retention.days} days` : "none",
+          action: policy.retention?.action ?? "",
+        });
       }
     });
 
-    it("gives the partitions.* config keys' ranges and defaults as infra/config.ts reads them", function () {
-      const config = read("infra/config.ts");
-      for (const [key, range, fallback] of table("partition-config")) {
-        const [min, max] = range.split("-");
-        const read = new RegExp(`integer\\(p, "${key.replace(".", "\\.")}", [\\w.]+, (\\d+), (\\d+), (\\d+)\\)`).exec(config);
-        expect(read, `${key} in infra/config.ts`).to.not.equal(null);
-        expect([min, max, fallback], key).to.deep.equal([read![1], read![2], read![3]]);
+    it("names V014's periods as schema/tables.ts does (V014 creates the rows; the generated bundle sets premake and retention)", function () {
+      const v014 = read("sql/migrations/V014__monitoring_alerts_and_partition_policies.sql");
+      const seeded = new Map([...v014.matchAll(/\('(\w+)',\s*'(\w+)',\s*\d+,/g)].map((m) => [m[1], m[2]]));
+      expect(Object.fromEntries(seeded)).to.deep.equal(Object.fromEntries(PARTITIONED_TABLES.map((t) => [t.name, t.partitioning.period])));
+    });
+
+    it("gives the partitions.<table>.* config keys' ranges, and which tables take a retention, as infra/config.ts reads them", function () {
+      const rows = table("partition-config");
+      const ranges: Record<string, { min: number; max: number }> = { premake: PREMAKE_RANGE, retentionDays: RETENTION_DAYS_RANGE };
+      expect(rows.map((r) => r[0])).to.deep.equal(Object.keys(ranges).map((k) => `partitions.<table>.${k}`));
+      for (const [key, range, tables] of rows) {
+        const setting = key.split(".")[2];
+        expect(range, key).to.equal(`${ranges[setting].min}-${ranges[setting].max}`);
+        const taking = PARTITIONED_TABLES.filter((t) => setting === "premake" || t.partitioning.retention).map((t) => t.name);
+        expect(tables.split(",").map((t) => t.trim()), key).to.have.members(taking);
       }
     });
   });

@@ -10,7 +10,9 @@ import * as pulumi from "@pulumi/pulumi";
 import { loadCatalog } from "../infra/bundles/catalog";
 import { auditTrailSql } from "../infra/topology/auditTrail";
 import { adminSetupSql } from "../infra/database/adminSetup";
-import { PARTITION_MAINTENANCE_BUNDLE } from "../infra/database/partitionMaintenance";
+import { DATABASE_PLAN, PLAN_STEP_IDS, PlanStepId } from "../infra/database/plan";
+import { PARTITION_MAINTENANCE_BUNDLE, partitionMaintenanceBundle, partitionPolicySql } from "../infra/database/partitionMaintenance";
+import { partitionPolicies } from "../schema/tables";
 import { AdminSqlOutputs, adminSqlProvider } from "../infra/dynamic/adminSql";
 import { pulumiCaFile } from "../infra/stack";
 import { ROLE_TIMEOUT_DEFAULTS } from "../schema/roles";
@@ -179,12 +181,42 @@ describe("database layer (mocks)", function () {
         for (const r of [...of(run, ROLE), named(run, SCHEMA_RESOURCE, "nbdb-schema"), named(run, GRANT, "nbdb-grant-nb-migrator-on-database-neuralblitz")]) {
           expect(first.has(r.urn), r.name).to.equal(true);
         }
-        bundles.slice(1).forEach((b, i) => expect(b.dependencies).to.include(bundles[i].urn));
+        // The bundles of sql/ one after the other; the policy bundle after them, through the audit trail's step.
+        bundles.slice(1, -1).forEach((b, i) => expect(b.dependencies).to.include(bundles[i].urn));
+        expect(waitsFor(run, bundles[bundles.length - 1]).has(bundles[bundles.length - 2].urn)).to.equal(true);
         expect(bundles.every((b) => b.secretInputs.includes("connection"))).to.equal(true);
         expect(bundles[0].inputs.connection).to.match(/^postgresql:\/\/nb_migrator:pw-nbdb-nb_migrator@/);
         const last = bundles[bundles.length - 1];
         for (const g of [...of(run, GRANT).filter((g) => g.inputs.objects), ...of(run, DEFAULT_PRIVILEGES)]) expect(g.dependencies, g.name).to.include(last.urn);
         for (const g of of(run, GRANT).filter((g) => !g.inputs.objects)) expect(waitsFor(run, g).has(bundles[0].urn), g.name).to.equal(false);
+      });
+
+      it("registers the database layer step by step in the database plan's order: every resource of a step waits for every resource of the step before", () => {
+        const policy = (b: Registration) => b.inputs.bundleName === PARTITION_MAINTENANCE_BUNDLE;
+        const adminSql = (...names: string[]) => of(run, ADMIN_SQL).filter((r) => names.includes(r.name));
+        const byStep: Record<PlanStepId, Registration[]> = {
+          roles: [...of(run, ROLE), ...adminSql("nbdb-platform-roles", "nbdb-role-settings")],
+          database: adminSql("nbdb-admin-setup"),
+          schema: of(run, SCHEMA_RESOURCE),
+          access: of(run, GRANT).filter((g) => !g.inputs.objects),
+          bundles: of(run, SQL_BUNDLE).filter((b) => !policy(b)),
+          auditTrail: adminSql("nbdb-audit-trail"),
+          partitions: of(run, SQL_BUNDLE).filter(policy),
+          grants: [...of(run, GRANT).filter((g) => g.inputs.objects), ...of(run, DEFAULT_PRIVILEGES)],
+          schedule: adminSql("nbdb-schedule"),
+        };
+        // Every resource of the layer belongs to one step.
+        const layer = run.registrations.filter((r) => [ROLE, SCHEMA_RESOURCE, GRANT, DEFAULT_PRIVILEGES, SQL_BUNDLE].includes(r.type) || (r.type === ADMIN_SQL && r.name.startsWith("nbdb-")));
+        expect(Object.values(byStep).flat().map((r) => r.urn)).to.have.members(layer.map((r) => r.urn));
+        expect(byStep.schedule.length).to.equal(platform === "aws" ? 1 : 0);
+        const present = DATABASE_PLAN.filter((s) => byStep[s.id].length > 0);
+        expect(present.map((s) => s.id)).to.deep.equal(PLAN_STEP_IDS.filter((id) => id !== "schedule" || platform === "aws"));
+        for (let i = 1; i < present.length; i++) {
+          for (const later of byStep[present[i].id]) {
+            const waits = waitsFor(run, later);
+            for (const earlier of byStep[present[i - 1].id]) expect(waits.has(earlier.urn), `${later.name} (${present[i].id}) waits for ${earlier.name} (${present[i - 1].id})`).to.equal(true);
+          }
+        }
       });
 
       it("never runs two Grants on one object at once (the provider locks per role only): each waits for the one before it", () => {
@@ -225,10 +257,11 @@ describe("database layer (mocks)", function () {
         expect(auditRole.inputs).to.include({ login: false, superuser: false });
       });
 
-      it("applies the stack's partition settings in the last bundle", () => {
+      it("applies schema/tables.ts's partition policies with the stack's partitions.<table>.* overrides in the last bundle", () => {
         const maintenance = of(run, SQL_BUNDLE).find((b) => b.inputs.bundleName === PARTITION_MAINTENANCE_BUNDLE)!;
-        const partitions = (config.partitions ?? DEV.partitions) as { premake: number; metricsRetentionDays: number };
-        expect(maintenance.inputs.sql).to.include(`SET premake = ${partitions.premake};`).and.include(`interval '${partitions.metricsRetentionDays} days'`);
+        const overrides = (config.partitions ?? {}) as Parameters<typeof partitionPolicies>[0];
+        expect(maintenance.inputs.sql).to.equal(partitionMaintenanceBundle(partitionPolicies(overrides)).sql);
+        for (const p of partitionPolicies(overrides)) expect(maintenance.inputs.sql).to.include(partitionPolicySql(p));
         expect(maintenance.inputs.sql).to.include("neuralblitz.run_partition_maintenance()");
       });
 

@@ -87,6 +87,12 @@ describe("Pulumi program (mocks)", function () {
       expect(await pulumi.isSecret(run.outputs.dataKey)).to.equal(true);
     });
 
+    it("refuses partition overrides, which the local stack's next nbdb up would undo, naming the key", async () => {
+      const bad = await deploy("local", { ...stackConfigFile("local"), partitions: { metrics: { retentionDays: 30 } } });
+      expect(String(bad.error)).to.include("neuralblitz-db:partitions = {\"metrics\":{\"retentionDays\":30}}: the local platform keeps").and.include("pulumi config rm partitions");
+      expect(bad.registrations).to.deep.equal([]);
+    });
+
     it("refuses a bad local.home before any resource, naming the key", async () => {
       const bad = await deploy("local", { ...stackConfigFile("local"), local: { home: "relative/dir" } });
       expect(String(bad.error)).to.include("neuralblitz-db:local.home");
@@ -768,8 +774,11 @@ describe("Pulumi program (mocks)", function () {
         withKey(withKey(DEV, "pooler.defaultPoolSize", 50), "docker.nodeMemoryMb", 256),
         "neuralblitz-db:pooler.defaultPoolSize = 50: needs max_connections = 154 (1 pooler process × 2 pooled logins × (pool 50 + reserve 5) = 110, plus 44 direct), more than the 128 a server of docker.nodeMemoryMb = 256 holds",
       ],
-      ["no premade partitions", "dev", withKey(DEV, "partitions.premake", 0), "neuralblitz-db:partitions.premake = 0"],
-      ["an endless retention", "dev", withKey(DEV, "partitions.metricsRetentionDays", 99999), "neuralblitz-db:partitions.metricsRetentionDays = 99999"],
+      ["no premade partitions", "dev", withKey(DEV, "partitions.metrics.premake", 0), "neuralblitz-db:partitions.metrics.premake = 0: expected a whole number from 1 to 52"],
+      ["an endless retention", "dev", withKey(DEV, "partitions.metrics.retentionDays", 99999), "neuralblitz-db:partitions.metrics.retentionDays = 99999: expected a whole number from 1 to 3650"],
+      ["a retention for the audit trail, which is kept forever", "dev", withKey(DEV, "partitions.golden_dag_audit.retentionDays", 30), "neuralblitz-db:partitions.golden_dag_audit.retentionDays = 30: unknown key"],
+      ["the former one premake for every table", "dev", withKey(DEV, "partitions.premake", 4), "neuralblitz-db:partitions.premake = 4: unknown key; known keys: quantum_neuron_history, consciousness_snapshots, golden_dag_audit, metrics"],
+      ["a table that is not partitioned", "dev", withKey(DEV, "partitions.users.premake", 4), "neuralblitz-db:partitions.users = {\"premake\":4}: unknown key"],
       ["a privileged port", "dev", withKey(DEV, "docker.primaryPort", 80), "neuralblitz-db:docker.primaryPort = 80"],
       ["the pooler on the primary's port", "dev", withKey(DEV, "docker.poolerPort", 15432), "neuralblitz-db:docker.poolerPort = 15432: must differ"],
       ["the primary among the replica ports", "dev", withKey(DEV, "docker.primaryPort", 15444), "neuralblitz-db:docker.primaryPort = 15444: must lie outside"],

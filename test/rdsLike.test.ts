@@ -62,7 +62,7 @@ describe("the aws platform's database layer on an RDS-like server", function () 
     // What the trail's SQL gives the administrator that runs it (GRANT nb_audit TO CURRENT_USER): the
     // master, which then grants on the trail's objects like on any other.
     await sql(rds.rootUrl, [`GRANT nb_audit TO ${ADMIN_USER}`]);
-    await apply(partitionMaintenanceBundle({ premake: 4, metricsRetentionDays: 30 }));
+    await apply(partitionMaintenanceBundle());
     // 5. Table and function grants and default privileges, then 6. the pg_cron schedule as the jobs' role.
     await sql(rds.adminUrl, [...GRANTS.filter((g) => g.objectType === "table" || g.objectType === "function").map(grantSql), ...DEFAULT_PRIVILEGES.map(defaultPrivilegeSql)]);
     await adminSqlProvider().create!({ sql: maintenanceScheduleSql(), connection: as(JOB_ROLE), runAs: JOB_ROLE });

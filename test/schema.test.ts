@@ -1,7 +1,8 @@
 // The NeuralBlitz schema, applied through the bundle engine by `nbdb up`, against real PostgreSQL.
 import { expect } from "chai";
 import { Client } from "pg";
-import { MATERIALIZED_VIEWS, MUTABLE_TABLES, PARTITIONED_TABLES, TABLES, TableSpec, VIEWS } from "../schema/tables";
+import { MATERIALIZED_VIEWS, MUTABLE_TABLES, PARTITIONED_TABLES, TABLES, TableSpec, VIEWS, partitionPolicies } from "../schema/tables";
+import { PARTITION_MAINTENANCE_BUNDLE, partitionMaintenanceBundle } from "../infra/database/partitionMaintenance";
 import { up } from "../scripts/local/stack";
 import { query, rejection, uniqueStack } from "./helpers";
 
@@ -186,6 +187,17 @@ describe("schema", function () {
       const [r] = await sql<{ p: string }>(`SELECT tableoid::regclass::text AS p FROM neuralblitz.${table} WHERE id = $1 AND ${keyColumn} IS NOT NULL`, [id]);
       return r.p;
     }
+
+    it("holds schema/tables.ts's partition policies, set by the generated bundle the Pulumi stacks apply too (not V014's seed)", async function () {
+      const rows = await sql<{ table_name: string; period: string; premake: number; days: number | null; retention_action: string | null }>(
+        `SELECT table_name, period, premake, extract(day FROM retention)::int AS days, retention_action FROM neuralblitz.partition_policies`,
+      );
+      expect(rows.map((r) => ({ table: r.table_name, period: r.period, premake: r.premake, retention: r.days === null ? null : { days: r.days, action: r.retention_action } }))).to.have.deep.members(
+        partitionPolicies(),
+      );
+      const [ledger] = await sql<{ checksum: string }>(`SELECT checksum FROM neuralblitz.bundle_ledger WHERE name = $1`, [PARTITION_MAINTENANCE_BUNDLE]);
+      expect(ledger?.checksum).to.equal(partitionMaintenanceBundle().checksum);
+    });
 
     it("creates partitions ahead for every partitioned table, with a default for strays", async function () {
       const rows = await sql<{ parent: string; n: string; has_default: boolean }>(

@@ -1,11 +1,6 @@
-// The database layer of the Pulumi stacks: what `nbdb up` does on the local stack, declared as
-// resources on the platform's primary, in the same order (scripts/local/bootstrap.ts, database.ts):
-//
-//   roles  ->  take over the database (AdminSql)  ->  schema  ->  CONNECT/USAGE grants, PUBLIC revoke
-//          ->  SQL bundles  ->  the audit trail's trust boundary (AdminSql)  ->  partition maintenance
-//          ->  table/function grants, default privileges
-//
-// Table and function grants wait for the bundles because a Grant covers only objects that exist.
+// The database layer of the Pulumi stacks: the database plan (infra/database/plan.ts, which owns the
+// order and says why) declared as resources on the platform's primary, each step's resources
+// depending on the previous step's. The local stack runs the same plan (scripts/local/database.ts).
 import * as postgresql from "@pulumi/postgresql";
 import * as pulumi from "@pulumi/pulumi";
 import { DEFAULT_PRIVILEGES, GRANTS, OBJECT_OWNER } from "../../schema/privileges";
@@ -21,6 +16,7 @@ import { DIRECT_ROOM } from "../topology/connectionBudget";
 import { stableScramVerifier } from "../topology/scram";
 import { auditTrailSql } from "../topology/auditTrail";
 import { adminSetupSql } from "./adminSetup";
+import { DATABASE_PLAN, PlanStepId } from "./plan";
 import { PUBLIC_DATABASE_REVOKE, defaultPrivilegeArgs, defaultPrivilegeName, grantResources } from "./grants";
 import { partitionMaintenanceBundle } from "./partitionMaintenance";
 
@@ -62,38 +58,8 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     const sql = { parent: this, provider };
     const data = { ...sql, protect: args.protectData };
 
-    const roles = new Map<string, postgresql.Role>();
-    for (const spec of ROLES.filter((r) => !cluster.platformRoles.includes(r.name))) {
-      const memberOf = (spec as RoleSpec).memberOf ?? [];
-      const password = spec.login ? args.passwords[spec.name as LoginRoleName] : undefined;
-      roles.set(spec.name, new postgresql.Role(`${name}-role-${spec.name}`, roleArgs(spec, password), { ...data, dependsOn: memberOf.map((m) => roles.get(m)!) }));
-    }
-    const allRoles = [...roles.values()];
-
     const adminUrl = pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.serverCaFile));
-    const adminSetup = new AdminSql(
-      `${name}-admin-setup`,
-      { sql: adminSetupSql(DATABASE, { pgCron: cluster.pgCron }), connection: adminUrl },
-      { parent: this, dependsOn: allRoles },
-    );
-    if (cluster.platformRolesSql) {
-      new AdminSql(`${name}-platform-roles`, { sql: cluster.platformRolesSql, connection: adminUrl }, { parent: this });
-    }
-    // Role-level settings (timeouts) exactly as schema/roles.ts renders them, for every role: the
-    // provider has no lock_timeout, and one renderer keeps every platform alike.
-    new AdminSql(
-      `${name}-role-settings`,
-      { sql: ROLES.map((r) => roleSettingsSql(r, args.timeouts ?? ROLE_TIMEOUT_DEFAULTS)).join("\n"), connection: adminUrl },
-      { parent: this, dependsOn: allRoles },
-    );
-    // A review database goes with its stack: dropping its schema must take the bundles' objects with
-    // it (the provider drops with RESTRICT otherwise, and SqlBundle.delete drops nothing, so destroy
-    // would fail). Where the stack keeps its bundles (dev, prod), never cascade.
-    const schema = new postgresql.Schema(
-      `${name}-schema`,
-      { name: SCHEMA, database: DATABASE, owner: OBJECT_OWNER, dropCascade: !args.protectedStack && !args.protectData },
-      { ...data, dependsOn: [adminSetup] },
-    );
+    const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, cluster.serverCaFile));
 
     const grants = grantResources(GRANTS);
     // The provider serializes grants per role and per database only, so two Grants on one object for
@@ -108,41 +74,68 @@ export class DatabaseLayer extends pulumi.ComponentResource {
       lastOnObject.set(key, created);
       return created;
     };
-    // CONNECT and USAGE come before the bundles: nb_migrator needs CONNECT once PUBLIC has lost it.
-    const accessDependencies = [...allRoles, adminSetup, schema];
-    const access = [
-      grant({ name: "revoke-public-on-database-neuralblitz", args: PUBLIC_DATABASE_REVOKE }, accessDependencies),
-      ...grants.filter((g) => !g.onBundleObjects).map((g) => grant(g, accessDependencies)),
-    ];
 
-    const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, cluster.serverCaFile));
-    const schemaBundles = sqlBundles(
-      `${name}-bundle`,
-      { bundles: loadCatalog(), connection: migratorUrl, protectedStack: args.protectedStack },
-      { parent: this, dependsOn: [...allRoles, schema, ...access] },
-    );
-    // The audit trail's trust boundary, as the administrator, once the bundles made its tables
-    // (infra/topology/auditTrail.ts; the local stack runs the same SQL).
-    const auditTrail = new AdminSql(
-      `${name}-audit-trail`,
-      { sql: auditTrailSql(), connection: adminUrl },
-      { parent: this, dependsOn: [schemaBundles[schemaBundles.length - 1]] },
-    );
-    const [lastBundle] = sqlBundles(
-      `${name}-bundle`,
-      { bundles: [partitionMaintenanceBundle(args.partitions)], connection: migratorUrl, protectedStack: args.protectedStack },
-      { parent: this, dependsOn: [schemaBundles[schemaBundles.length - 1], auditTrail] },
-    );
-
-    // The scheduled jobs, by the role that runs them (pg_cron lets only a superuser schedule for
-    // another role), once the functions they call exist.
-    if (cluster.pgCron) {
-      new AdminSql(`${name}-schedule`, { sql: maintenanceScheduleSql(), connection: migratorUrl, runAs: JOB_ROLE }, { parent: this, dependsOn: [adminSetup, lastBundle] });
-    }
-
-    for (const g of grants.filter((g) => g.onBundleObjects)) grant(g, [lastBundle]);
-    for (const d of DEFAULT_PRIVILEGES) {
-      new postgresql.DefaultPrivileges(`${name}-grant-${defaultPrivilegeName(d)}`, defaultPrivilegeArgs(d), { ...sql, dependsOn: [lastBundle] });
+    // One builder per step of the database plan (infra/database/plan.ts): each gets the resources of
+    // the step before it to depend on and returns its own. The record names every step; the order
+    // is the plan's, never this file's.
+    const steps: { readonly [K in PlanStepId]: (after: pulumi.Resource[]) => pulumi.Resource[] } = {
+      roles: () => {
+        const roles = new Map<string, postgresql.Role>();
+        for (const spec of ROLES.filter((r) => !cluster.platformRoles.includes(r.name))) {
+          const memberOf = (spec as RoleSpec).memberOf ?? [];
+          const password = spec.login ? args.passwords[spec.name as LoginRoleName] : undefined;
+          roles.set(spec.name, new postgresql.Role(`${name}-role-${spec.name}`, roleArgs(spec, password), { ...data, dependsOn: memberOf.map((m) => roles.get(m)!) }));
+        }
+        const allRoles = [...roles.values()];
+        // The roles the platform created itself keep the stack's current passwords.
+        const platformRoles = cluster.platformRolesSql ? [new AdminSql(`${name}-platform-roles`, { sql: cluster.platformRolesSql, connection: adminUrl }, { parent: this })] : [];
+        // Role-level settings (timeouts) exactly as schema/roles.ts renders them, for every role: the
+        // provider has no lock_timeout, and one renderer keeps every platform alike.
+        const settings = new AdminSql(
+          `${name}-role-settings`,
+          { sql: ROLES.map((r) => roleSettingsSql(r, args.timeouts ?? ROLE_TIMEOUT_DEFAULTS)).join("\n"), connection: adminUrl },
+          { parent: this, dependsOn: [...allRoles, ...platformRoles] },
+        );
+        return [...allRoles, ...platformRoles, settings];
+      },
+      database: (after) => [
+        new AdminSql(`${name}-admin-setup`, { sql: adminSetupSql(DATABASE, { pgCron: cluster.pgCron }), connection: adminUrl }, { parent: this, dependsOn: after }),
+      ],
+      // A review database goes with its stack: dropping its schema must take the bundles' objects with
+      // it (the provider drops with RESTRICT otherwise, and SqlBundle.delete drops nothing, so destroy
+      // would fail). Where the stack keeps its bundles (dev, prod), never cascade.
+      schema: (after) => [
+        new postgresql.Schema(
+          `${name}-schema`,
+          { name: SCHEMA, database: DATABASE, owner: OBJECT_OWNER, dropCascade: !args.protectedStack && !args.protectData },
+          { ...data, dependsOn: after },
+        ),
+      ],
+      // CONNECT and USAGE come before the bundles: nb_migrator needs CONNECT once PUBLIC has lost it.
+      access: (after) => [
+        grant({ name: "revoke-public-on-database-neuralblitz", args: PUBLIC_DATABASE_REVOKE }, after),
+        ...grants.filter((g) => !g.onBundleObjects).map((g) => grant(g, after)),
+      ],
+      bundles: (after) => sqlBundles(`${name}-bundle`, { bundles: loadCatalog(), connection: migratorUrl, protectedStack: args.protectedStack }, { parent: this, dependsOn: after }),
+      // The audit trail's trust boundary, as the administrator, once the bundles made its tables
+      // (infra/topology/auditTrail.ts; the local stack runs the same SQL).
+      auditTrail: (after) => [new AdminSql(`${name}-audit-trail`, { sql: auditTrailSql(), connection: adminUrl }, { parent: this, dependsOn: after })],
+      partitions: (after) =>
+        sqlBundles(`${name}-bundle`, { bundles: [partitionMaintenanceBundle(args.partitions)], connection: migratorUrl, protectedStack: args.protectedStack }, { parent: this, dependsOn: after }),
+      grants: (after) => [
+        ...grants.filter((g) => g.onBundleObjects).map((g) => grant(g, after)),
+        ...DEFAULT_PRIVILEGES.map((d) => new postgresql.DefaultPrivileges(`${name}-grant-${defaultPrivilegeName(d)}`, defaultPrivilegeArgs(d), { ...sql, dependsOn: after })),
+      ],
+      // The scheduled jobs, by the role that runs them (pg_cron lets only a superuser schedule for
+      // another role), once the functions they call exist.
+      schedule: (after) =>
+        cluster.pgCron ? [new AdminSql(`${name}-schedule`, { sql: maintenanceScheduleSql(), connection: migratorUrl, runAs: JOB_ROLE }, { parent: this, dependsOn: after })] : [],
+    };
+    let after: pulumi.Resource[] = [];
+    for (const step of DATABASE_PLAN) {
+      const made = steps[step.id](after);
+      // A step with nothing to do on this platform (the schedule where the server has no pg_cron) passes its predecessor on.
+      if (made.length > 0) after = made;
     }
     this.registerOutputs({});
   }

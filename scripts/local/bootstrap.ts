@@ -1,9 +1,9 @@
-// What the primary holds before any bundle runs: the roles with their passwords, the database owned
-// by nb_owner, the project schema, connect rights and the pooler's lookup function. Idempotent.
+// What the primary holds before any bundle runs (the roles with their passwords, the database owned
+// by nb_owner, the project schema, connect rights and the pooler's lookup function) and the audit
+// trail's trust boundary: the superuser's steps of the database plan. Each is idempotent.
 import { AUDIT_TRAIL_SQL_FILE, INSTALLED_MARKER_SQL, auditTrailMarker, auditTrailSql } from "../../infra/topology/auditTrail";
 import { pgbouncerAuthSql } from "../../infra/topology/pgbouncerAuth";
 import { scramSha256Verifier } from "../../infra/topology/scram";
-import { GRANTS, grantSql } from "../../schema/privileges";
 import { DATABASE, ROLES, RoleSpec, SCHEMA, roleSettings, roleSql } from "../../schema/roles";
 import { Client } from "pg";
 import { withTransaction } from "../db";
@@ -12,33 +12,55 @@ import { convergeGrants } from "../ops/grants";
 import { withSuperuser } from "./postgresNode";
 import { StackState } from "./state";
 
-export async function bootstrapPrimary(state: StackState): Promise<void> {
-  const port = state.ports.primary;
-  await withSuperuser(state, port, async (c) => {
+// The steps of the database plan (infra/database/plan.ts) that only the superuser can do, as the
+// local stack runs them (scripts/local/database.ts calls them in plan order). What a first `up`
+// creates (roles, database, schema) is created once, while state.json says the primary is not
+// bootstrapped yet; what drifts (roles, access) is converged on every run.
+
+/** Step `roles`, first run: every role of schema/roles.ts with its password. */
+export async function createRoles(state: StackState): Promise<void> {
+  await withSuperuser(state, state.ports.primary, async (c) => {
     for (const role of ROLES) {
       await c.query(roleSql(role, role.login ? scramSha256Verifier(state.passwords[role.name]) : undefined));
     }
+  });
+}
+
+/** Step `database`: database postgres closed to project roles; on the first run the database, owned by nb_owner, and the pooler's lookup in it. */
+export async function ensureDatabase(state: StackState, firstRun: boolean): Promise<void> {
+  await withSuperuser(state, state.ports.primary, async (c) => {
+    // Database postgres is the administrator's (pg_hba.conf refuses every other login there too).
+    // The replica bootstrap creates its slot from there.
+    await c.query(`REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC; GRANT CONNECT ON DATABASE postgres TO ${REPLICATION_USER}`);
+    if (!firstRun) return;
     const exists = await c.query("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", [DATABASE]);
     if (exists.rowCount === 0) await c.query(`CREATE DATABASE ${DATABASE} OWNER nb_owner`);
   });
-  // CONNECT from the privilege model now: nb_migrator needs it before it can apply any bundle (the
-  // rest of the model is converged after the bundles, when its objects exist).
-  const connectGrants = GRANTS.filter((g) => g.objectType === "database").map((g) => `${grantSql(g)};`).join("\n");
+  if (firstRun) await withSuperuser(state, state.ports.primary, (c) => c.query(pgbouncerAuthSql()), DATABASE);
+}
+
+/** Step `schema`, first run: the project schema owned by nb_owner; PUBLIC creates nothing in schema public. */
+export async function createSchema(state: StackState): Promise<void> {
   await withSuperuser(
     state,
-    port,
-    async (c) => {
-      await c.query(`
-        REVOKE CONNECT, TEMPORARY ON DATABASE ${DATABASE} FROM PUBLIC;
-        ${connectGrants}
+    state.ports.primary,
+    (c) =>
+      c.query(`
         REVOKE CREATE ON SCHEMA public FROM PUBLIC;
         CREATE SCHEMA IF NOT EXISTS ${SCHEMA} AUTHORIZATION nb_owner;
         REVOKE CREATE, USAGE ON SCHEMA ${SCHEMA} FROM PUBLIC;
-        ${pgbouncerAuthSql()}
-      `);
-    },
+      `),
     DATABASE,
   );
+}
+
+/**
+ * Step `access`: CONNECT on the database and USAGE/CREATE on the schema as the privilege model has
+ * them (PUBLIC's CONNECT and TEMPORARY revoked), as nb_owner by the superuser: nb_migrator cannot
+ * connect before this. Returns the statements run.
+ */
+export async function convergeAccess(state: StackState): Promise<string[]> {
+  return withSuperuser(state, state.ports.primary, (c) => convergeGrants(c, "project", ["database", "schema"]), DATABASE);
 }
 
 /** True when `stored` (pg_authid.rolpassword) is a SCRAM verifier of `password`; the salt is reused. */
@@ -98,9 +120,6 @@ export async function convergeRoles(state: StackState): Promise<string[]> {
          FROM pg_catalog.pg_authid r WHERE r.rolname = ANY($1)`,
       [ROLES.map((r) => r.name)],
     );
-    // Database postgres is the administrator's (pg_hba.conf refuses every other login there too).
-    // The replica bootstrap creates its slot from there.
-    await c.query(`REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC; GRANT CONNECT ON DATABASE postgres TO ${REPLICATION_USER}`);
     const live = new Map(rows.map((r) => [r.rolname as string, r as LiveRole]));
     const repaired: string[] = [];
     for (const role of ROLES) {

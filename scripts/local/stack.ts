@@ -5,8 +5,8 @@ import * as path from "path";
 import * as lockfile from "proper-lockfile";
 import { REPO_BUNDLE_DIR } from "../../infra/bundles/catalog";
 import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
-import { bootstrapPrimary, convergeRoles, ensureAuditTrail } from "./bootstrap";
-import { convergeDatabase } from "./database";
+import { PLAN_STEP_IDS } from "../../infra/database/plan";
+import { localDatabasePlan } from "./database";
 import { MaintenanceStatus, maintenanceStatus } from "../ops/schedule";
 import { ArchiveStatus, archiveStatus, ensureBackup } from "../ops/backup";
 import { LocalContext, localContext } from "./context";
@@ -215,13 +215,6 @@ async function convergePrimary(ctx: LocalContext, state: StackState, changes: st
     if (pending.length > 0) {
       changes.push(`settings that take effect only after a restart changed (${pending.join(", ")}): npx nbdb down --stack ${ctx.stack} && npx nbdb up --stack ${ctx.stack}`);
     }
-  }
-  if (!state.primaryBootstrapped) {
-    ctx.log("creating roles, the database and the pooler's auth lookup");
-    await bootstrapPrimary(state);
-    state.primaryBootstrapped = true;
-    saveState(state);
-    changes.push("created roles, database and schema");
   }
 }
 
@@ -453,8 +446,10 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     await convergePrimary(ctx, state, changes);
     // Backups first: a restored stack's primary finishes its recovery (and rotates its passwords) there.
     changes.push(...(await ensureBackup(ctx, state)));
-    // Every role back to the model (attributes, settings, passwords): what a role changed itself is repaired.
-    changes.push(...(await convergeRoles(state)));
+    // The database plan (infra/database/plan.ts) through its access step: the replicas and the
+    // pooler need the roles and the database; the rest once the pooler is up.
+    const plan = localDatabasePlan(state, { bundleDir: opts.bundles || REPO_BUNDLE_DIR, log: ctx.log });
+    changes.push(...(await plan.through("access")));
     for (let i = 0; i < replicas; i++) {
       await convergeReplica(ctx, state, i, changes);
       await convergeReplicaTls(ctx, state, i, changes);
@@ -462,7 +457,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
     await convergePooler(ctx, state, changes);
     if (opts.bundles !== false) {
-      changes.push(...(await convergeDatabase(outputsOf(state).connections, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log, () => ensureAuditTrail(state))));
+      changes.push(...(await plan.through(PLAN_STEP_IDS[PLAN_STEP_IDS.length - 1])));
     }
     // Done means streaming: a replica that stopped streaming meanwhile (the primary restarted) is waited for.
     for (let i = 0; i < replicas; i++) await ensureStreaming(ctx, state, i, changes);

@@ -98,20 +98,20 @@ function inScope(scope: GrantScope, t: { objectType: ObjectType; object: string 
 
 /**
  * Bring the database's grants to the model: GRANT what is missing, REVOKE what is extra, set the
- * default privileges. Returns the statements run (none when the database already matched). The
+ * default privileges (unless only some `objectTypes` are converged). Returns the statements run (none when the database already matched). The
  * project's objects are granted as nb_owner by a member (nb_migrator); the audit trail's as
  * nb_audit, whose only member is the platform's administrator.
  */
-export async function convergeGrants(client: ClientBase, scope: GrantScope = "project"): Promise<string[]> {
-  const diff = diffGrants(
-    triplesOf(GRANTS).filter((t) => inScope(scope, t)),
-    (await liveGrants(client)).filter((t) => inScope(scope, t)),
-  );
-  const liveDefaults = scope === "project" ? await liveDefaultPrivileges(client) : new Set<string>();
+export async function convergeGrants(client: ClientBase, scope: GrantScope = "project", objectTypes?: readonly ObjectType[]): Promise<string[]> {
+  // Only some kinds of object (the plan's access step: the database and the schema, before any table exists).
+  const covered = (t: { objectType: ObjectType; object: string }) => inScope(scope, t) && (!objectTypes || objectTypes.includes(t.objectType));
+  const diff = diffGrants(triplesOf(GRANTS).filter(covered), (await liveGrants(client)).filter(covered));
+  const withDefaults = scope === "project" && !objectTypes;
+  const liveDefaults = withDefaults ? await liveDefaultPrivileges(client) : new Set<string>();
   const statements = [
     ...grouped(diff.extra).map(revokeSql),
     ...grouped(diff.missing).map(grantSql),
-    ...(scope === "project" ? DEFAULT_PRIVILEGES.filter((d) => defaultPrivilegeKeys([d]).some((k) => !liveDefaults.has(k))).map(defaultPrivilegeSql) : []),
+    ...(withDefaults ? DEFAULT_PRIVILEGES.filter((d) => defaultPrivilegeKeys([d]).some((k) => !liveDefaults.has(k))).map(defaultPrivilegeSql) : []),
   ];
   if (statements.length === 0) return [];
   await withTransaction(client, async () => {
