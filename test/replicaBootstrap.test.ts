@@ -18,7 +18,7 @@ import { dataDir, initPrimary, replicaName, runningPid, startNode, stopNode } fr
 import { up } from "../scripts/local/stack";
 import { failover } from "../scripts/local/switchover";
 import { HOST, LocalStackOutputs, caFile, loadState, stackDir } from "../scripts/local/state";
-import { chownToServer, run } from "../scripts/local/system";
+import { chownToServer, freePort, run } from "../scripts/local/system";
 import { query, rejection, uniqueStack } from "./helpers";
 
 /** A digest of every file's path, mode and content under `dir`: equal only when nothing in it changed. */
@@ -54,8 +54,8 @@ describe("replica bootstrap on an existing data directory", function () {
     originalId = await systemId(out.connections.admin);
   });
 
-  async function bootstrap(index: number, dir: string): Promise<string> {
-    const script = replicaBootstrapScript({ primaryHost: HOST, primaryPort: out.primary.port, replicationUser: REPLICATION_USER, index, caFile: caFile(stack), waitSeconds: 10 });
+  async function bootstrap(index: number, dir: string, primaryPort = out.primary.port): Promise<string> {
+    const script = replicaBootstrapScript({ primaryHost: HOST, primaryPort, replicationUser: REPLICATION_USER, index, caFile: caFile(stack), waitSeconds: 10 });
     const c = ctx();
     const r = await run("/bin/sh", ["-c", script], { as: c.user, env: { PGDATA: dir, PGPASSWORD: password, PATH: `${c.bins.pgBinDir}:${process.env.PATH}` } });
     return r.stdout + r.stderr;
@@ -108,6 +108,14 @@ describe("replica bootstrap on an existing data directory", function () {
     expect(log).to.include("slot replica_5 is lost or gone on the primary").and.include("base backup taken");
     const [slot] = await query<{ lsn: string | null }>(out.connections.admin, "SELECT restart_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'replica_5'");
     expect(slot.lsn).to.not.equal(null);
+  });
+
+  it("starts a whole replica from its own data when the primary cannot be asked for its identifier", async function () {
+    const dir = path.join(stackDir(stack), "replica-5");
+    const before = treeDigest(path.join(dir, "global"));
+    const log = await bootstrap(5, dir, await freePort());
+    expect(log).to.include("primary not reachable; starting from the existing data directory").and.include("data directory already holds a cluster");
+    expect(treeDigest(path.join(dir, "global"))).to.equal(before);
   });
 
   describe("when the primary is a new, empty cluster on the same port", function () {
