@@ -157,7 +157,8 @@ describe("replica bootstrap on an existing data directory", function () {
     it("failover makes the replica's data the primary's again; the new cluster is moved aside, never deleted", async function () {
       await stopNode(ctx(), "primary");
       const res = await failover({ stack });
-      expect(res.formerPrimary).to.include("another cluster's data: moved aside");
+      expect(res.formerPrimary).to.include("is not known to be a copy of the new primary's cluster: moved aside");
+      expect(res.steps.join("\n")).to.include(`the primary's database system identifier is ${originalId}, this replica's ${freshId}`);
       expect(await systemId(out.connections.admin)).to.equal(originalId);
       const aside = fs.readdirSync(stackDir(stack)).filter((f) => f.startsWith("failed-primary-"));
       expect(aside).to.have.length(1);

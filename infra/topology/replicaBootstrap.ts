@@ -66,7 +66,7 @@ function slotStateCommand(b: ReplicaBootstrap): string {
 
 /** One replication-protocol command to the primary over a physical replication connection (no database privilege). */
 function replicationCommand(b: ReplicaBootstrap, command: string): string {
-  const conn = `${replicationConninfo(b).replace(" sslmode=", " replication=true connect_timeout=10 sslmode=")}`;
+  const conn = `${replicationConninfo(b)} replication=true connect_timeout=10`;
   return `psql -X -At -F , ${shellQuote(conn)} -c ${shellQuote(command)} 2>/dev/null`;
 }
 

@@ -286,13 +286,13 @@ async function reattach(ctx: LocalContext, state: StackState, target: number, st
     return rewound ? `rewound and re-attached as ${node}` : `re-attached as ${node}`;
   } catch (e) {
     await stopNode(ctx, node);
-    // Another cluster's data (a primary initdb'd anew, or replaced) is no copy of the new primary's: kept aside.
+    // Another cluster's data (a primary initdb'd anew, or replaced), or one that cannot be compared, is kept aside.
     const { refusal } = await discardableReplicaDir(ctx, state, target, dir);
     if (refusal) {
       const aside = moveAside(ctx, dir);
-      ctx.log(`${node}: ${refusal.split("\n")[0]}`);
-      steps.push(`${node} (the old primary) is not a copy of the new primary's cluster (${refusal.split("\n")[0]}); moved aside to ${aside}, to be built anew by a base backup`);
-      return `is another cluster's data: moved aside to ${aside}; ${node} is built anew by a base backup`;
+      ctx.log(`${node}: ${refusal}`);
+      steps.push(`${node} (the old primary) is not known to be a copy of the new primary's cluster (${refusal}); moved aside to ${aside}, to be built anew by a base backup`);
+      return `is not known to be a copy of the new primary's cluster: moved aside to ${aside}; ${node} is built anew by a base backup`;
     }
     ctx.log(`${node}: ${(e as Error).message.split("\n")[0]}; removing it for a base backup`);
     fs.rmSync(dir, { recursive: true, force: true });
