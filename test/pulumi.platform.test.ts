@@ -239,6 +239,9 @@ describe("Pulumi program (mocks)", function () {
       const script = uploaded(replica, "/etc/postgresql/neuralblitz/replica-bootstrap.sh");
       expect(script).to.include("host=nbdb-primary port=5432 user=nb_replicator");
       expect(script).to.include("--slot=replica_0");
+      // The identifiers are compared before anything is discarded (a new, empty primary never replaces the replica's data).
+      expect(script).to.include("-c 'IDENTIFY_SYSTEM'").and.include("pg_controldata");
+      expect(script.indexOf("IDENTIFY_SYSTEM")).to.be.below(script.indexOf("-mindepth 1 -delete"));
       expect(replica.inputs.entrypoints.join(" ")).to.include('exec docker-entrypoint.sh "$@"');
     });
 

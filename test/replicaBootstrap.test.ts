@@ -2,16 +2,40 @@
 // replica container runs at every start): it takes the replica again when the primary has lost or
 // dropped its slot (issue 15 item 7), and writes the current replication password into
 // primary_conninfo, which pg_basebackup stored there (item 8). Real primary, real pg_basebackup.
+// A primary that is another cluster (initdb'd anew on the same port after its data was lost) never
+// makes a replica discard its data: the script refuses, and so do the local stack's `up` and rebuild
+// paths (the one comparison of database system identifiers); failover then makes the replica's data
+// the primary's again.
 import { expect } from "chai";
+import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { replicaBootstrapScript, REPLICATION_USER } from "../infra/topology/replicaBootstrap";
 import { replicationSlotProvider } from "../infra/dynamic/replicationSlot";
 import { localContext } from "../scripts/local/context";
+import { createRoles, ensureDatabase } from "../scripts/local/bootstrap";
+import { dataDir, initPrimary, replicaName, runningPid, startNode, stopNode } from "../scripts/local/postgresNode";
 import { up } from "../scripts/local/stack";
+import { failover } from "../scripts/local/switchover";
 import { HOST, LocalStackOutputs, caFile, loadState, stackDir } from "../scripts/local/state";
-import { chownToServer, run } from "../scripts/local/system";
-import { query, uniqueStack } from "./helpers";
+import { chownToServer, freePort, run } from "../scripts/local/system";
+import { query, rejection, uniqueStack } from "./helpers";
+
+/** A digest of every file's path, mode and content under `dir`: equal only when nothing in it changed. */
+function treeDigest(dir: string): string {
+  const h = createHash("sha256");
+  const walk = (d: string): void => {
+    for (const name of fs.readdirSync(d).sort()) {
+      const f = path.join(d, name);
+      const st = fs.lstatSync(f);
+      h.update(`${path.relative(dir, f)}\0${st.mode}\0`);
+      if (st.isDirectory()) walk(f);
+      else if (st.isFile()) h.update(fs.readFileSync(f));
+    }
+  };
+  walk(dir);
+  return h.digest("hex");
+}
 
 describe("replica bootstrap on an existing data directory", function () {
   const stack = uniqueStack("bootstrap");
@@ -19,13 +43,19 @@ describe("replica bootstrap on an existing data directory", function () {
   let password: string;
   const ctx = () => localContext(stack, () => undefined);
 
+  let originalId: string;
+  /** The superuser's URL of replica 0 (the admin URL names the primary's port). */
+  const replicaAdmin = () => out.connections.admin.replace(`:${out.primary.port}/`, `:${out.replicas[0].port}/`);
+  const systemId = async (url: string) => (await query<{ id: string }>(url, "SELECT system_identifier::text AS id FROM pg_catalog.pg_control_system()"))[0].id;
+
   before(async function () {
-    out = (await up({ stack, replicas: 0 })).outputs;
+    out = (await up({ stack, replicas: 1 })).outputs;
     password = loadState(stack)!.passwords.nb_replicator;
+    originalId = await systemId(out.connections.admin);
   });
 
-  async function bootstrap(index: number, dir: string): Promise<string> {
-    const script = replicaBootstrapScript({ primaryHost: HOST, primaryPort: out.primary.port, replicationUser: REPLICATION_USER, index, caFile: caFile(stack), waitSeconds: 10 });
+  async function bootstrap(index: number, dir: string, primaryPort = out.primary.port): Promise<string> {
+    const script = replicaBootstrapScript({ primaryHost: HOST, primaryPort, replicationUser: REPLICATION_USER, index, caFile: caFile(stack), waitSeconds: 10 });
     const c = ctx();
     const r = await run("/bin/sh", ["-c", script], { as: c.user, env: { PGDATA: dir, PGPASSWORD: password, PATH: `${c.bins.pgBinDir}:${process.env.PATH}` } });
     return r.stdout + r.stderr;
@@ -66,5 +96,76 @@ describe("replica bootstrap on an existing data directory", function () {
       await provider.delete!(slot, { slotName: slot, connection: out.connections.admin });
     }
     expect(await query(out.connections.admin, "SELECT slot_name FROM pg_replication_slots WHERE slot_name IN ('replica_3', 'replica_4')")).to.deep.equal([]);
+  });
+
+  it("takes a replica of the same cluster again when its slot is lost (the identifiers agree)", async function () {
+    const dir = path.join(stackDir(stack), "replica-5");
+    fs.mkdirSync(dir, { mode: 0o700 });
+    chownToServer(dir, ctx().user);
+    expect(await bootstrap(5, dir)).to.include("base backup taken");
+    await query(out.connections.admin, "SELECT pg_drop_replication_slot('replica_5')");
+    const log = await bootstrap(5, dir);
+    expect(log).to.include("slot replica_5 is lost or gone on the primary").and.include("base backup taken");
+    const [slot] = await query<{ lsn: string | null }>(out.connections.admin, "SELECT restart_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'replica_5'");
+    expect(slot.lsn).to.not.equal(null);
+  });
+
+  it("starts a whole replica from its own data when the primary cannot be asked for its identifier", async function () {
+    const dir = path.join(stackDir(stack), "replica-5");
+    const before = treeDigest(path.join(dir, "global"));
+    const log = await bootstrap(5, dir, await freePort());
+    expect(log).to.include("primary not reachable; starting from the existing data directory").and.include("data directory already holds a cluster");
+    expect(treeDigest(path.join(dir, "global"))).to.equal(before);
+  });
+
+  describe("when the primary is a new, empty cluster on the same port", function () {
+    let freshId: string;
+    const original = () => path.join(stackDir(stack), "primary.original");
+
+    before(async function () {
+      // What the Docker primary's entrypoint does on a lost volume: initdb anew, the platform's roles created again.
+      const c = ctx();
+      const state = loadState(stack)!;
+      await stopNode(c, "primary");
+      fs.renameSync(dataDir(c, "primary"), original());
+      await initPrimary(c, state);
+      await startNode(c, "primary");
+      await createRoles(state);
+      await ensureDatabase(state, true);
+      freshId = await systemId(out.connections.admin);
+      expect(freshId).to.not.equal(originalId);
+    });
+
+    it("the bootstrap script refuses, naming both identifiers, and leaves the replica's files as they were", async function () {
+      const dir = path.join(stackDir(stack), "replica-5");
+      const before = treeDigest(dir);
+      const message = await rejection(bootstrap(5, dir));
+      expect(message).to.include("is a different cluster than the one this replica copies").and.include(freshId).and.include(originalId);
+      expect(message).to.include("docs/switchover.md").and.include("delete this replica's data directory");
+      expect(treeDigest(dir)).to.equal(before);
+      expect(await query(out.connections.admin, "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'replica_5'")).to.deep.equal([]);
+    });
+
+    it("up refuses to rebuild the local replica from it; the replica goes on running on its own data", async function () {
+      const pid = runningPid(ctx(), replicaName(0));
+      const message = await rejection(up({ stack }));
+      expect(message).to.include("is a different cluster than the one this replica copies").and.include(freshId).and.include(originalId);
+      expect(message).to.include(`npx nbdb failover --stack ${stack}`);
+      expect(runningPid(ctx(), replicaName(0))).to.equal(pid);
+      expect(await systemId(replicaAdmin())).to.equal(originalId);
+    });
+
+    it("failover makes the replica's data the primary's again; the new cluster is moved aside, never deleted", async function () {
+      await stopNode(ctx(), "primary");
+      const res = await failover({ stack });
+      expect(res.formerPrimary).to.include("is not known to be a copy of the new primary's cluster: moved aside");
+      expect(res.steps.join("\n")).to.include(`the primary's database system identifier is ${originalId}, this replica's ${freshId}`);
+      expect(await systemId(out.connections.admin)).to.equal(originalId);
+      const aside = fs.readdirSync(stackDir(stack)).filter((f) => f.startsWith("failed-primary-"));
+      expect(aside).to.have.length(1);
+      const { stdout } = await run(path.join(ctx().bins.pgBinDir, "pg_controldata"), [path.join(stackDir(stack), aside[0])], { as: ctx().user, env: { LC_ALL: "C" } });
+      expect(stdout).to.match(new RegExp(`^Database system identifier:\\s+${freshId}$`, "m"));
+      expect(await systemId(replicaAdmin())).to.equal(originalId);
+    });
   });
 });

@@ -61,8 +61,54 @@ export function standbySettings(b: ReplicaBootstrap, password: string): Record<"
  * or lost (wal_status 'lost') has no restart_lsn. Fails when the primary cannot be reached.
  */
 function slotStateCommand(b: ReplicaBootstrap): string {
-  const conn = `host=${b.primaryHost} port=${b.primaryPort} user=${b.replicationUser} replication=true connect_timeout=10 sslmode=verify-full sslrootcert=${conninfoValue(b.caFile)}`;
-  return `psql -X -At -F , ${shellQuote(conn)} -c ${shellQuote(`READ_REPLICATION_SLOT ${replicaSlotName(b.index)}`)} 2>/dev/null`;
+  return replicationCommand(b, `READ_REPLICATION_SLOT ${replicaSlotName(b.index)}`);
+}
+
+/** One replication-protocol command to the primary over a physical replication connection (no database privilege). */
+function replicationCommand(b: ReplicaBootstrap, command: string): string {
+  const conn = `${replicationConninfo(b)} replication=true connect_timeout=10`;
+  return `psql -X -At -F , ${shellQuote(conn)} -c ${shellQuote(command)} 2>/dev/null`;
+}
+
+/**
+ * Shell lines that stop (exit 1, a message naming both identifiers) when PGDATA holds a whole
+ * cluster (pg_controldata reads its control file) whose database system identifier is not the
+ * primary's (IDENTIFY_SYSTEM): the primary is then another cluster, e.g. one initdb'd anew after its
+ * data was lost, and this directory may be the last copy of the data. A directory without a control
+ * file (an interrupted base backup) passes. `unreachable` runs when the primary cannot be asked.
+ * The one comparison of identifiers: the bootstrap script and the local stack (before it discards
+ * any replica's directory) run it.
+ */
+function systemIdentifierCheck(b: ReplicaBootstrap, unreachable: string): string[] {
+  const where = `${b.primaryHost}:${b.primaryPort}`;
+  return [
+    `own_id="$(LC_ALL=C pg_controldata "$PGDATA" 2>/dev/null | sed -n 's/^Database system identifier:[[:space:]]*//p')"`,
+    `if [ -n "$own_id" ]; then`,
+    `  primary_id="$(${replicationCommand(b, "IDENTIFY_SYSTEM")})" || primary_id=""`,
+    `  primary_id="\${primary_id%%,*}"`,
+    `  if [ -z "$primary_id" ]; then`,
+    `    ${unreachable}`,
+    `  elif [ "$primary_id" != "$own_id" ]; then`,
+    `    echo "replica-${b.index}: the primary ${where} is a different cluster than the one this replica copies (the primary's database system identifier is $primary_id, this replica's $own_id): ` +
+      `its data directory $PGDATA is kept as it is, not replaced by a copy of that primary. If the primary's data was lost, this replica may hold the last copy: promote it (docs/switchover.md). ` +
+      `If the new primary is really meant, delete this replica's data directory (on Docker its volume) and start it again." >&2`,
+    `    exit 1`,
+    `  fi`,
+    `fi`,
+  ];
+}
+
+/**
+ * The check alone, for a caller about to discard the replica's data directory (PGDATA; PGPASSWORD
+ * the replication password): exit 0 when it holds no whole cluster or a copy of the primary's, 1
+ * when it is another cluster's or the primary cannot be asked (nothing is discarded unchecked).
+ */
+export function replicaIdentityCheckScript(b: ReplicaBootstrap): string {
+  return [
+    "set -eu",
+    `: "\${PGDATA:?PGDATA must name the replica's data directory}"`,
+    ...systemIdentifierCheck(b, `echo "replica-${b.index}: the primary ${b.primaryHost}:${b.primaryPort} cannot be asked for its database system identifier (IDENTIFY_SYSTEM); the data directory $PGDATA is kept" >&2; exit 1`),
+  ].join("\n") + "\n";
 }
 
 /** A case pattern: the slot exists and holds WAL for the replica. */
@@ -87,7 +133,9 @@ export function slotWatchScript(b: ReplicaBootstrap, everySeconds = 60): string 
  * and PGPASSWORD. It is idempotent: a data directory that already holds a cluster is kept (with the
  * current replication password written into its primary_conninfo) unless the primary has lost its
  * slot, when it is taken again; a partial one (an interrupted backup) is emptied and taken again. The physical slot is created
- * first, so the primary keeps the WAL the replica needs from the backup's start on.
+ * first, so the primary keeps the WAL the replica needs from the backup's start on. A whole cluster
+ * that is not a copy of the primary's (another database system identifier: a primary initdb'd anew)
+ * is never discarded: the script refuses (exit 1) and the replica does not start.
  */
 export function replicaBootstrapScript(b: ReplicaBootstrap): string {
   const slot = replicaSlotName(b.index);
@@ -99,12 +147,14 @@ export function replicaBootstrapScript(b: ReplicaBootstrap): string {
     "set -eu",
     `: "\${PGDATA:?PGDATA must name the replica's data directory}"`,
     `: "\${PGPASSWORD:?PGPASSWORD must hold the replication password}"`,
+    // Never another cluster's copy is discarded, for any reason below; an unreachable primary decides nothing.
+    ...systemIdentifierCheck(b, `unreachable=1`),
     `if [ -s "$PGDATA/PG_VERSION" ]; then`,
     // The primary may have dropped the slot (past max_slot_wal_keep_size: wal_status 'lost'), or
     // never kept it: the replica can then never catch up, so it is taken again. A physical
     // replication connection can tell (READ_REPLICATION_SLOT: no restart_lsn) without any database
     // privilege; an unreachable primary decides nothing (the standby retries on its own).
-    `  slot_state="$(${slotStateCommand(b)})" || slot_state="unknown"`,
+    `  if [ -n "\${unreachable:-}" ]; then slot_state="unknown"; else slot_state="$(${slotStateCommand(b)})" || slot_state="unknown"; fi`,
     `  case "$slot_state" in`,
     `    unknown) echo "replica-${b.index}: primary not reachable; starting from the existing data directory" ;;`,
     `    ${SLOT_HELD}) ;;`,
@@ -120,6 +170,8 @@ export function replicaBootstrapScript(b: ReplicaBootstrap): string {
     `    echo "replica-${b.index}: data directory already holds a cluster"; exit 0`,
     `  fi`,
     `fi`,
+    // A whole cluster the primary could not be asked about is never emptied (the next start asks again).
+    `if [ -n "\${unreachable:-}" ]; then echo "replica-${b.index}: the primary cannot be asked for its database system identifier; the data directory $PGDATA is kept" >&2; exit 1; fi`,
     `find "$PGDATA" -mindepth 1 -delete`,
     `tries=${b.waitSeconds ?? 60}`,
     `until pg_isready -q -h ${b.primaryHost} -p ${b.primaryPort}; do`,

@@ -6,7 +6,7 @@ import { withClient } from "../db";
 import { HbaAccess, renderConf, renderHba, serverSettings } from "../../infra/topology/postgresSettings";
 import { POOLER_ONLY_ROLES } from "../../schema/roles";
 import { UserError } from "./errors";
-import { REPLICATION_USER, replicaBootstrapScript } from "../../infra/topology/replicaBootstrap";
+import { REPLICATION_USER, ReplicaBootstrap, replicaBootstrapScript, replicaIdentityCheckScript } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, nodeSizing, replicaLimit } from "./context";
 import { DATABASE } from "../../schema/roles";
 import { HOST, SUPERUSER, StackState, caFile, clientSsl } from "./state";
@@ -208,18 +208,56 @@ export async function initPrimary(ctx: LocalContext, state: StackState): Promise
   markComplete(ctx, "primary");
 }
 
-/** Take a base backup of the primary into the replica's (new or partial) data directory. */
+/** How replica `index` of the local stack reaches its primary. */
+function replicaOf(state: StackState, index: number): ReplicaBootstrap {
+  return { primaryHost: HOST, primaryPort: state.ports.primary, replicationUser: REPLICATION_USER, index, caFile: caFile(state.stack) };
+}
+
+/** The environment the shared replica scripts run in: the data directory, the replication password, the server's binaries. */
+function replicaScriptEnv(ctx: LocalContext, state: StackState, dir: string): NodeJS.ProcessEnv {
+  return { PGDATA: dir, PGPASSWORD: state.passwords.nb_replicator, PATH: `${ctx.bins.pgBinDir}:${process.env.PATH}` };
+}
+
+/**
+ * Whether `dir` may be discarded to make replica `index` anew from the primary: it holds no whole
+ * cluster, or a copy of the primary's (the same database system identifier). Else `refusal` says
+ * why (another cluster's data, or a primary that cannot be asked). The comparison is the shared
+ * one of infra/topology/replicaBootstrap.ts, the Docker replicas' too.
+ */
+export async function discardableReplicaDir(ctx: LocalContext, state: StackState, index: number, dir: string): Promise<{ refusal?: string }> {
+  try {
+    await run("/bin/sh", ["-c", replicaIdentityCheckScript(replicaOf(state, index))], { as: ctx.user, env: replicaScriptEnv(ctx, state, dir), describe: `the system identifier check of ${replicaName(index)}` });
+    return {};
+  } catch (e) {
+    return { refusal: (e as Error).message.replace(/^.*? failed: /, "") };
+  }
+}
+
+/** Refuses (UserError, nothing changed) to make replica `index` anew when its directory holds another cluster's data. */
+export async function refuseOtherCluster(ctx: LocalContext, state: StackState, index: number): Promise<void> {
+  const { refusal } = await discardableReplicaDir(ctx, state, index, dataDir(ctx, replicaName(index)));
+  if (!refusal) return;
+  throw new UserError(
+    `${refusal}\nOn stack '${state.stack}': to make ${replicaName(index)}'s data the primary's, stop the primary (pg_ctl stop -D ${dataDir(ctx, "primary")}; ` +
+      `${replicaName(index)} must run) and run npx nbdb failover --stack ${state.stack}; if the primary's data is really meant, delete ${dataDir(ctx, replicaName(index))} and run npx nbdb up --stack ${state.stack}.`,
+  );
+}
+
+/**
+ * Take a base backup of the primary into the replica's data directory (new, partial, or a copy of
+ * the primary's the replica cannot go on from); refused when it holds another cluster's data.
+ */
 export async function bootstrapReplica(ctx: LocalContext, state: StackState, index: number): Promise<void> {
   const node = replicaName(index);
   const dir = dataDir(ctx, node);
+  await refuseOtherCluster(ctx, state, index);
   // A pg_basebackup left by a killed run still holds the slot: end it first.
   await killRemains(ctx, node);
   fs.rmSync(dir, { recursive: true, force: true });
   ensureServerDir(ctx, dir);
-  const script = replicaBootstrapScript({ primaryHost: HOST, primaryPort: state.ports.primary, replicationUser: REPLICATION_USER, index, caFile: caFile(state.stack) });
-  await run("/bin/sh", ["-c", script], {
+  await run("/bin/sh", ["-c", replicaBootstrapScript(replicaOf(state, index))], {
     as: ctx.user,
-    env: { PGDATA: dir, PGPASSWORD: state.passwords.nb_replicator, PATH: `${ctx.bins.pgBinDir}:${process.env.PATH}` },
+    env: replicaScriptEnv(ctx, state, dir),
     timeoutMs: 30 * 60_000,
     describe: `the base backup of ${node} (infra/topology/replicaBootstrap.ts)`,
   });

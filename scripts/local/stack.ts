@@ -14,6 +14,7 @@ import { UserError } from "./errors";
 import {
   NodeName,
   bootstrapReplica,
+  refuseOtherCluster,
   clusterState,
   dataDir,
   ensureServerDir,
@@ -220,6 +221,8 @@ async function convergePrimary(ctx: LocalContext, state: StackState, changes: st
 
 async function rebuildReplica(ctx: LocalContext, state: StackState, index: number, why: string): Promise<void> {
   ctx.log(`replica-${index}: ${why}; taking a base backup`);
+  // Before the replica is stopped: one that holds another cluster's data goes on running on it.
+  await refuseOtherCluster(ctx, state, index);
   await stopNode(ctx, replicaName(index));
   await killRemains(ctx, replicaName(index));
   // The walsender of what just ended (the replica, or an orphaned pg_basebackup) lets go of the slot

@@ -16,6 +16,7 @@ import {
   NodeName,
   clusterState,
   dataDir,
+  discardableReplicaDir,
   killRemains,
   markComplete,
   portOf,
@@ -197,9 +198,14 @@ async function prepareFormerPrimary(ctx: LocalContext, state: StackState, steps:
     fs.rmSync(dir, { recursive: true, force: true }); // an empty directory
     return;
   }
+  steps.push(`the old primary's directory held no whole cluster: moved aside to ${moveAside(ctx, dir)}`);
+}
+
+/** The old primary's data moved out of the way, never deleted: `failed-primary-<time>` in the stack directory. */
+function moveAside(ctx: LocalContext, dir: string): string {
   const aside = path.join(ctx.dir, `failed-primary-${new Date().toISOString().replace(/[:.]/g, "-")}`);
   fs.renameSync(dir, aside);
-  steps.push(`the old primary's directory held no whole cluster: moved aside to ${aside}`);
+  return aside;
 }
 
 /** From the recorded step to the end: promote, exchange, start, re-attach the old primary. */
@@ -279,8 +285,16 @@ async function reattach(ctx: LocalContext, state: StackState, target: number, st
     steps.push(`${node} (the old primary) re-attached as a standby${rewound ? " after pg_rewind" : " (no rewind needed)"}, slot ${replicaSlotName(target)}`);
     return rewound ? `rewound and re-attached as ${node}` : `re-attached as ${node}`;
   } catch (e) {
-    ctx.log(`${node}: ${(e as Error).message.split("\n")[0]}; removing it for a base backup`);
     await stopNode(ctx, node);
+    // Another cluster's data (a primary initdb'd anew, or replaced), or one that cannot be compared, is kept aside.
+    const { refusal } = await discardableReplicaDir(ctx, state, target, dir);
+    if (refusal) {
+      const aside = moveAside(ctx, dir);
+      ctx.log(`${node}: ${refusal}`);
+      steps.push(`${node} (the old primary) is not known to be a copy of the new primary's cluster (${refusal}); moved aside to ${aside}, to be built anew by a base backup`);
+      return `is not known to be a copy of the new primary's cluster: moved aside to ${aside}; ${node} is built anew by a base backup`;
+    }
+    ctx.log(`${node}: ${(e as Error).message.split("\n")[0]}; removing it for a base backup`);
     fs.rmSync(dir, { recursive: true, force: true });
     steps.push(`${node} (the old primary) could not be rewound; removed, to be built anew by a base backup`);
     return `could not be rewound: ${node} is built anew by a base backup`;
