@@ -32,6 +32,7 @@ export class StackPasswords extends pulumi.ComponentResource {
       replication: this.roles.nb_replicator,
       poolerAuth: this.roles.nb_pgbouncer,
       pooledLogins: { nb_app: this.roles.nb_app, nb_auditor: this.roles.nb_auditor },
+      readonlyLogin: this.roles.nb_readonly,
       scheduler: this.roles.nb_migrator,
     };
   }

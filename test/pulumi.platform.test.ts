@@ -220,7 +220,7 @@ describe("Pulumi program (mocks)", function () {
       expect(Object.keys(connections)).to.have.members(["app", "readonly", "auditor", "migrator"]);
       const tls = `sslmode=verify-full&sslrootcert=${pulumiCaFile("dev")}`;
       expect(connections.app).to.equal(`postgresql://nb_app:pw-nbdb-nb_app@127.0.0.1:16432/neuralblitz?${tls}`);
-      expect(connections.readonly).to.equal(`postgresql://nb_readonly:pw-nbdb-nb_readonly@127.0.0.1:15442/neuralblitz?${tls}`);
+      expect(connections.readonly).to.equal(`postgresql://nb_readonly:pw-nbdb-nb_readonly@127.0.0.1:16432/neuralblitz_readonly?${tls}`);
       expect(connections.migrator).to.equal(`postgresql://nb_migrator:pw-nbdb-nb_migrator@127.0.0.1:15432/neuralblitz?${tls}`);
     });
 
@@ -500,8 +500,8 @@ describe("Pulumi program (mocks)", function () {
       const c = await value(o.connections);
       const rdsTls = `?sslmode=verify-full&sslrootcert=${RDS_CA_FILE}`;
       expect(c.migrator).to.equal(`postgresql://nb_migrator:pw-nbdb-nb_migrator@nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com:5432/neuralblitz${rdsTls}`);
-      expect(c.readonly).to.include("@nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com:5432/").and.include(rdsTls);
       const poolerCaFile = path.join(process.env.NBDB_HOME!, "pulumi-prod", "pooler-ca.pem");
+      expect(c.readonly).to.equal(`postgresql://nb_readonly:pw-nbdb-nb_readonly@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz_readonly?sslmode=verify-full&sslrootcert=${poolerCaFile}`);
       expect(c.app).to.equal(`postgresql://nb_app:pw-nbdb-nb_app@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz?sslmode=verify-full&sslrootcert=${poolerCaFile}`);
       expect(c.auditor).to.include(`sslrootcert=${poolerCaFile}`);
       expect(JSON.stringify(c)).to.not.match(/sslmode=(disable|require)/);

@@ -232,7 +232,13 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         entrypoints: ["pgbouncer"],
         command: [POOLER_INI_FILE],
         uploads: [
-          { file: POOLER_INI_FILE, content: primary.name.apply((host) => containerPoolerIni({ host, port: POSTGRES_PORT, tls: true, clientTls: true }, args.pooler)) },
+          {
+            file: POOLER_INI_FILE,
+            // The replicas by container name (their certificates name it), so the read-only entry follows `replicas`.
+            content: pulumi
+              .all([primary.name, pulumi.all(replicas.map((r) => r.name))])
+              .apply(([host, replicaHosts]) => containerPoolerIni({ host, port: POSTGRES_PORT, tls: true, clientTls: true, replicaHosts }, args.pooler)),
+          },
           ...tlsUploads("pooler", { ca: POOLER_SERVER_CA_FILE, cert: POOLER_CERT_FILE, key: POOLER_KEY_FILE }, PGBOUNCER_IMAGE_UID),
           {
             file: POOLER_AUTH_FILE,

@@ -73,6 +73,11 @@ export interface PlatformPasswords {
    * server for SCRAM secrets (RDS lets no role read pg_authid), it lists their verifiers instead.
    */
   readonly pooledLogins: Readonly<Record<PooledLogin, pulumi.Input<string>>>;
+  /**
+   * nb_readonly's, where the pooler lists verifiers (RDS) for its read-only entry; nb_readonly is
+   * served through the pooler but not pooler-only (the client falls back to the primary directly).
+   */
+  readonly readonlyLogin?: pulumi.Input<string>;
   /** nb_migrator's: where the server has no pg_cron (Docker), a scheduler container runs the jobs as it. */
   readonly scheduler: pulumi.Input<string>;
 }

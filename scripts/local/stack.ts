@@ -25,6 +25,8 @@ import {
   reloadNode,
   replicaName,
   runningPid,
+  socketDir,
+  socketFile,
   startNode,
   stopNode,
   withSuperuser,
@@ -289,6 +291,13 @@ async function convergeReplica(ctx: LocalContext, state: StackState, index: numb
       await reloadNode(ctx, node);
       changes.push(`reloaded ${node}'s settings`);
     }
+    if (!fs.existsSync(socketFile(ctx, state, node))) {
+      // Started before replicas had a socket (unix_socket_directories takes a restart): the pooler's read-only entry needs it.
+      ctx.log(`restarting ${node}: it has no Unix socket for the pooler`);
+      await stopNode(ctx, node);
+      await startNode(ctx, node);
+      changes.push(`restarted ${node} (a Unix socket for the pooler's read-only entry)`);
+    }
     await ensureStreaming(ctx, state, index, changes);
     return;
   }
@@ -332,6 +341,7 @@ async function removeReplica(ctx: LocalContext, state: StackState, index: number
   await dropSlot(state, index);
   fs.rmSync(dataDir(ctx, node), { recursive: true, force: true });
   fs.rmSync(logFile(ctx, node), { force: true });
+  fs.rmSync(socketDir(ctx, node), { recursive: true, force: true });
   removeServerCert(ctx, node);
   state.ports.replicas.length = index;
   saveState(state);
@@ -460,8 +470,9 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       await convergeReplica(ctx, state, i, changes);
       await convergeReplicaTls(ctx, state, i, changes);
     }
-    for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
+    // The pooler first: its read-only entry lets go of a replica (a reload) before the replica stops.
     await convergePooler(ctx, state, changes);
+    for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
     if (opts.bundles !== false) {
       changes.push(...(await convergeDatabase(outputsOf(state).connections, opts.bundles ?? REPO_BUNDLE_DIR, ctx.log, () => ensureAuditTrail(state))));
     }

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { DATABASE, LOGIN_ROLES, LoginRoleName } from "../../schema/roles";
-import { StackOutputs, connectionUrl } from "../../client/outputs";
+import { StackOutputs, connectionUrl, stackConnections } from "../../client/outputs";
 import { UserError } from "./errors";
 import { ServerUser, serverUser } from "./system";
 
@@ -202,10 +202,6 @@ export function clientSsl(stack: string): { ca: string } {
   return { ca: fs.readFileSync(caFile(stack), "utf8") };
 }
 
-function url(stack: string, user: string, pass: string, port: number): string {
-  return connectionUrl(user, pass, { host: HOST, port }, DATABASE, caFile(stack));
-}
-
 /** The stack's data key (never in outputs.json, which applications may share more widely). */
 export function readDataKey(stack: string): string {
   return requireStack(stack).dataKey;
@@ -213,19 +209,19 @@ export function readDataKey(stack: string): string {
 
 export function outputsOf(state: StackState): LocalStackOutputs {
   const { ports, passwords: pw } = state;
-  const readonlyPort = ports.replicas[0] ?? ports.primary;
+  const ca = caFile(state.stack);
+  const primary = { host: HOST, port: ports.primary };
+  const pooler = { host: HOST, port: ports.pooler };
   return {
     stack: state.stack,
     database: DATABASE,
-    primary: { host: HOST, port: ports.primary },
+    primary,
     replicas: ports.replicas.map((port) => ({ host: HOST, port })),
-    pooler: { host: HOST, port: ports.pooler, poolMode: "transaction" },
+    pooler: { ...pooler, poolMode: "transaction" },
     connections: {
-      app: url(state.stack, "nb_app", pw.nb_app, ports.pooler),
-      readonly: url(state.stack, "nb_readonly", pw.nb_readonly, readonlyPort),
-      auditor: url(state.stack, "nb_auditor", pw.nb_auditor, ports.pooler),
-      migrator: url(state.stack, "nb_migrator", pw.nb_migrator, ports.primary),
-      admin: url(state.stack, SUPERUSER, pw[SUPERUSER], ports.primary),
+      // One CA signs the servers' and the pooler's certificates.
+      ...stackConnections({ database: DATABASE, primary, pooler, passwords: pw, poolerCaFile: ca, serverCaFile: ca }),
+      admin: connectionUrl(SUPERUSER, pw[SUPERUSER], primary, DATABASE, ca),
     },
     tls: { caFile: caFile(state.stack) },
   };
