@@ -12,7 +12,7 @@ import { poolerPid } from "../scripts/local/pooler";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs, readDataKey } from "../scripts/local/state";
 import { query, rejection, uniqueStack } from "./helpers";
-import { expectCleanSession, leaveSessionState, sessionStateOf } from "./sessionLeak";
+import { expectCleanSession, leaveSessionState, sessionStateOf, waitForPoolReset } from "./sessionLeak";
 
 const CLIENTS = 8;
 
@@ -91,6 +91,7 @@ describe("read routing: the pooler's read-only entry over the replicas", functio
     }
     const connections = new Set<string>();
     for (let i = 0; i < 30; i++) {
+      await waitForPoolReset(stack, readonlyPoolDatabase(out.database));
       const c = await connected(out.connections.readonly);
       try {
         const s = await sessionStateOf(c);

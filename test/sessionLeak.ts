@@ -2,6 +2,9 @@
 // session-level state on its server connection, and later clients of the same entry must find none.
 import { expect } from "chai";
 import { Client } from "pg";
+import { AUTH_USER } from "../infra/topology/pgbouncerAuth";
+import { HOST, clientSsl, requireStack } from "../scripts/local/state";
+import { waitFor } from "../scripts/local/system";
 
 export interface SessionState {
   /** The server connection: backend pid on its node (cluster_name), so connections of several servers differ. */
@@ -24,8 +27,8 @@ export interface SessionState {
  * row_security defaults. Returns the server connection it left them on.
  */
 export async function leaveSessionState(c: Client, victim: string, dataKey: string, opts: { standby?: boolean } = {}): Promise<string> {
-  const connection = (await c.query("SELECT pg_backend_pid() || '@' || current_setting('cluster_name') AS c")).rows[0].c as string;
-  await c.query(`
+  // One simple query: under transaction pooling a second one could run on another server connection.
+  const results = (await c.query(`
     SET nb.user_id = '${victim}';
     SELECT set_config('nb.data_key', '${dataKey}', false), set_config('nb.context_at', EXTRACT(epoch FROM now())::text, false);
     SET search_path = neuralblitz, public;
@@ -35,8 +38,9 @@ export async function leaveSessionState(c: Client, victim: string, dataKey: stri
     SELECT pg_advisory_lock(4242);
     SET default_transaction_read_only = on;
     SET row_security = off;
-  `);
-  return connection;
+    SELECT pg_backend_pid() || '@' || current_setting('cluster_name') AS connection;
+  `)) as unknown as { rows: { connection?: string }[] }[];
+  return results[results.length - 1].rows[0].connection!;
 }
 
 /** What a later client finds of its server connection's session state. */
@@ -69,4 +73,21 @@ export function expectCleanSession(s: SessionState, statementTimeoutMs: number, 
     listening: 0,
     advisory: 0,
   });
+}
+
+/**
+ * Wait until the stack's pooler has no server connection of `database` in reset (SHOW POOLS
+ * sv_tested): the connection a client just gave back is then the idle one handed out next (LIFO).
+ */
+export async function waitForPoolReset(stack: string, database: string): Promise<void> {
+  const state = requireStack(stack);
+  const c = new Client({ host: HOST, port: state.ports.pooler, user: AUTH_USER, password: state.passwords[AUTH_USER], database: "pgbouncer", ssl: clientSsl(stack) });
+  await c.connect();
+  try {
+    await waitFor(`the pooler to reset the server connections of ${database}`, 30_000, async () =>
+      (await c.query("SHOW POOLS")).rows.filter((r) => r.database === database).every((r) => Number(r.sv_tested) === 0 && Number(r.sv_active) === 0) ? true : undefined,
+    );
+  } finally {
+    await c.end();
+  }
 }
