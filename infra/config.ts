@@ -75,7 +75,32 @@ export interface AwsConfig {
    * recovery); read only when the primary is created.
    */
   readonly restoreFrom?: AwsRestoreFrom;
+  /** CloudWatch alarms on the RDS instances (docs/monitoring.md). */
+  readonly alarms: AwsAlarmConfig;
 }
+
+/** Thresholds of the CloudWatch alarms; every alarm fires after `evaluationMinutes` minutes over its threshold. */
+export interface AwsAlarmConfig {
+  /** ReplicaLag of any read replica, seconds. */
+  readonly replicaLagSeconds: number;
+  /** FreeStorageSpace of any instance below this, GiB. */
+  readonly freeStorageGb: number;
+  /** DatabaseConnections of any instance above this share of max_connections, percent. */
+  readonly connectionsPercent: number;
+  /** MaximumUsedTransactionIDs of the primary above this (wraparound comes at about 2.1 billion). */
+  readonly maxUsedTransactionIds: number;
+  readonly evaluationMinutes: number;
+  /** An SNS topic the alarms notify; none: the alarms only change state. */
+  readonly topicArn?: string;
+}
+
+export const ALARM_DEFAULTS = {
+  replicaLagSeconds: 60,
+  freeStorageGb: 10,
+  connectionsPercent: 80,
+  maxUsedTransactionIds: 1_000_000_000,
+  evaluationMinutes: 5,
+} as const;
 
 export interface AwsRestoreFrom {
   /** The source RDS instance identifier (e.g. nbdb-primary). */
@@ -134,8 +159,23 @@ const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
 const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
 const AWS_KEYS = [
   "region", "instanceClass", "allocatedStorageGb", "maxAllocatedStorageGb", "backupRetentionDays", "multiAz",
-  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks", "applyImmediately", "restoreFrom",
+  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks", "applyImmediately", "restoreFrom", "alarms",
 ];
+const ALARM_KEYS = ["replicaLagSeconds", "freeStorageGb", "connectionsPercent", "maxUsedTransactionIds", "evaluationMinutes", "topicArn"];
+const SNS_TOPIC_ARN = /^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}$/;
+
+function alarmConfig(p: Problems, v: unknown): AwsAlarmConfig {
+  const a = object(p, "aws.alarms", v, ALARM_KEYS, false);
+  const d = ALARM_DEFAULTS;
+  return {
+    replicaLagSeconds: integer(p, "aws.alarms.replicaLagSeconds", a.replicaLagSeconds, 1, 86_400, d.replicaLagSeconds),
+    freeStorageGb: integer(p, "aws.alarms.freeStorageGb", a.freeStorageGb, 1, 65_536, d.freeStorageGb),
+    connectionsPercent: integer(p, "aws.alarms.connectionsPercent", a.connectionsPercent, 1, 100, d.connectionsPercent),
+    maxUsedTransactionIds: integer(p, "aws.alarms.maxUsedTransactionIds", a.maxUsedTransactionIds, 1_000_000, 2_000_000_000, d.maxUsedTransactionIds),
+    evaluationMinutes: integer(p, "aws.alarms.evaluationMinutes", a.evaluationMinutes, 1, 60, d.evaluationMinutes),
+    ...(a.topicArn !== undefined ? { topicArn: text(p, "aws.alarms.topicArn", a.topicArn, SNS_TOPIC_ARN, "an SNS topic ARN such as arn:aws:sns:eu-west-1:123456789012:nbdb-alarms") } : {}),
+  };
+}
 const RESTORE_KEYS = ["source", "time"];
 /** RDS's longest backup retention: no point in time older than this can be restored. */
 const MAX_BACKUP_RETENTION_DAYS = 35;
@@ -333,6 +373,7 @@ function awsConfig(p: Problems, v: unknown, deletionProtection: boolean, now = n
     poolerTasks: integer(p, "aws.poolerTasks", a.poolerTasks, 1, 10, 2),
     applyImmediately: bool(p, "aws.applyImmediately", a.applyImmediately, true),
     ...(a.restoreFrom !== undefined ? { restoreFrom: restoreFrom(p, a.restoreFrom, now) } : {}),
+    alarms: alarmConfig(p, a.alarms),
   };
 }
 

@@ -60,6 +60,7 @@ function printStatus(s: StackStatus): void {
   if (s.pooler.pools.length === 0) pooler.push([...base, "-", "-", "-", "-", "-", "-"]);
   for (const p of s.pooler.pools) pooler.push([...base, p.database, p.user, p.clientsActive, p.clientsWaiting, p.serversActive, p.serversIdle]);
   console.log(pooler.toString());
+  for (const e of s.monitoring) console.log(`${e.name} ${e.running ? "running" : "NOT running"}: ${e.url}`);
   const m = s.maintenance;
   if (m) {
     const last = m.lastRun

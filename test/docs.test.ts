@@ -99,7 +99,7 @@ describe("docs/contracts.md states what the code does", function () {
         poolerTls: { caCertificate: pulumi.output("PEM"), caFile: "/ca/pooler.crt" },
       } as unknown as Cluster;
       const pw = pulumi.output("pw");
-      const deployed = await unwrap(stackOutputs("dev", cluster, { nb_app: pw, nb_readonly: pw, nb_auditor: pw, nb_migrator: pw, nb_pgbouncer: pw, nb_replicator: pw }, pw).connections);
+      const deployed = await unwrap(stackOutputs("dev", cluster, { nb_app: pw, nb_readonly: pw, nb_auditor: pw, nb_migrator: pw, nb_pgbouncer: pw, nb_replicator: pw, nb_monitor: pw }, pw).connections);
       const pulumiRows = rows.filter((r) => r[0] !== "admin");
       expect(Object.keys(deployed)).to.have.members(pulumiRows.map((r) => r[0]));
       expect(CONTRACTS).to.match(/\| `admin` \|[^\n]*the local stack only; never exported by Pulumi stacks/);

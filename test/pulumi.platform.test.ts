@@ -198,6 +198,9 @@ describe("Pulumi program (mocks)", function () {
       expect(pooler.inputs.image).to.equal("sha256:edoburu/pgbouncer:v1.24.1-p1");
       const ini = uploaded(pooler, "/etc/pgbouncer/pgbouncer.ini");
       expect(ini).to.include("neuralblitz = host=nbdb-primary port=5432 dbname=neuralblitz");
+      // Reads over the replica containers by name (their certificates name them), TLS verify-full like the primary's hop.
+      expect(ini).to.match(/^neuralblitz_readonly = host=nbdb-replica-0 port=5432 load_balance_hosts=round-robin dbname=neuralblitz auth_user=nb_pgbouncer$/m);
+      expect(ini).to.include("server_tls_sslmode = verify-full");
       expect(ini).to.include("auth_query = SELECT username, password FROM pgbouncer.get_auth($1)");
       expect(ini).to.include("pool_mode = transaction");
       expect(ini).to.include("max_client_conn = 1000");
@@ -449,10 +452,23 @@ describe("Pulumi program (mocks)", function () {
       const [version] = of(run, "aws:secretsmanager/secretVersion:SecretVersion");
       expect(version.secretInputs).to.include("secretString");
       const lines = version.inputs.secretString.trim().split("\n");
-      expect(lines).to.have.length(3);
+      expect(lines).to.have.length(4);
       expect(lines[1]).to.equal(`"nb_app" "${stableScramVerifier("nb_app", "pw-nbdb-nb_app")}"`);
       expect(lines[2]).to.equal(`"nb_auditor" "${stableScramVerifier("nb_auditor", "pw-nbdb-nb_auditor")}"`);
+      // The read-only entry's login, for its reads on the replicas.
+      expect(lines[3]).to.equal(`"nb_readonly" "${stableScramVerifier("nb_readonly", "pw-nbdb-nb_readonly")}"`);
       expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_app");
+      expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_readonly");
+    });
+
+    it("spreads the read-only entry over the RDS read replicas' addresses, verified against RDS's CA", () => {
+      const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+      const ini: string = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
+      const entry = ini.split("\n").find((l) => l.startsWith("neuralblitz_readonly = "));
+      expect(entry).to.equal(
+        "neuralblitz_readonly = host=nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com,nbdb-replica-1.c0ffee.eu-west-1.rds.amazonaws.com port=5432 load_balance_hosts=round-robin dbname=neuralblitz",
+      );
+      expect(ini).to.include("server_tls_sslmode = verify-full");
     });
 
     it("replaces fixed-name resources by deleting first, and names from a prefix what cannot be deleted while in use (issue 15 item 9)", () => {
@@ -609,6 +625,15 @@ describe("Pulumi program (mocks)", function () {
         const primaryInputs = runs.map((r) => named(r, type, "nbdb-primary").inputs);
         expect(primaryInputs[1]).to.deep.equal(primaryInputs[0]);
         expect(primaryInputs[2]).to.deep.equal(primaryInputs[0]);
+        // The pooler's read-only entry lists exactly the replicas of each run.
+        const readonlyHosts = runs.map((r) => {
+          const ini: string =
+            type === CONTAINER
+              ? uploaded(named(r, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")
+              : JSON.parse(of(r, TASK)[0].inputs.containerDefinitions)[0].environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
+          return /^neuralblitz_readonly = host=(\S+) /m.exec(ini)![1].split(",").length;
+        });
+        expect(readonlyHosts).to.deep.equal([2, 3, 1]);
       });
     }
   });

@@ -35,9 +35,11 @@ import {
 import { ensureSystem } from "./setup";
 import { PoolCounts, poolCounts, poolerPid, poolerVersion, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
 import { writePgServiceConf } from "./pgService";
+import { ExporterStatus, ensureExporters, exportersStatus, hasExporters, stopExporters } from "./monitoring";
 import {
   LocalStackOutputs,
   StackState,
+  addMissingPasswords,
   caFile,
   loadState,
   loadStateBackup,
@@ -428,6 +430,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     let pooler = await freePort();
     while (pooler === primary) pooler = await freePort();
     const { state, isNew } = stateForUp(ctx, opts, changes, { primary, pooler });
+    // A role the model gained since the stack was made gets its password now (convergeRoles creates it).
+    if (addMissingPasswords(state)) changes.push("generated passwords for new login roles");
     // The copy too is healed: written again when it is missing or differs.
     saveState(state);
     // Left by nbdb versions that passed the superuser's password to initdb in a file.
@@ -478,6 +482,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     }
     // Done means streaming: a replica that stopped streaming meanwhile (the primary restarted) is waited for.
     for (let i = 0; i < replicas; i++) await ensureStreaming(ctx, state, i, changes);
+    // Last: nb_monitor and its metric function exist by now.
+    changes.push(...(await ensureExporters(ctx, state)));
     if (writePrivate(outputsFile(opts.stack), JSON.stringify(outputsOf(state), null, 2) + "\n")) changes.push("wrote outputs.json");
     if (writePgServiceConf(outputsOf(state))) changes.push("wrote pg_service.conf");
     return { changes, outputs: outputsOf(state) };
@@ -511,6 +517,7 @@ export async function down(opts: DownOptions): Promise<void> {
     throw new UserError(`--purge deletes every database of stack '${opts.stack}' in ${ctx.dir}. To do exactly that, add --yes.`);
   }
   await withStackLock(ctx, async () => {
+    await stopExporters(ctx);
     ctx.log("stopping pgbouncer");
     await stopPooler(ctx);
     for (const node of nodesOnDisk(ctx)) {
@@ -554,6 +561,8 @@ export interface StackStatus {
   readonly problems: string[];
   /** WAL archiving into the backup repository; null while the primary is down. */
   readonly backup: ArchiveStatus | null;
+  /** The metrics exporters and their URLs (none where Debian's exporters are not installed). */
+  readonly monitoring: ExporterStatus[];
 }
 
 export async function status(stack: string): Promise<StackStatus> {
@@ -590,5 +599,7 @@ export async function status(stack: string): Promise<StackStatus> {
   const version = (pid ? await poolerVersion(state).catch(() => undefined) : undefined) ?? ctx.bins.pgbouncerVersion;
   const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.migrator).catch(() => null) : null;
   const backup = primaryPid ? await archiveStatus(state).catch(() => null) : null;
-  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, version, pools }, maintenance, backup, problems };
+  const monitoring = hasExporters() ? exportersStatus(ctx, state) : [];
+  for (const e of monitoring.filter((x) => !x.running)) problems.push(`${e.name} is not running (npx nbdb up --stack ${stack} starts it)`);
+  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, version, pools }, maintenance, backup, monitoring, problems };
 }

@@ -21,7 +21,7 @@ export interface StackState {
   readonly version: 1;
   readonly stack: string;
   passwords: Record<LoginRoleName | typeof SUPERUSER, string>;
-  ports: { primary: number; pooler: number; replicas: number[] };
+  ports: { primary: number; pooler: number; replicas: number[]; exporters?: { postgres: number } };
   /** Set once the primary holds the roles, the database and the pooler's lookup function. */
   primaryBootstrapped: boolean;
   /** The key of the encrypted columns; applications send it per transaction (client/). */
@@ -161,6 +161,13 @@ function password(): string {
 
 export function newDataKey(): string {
   return randomBytes(32).toString("base64url");
+}
+
+/** Passwords for login roles the model gained since the stack was made (nb_monitor); true when any was added. */
+export function addMissingPasswords(state: StackState): boolean {
+  const missing = LOGIN_ROLES.filter((r) => !state.passwords[r]);
+  for (const r of missing) state.passwords[r] = password();
+  return missing.length > 0;
 }
 
 export function newState(stack: string, ports: { primary: number; pooler: number }): StackState {
