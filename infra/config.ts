@@ -12,7 +12,7 @@ import { POOLER_DEFAULTS, PoolMode } from "./topology/pgbouncerIni";
 import { ROLE_TIMEOUT_DEFAULTS, RoleTimeouts, TimedRole } from "../schema/roles";
 import { connectionBudgetProblem } from "./topology/connectionBudget";
 import { POOLED_LOGINS } from "./platform/types";
-import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag } from "./platform/images";
+import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_EXPORTER_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag } from "./platform/images";
 
 export const PROJECT = "neuralblitz-db";
 /** Fixed so that replica slots and senders never need the primary's restart when scaling. */
@@ -113,6 +113,8 @@ export interface AwsRestoreFrom {
 export interface ImageConfig {
   readonly postgres: string;
   readonly pgbouncer: string;
+  /** Docker stacks only: PostgreSQL's metrics exporter (docs/monitoring.md). */
+  readonly postgresExporter: string;
 }
 
 interface CommonConfig {
@@ -382,11 +384,11 @@ function awsConfig(p: Problems, v: unknown, deletionProtection: boolean, now = n
  * tag must be of the stack's major version.
  */
 function imageConfig(p: Problems, v: unknown, protect: boolean, postgresVersion: PostgresVersion, platform: string): ImageConfig {
-  const i = object(p, "images", v, ["postgres", "pgbouncer"], false);
-  const ref = (key: "postgres" | "pgbouncer", fallback: string): string => {
+  const i = object(p, "images", v, ["postgres", "pgbouncer", "postgresExporter"], false);
+  const ref = (key: "postgres" | "pgbouncer" | "postgresExporter", fallback: string): string => {
     const value = i[key] ?? fallback;
-    // RDS runs no PostgreSQL image: only a given one is checked, for its form.
-    const pinRequired = protect && !(key === "postgres" && platform === "aws");
+    // RDS runs no PostgreSQL image and no exporter container: only a given one is checked, for its form.
+    const pinRequired = protect && !(key !== "pgbouncer" && platform === "aws");
     if (typeof value === "string" && PINNED_IMAGE.test(value)) return value;
     if (typeof value === "string" && TAGGED_IMAGE.test(value) && !pinRequired) return value;
     const lookup = `docker buildx imagetools inspect ${typeof value === "string" && TAGGED_IMAGE.test(value) ? value : fallback} (the Digest line)`;
@@ -404,7 +406,7 @@ function imageConfig(p: Problems, v: unknown, protect: boolean, postgresVersion:
   if (i.postgres !== undefined && major !== undefined && major !== postgresVersion) {
     p.add("images.postgres", i.postgres, `its tag is PostgreSQL ${major}, but postgresVersion is ${postgresVersion}`);
   }
-  return { postgres, pgbouncer: ref("pgbouncer", PGBOUNCER_IMAGE) };
+  return { postgres, pgbouncer: ref("pgbouncer", PGBOUNCER_IMAGE), postgresExporter: ref("postgresExporter", POSTGRES_EXPORTER_IMAGE) };
 }
 
 /** `own` over `base`, key by key, nested objects included (a review stack's own docker.poolerPort keeps dev's docker.nodeCpus). */

@@ -2,6 +2,8 @@
 // resources it registers, how they are named, wired and protected, what it exports, and that every
 // invalid config value stops it before any resource is registered.
 import { expect } from "chai";
+import { ALARM_DEFAULTS } from "../infra/config";
+import { postgresExporterQueries } from "../infra/topology/monitoring";
 import { X509Certificate } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
@@ -31,7 +33,7 @@ function withKey(config: Config, key: string, value: unknown): Config {
   return copy;
 }
 
-const IMAGES = { postgres: "postgres:15.17-bookworm", pgbouncer: "edoburu/pgbouncer:v1.25.2-p0" };
+const IMAGES = { postgres: "postgres:15.17-bookworm", pgbouncer: "edoburu/pgbouncer:v1.25.2-p0", postgresExporter: "prometheuscommunity/postgres-exporter:v0.11.1" };
 const DIGEST = `sha256:${"ab".repeat(32)}`;
 
 /** Go's time.Duration.String() of whole seconds, which the Docker provider stores and compares: 120 → "2m0s". */
@@ -110,14 +112,27 @@ describe("Pulumi program (mocks)", function () {
       run = await deployed("dev", DEV);
     });
 
-    it("registers a primary, one replica per config, a pooler and a scheduler, with their volumes, network and pinned images", () => {
-      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-scheduler"]);
+    it("registers a primary, one replica per config, a pooler, a scheduler and the metrics exporter, with their volumes, network and pinned images", () => {
+      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-scheduler", "nbdb-postgres-exporter"]);
       expect(of(run, VOLUME).map((r) => r.name)).to.have.members(["nbdb-primary-data", "nbdb-replica-0-data"]);
       expect(of(run, NETWORK)).to.have.length(1);
-      expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["postgres:15.17-bookworm", "edoburu/pgbouncer:v1.24.1-p1"]);
+      expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["postgres:15.17-bookworm", "edoburu/pgbouncer:v1.24.1-p1", "prometheuscommunity/postgres-exporter:v0.11.1"]);
       expect(of(run, IMAGE).every((r) => r.inputs.keepLocally === true)).to.equal(true);
       expect(run.registrations.filter((r) => r.type.startsWith("aws:"))).to.deep.equal([]);
       expect(of(run, "neuralblitz:platform:DockerCluster")).to.have.length(1);
+    });
+
+    it("runs PostgreSQL's exporter with the project's queries as nb_monitor over verified TLS, its password in a file", () => {
+      const c = named(run, CONTAINER, "nbdb-postgres-exporter");
+      expect(c.inputs.envs).to.have.members([
+        "DATA_SOURCE_URI=nbdb-primary:5432/neuralblitz?sslmode=verify-full&sslrootcert=/etc/postgres-exporter/ca.crt",
+        "DATA_SOURCE_USER=nb_monitor",
+        "DATA_SOURCE_PASS_FILE=/etc/postgres-exporter/password",
+      ]);
+      expect(c.inputs.envs.join(" ")).to.not.include("pw-nbdb-nb_monitor");
+      expect(uploaded(c, "/etc/postgres-exporter/queries.yaml")).to.equal(postgresExporterQueries());
+      expect(c.inputs.uploads.find((u: any) => u.file === "/etc/postgres-exporter/password")).to.include({ content: "pw-nbdb-nb_monitor", permissions: "0600", owner: "65534" });
+      expect(c.inputs.ports).to.deep.equal([{ internal: 9187, ip: "127.0.0.1" }]);
     });
 
     it("runs the scheduled jobs (maintenance, the audit sealer) from a scheduler container, as nb_migrator, password in a pgpass file", () => {
@@ -461,6 +476,34 @@ describe("Pulumi program (mocks)", function () {
       expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_readonly");
     });
 
+    it("alarms on replica lag, free storage, connections and wraparound per instance, with the config's default thresholds", () => {
+      const alarms = of(run, "aws:cloudwatch/metricAlarm:MetricAlarm");
+      const byName = Object.fromEntries(alarms.map((a) => [a.name, a.inputs]));
+      expect(Object.keys(byName).sort()).to.deep.equal(
+        ["primary-connections", "primary-free-storage", "primary-wraparound", ...[0, 1].flatMap((i) => [`replica-${i}-connections`, `replica-${i}-free-storage`, `replica-${i}-replica-lag`])]
+          .map((n) => `nbdb-${n}`)
+          .sort(),
+      );
+      for (const a of alarms) expect(a.inputs, a.name).to.include({ namespace: "AWS/RDS", period: 60, evaluationPeriods: ALARM_DEFAULTS.evaluationMinutes });
+      expect(byName["nbdb-replica-1-replica-lag"]).to.include({ metricName: "ReplicaLag", comparisonOperator: "GreaterThanThreshold", threshold: ALARM_DEFAULTS.replicaLagSeconds });
+      expect(byName["nbdb-replica-1-replica-lag"].dimensions).to.deep.equal({ DBInstanceIdentifier: "nbdb-replica-1" });
+      expect(byName["nbdb-primary-free-storage"]).to.include({ metricName: "FreeStorageSpace", comparisonOperator: "LessThanThreshold", threshold: ALARM_DEFAULTS.freeStorageGb * 1024 ** 3 });
+      expect(byName["nbdb-primary-wraparound"]).to.include({ metricName: "MaximumUsedTransactionIDs", threshold: ALARM_DEFAULTS.maxUsedTransactionIds });
+      // 80% of the parameter group's max_connections.
+      const maxConnections = Number(of(run, "aws:rds/parameterGroup:ParameterGroup")[0].inputs.parameters.find((p: any) => p.name === "max_connections").value);
+      expect(byName["nbdb-primary-connections"]).to.include({ metricName: "DatabaseConnections", threshold: Math.floor(maxConnections * 0.8) });
+    });
+
+    it("takes the alarms' thresholds and topic from aws.alarms", async () => {
+      const topic = "arn:aws:sns:eu-west-1:123456789012:nbdb-alarms";
+      const custom = await deployed("prod", withKey(PROD, "aws.alarms", { replicaLagSeconds: 15, freeStorageGb: 50, evaluationMinutes: 3, topicArn: topic }));
+      const lag = of(custom, "aws:cloudwatch/metricAlarm:MetricAlarm").find((a) => a.name === "nbdb-replica-0-replica-lag")!.inputs;
+      expect(lag).to.include({ threshold: 15, evaluationPeriods: 3 });
+      expect(lag.alarmActions).to.deep.equal([topic]);
+      const storage = of(custom, "aws:cloudwatch/metricAlarm:MetricAlarm").find((a) => a.name === "nbdb-primary-free-storage")!.inputs;
+      expect(storage.threshold).to.equal(50 * 1024 ** 3);
+    });
+
     it("spreads the read-only entry over the RDS read replicas' addresses, verified against RDS's CA", () => {
       const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
       const ini: string = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
@@ -563,7 +606,7 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("takes dev's platform, replica count and pooler settings from Pulumi.dev.yaml", async () => {
-      expect(of(run, CONTAINER)).to.have.length(3 + DEV.replicas);
+      expect(of(run, CONTAINER)).to.have.length(4 + DEV.replicas);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include(`default_pool_size = ${DEV.pooler.defaultPoolSize}`);
     });
 
@@ -645,7 +688,7 @@ describe("Pulumi program (mocks)", function () {
     it("starts new ECS tasks when the auth file changes: its digest is part of the task definition", async () => {
       const digestFor = async (app: string) => {
         const registrations = await installMocks("prod", {});
-        new AwsCluster("c", { ...common, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1, applyImmediately: true }, passwords: passwords(app) });
+        new AwsCluster("c", { ...common, aws: { ...PROD.aws, alarms: ALARM_DEFAULTS, multiAz: false, poolerTasks: 1, applyImmediately: true }, passwords: passwords(app) });
         await registrationsDone();
         const task = registrations.find((r) => r.type === TASK)!;
         expect(task.secretInputs).to.not.include("containerDefinitions");
@@ -702,7 +745,7 @@ describe("Pulumi program (mocks)", function () {
   describe("the platform's admin login (for the database layer)", () => {
     for (const [stack, make] of [
       ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, images: IMAGES, caFile: "/tmp/nbdb-ca.crt" })],
-      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, images: IMAGES })],
+      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, alarms: ALARM_DEFAULTS, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, scheduler: "mig" }, physicalSuffix: "", protectData: false, images: IMAGES })],
     ] as const) {
       it(`is a secret on ${stack}`, async () => {
         await installMocks(stack, {});
@@ -759,6 +802,10 @@ describe("Pulumi program (mocks)", function () {
       ["a single subnet", "prod", withKey(PROD, "aws.subnetIds", ["subnet-0a1b2c3d4e5f60001"]), "neuralblitz-db:aws.subnetIds = "],
       ["a malformed CIDR", "prod", withKey(PROD, "aws.allowedCidrs", ["10.0.0.0/33"]), 'neuralblitz-db:aws.allowedCidrs = ["10.0.0.0/33"]'],
       ["no pooler tasks", "prod", withKey(PROD, "aws.poolerTasks", 0), "neuralblitz-db:aws.poolerTasks = 0"],
+      ["a connections alarm above 100%", "prod", withKey(PROD, "aws.alarms", { connectionsPercent: 150 }), "neuralblitz-db:aws.alarms.connectionsPercent = 150"],
+      ["a wraparound alarm past wraparound", "prod", withKey(PROD, "aws.alarms", { maxUsedTransactionIds: 3_000_000_000 }), "neuralblitz-db:aws.alarms.maxUsedTransactionIds = 3000000000"],
+      ["an alarm topic that is no SNS ARN", "prod", withKey(PROD, "aws.alarms", { topicArn: "alarms" }), 'neuralblitz-db:aws.alarms.topicArn = "alarms": expected an SNS topic ARN'],
+      ["a misspelt alarm key", "prod", withKey(PROD, "aws.alarms", { replicaLag: 30 }), "neuralblitz-db:aws.alarms.replicaLag = 30: unknown key"],
       ["a non-boolean applyImmediately", "prod", withKey(PROD, "aws.applyImmediately", "later"), 'neuralblitz-db:aws.applyImmediately = "later": expected true or false'],
       ["a misspelt key", "dev", withKey(DEV, "replica", 2), "neuralblitz-db:replica = 2: unknown key"],
       ["a misspelt nested key", "dev", withKey(DEV, "pooler.poolmode", "session"), 'neuralblitz-db:pooler.poolmode = "session": unknown key'],

@@ -78,6 +78,8 @@ export interface PlatformPasswords {
    * served through the pooler but not pooler-only (the client falls back to the primary directly).
    */
   readonly readonlyLogin?: pulumi.Input<string>;
+  /** nb_monitor's: the metrics exporter container logs in with it (Docker). */
+  readonly monitor?: pulumi.Input<string>;
   /** nb_migrator's: where the server has no pg_cron (Docker), a scheduler container runs the jobs as it. */
   readonly scheduler: pulumi.Input<string>;
 }
