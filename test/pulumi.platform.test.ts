@@ -334,8 +334,9 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("pulls images by digest where the config pins them, the tag kept beside it (issue 15 item 10)", async () => {
-      const pinned = await deployed("dev", withKey(withKey(DEV, "images.postgres", `postgres:15.17-bookworm@${DIGEST}`), "images.pgbouncer", `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`));
-      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([`postgres:15.17-bookworm@${DIGEST}`, `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`]);
+      const images = { postgres: `postgres:15.17-bookworm@${DIGEST}`, pgbouncer: `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`, postgresExporter: `prometheuscommunity/postgres-exporter:v0.11.1@${DIGEST}` };
+      const pinned = await deployed("dev", withKey(DEV, "images", images));
+      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members(Object.values(images));
       const prod = await deployed("prod", PROD);
       const [container] = JSON.parse(of(prod, TASK)[0].inputs.containerDefinitions);
       expect(container.image).to.equal(PROD.images.pgbouncer).and.match(/^edoburu\/pgbouncer:v1\.25\.2-p0@sha256:[0-9a-f]{64}$/);
@@ -620,6 +621,7 @@ describe("Pulumi program (mocks)", function () {
         "nbdb-replica-0-review-42",
         "nbdb-pooler-review-42",
         "nbdb-scheduler-review-42",
+        "nbdb-postgres-exporter-review-42",
       ]);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include("host=nbdb-primary-review-42 ");
     });
@@ -813,6 +815,7 @@ describe("Pulumi program (mocks)", function () {
       ["no image digest in a protected stack", "prod", withKey(PROD, "images", undefined), "neuralblitz-db:images.pgbouncer = (unset): a protected stack (deletionProtection) runs images pinned by digest"],
       ["a protected Docker stack without digests", "dev", withKey(DEV, "deletionProtection", true), "neuralblitz-db:images.postgres = (unset): a protected stack"],
       ["an image of another major version", "dev", withKey(DEV, "images.postgres", `postgres:16.13-bookworm@${DIGEST}`), "neuralblitz-db:images.postgres = \"postgres:16.13-bookworm@sha256:abab"],
+      ["a malformed exporter image", "dev", withKey(DEV, "images.postgresExporter", "exporter"), 'neuralblitz-db:images.postgresExporter = "exporter": expected <name>:<tag>'],
       ["a malformed digest", "dev", withKey(DEV, "images.pgbouncer", "edoburu/pgbouncer:v1@sha256:xyz"), 'neuralblitz-db:images.pgbouncer = "edoburu/pgbouncer:v1@sha256:xyz": expected <name>:<tag>'],
       ["a protected review stack", "review-42", { deletionProtection: true }, "neuralblitz-db:deletionProtection = true: review stacks are always destroyable"],
       ["a review stack name too long for AWS names", "review-pull-request-12345", {}, "stack name 'review-pull-request-12345'"],
