@@ -6,7 +6,8 @@ import { PROJECT_METRICS } from "../infra/topology/monitoring";
 import { LOGIN_ROLES, ROLES } from "../schema/roles";
 import { hasExporters } from "../scripts/local/monitoring";
 import { down, status, up } from "../scripts/local/stack";
-import { LocalStackOutputs } from "../scripts/local/state";
+import * as net from "net";
+import { LocalStackOutputs, requireStack } from "../scripts/local/state";
 import { query, rejection, uniqueStack } from "./helpers";
 
 /** Every sample of `metric` in a Prometheus text exposition: labels and value. */
@@ -71,7 +72,7 @@ describe("monitoring: the local stack's exporters and the project's metrics", fu
     const [who] = await query<{ n: number }>(out.connections.admin, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = 'nb_monitor'");
     expect(who.n, "the exporter's connection").to.be.greaterThan(0);
     const monitor = new URL(out.connections.admin);
-    const { passwords } = (await import("../scripts/local/state")).requireStack(stack);
+    const { passwords } = requireStack(stack);
     monitor.username = "nb_monitor";
     monitor.password = encodeURIComponent(passwords.nb_monitor);
     expect(await rejection(query(monitor.toString(), "SELECT count(*) FROM neuralblitz.golden_dag_audit"))).to.match(/permission denied/);
@@ -85,5 +86,17 @@ describe("monitoring: the local stack's exporters and the project's metrics", fu
     const s = await status(stack);
     expect(s.monitoring.every((e) => !e.running)).to.equal(true);
     expect(s.problems).to.include("postgres-exporter is not running (npx nbdb up --stack " + stack + " starts it)");
+  });
+
+  it("refuses up, naming the exporter's port, while another process holds it", async function () {
+    const port = requireStack(stack).ports.exporters!.postgres;
+    const squatter = net.createServer().listen(port, "127.0.0.1");
+    await new Promise((r) => squatter.once("listening", r));
+    try {
+      expect(await rejection(up({ stack }))).to.match(new RegExp(`port ${port}, kept for postgres-exporter of stack '${stack}', is in use`));
+      expect((await status(stack)).nodes[0].running, "nothing was started").to.equal(false);
+    } finally {
+      await new Promise((r) => squatter.close(r));
+    }
   });
 });

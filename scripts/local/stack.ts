@@ -35,7 +35,7 @@ import {
 import { ensureSystem } from "./setup";
 import { PoolCounts, poolCounts, poolerPid, poolerVersion, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
 import { writePgServiceConf } from "./pgService";
-import { ExporterStatus, ensureExporters, exportersStatus, hasExporters, stopExporters } from "./monitoring";
+import { ExporterStatus, ensureExporters, exporterPid, exportersStatus, hasExporters, stopExporters } from "./monitoring";
 import {
   LocalStackOutputs,
   StackState,
@@ -170,6 +170,7 @@ async function checkPortsFree(ctx: LocalContext, state: StackState, replicas: nu
   const nodes: NodeName[] = ["primary", ...Array.from({ length: Math.min(replicas, state.ports.replicas.length) }, (_, i) => replicaName(i))];
   const wanted: { what: string; port: number }[] = nodes.filter((n) => !runningPid(ctx, n)).map((n) => ({ what: n, port: portOf(state, n) }));
   if (!poolerPid(ctx)) wanted.push({ what: "pgbouncer", port: state.ports.pooler });
+  if (state.ports.exporters && hasExporters() && !exporterPid(ctx, "postgres-exporter")) wanted.push({ what: "postgres-exporter", port: state.ports.exporters.postgres });
   for (const { what, port } of wanted) {
     if (!(await portIsFree(port))) {
       throw new UserError(
