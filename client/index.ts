@@ -36,28 +36,35 @@ export interface UserTransactionOptions {
   readonly readOnly?: boolean;
 }
 
-function poolFor(url: string, max: number, onIdleError: (e: Error) => void, endpoint?: { host: string; port: number }): Pool {
-  const config: PoolConfig = { connectionString: url, max, application_name: "neuralblitz-app" };
-  if (endpoint) {
-    const u = new URL(url);
-    u.hostname = endpoint.host;
-    u.port = String(endpoint.port);
-    config.connectionString = u.toString();
-  }
-  const pool = new Pool(config);
+function poolFor(url: string, max: number, onIdleError: (e: Error) => void): Pool {
+  const pool = new Pool({ connectionString: url, max, application_name: "neuralblitz-app" } satisfies PoolConfig);
   // An idle connection dropped by the server (a pooler restart, a failover) is removed by the pool;
   // unhandled, the event would end the process.
   pool.on("error", onIdleError);
   return pool;
 }
 
+/**
+ * nb_readonly straight to the primary: the readonly URL (the pooler's read-only entry) pointed at the
+ * primary's endpoint and database, verified against the servers' CA where the stack names one apart.
+ */
+function primaryReadUrl(outputs: StackOutputs): string {
+  const u = new URL(outputs.connections.readonly);
+  u.hostname = outputs.primary.host;
+  u.port = String(outputs.primary.port);
+  u.pathname = `/${outputs.database}`;
+  const serverCa = outputs.tls?.serverCaFile ?? outputs.tls?.caFile;
+  if (serverCa && u.searchParams.has("sslrootcert")) u.searchParams.set("sslrootcert", serverCa);
+  return u.toString();
+}
+
 export class NeuralBlitzDb {
   /** nb_app through the pooler: reads and writes of the user's rows. */
   readonly write: Pool;
-  /** nb_readonly, one pool per replica (the primary when there is none), used in turn. */
+  /** nb_readonly through the pooler's read-only entry, which spreads it over the replicas (the primary when there is none). */
   readonly read: readonly Pool[];
   private readonly dataKey: string;
-  /** nb_readonly on the primary, for reads when no replica can be reached (none when there are no replicas). */
+  /** nb_readonly straight to the primary, for reads when the replicas cannot serve (none when there are no replicas). */
   private readonly readFallback?: Pool;
   private readonly appUrl: string;
   private readonly onIdleError: (e: Error) => void;
@@ -76,10 +83,8 @@ export class NeuralBlitzDb {
     this.appUrl = opts.outputs.connections.app;
     this.onIdleError = onIdleError;
     this.write = poolFor(opts.outputs.connections.app, max, onIdleError);
-    this.read = opts.outputs.replicas.length
-      ? opts.outputs.replicas.map((r) => poolFor(opts.outputs.connections.readonly, max, onIdleError, r))
-      : [poolFor(opts.outputs.connections.readonly, max, onIdleError)];
-    if (opts.outputs.replicas.length) this.readFallback = poolFor(opts.outputs.connections.readonly, max, onIdleError, opts.outputs.primary);
+    this.read = [poolFor(opts.outputs.connections.readonly, max, onIdleError)];
+    if (opts.outputs.replicas.length) this.readFallback = poolFor(primaryReadUrl(opts.outputs), max, onIdleError);
   }
 
   /**
@@ -107,9 +112,9 @@ export class NeuralBlitzDb {
   }
 
   /**
-   * A connection in a READ ONLY transaction: the replicas in turn; one that cannot be reached or
-   * fails to begin (it died, it restarts: nothing has run yet) is passed over for the next, and the
-   * primary is the last resort, so a replica's failure costs reads only the failed attempt.
+   * A connection in a READ ONLY transaction: through the pooler's read-only entry (the replicas in
+   * turn); when that cannot be reached or fails to begin (a replica died: PgBouncer 1.24 does not
+   * skip a dead host of its list; nothing has run yet), the primary is the last resort.
    */
   private async readTransaction(): Promise<PoolClient> {
     const start = this.nextRead++;

@@ -54,3 +54,37 @@ export function sessionPoolDatabase(database: string): string {
 
 /** Server connections the session-mode entry may hold per role (each listener keeps one). */
 export const SESSION_POOL_SIZE = 10;
+
+/**
+ * The pooler's read-only entry: nb_readonly's reads spread over every replica (PgBouncer's host
+ * list, round-robin per new server connection), the primary when the stack has no replica.
+ */
+export function readonlyPoolDatabase(database: string): string {
+  return `${database}_readonly`;
+}
+
+/** What routing needs of a stack: where its primary and pooler are, the logins' passwords, the CAs. */
+export interface RoutingInputs {
+  readonly database: string;
+  readonly primary: Endpoint;
+  readonly pooler: Endpoint;
+  readonly passwords: { readonly nb_app: string; readonly nb_readonly: string; readonly nb_auditor: string; readonly nb_migrator: string };
+  /** The CA the pooler's certificate chains to, where it speaks TLS. */
+  readonly poolerCaFile?: string;
+  /** The CA of the servers' certificates, where they speak TLS. */
+  readonly serverCaFile?: string;
+}
+
+/**
+ * Which role connects where, for every platform (docs/contracts.md, "Outputs"): the application and
+ * the auditor through the pooler's transaction pool, reporting reads through its read-only entry
+ * (over the replicas), the migrator straight to the primary (bundles need a session).
+ */
+export function stackConnections(r: RoutingInputs): { app: string; readonly: string; auditor: string; migrator: string } {
+  return {
+    app: connectionUrl("nb_app", r.passwords.nb_app, r.pooler, r.database, r.poolerCaFile),
+    readonly: connectionUrl("nb_readonly", r.passwords.nb_readonly, r.pooler, readonlyPoolDatabase(r.database), r.poolerCaFile),
+    auditor: connectionUrl("nb_auditor", r.passwords.nb_auditor, r.pooler, r.database, r.poolerCaFile),
+    migrator: connectionUrl("nb_migrator", r.passwords.nb_migrator, r.primary, r.database, r.serverCaFile),
+  };
+}

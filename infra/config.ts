@@ -13,7 +13,7 @@ import { ROLE_TIMEOUT_DEFAULTS, RoleTimeouts, TimedRole } from "../schema/roles"
 import { PARTITIONED_TABLES, PREMAKE_RANGE, PartitionOverride, PartitionPolicy, PartitionedTableName, RETENTION_DAYS_RANGE, partitionPolicies } from "../schema/tables";
 import { connectionBudgetProblem } from "./topology/connectionBudget";
 import { POOLED_LOGINS } from "./platform/types";
-import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag } from "./platform/images";
+import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_EXPORTER_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag } from "./platform/images";
 
 export const PROJECT = "neuralblitz-db";
 /** Fixed so that replica slots and senders never need the primary's restart when scaling. */
@@ -74,7 +74,32 @@ export interface AwsConfig {
    * recovery); read only when the primary is created.
    */
   readonly restoreFrom?: AwsRestoreFrom;
+  /** CloudWatch alarms on the RDS instances (docs/monitoring.md). */
+  readonly alarms: AwsAlarmConfig;
 }
+
+/** Thresholds of the CloudWatch alarms; every alarm fires after `evaluationMinutes` minutes over its threshold. */
+export interface AwsAlarmConfig {
+  /** ReplicaLag of any read replica, seconds. */
+  readonly replicaLagSeconds: number;
+  /** FreeStorageSpace of any instance below this, GiB. */
+  readonly freeStorageGb: number;
+  /** DatabaseConnections of any instance above this share of max_connections, percent. */
+  readonly connectionsPercent: number;
+  /** MaximumUsedTransactionIDs of the primary above this (wraparound comes at about 2.1 billion). */
+  readonly maxUsedTransactionIds: number;
+  readonly evaluationMinutes: number;
+  /** An SNS topic the alarms notify; none: the alarms only change state. */
+  readonly topicArn?: string;
+}
+
+export const ALARM_DEFAULTS = {
+  replicaLagSeconds: 60,
+  freeStorageGb: 10,
+  connectionsPercent: 80,
+  maxUsedTransactionIds: 1_000_000_000,
+  evaluationMinutes: 5,
+} as const;
 
 export interface AwsRestoreFrom {
   /** The source RDS instance identifier (e.g. nbdb-primary). */
@@ -87,6 +112,8 @@ export interface AwsRestoreFrom {
 export interface ImageConfig {
   readonly postgres: string;
   readonly pgbouncer: string;
+  /** Docker stacks only: PostgreSQL's metrics exporter (docs/monitoring.md). */
+  readonly postgresExporter: string;
 }
 
 interface CommonConfig {
@@ -152,8 +179,23 @@ const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
 const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
 const AWS_KEYS = [
   "region", "instanceClass", "allocatedStorageGb", "maxAllocatedStorageGb", "backupRetentionDays", "multiAz",
-  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks", "applyImmediately", "restoreFrom",
+  "vpcId", "subnetIds", "allowedCidrs", "poolerTasks", "applyImmediately", "restoreFrom", "alarms",
 ];
+const ALARM_KEYS = ["replicaLagSeconds", "freeStorageGb", "connectionsPercent", "maxUsedTransactionIds", "evaluationMinutes", "topicArn"];
+const SNS_TOPIC_ARN = /^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}$/;
+
+function alarmConfig(p: Problems, v: unknown): AwsAlarmConfig {
+  const a = object(p, "aws.alarms", v, ALARM_KEYS, false);
+  const d = ALARM_DEFAULTS;
+  return {
+    replicaLagSeconds: integer(p, "aws.alarms.replicaLagSeconds", a.replicaLagSeconds, 1, 86_400, d.replicaLagSeconds),
+    freeStorageGb: integer(p, "aws.alarms.freeStorageGb", a.freeStorageGb, 1, 65_536, d.freeStorageGb),
+    connectionsPercent: integer(p, "aws.alarms.connectionsPercent", a.connectionsPercent, 1, 100, d.connectionsPercent),
+    maxUsedTransactionIds: integer(p, "aws.alarms.maxUsedTransactionIds", a.maxUsedTransactionIds, 1_000_000, 2_000_000_000, d.maxUsedTransactionIds),
+    evaluationMinutes: integer(p, "aws.alarms.evaluationMinutes", a.evaluationMinutes, 1, 60, d.evaluationMinutes),
+    ...(a.topicArn !== undefined ? { topicArn: text(p, "aws.alarms.topicArn", a.topicArn, SNS_TOPIC_ARN, "an SNS topic ARN such as arn:aws:sns:eu-west-1:123456789012:nbdb-alarms") } : {}),
+  };
+}
 const RESTORE_KEYS = ["source", "time"];
 /** RDS's longest backup retention: no point in time older than this can be restored. */
 const MAX_BACKUP_RETENTION_DAYS = 35;
@@ -372,6 +414,7 @@ function awsConfig(p: Problems, v: unknown, deletionProtection: boolean, now = n
     poolerTasks: integer(p, "aws.poolerTasks", a.poolerTasks, 1, 10, 2),
     applyImmediately: bool(p, "aws.applyImmediately", a.applyImmediately, true),
     ...(a.restoreFrom !== undefined ? { restoreFrom: restoreFrom(p, a.restoreFrom, now) } : {}),
+    alarms: alarmConfig(p, a.alarms),
   };
 }
 
@@ -380,11 +423,11 @@ function awsConfig(p: Problems, v: unknown, deletionProtection: boolean, now = n
  * tag must be of the stack's major version.
  */
 function imageConfig(p: Problems, v: unknown, protect: boolean, postgresVersion: PostgresVersion, platform: string): ImageConfig {
-  const i = object(p, "images", v, ["postgres", "pgbouncer"], false);
-  const ref = (key: "postgres" | "pgbouncer", fallback: string): string => {
+  const i = object(p, "images", v, ["postgres", "pgbouncer", "postgresExporter"], false);
+  const ref = (key: "postgres" | "pgbouncer" | "postgresExporter", fallback: string): string => {
     const value = i[key] ?? fallback;
-    // RDS runs no PostgreSQL image: only a given one is checked, for its form.
-    const pinRequired = protect && !(key === "postgres" && platform === "aws");
+    // RDS runs no PostgreSQL image and no exporter container: only a given one is checked, for its form.
+    const pinRequired = protect && !(key !== "pgbouncer" && platform === "aws");
     if (typeof value === "string" && PINNED_IMAGE.test(value)) return value;
     if (typeof value === "string" && TAGGED_IMAGE.test(value) && !pinRequired) return value;
     const lookup = `docker buildx imagetools inspect ${typeof value === "string" && TAGGED_IMAGE.test(value) ? value : fallback} (the Digest line)`;
@@ -402,7 +445,7 @@ function imageConfig(p: Problems, v: unknown, protect: boolean, postgresVersion:
   if (i.postgres !== undefined && major !== undefined && major !== postgresVersion) {
     p.add("images.postgres", i.postgres, `its tag is PostgreSQL ${major}, but postgresVersion is ${postgresVersion}`);
   }
-  return { postgres, pgbouncer: ref("pgbouncer", PGBOUNCER_IMAGE) };
+  return { postgres, pgbouncer: ref("pgbouncer", PGBOUNCER_IMAGE), postgresExporter: ref("postgresExporter", POSTGRES_EXPORTER_IMAGE) };
 }
 
 /** `own` over `base`, key by key, nested objects included (a review stack's own docker.poolerPort keeps dev's docker.nodeCpus). */

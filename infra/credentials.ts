@@ -36,6 +36,8 @@ export class StackPasswords extends pulumi.ComponentResource {
       poolerAuth: this.roles.nb_pgbouncer,
       pooledLogins: { nb_app: this.roles.nb_app, nb_auditor: this.roles.nb_auditor },
       backup: this.backup,
+      readonlyLogin: this.roles.nb_readonly,
+      monitor: this.roles.nb_monitor,
     };
   }
 }

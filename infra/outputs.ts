@@ -2,7 +2,7 @@
 // clients and tools read every stack the same way. No `admin` connection: that is the local stack's alone.
 import * as fs from "fs";
 import * as pulumi from "@pulumi/pulumi";
-import { connectionUrl as databaseUrl } from "../client/outputs";
+import { connectionUrl as databaseUrl, stackConnections } from "../client/outputs";
 import { DATABASE, LoginRoleName } from "../schema/roles";
 import { Cluster, Endpoint, PoolerEndpoint } from "./platform/types";
 
@@ -43,16 +43,17 @@ export function stackOutputs(
 ): StackOutputs {
   const { nb_app, nb_readonly, nb_auditor, nb_migrator } = passwords;
   const connections = pulumi
-    .all([cluster.primary, cluster.replicas, cluster.pooler, nb_app, nb_readonly, nb_auditor, nb_migrator])
-    .apply(([primary, replicas, pooler, app, readonly, auditor, migrator]) => ({
-      // The application goes through the pooler (transaction pooling), over TLS where the pooler has a certificate.
-      app: connectionUrl("nb_app", app, pooler, cluster.poolerTls?.caFile),
-      // Reporting reads from the first replica, or the primary when there is none.
-      readonly: connectionUrl("nb_readonly", readonly, replicas[0] ?? primary, cluster.serverCaFile),
-      auditor: connectionUrl("nb_auditor", auditor, pooler, cluster.poolerTls?.caFile),
-      // Bundles need a session (advisory locks, DDL), so the migrator connects to the primary.
-      migrator: connectionUrl("nb_migrator", migrator, primary, cluster.serverCaFile),
-    }));
+    .all([cluster.primary, cluster.pooler, nb_app, nb_readonly, nb_auditor, nb_migrator])
+    .apply(([primary, pooler, app, readonly, auditor, migrator]) =>
+      stackConnections({
+        database: DATABASE,
+        primary,
+        pooler,
+        passwords: { nb_app: app, nb_readonly: readonly, nb_auditor: auditor, nb_migrator: migrator },
+        poolerCaFile: cluster.poolerTls?.caFile,
+        serverCaFile: cluster.serverCaFile,
+      }),
+    );
   return {
     stack,
     database: DATABASE,

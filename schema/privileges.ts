@@ -73,6 +73,7 @@ export const FUNCTIONS = {
   sealGoldenDag: "seal_golden_dag(interval,interval,interval)",
   archiveGoldenDagPartition: "archive_golden_dag_partition(text)",
   goldenDagVerifySql: "golden_dag_verify_sql(text)",
+  goldenDagSealLag: "golden_dag_seal_lag()",
   goldenDagCanonical: "golden_dag_canonical(bigint,timestamp with time zone,text,text,jsonb,text,uuid,jsonb,jsonb,bigint)",
 } as const;
 
@@ -80,7 +81,7 @@ const READABLE_BY_READONLY = [...TABLES.map((t) => t.name).filter((t) => t !== "
 
 export const GRANTS: readonly GrantSpec[] = [
   ...ROLES.filter((r) => r.connect).map((r): GrantSpec => ({ role: r.name, objectType: "database", object: DATABASE, privileges: ["CONNECT"] })),
-  ...(["nb_app", "nb_readonly", "nb_auditor"] as const).map((role): GrantSpec => ({ role, objectType: "schema", object: SCHEMA, privileges: ["USAGE"] })),
+  ...(["nb_app", "nb_readonly", "nb_auditor", "nb_monitor"] as const).map((role): GrantSpec => ({ role, objectType: "schema", object: SCHEMA, privileges: ["USAGE"] })),
   // The trail's owner holds its objects in the project schema (sql/admin/golden_dag_trail.sql).
   { role: "nb_audit", objectType: "schema", object: SCHEMA, privileges: ["USAGE", "CREATE"] },
 
@@ -110,6 +111,8 @@ export const GRANTS: readonly GrantSpec[] = [
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagVerifySql, privileges: ["EXECUTE"] },
   // Archiving a partition of the trail is an operator's act.
   { role: "nb_migrator", objectType: "function", object: FUNCTIONS.archiveGoldenDagPartition, privileges: ["EXECUTE"] },
+  // The exporter's one look at the trail: how many entries wait for the sealer, and for how long (counts, no content).
+  { role: "nb_monitor", objectType: "function", object: FUNCTIONS.goldenDagSealLag, privileges: ["EXECUTE"] },
 ];
 
 /**

@@ -32,6 +32,8 @@ export const ROLES = [
   { name: "nb_auditor", login: true, connect: true, purpose: "reads the audit trail and runs its verification", connectionLimit: 30, poolerOnly: true },
   { name: "nb_pgbouncer", login: true, connect: true, purpose: "the pooler's auth_query lookup, nothing else", connectionLimit: 5, poolerOnly: true },
   { name: "nb_replicator", login: true, replication: true, connect: false, purpose: "streaming replication for the replicas", connectionLimit: 20 },
+  // The metrics exporter: PostgreSQL's statistics views (pg_monitor) and the project's metric function, nothing else.
+  { name: "nb_monitor", login: true, memberOf: ["pg_monitor"], connect: true, purpose: "the metrics exporter: pg_monitor's statistics and the audit sealer's lag", connectionLimit: 5 },
 ] as const satisfies readonly RoleSpec[];
 
 export type RoleName = (typeof ROLES)[number]["name"];

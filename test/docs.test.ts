@@ -5,7 +5,7 @@ import { expect } from "chai";
 import * as fs from "fs";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
-import { SESSION_POOL_SIZE, sessionPoolDatabase } from "../client/outputs";
+import { SESSION_POOL_SIZE, readonlyPoolDatabase, sessionPoolDatabase } from "../client/outputs";
 import { stackOutputs } from "../infra/outputs";
 import { Cluster } from "../infra/platform/types";
 import { RESERVE_POOL_SIZE } from "../infra/topology/connectionBudget";
@@ -73,19 +73,22 @@ describe("docs/contracts.md states what the code does", function () {
 
     it("routes each connection as the table says, on the local stack and on Pulumi stacks", async function () {
       const rows = table("connections");
-      const where = (connectsTo: string, o: { primary: { port: number }; pooler: { port: number }; replicas: { port: number }[] }): number =>
-        connectsTo === "pooler" ? o.pooler.port : connectsTo.startsWith("replica 0") ? (o.replicas[0] ?? o.primary).port : o.primary.port;
+      // "pooler" or "pooler (<database>)" (backticks stripped): the pooler's port, that entry; otherwise the primary, the database.
+      const where = (connectsTo: string, o: { primary: { port: number }; pooler: { port: number } }): number => (connectsTo.startsWith("pooler") ? o.pooler.port : o.primary.port);
+      const entry = (connectsTo: string): string => /^pooler \((\w+)\)$/.exec(connectsTo)?.[1] ?? DATABASE;
       expect(rows.map((r) => r[0])).to.have.members(Object.keys(local.connections));
       for (const [key, role, connectsTo] of rows) {
         const url = new URL((local.connections as Record<string, string>)[key]);
         expect(url.username, key).to.equal(role === "postgres (superuser)" ? SUPERUSER : role);
         expect(Number(url.port), key).to.equal(where(connectsTo, local));
-        expect(url.pathname, key).to.equal(`/${DATABASE}`);
+        expect(url.pathname, key).to.equal(`/${entry(connectsTo)}`);
         expect(url.searchParams.get("sslmode"), key).to.equal("verify-full");
       }
-      // Without a replica, readonly goes to the primary.
+      expect(entry(rows.find((r) => r[0] === "readonly")![2])).to.equal(readonlyPoolDatabase(DATABASE));
+      // Without a replica the URL stays the same: the pooler's entry points at the primary instead.
       const alone = outputsOf({ ...state, ports: { ...state.ports, replicas: [] } });
-      expect(new URL(alone.connections.readonly).port).to.equal(String(alone.primary.port));
+      const endpointOf = (u: string) => { const x = new URL(u); return `${x.username}@${x.host}${x.pathname}`; };
+      expect(endpointOf(alone.connections.readonly)).to.equal(endpointOf(local.connections.readonly));
 
       const at = { primary: { host: "p", port: 2001 }, replicas: [{ host: "r", port: 2002 }], pooler: { host: "b", port: 2003, poolMode: "transaction" as const } };
       const cluster = {
@@ -97,7 +100,7 @@ describe("docs/contracts.md states what the code does", function () {
         poolerTls: { caCertificate: pulumi.output("PEM"), caFile: "/ca/pooler.crt" },
       } as unknown as Cluster;
       const pw = pulumi.output("pw");
-      const deployed = await unwrap(stackOutputs("dev", cluster, { nb_app: pw, nb_readonly: pw, nb_auditor: pw, nb_migrator: pw, nb_pgbouncer: pw, nb_replicator: pw }, pw).connections);
+      const deployed = await unwrap(stackOutputs("dev", cluster, { nb_app: pw, nb_readonly: pw, nb_auditor: pw, nb_migrator: pw, nb_pgbouncer: pw, nb_replicator: pw, nb_monitor: pw }, pw).connections);
       const pulumiRows = rows.filter((r) => r[0] !== "admin");
       expect(Object.keys(deployed)).to.have.members(pulumiRows.map((r) => r[0]));
       expect(CONTRACTS).to.match(/\| `admin` \|[^\n]*the local stack only; never exported by Pulumi stacks/);
@@ -105,6 +108,7 @@ describe("docs/contracts.md states what the code does", function () {
         const url = new URL((deployed as unknown as Record<string, string>)[key]);
         expect(url.username, key).to.equal(role);
         expect(Number(url.port), key).to.equal(where(connectsTo, at));
+        expect(url.pathname, key).to.equal(`/${entry(connectsTo)}`);
       }
     });
 

@@ -75,7 +75,7 @@ describe("local stack", function () {
     expect(written.pooler.poolMode).to.equal("transaction");
     expect(Object.keys(written.connections)).to.deep.equal(["app", "readonly", "auditor", "migrator", "admin"]);
     expect(new URL(written.connections.app).port).to.equal(String(out.pooler.port));
-    expect(new URL(written.connections.readonly).port).to.equal(String(out.replicas[0].port));
+    expect(new URL(written.connections.readonly).port).to.equal(String(out.pooler.port));
     expect(new URL(written.connections.migrator).port).to.equal(String(out.primary.port));
     for (const f of ["outputs.json", "state.json"]) expect(fs.statSync(path.join(stackDir(stack), f)).mode & 0o777).to.equal(0o600);
   });

@@ -2,6 +2,8 @@
 // resources it registers, how they are named, wired and protected, what it exports, and that every
 // invalid config value stops it before any resource is registered.
 import { expect } from "chai";
+import { ALARM_DEFAULTS } from "../infra/config";
+import { postgresExporterQueries } from "../infra/topology/monitoring";
 import { X509Certificate } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
@@ -19,7 +21,7 @@ import { AwsCluster } from "../infra/platform/aws";
 import { pulumiCaFile } from "../infra/stack";
 import { Config, DEV, PROD, Registration, Run, deploy, deployed, installMocks, named, of, registrationsDone, stackConfigFile, value, withKey } from "./pulumiMocks";
 
-const IMAGES = { postgres: "postgres:15.17-bookworm", pgbouncer: "edoburu/pgbouncer:v1.25.2-p0" };
+const IMAGES = { postgres: "postgres:15.17-bookworm", pgbouncer: "edoburu/pgbouncer:v1.25.2-p0", postgresExporter: "prometheuscommunity/postgres-exporter:v0.11.1" };
 const DIGEST = `sha256:${"ab".repeat(32)}`;
 
 /** Go's time.Duration.String() of whole seconds, which the Docker provider stores and compares: 120 → "2m0s". */
@@ -105,11 +107,11 @@ describe("Pulumi program (mocks)", function () {
       run = await deployed("dev", DEV);
     });
 
-    it("registers a primary, one replica per config, a pooler and a backup container, with their volumes, network and images", () => {
-      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-backup"]);
+    it("registers a primary, one replica per config, a pooler, a backup container and the metrics exporter, with their volumes, network and images", () => {
+      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-backup", "nbdb-postgres-exporter"]);
       expect(of(run, VOLUME).map((r) => r.name)).to.have.members(["nbdb-primary-data", "nbdb-replica-0-data", "nbdb-backup-repo"]);
       expect(of(run, NETWORK)).to.have.length(1);
-      expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["edoburu/pgbouncer:v1.24.1-p1"]);
+      expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["edoburu/pgbouncer:v1.24.1-p1", "prometheuscommunity/postgres-exporter:v0.11.1"]);
       expect(of(run, IMAGE).every((r) => r.inputs.keepLocally === true)).to.equal(true);
       expect(run.registrations.filter((r) => r.type.startsWith("aws:"))).to.deep.equal([]);
       expect(of(run, "neuralblitz:platform:DockerCluster")).to.have.length(1);
@@ -128,6 +130,19 @@ describe("Pulumi program (mocks)", function () {
       const other = postgresImageBuild(`postgres:15.17-bookworm@${DIGEST}`, "15");
       expect(other.imageName).to.not.equal(image.inputs.imageName);
       expect(postgresImageBuild("postgres:17.9-bookworm", "17").args.PACKAGES).to.equal("postgresql-17-cron pgbackrest cron");
+    });
+
+    it("runs PostgreSQL's exporter with the project's queries as nb_monitor over verified TLS, its password in a file", () => {
+      const c = named(run, CONTAINER, "nbdb-postgres-exporter");
+      expect(c.inputs.envs).to.have.members([
+        "DATA_SOURCE_URI=nbdb-primary:5432/neuralblitz?sslmode=verify-full&sslrootcert=/etc/postgres-exporter/ca.crt",
+        "DATA_SOURCE_USER=nb_monitor",
+        "DATA_SOURCE_PASS_FILE=/etc/postgres-exporter/password",
+      ]);
+      expect(c.inputs.envs.join(" ")).to.not.include("pw-nbdb-nb_monitor");
+      expect(uploaded(c, "/etc/postgres-exporter/queries.yaml")).to.equal(postgresExporterQueries());
+      expect(c.inputs.uploads.find((u: any) => u.file === "/etc/postgres-exporter/password")).to.include({ content: "pw-nbdb-nb_monitor", permissions: "0600", owner: "65534" });
+      expect(c.inputs.ports).to.deep.equal([{ internal: 9187, ip: "127.0.0.1" }]);
     });
 
     it("preloads pg_cron on every server, so the database layer schedules the one job list as nb_migrator (no scheduler container)", () => {
@@ -250,6 +265,9 @@ describe("Pulumi program (mocks)", function () {
       expect(pooler.inputs.image).to.equal("sha256:edoburu/pgbouncer:v1.24.1-p1");
       const ini = uploaded(pooler, "/etc/pgbouncer/pgbouncer.ini");
       expect(ini).to.include("neuralblitz = host=nbdb-primary port=5432 dbname=neuralblitz");
+      // Reads over the replica containers by name (their certificates name them), TLS verify-full like the primary's hop.
+      expect(ini).to.match(/^neuralblitz_readonly = host=nbdb-replica-0 port=5432 load_balance_hosts=round-robin dbname=neuralblitz auth_user=nb_pgbouncer$/m);
+      expect(ini).to.include("server_tls_sslmode = verify-full");
       expect(ini).to.include("auth_query = SELECT username, password FROM pgbouncer.get_auth($1)");
       expect(ini).to.include("pool_mode = transaction");
       expect(ini).to.include("max_client_conn = 1000");
@@ -272,7 +290,7 @@ describe("Pulumi program (mocks)", function () {
       expect(Object.keys(connections)).to.have.members(["app", "readonly", "auditor", "migrator"]);
       const tls = `sslmode=verify-full&sslrootcert=${pulumiCaFile("dev")}`;
       expect(connections.app).to.equal(`postgresql://nb_app:pw-nbdb-nb_app@127.0.0.1:16432/neuralblitz?${tls}`);
-      expect(connections.readonly).to.equal(`postgresql://nb_readonly:pw-nbdb-nb_readonly@127.0.0.1:15442/neuralblitz?${tls}`);
+      expect(connections.readonly).to.equal(`postgresql://nb_readonly:pw-nbdb-nb_readonly@127.0.0.1:16432/neuralblitz_readonly?${tls}`);
       expect(connections.migrator).to.equal(`postgresql://nb_migrator:pw-nbdb-nb_migrator@127.0.0.1:15432/neuralblitz?${tls}`);
     });
 
@@ -368,9 +386,10 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("pulls images by digest where the config pins them, the tag kept beside it (issue 15 item 10)", async () => {
-      const pinned = await deployed("dev", withKey(withKey(DEV, "images.postgres", `postgres:15.17-bookworm@${DIGEST}`), "images.pgbouncer", `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`));
-      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([`edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`]);
-      expect(of(pinned, BUILT_IMAGE).map((r) => r.inputs.build.args.BASE_IMAGE)).to.deep.equal([`postgres:15.17-bookworm@${DIGEST}`]);
+      const images = { postgres: `postgres:15.17-bookworm@${DIGEST}`, pgbouncer: `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`, postgresExporter: `prometheuscommunity/postgres-exporter:v0.11.1@${DIGEST}` };
+      const pinned = await deployed("dev", withKey(DEV, "images", images));
+      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([images.pgbouncer, images.postgresExporter]);
+      expect(of(pinned, BUILT_IMAGE).map((r) => r.inputs.build.args.BASE_IMAGE)).to.deep.equal([images.postgres]);
       const prod = await deployed("prod", PROD);
       const [container] = JSON.parse(of(prod, TASK)[0].inputs.containerDefinitions);
       expect(container.image).to.equal(PROD.images.pgbouncer).and.match(/^edoburu\/pgbouncer:v1\.25\.2-p0@sha256:[0-9a-f]{64}$/);
@@ -515,10 +534,51 @@ describe("Pulumi program (mocks)", function () {
       const [version] = of(run, "aws:secretsmanager/secretVersion:SecretVersion");
       expect(version.secretInputs).to.include("secretString");
       const lines = version.inputs.secretString.trim().split("\n");
-      expect(lines).to.have.length(3);
+      expect(lines).to.have.length(4);
       expect(lines[1]).to.equal(`"nb_app" "${stableScramVerifier("nb_app", "pw-nbdb-nb_app")}"`);
       expect(lines[2]).to.equal(`"nb_auditor" "${stableScramVerifier("nb_auditor", "pw-nbdb-nb_auditor")}"`);
+      // The read-only entry's login, for its reads on the replicas.
+      expect(lines[3]).to.equal(`"nb_readonly" "${stableScramVerifier("nb_readonly", "pw-nbdb-nb_readonly")}"`);
       expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_app");
+      expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_readonly");
+    });
+
+    it("alarms on replica lag, free storage, connections and wraparound per instance, with the config's default thresholds", () => {
+      const alarms = of(run, "aws:cloudwatch/metricAlarm:MetricAlarm");
+      const byName = Object.fromEntries(alarms.map((a) => [a.name, a.inputs]));
+      expect(Object.keys(byName).sort()).to.deep.equal(
+        ["primary-connections", "primary-free-storage", "primary-wraparound", ...[0, 1].flatMap((i) => [`replica-${i}-connections`, `replica-${i}-free-storage`, `replica-${i}-replica-lag`])]
+          .map((n) => `nbdb-${n}`)
+          .sort(),
+      );
+      for (const a of alarms) expect(a.inputs, a.name).to.include({ namespace: "AWS/RDS", period: 60, evaluationPeriods: ALARM_DEFAULTS.evaluationMinutes });
+      expect(byName["nbdb-replica-1-replica-lag"]).to.include({ metricName: "ReplicaLag", comparisonOperator: "GreaterThanThreshold", threshold: ALARM_DEFAULTS.replicaLagSeconds });
+      expect(byName["nbdb-replica-1-replica-lag"].dimensions).to.deep.equal({ DBInstanceIdentifier: "nbdb-replica-1" });
+      expect(byName["nbdb-primary-free-storage"]).to.include({ metricName: "FreeStorageSpace", comparisonOperator: "LessThanThreshold", threshold: ALARM_DEFAULTS.freeStorageGb * 1024 ** 3 });
+      expect(byName["nbdb-primary-wraparound"]).to.include({ metricName: "MaximumUsedTransactionIDs", threshold: ALARM_DEFAULTS.maxUsedTransactionIds });
+      // 80% of the parameter group's max_connections.
+      const maxConnections = Number(of(run, "aws:rds/parameterGroup:ParameterGroup")[0].inputs.parameters.find((p: any) => p.name === "max_connections").value);
+      expect(byName["nbdb-primary-connections"]).to.include({ metricName: "DatabaseConnections", threshold: Math.floor(maxConnections * 0.8) });
+    });
+
+    it("takes the alarms' thresholds and topic from aws.alarms", async () => {
+      const topic = "arn:aws:sns:eu-west-1:123456789012:nbdb-alarms";
+      const custom = await deployed("prod", withKey(PROD, "aws.alarms", { replicaLagSeconds: 15, freeStorageGb: 50, evaluationMinutes: 3, topicArn: topic }));
+      const lag = of(custom, "aws:cloudwatch/metricAlarm:MetricAlarm").find((a) => a.name === "nbdb-replica-0-replica-lag")!.inputs;
+      expect(lag).to.include({ threshold: 15, evaluationPeriods: 3 });
+      expect(lag.alarmActions).to.deep.equal([topic]);
+      const storage = of(custom, "aws:cloudwatch/metricAlarm:MetricAlarm").find((a) => a.name === "nbdb-primary-free-storage")!.inputs;
+      expect(storage.threshold).to.equal(50 * 1024 ** 3);
+    });
+
+    it("spreads the read-only entry over the RDS read replicas' addresses, verified against RDS's CA", () => {
+      const [container] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+      const ini: string = container.environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
+      const entry = ini.split("\n").find((l) => l.startsWith("neuralblitz_readonly = "));
+      expect(entry).to.equal(
+        "neuralblitz_readonly = host=nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com,nbdb-replica-1.c0ffee.eu-west-1.rds.amazonaws.com port=5432 load_balance_hosts=round-robin dbname=neuralblitz",
+      );
+      expect(ini).to.include("server_tls_sslmode = verify-full");
     });
 
     it("replaces fixed-name resources by deleting first, and names from a prefix what cannot be deleted while in use (issue 15 item 9)", () => {
@@ -566,8 +626,8 @@ describe("Pulumi program (mocks)", function () {
       const c = await value(o.connections);
       const rdsTls = `?sslmode=verify-full&sslrootcert=${RDS_CA_FILE}`;
       expect(c.migrator).to.equal(`postgresql://nb_migrator:pw-nbdb-nb_migrator@nbdb-primary.c0ffee.eu-west-1.rds.amazonaws.com:5432/neuralblitz${rdsTls}`);
-      expect(c.readonly).to.include("@nbdb-replica-0.c0ffee.eu-west-1.rds.amazonaws.com:5432/").and.include(rdsTls);
       const poolerCaFile = path.join(process.env.NBDB_HOME!, "pulumi-prod", "pooler-ca.pem");
+      expect(c.readonly).to.equal(`postgresql://nb_readonly:pw-nbdb-nb_readonly@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz_readonly?sslmode=verify-full&sslrootcert=${poolerCaFile}`);
       expect(c.app).to.equal(`postgresql://nb_app:pw-nbdb-nb_app@nbdb-pooler-0123.elb.eu-west-1.amazonaws.com:6432/neuralblitz?sslmode=verify-full&sslrootcert=${poolerCaFile}`);
       expect(c.auditor).to.include(`sslrootcert=${poolerCaFile}`);
       expect(JSON.stringify(c)).to.not.match(/sslmode=(disable|require)/);
@@ -613,7 +673,7 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("takes dev's platform, replica count and pooler settings from Pulumi.dev.yaml", async () => {
-      expect(of(run, CONTAINER)).to.have.length(3 + DEV.replicas);
+      expect(of(run, CONTAINER)).to.have.length(4 + DEV.replicas);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include(`default_pool_size = ${DEV.pooler.defaultPoolSize}`);
     });
 
@@ -628,6 +688,7 @@ describe("Pulumi program (mocks)", function () {
         "nbdb-pooler-review-42",
         "nbdb-backup-review-42",
         "nbdb-backup-repo-review-42",
+        "nbdb-postgres-exporter-review-42",
       ]);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include("host=nbdb-primary-review-42 ");
     });
@@ -676,6 +737,15 @@ describe("Pulumi program (mocks)", function () {
         const primaryInputs = runs.map((r) => named(r, type, "nbdb-primary").inputs);
         expect(primaryInputs[1]).to.deep.equal(primaryInputs[0]);
         expect(primaryInputs[2]).to.deep.equal(primaryInputs[0]);
+        // The pooler's read-only entry lists exactly the replicas of each run.
+        const readonlyHosts = runs.map((r) => {
+          const ini: string =
+            type === CONTAINER
+              ? uploaded(named(r, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")
+              : JSON.parse(of(r, TASK)[0].inputs.containerDefinitions)[0].environment.find((e: any) => e.name === "PGBOUNCER_INI").value;
+          return /^neuralblitz_readonly = host=(\S+) /m.exec(ini)![1].split(",").length;
+        });
+        expect(readonlyHosts).to.deep.equal([2, 3, 1]);
       });
     }
   });
@@ -687,7 +757,7 @@ describe("Pulumi program (mocks)", function () {
     it("starts new ECS tasks when the auth file changes: its digest is part of the task definition", async () => {
       const digestFor = async (app: string) => {
         const registrations = await installMocks("prod", {});
-        new AwsCluster("c", { ...common, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1, applyImmediately: true }, passwords: passwords(app) });
+        new AwsCluster("c", { ...common, aws: { ...PROD.aws, alarms: ALARM_DEFAULTS, multiAz: false, poolerTasks: 1, applyImmediately: true }, passwords: passwords(app) });
         await registrationsDone();
         const task = registrations.find((r) => r.type === TASK)!;
         expect(task.secretInputs).to.not.include("containerDefinitions");
@@ -744,7 +814,7 @@ describe("Pulumi program (mocks)", function () {
   describe("the platform's admin login (for the database layer)", () => {
     for (const [stack, make] of [
       ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, backup: "bk" }, physicalSuffix: "", protectData: false, images: IMAGES, caFile: "/tmp/nbdb-ca.crt" })],
-      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, backup: "bk" }, physicalSuffix: "", protectData: false, images: IMAGES })],
+      ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, alarms: ALARM_DEFAULTS, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, backup: "bk" }, physicalSuffix: "", protectData: false, images: IMAGES })],
     ] as const) {
       it(`is a secret on ${stack}`, async () => {
         await installMocks(stack, {});
@@ -804,6 +874,10 @@ describe("Pulumi program (mocks)", function () {
       ["a single subnet", "prod", withKey(PROD, "aws.subnetIds", ["subnet-0a1b2c3d4e5f60001"]), "neuralblitz-db:aws.subnetIds = "],
       ["a malformed CIDR", "prod", withKey(PROD, "aws.allowedCidrs", ["10.0.0.0/33"]), 'neuralblitz-db:aws.allowedCidrs = ["10.0.0.0/33"]'],
       ["no pooler tasks", "prod", withKey(PROD, "aws.poolerTasks", 0), "neuralblitz-db:aws.poolerTasks = 0"],
+      ["a connections alarm above 100%", "prod", withKey(PROD, "aws.alarms", { connectionsPercent: 150 }), "neuralblitz-db:aws.alarms.connectionsPercent = 150"],
+      ["a wraparound alarm past wraparound", "prod", withKey(PROD, "aws.alarms", { maxUsedTransactionIds: 3_000_000_000 }), "neuralblitz-db:aws.alarms.maxUsedTransactionIds = 3000000000"],
+      ["an alarm topic that is no SNS ARN", "prod", withKey(PROD, "aws.alarms", { topicArn: "alarms" }), 'neuralblitz-db:aws.alarms.topicArn = "alarms": expected an SNS topic ARN'],
+      ["a misspelt alarm key", "prod", withKey(PROD, "aws.alarms", { replicaLag: 30 }), "neuralblitz-db:aws.alarms.replicaLag = 30: unknown key"],
       ["a non-boolean applyImmediately", "prod", withKey(PROD, "aws.applyImmediately", "later"), 'neuralblitz-db:aws.applyImmediately = "later": expected true or false'],
       ["a misspelt key", "dev", withKey(DEV, "replica", 2), "neuralblitz-db:replica = 2: unknown key"],
       ["a misspelt nested key", "dev", withKey(DEV, "pooler.poolmode", "session"), 'neuralblitz-db:pooler.poolmode = "session": unknown key'],
@@ -811,6 +885,7 @@ describe("Pulumi program (mocks)", function () {
       ["no image digest in a protected stack", "prod", withKey(PROD, "images", undefined), "neuralblitz-db:images.pgbouncer = (unset): a protected stack (deletionProtection) runs images pinned by digest"],
       ["a protected Docker stack without digests", "dev", withKey(DEV, "deletionProtection", true), "neuralblitz-db:images.postgres = (unset): a protected stack"],
       ["an image of another major version", "dev", withKey(DEV, "images.postgres", `postgres:16.13-bookworm@${DIGEST}`), "neuralblitz-db:images.postgres = \"postgres:16.13-bookworm@sha256:abab"],
+      ["a malformed exporter image", "dev", withKey(DEV, "images.postgresExporter", "exporter"), 'neuralblitz-db:images.postgresExporter = "exporter": expected <name>:<tag>'],
       ["a malformed digest", "dev", withKey(DEV, "images.pgbouncer", "edoburu/pgbouncer:v1@sha256:xyz"), 'neuralblitz-db:images.pgbouncer = "edoburu/pgbouncer:v1@sha256:xyz": expected <name>:<tag>'],
       ["a protected review stack", "review-42", { deletionProtection: true }, "neuralblitz-db:deletionProtection = true: review stacks are always destroyable"],
       ["a review stack name too long for AWS names", "review-pull-request-12345", {}, "stack name 'review-pull-request-12345'"],

@@ -15,6 +15,7 @@ import { startNode, stopNode } from "../scripts/local/postgresNode";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs, loadState, readDataKey } from "../scripts/local/state";
 import { query, rejection, uniqueStack } from "./helpers";
+import { expectCleanSession, leaveSessionState, sessionStateOf } from "./sessionLeak";
 
 const HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
 const LATER_CLIENTS = 45;
@@ -71,53 +72,19 @@ describe("security: pooled sessions, the pooler and the platform's locks", funct
   describe("session state never reaches another client's transaction", function () {
     it(`leaves nothing of a client's session-level state to ${LATER_CLIENTS} later clients`, async function () {
       const attacker = await connected(out.connections.app);
-      let attackerPid: number;
+      let attackerConnection: string;
       try {
-        attackerPid = (await attacker.query("SELECT pg_backend_pid() AS pid")).rows[0].pid;
-        // One simple query: one transaction on one server connection, every kind of session state.
-        await attacker.query(`
-          SET nb.user_id = '${victim}';
-          SELECT set_config('nb.data_key', '${dataKey}', false), set_config('nb.context_at', EXTRACT(epoch FROM now())::text, false);
-          SET search_path = neuralblitz, public;
-          SET statement_timeout = '1h';
-          PREPARE leaked AS SELECT count(*) FROM neuralblitz.users;
-          LISTEN leaked_channel;
-          SELECT pg_advisory_lock(4242);
-          SET default_transaction_read_only = on;
-          SET row_security = off;
-        `);
+        attackerConnection = await leaveSessionState(attacker, victim, dataKey);
       } finally {
         await attacker.end();
       }
-      const pids = new Set<number>();
+      const connections = new Set<string>();
       for (let i = 0; i < LATER_CLIENTS; i++) {
         const c = await connected(out.connections.app);
         try {
-          const r = (
-            await c.query(`
-              SELECT pg_backend_pid() AS pid,
-                     neuralblitz.current_user_id() AS user_id,
-                     (SELECT count(*)::int FROM neuralblitz.users) AS users,
-                     current_setting('search_path') AS search_path,
-                     current_setting('statement_timeout') AS statement_timeout,
-                     current_setting('default_transaction_read_only') AS read_only,
-                     current_setting('row_security') AS row_security,
-                     (SELECT count(*)::int FROM pg_prepared_statements) AS prepared,
-                     (SELECT count(*)::int FROM pg_listening_channels()) AS listening,
-                     (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory') AS advisory`)
-          ).rows[0];
-          pids.add(r.pid);
-          expect(r, `client ${i}`).to.deep.include({
-            user_id: null,
-            users: 0,
-            search_path: '"$user", public',
-            statement_timeout: `${ROLE_TIMEOUT_DEFAULTS.nb_app.statementMs / 1000}s`,
-            read_only: "off",
-            row_security: "on",
-            prepared: 0,
-            listening: 0,
-            advisory: 0,
-          });
+          const s = await sessionStateOf(c);
+          connections.add(s.connection);
+          expectCleanSession(s, ROLE_TIMEOUT_DEFAULTS.nb_app.statementMs, `client ${i}`);
           expect(await rejection(c.query("SELECT neuralblitz.decrypt_secret(neuralblitz.encrypt_secret('x'))"))).to.match(/no data key for this transaction/);
           // The next client writes: a leaked read-only default would refuse it.
           await c.query("INSERT INTO neuralblitz.metrics (ts, name, value, source) VALUES (now(), 'pooling_probe', 1, 'test')");
@@ -126,7 +93,7 @@ describe("security: pooled sessions, the pooler and the platform's locks", funct
         }
       }
       // The probe means something only if later clients got the attacker's server connection.
-      expect([...pids], "a later client reused the attacker's server connection").to.include(attackerPid!);
+      expect([...connections], "a later client reused the attacker's server connection").to.include(attackerConnection!);
     });
 
     it("gives no later transaction of the same session a user or key set at session level, even with a copied stamp", async function () {

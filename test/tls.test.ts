@@ -153,7 +153,7 @@ describe("TLS on every hop (local stack)", function () {
   });
 
   it("refuses clients without TLS at the pooler, the primary and the replica", async function () {
-    const targets = { pooler: out.connections.app, primary: out.connections.migrator, replica: out.connections.readonly };
+    const targets = { pooler: out.connections.app, primary: out.connections.migrator, replica: replicaAdmin };
     for (const [where, url] of Object.entries(targets)) {
       const plain = withUrl(url, (u) => (u.search = "?sslmode=disable"));
       expect(await rejection(query(plain, "SELECT 1")), where).to.match(/SSL required|no pg_hba\.conf entry .* no encryption/);
@@ -162,7 +162,7 @@ describe("TLS on every hop (local stack)", function () {
   });
 
   it("refuses to connect to a server whose certificate another CA signed (node-postgres and psql really verify)", async function () {
-    for (const url of [out.connections.app, out.connections.migrator, out.connections.readonly]) {
+    for (const url of [out.connections.app, out.connections.migrator, replicaAdmin]) {
       const wrong = withUrl(url, (u) => u.searchParams.set("sslrootcert", otherCa));
       expect(await rejection(query(wrong, "SELECT 1"))).to.match(/self[- ]signed certificate|unable to verify|unable to get local issuer/);
       expect(await rejection(psql(wrong, "SELECT 1"))).to.match(/certificate verify failed/);

@@ -84,7 +84,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
         for (const spec of ROLES.filter((r) => !cluster.platformRoles.includes(r.name))) {
           const memberOf = (spec as RoleSpec).memberOf ?? [];
           const password = spec.login ? args.passwords[spec.name as LoginRoleName] : undefined;
-          roles.set(spec.name, new postgresql.Role(`${name}-role-${spec.name}`, roleArgs(spec, password), { ...data, dependsOn: memberOf.map((m) => roles.get(m)!) }));
+          roles.set(spec.name, new postgresql.Role(`${name}-role-${spec.name}`, roleArgs(spec, password), { ...data, dependsOn: memberOf.flatMap((m) => roles.get(m) ?? []) /* built-in roles (pg_monitor) exist already */ }));
         }
         const allRoles = [...roles.values()];
         // The roles the platform created itself keep the stack's current passwords.

@@ -9,6 +9,7 @@ import { DATABASE } from "../../schema/roles";
 import { AwsConfig, ImageConfig, PoolerConfig, PostgresVersion } from "../config";
 import { AwsPooler } from "./awsPooler";
 import { POOLER_PORT, poolerFootprint } from "./poolerContainer";
+import { rdsAlarms } from "./awsAlarms";
 import { connectionBudget } from "../topology/connectionBudget";
 import { rdsParameters } from "./rdsParameters";
 import { RDS_CA_FILE } from "./rdsCa";
@@ -86,9 +87,10 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
       { parent: this },
     );
     const guard = args.majorVersion ? [args.majorVersion] : [];
+    const maxConnections = connectionBudget(poolerFootprint(cfg.poolerTasks, args.pooler)).maxConnections;
     const parameters = new aws.rds.ParameterGroup(
       `${name}-parameters`,
-      { name: physical(`${name}-postgres${args.postgresVersion}`), family: `postgres${args.postgresVersion}`, parameters: rdsParameters(connectionBudget(poolerFootprint(cfg.poolerTasks, args.pooler)).maxConnections) },
+      { name: physical(`${name}-postgres${args.postgresVersion}`), family: `postgres${args.postgresVersion}`, parameters: rdsParameters(maxConnections) },
       { parent: this, dependsOn: guard },
     );
 
@@ -166,15 +168,25 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
         securityGroupId: poolerSecurityGroup.id,
         serverHost: primary.address,
         serverPort: primary.port,
+        replicaHosts: pulumi.all(replicas.map((r) => r.address)),
         pooler: args.pooler,
         authPassword: args.passwords.poolerAuth,
         pooledLogins: args.passwords.pooledLogins,
+        readonlyLogin: args.passwords.readonlyLogin,
         tasks: cfg.poolerTasks,
         image: args.images.pgbouncer,
         physicalSuffix: args.physicalSuffix,
         protectData: args.protectData,
       },
       { parent: this },
+    );
+
+    rdsAlarms(
+      name,
+      [{ node: "primary", identifier: primary.identifier, replica: false }, ...replicas.map((r, i) => ({ node: `replica-${i}`, identifier: r.identifier, replica: true }))],
+      cfg.alarms,
+      maxConnections,
+      this,
     );
 
     // `address`, not `endpoint`: the latter carries the port.

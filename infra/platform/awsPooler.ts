@@ -23,10 +23,14 @@ export interface AwsPoolerArgs {
   readonly securityGroupId: pulumi.Input<string>;
   readonly serverHost: pulumi.Input<string>;
   readonly serverPort: pulumi.Input<number>;
+  /** The read replicas' addresses (on serverPort): the read-only entry's host list. */
+  readonly replicaHosts?: pulumi.Input<string[]>;
   readonly pooler: PoolerConfig;
   readonly authPassword: pulumi.Input<string>;
   /** Passwords of the logins served through the pooler: their SCRAM verifiers go into the auth file. */
   readonly pooledLogins: Readonly<Record<PooledLogin, pulumi.Input<string>>>;
+  /** nb_readonly's password, for the read-only entry: its verifier goes into the auth file too. */
+  readonly readonlyLogin?: pulumi.Input<string>;
   readonly tasks: number;
   /** PgBouncer's image reference (by digest in protected stacks). */
   readonly image: string;
@@ -92,10 +96,14 @@ export class AwsPooler extends pulumi.ComponentResource {
     // RDS lets no role read pg_authid, so auth_query cannot work there: the pooled logins' SCRAM
     // verifiers are listed instead, the same stable ones the database layer sets on the roles
     // (SCRAM pass-through needs the pooler's and the server's verifier to match, salt included).
+    const logins: { role: string; password: pulumi.Input<string> }[] = [
+      ...POOLED_LOGINS.map((role) => ({ role, password: args.pooledLogins[role] })),
+      ...(args.readonlyLogin !== undefined ? [{ role: "nb_readonly", password: args.readonlyLogin }] : []),
+    ];
     const authFileText = pulumi
-      .all([args.authPassword, pulumi.all(POOLED_LOGINS.map((role) => pulumi.output(args.pooledLogins[role])))])
+      .all([args.authPassword, pulumi.all(logins.map((l) => pulumi.output(l.password)))])
       .apply(([authPassword, passwords]) =>
-        renderPgbouncerAuthFile(authPassword, Object.fromEntries(POOLED_LOGINS.map((role, i) => [role, stableScramVerifier(role, passwords[i])]))),
+        renderPgbouncerAuthFile(authPassword, Object.fromEntries(logins.map((l, i) => [l.role, stableScramVerifier(l.role, passwords[i])]))),
       );
     new aws.secretsmanager.SecretVersion(`${name}-auth-file`, { secretId: authFile.id, secretString: pulumi.secret(authFileText) }, parent);
 
@@ -176,8 +184,8 @@ export class AwsPooler extends pulumi.ComponentResource {
     const digest = (text: pulumi.Input<string>) => pulumi.unsecret(pulumi.output(text).apply((t) => createHash("sha256").update(t).digest("hex")));
 
     const ini = pulumi
-      .all([args.serverHost, args.serverPort])
-      .apply(([host, port]) => containerPoolerIni({ host, port, tls: true, clientTls: true }, args.pooler, "auth_file"));
+      .all([args.serverHost, args.serverPort, args.replicaHosts ?? []])
+      .apply(([host, port, replicaHosts]) => containerPoolerIni({ host, port, tls: true, clientTls: true, replicaHosts }, args.pooler, "auth_file"));
     const taskDefinition = new aws.ecs.TaskDefinition(
       `${name}-task`,
       {

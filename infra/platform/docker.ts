@@ -17,7 +17,8 @@ import { TlsCertificates } from "../dynamic/tlsCertificates";
 import { LOOPBACK_NAMES } from "../topology/tls";
 import { connectionUrl } from "../../client/outputs";
 import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
-import { PGBOUNCER_IMAGE_UID, POSTGRES_IMAGE_CONTEXT, POSTGRES_IMAGE_UID, postgresImageBuild } from "./images";
+import { PGBOUNCER_IMAGE_UID, POSTGRES_EXPORTER_IMAGE_UID, POSTGRES_IMAGE_CONTEXT, POSTGRES_IMAGE_UID, postgresImageBuild } from "./images";
+import { MONITOR_ROLE, postgresExporterQueries } from "../topology/monitoring";
 import {
   POOLER_AUTH_FILE,
   POOLER_CERT_FILE,
@@ -71,6 +72,9 @@ const CA_FILE = `${CONF_DIR}/ca.crt`;
 const CERT_FILE = `${CONF_DIR}/server.crt`;
 const KEY_FILE = `${CONF_DIR}/server.key`;
 const MiB = 1024 * 1024;
+/** The exporter container's files and port (the image's default). */
+const EXPORTER_DIR = "/etc/postgres-exporter";
+const EXPORTER_PORT = 9187;
 
 /**
  * Clients reach the servers over the Docker network (published ports arrive from its gateway), so
@@ -274,7 +278,13 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         entrypoints: ["pgbouncer"],
         command: [POOLER_INI_FILE],
         uploads: [
-          { file: POOLER_INI_FILE, content: primary.name.apply((host) => containerPoolerIni({ host, port: POSTGRES_PORT, tls: true, clientTls: true }, args.pooler)) },
+          {
+            file: POOLER_INI_FILE,
+            // The replicas by container name (their certificates name it), so the read-only entry follows `replicas`.
+            content: pulumi
+              .all([primary.name, pulumi.all(replicas.map((r) => r.name))])
+              .apply(([host, replicaHosts]) => containerPoolerIni({ host, port: POSTGRES_PORT, tls: true, clientTls: true, replicaHosts }, args.pooler)),
+          },
           ...tlsUploads("pooler", { ca: POOLER_SERVER_CA_FILE, cert: POOLER_CERT_FILE, key: POOLER_KEY_FILE }, PGBOUNCER_IMAGE_UID),
           {
             file: POOLER_AUTH_FILE,
@@ -289,6 +299,34 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       },
       { parent: this },
     );
+
+    // PostgreSQL's metrics exporter with the project's queries, as nb_monitor over verified TLS (its
+    // password as a file, never in the environment); published on 127.0.0.1 on a port Docker picks.
+    if (args.passwords.monitor !== undefined) {
+      const exporterImage = new docker.RemoteImage(`${name}-postgres-exporter-image`, { name: args.images.postgresExporter, keepLocally: true }, { parent: this });
+      new docker.Container(
+        `${name}-postgres-exporter`,
+        {
+          name: physical(`${name}-postgres-exporter`),
+          image: exporterImage.imageId,
+          restart: "unless-stopped",
+          networksAdvanced,
+          ports: [{ internal: EXPORTER_PORT, ip: PUBLISH_ADDRESS }],
+          envs: primary.name.apply((host) => [
+            `DATA_SOURCE_URI=${host}:${POSTGRES_PORT}/${DATABASE}?sslmode=verify-full&sslrootcert=${EXPORTER_DIR}/ca.crt`,
+            `DATA_SOURCE_USER=${MONITOR_ROLE}`,
+            `DATA_SOURCE_PASS_FILE=${EXPORTER_DIR}/password`,
+          ]),
+          command: [`--extend.query-path=${EXPORTER_DIR}/queries.yaml`],
+          uploads: [
+            { file: `${EXPORTER_DIR}/queries.yaml`, content: postgresExporterQueries() },
+            { file: `${EXPORTER_DIR}/ca.crt`, content: certificates.caCert },
+            { file: `${EXPORTER_DIR}/password`, content: args.passwords.monitor, owner: POSTGRES_EXPORTER_IMAGE_UID, permissions: "0600" },
+          ],
+        },
+        { parent: this, dependsOn: [primary] },
+      );
+    }
 
     // Backups: pgBackRest on BACKUP_JOBS's schedule (Debian's cron, as root, running each job as
     // postgres), reading the primary's data volume (read-only) and connecting to the primary as

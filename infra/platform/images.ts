@@ -52,6 +52,14 @@ export const PGBOUNCER_IMAGE = "edoburu/pgbouncer:v1.24.1-p1";
 /** The uid the PgBouncer image runs as. */
 export const PGBOUNCER_IMAGE_UID = "70";
 
+/**
+ * PostgreSQL's metrics exporter on Docker stacks: the project's image of the same version Debian 12
+ * packages for the local stack (prometheus-postgres-exporter 0.11.1), so both run the same queries alike.
+ */
+export const POSTGRES_EXPORTER_IMAGE = "prometheuscommunity/postgres-exporter:v0.11.1";
+/** The uid the exporter image runs as (nobody). */
+export const POSTGRES_EXPORTER_IMAGE_UID = "65534";
+
 /** `<name>:<tag>@sha256:<64 hex>`: what a pinned image reference looks like. */
 export const PINNED_IMAGE = /^[a-z0-9]+([._\/-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}@sha256:[0-9a-f]{64}$/;
 /** `<name>:<tag>`, without a digest. */

@@ -1,5 +1,5 @@
 // The PgBouncer container as both platforms run it: the same image, paths and pgbouncer.ini (from the
-// shared generator), pointed at the primary.
+// shared generator), pointed at the primary, its read-only entry at the replicas.
 import { DATABASE } from "../../schema/roles";
 import { PoolerConfig } from "../config";
 import { renderPgbouncerIni } from "../topology/pgbouncerIni";
@@ -27,6 +27,8 @@ export interface PoolerServer {
   readonly tls: boolean;
   /** The pooler presents POOLER_CERT_FILE and accepts TLS clients only. */
   readonly clientTls?: boolean;
+  /** The replicas (on `port` too) the read-only entry spreads nb_readonly over; none: the primary. */
+  readonly replicaHosts?: readonly string[];
 }
 
 export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig, secretsFrom: "auth_query" | "auth_file" = "auth_query"): string {
@@ -36,6 +38,7 @@ export function containerPoolerIni(server: PoolerServer, pooler: PoolerConfig, s
     listenPort: POOLER_PORT,
     serverHost: server.host,
     serverPort: server.port,
+    readonlyServers: { hosts: server.replicaHosts ?? [], port: server.port },
     database: DATABASE,
     authFile: POOLER_AUTH_FILE,
     ...pooler,

@@ -70,6 +70,13 @@ export interface PlatformPasswords {
   readonly pooledLogins: Readonly<Record<PooledLogin, pulumi.Input<string>>>;
   /** nb_backup's (infra/topology/pgbackrest.ts): pgBackRest connects as it where the platform runs it (Docker). */
   readonly backup: pulumi.Input<string>;
+  /**
+   * nb_readonly's, where the pooler lists verifiers (RDS) for its read-only entry; nb_readonly is
+   * served through the pooler but not pooler-only (the client falls back to the primary directly).
+   */
+  readonly readonlyLogin?: pulumi.Input<string>;
+  /** nb_monitor's: the metrics exporter container logs in with it (Docker). */
+  readonly monitor?: pulumi.Input<string>;
 }
 
 export type PooledLogin = "nb_app" | "nb_auditor";

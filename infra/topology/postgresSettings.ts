@@ -127,6 +127,8 @@ export interface HbaAccess {
    * stack), else the pooler's address; their logins from anywhere else are rejected.
    */
   readonly poolerOnly?: { readonly roles: readonly string[]; readonly from: "local" | string };
+  /** Roles admitted over the server's Unix socket besides the pooler-only ones (where only the pooler can open it). */
+  readonly socketLogins?: readonly string[];
   /** The only logins database `postgres` admits (the platform's administrator); every other is rejected there. */
   readonly postgresDatabaseUsers?: readonly string[];
 }
@@ -145,6 +147,9 @@ export function hbaRules(clientCidrs: readonly string[], replicationUser: string
     if (pooled.from === "local") rules.push({ connection: "local", database: "all", user, method: "scram-sha-256" });
     else rules.push({ connection: "hostssl", database: "all", user, address: pooled.from, method: "scram-sha-256" });
     for (const cidr of clientCidrs) rules.push({ connection: "hostssl", database: "all", user, address: cidr, method: "reject" });
+  }
+  if (access.socketLogins && access.socketLogins.length > 0) {
+    rules.push({ connection: "local", database: "all", user: access.socketLogins.join(","), method: "scram-sha-256" });
   }
   for (const cidr of clientCidrs) {
     rules.push({ connection: "hostssl", database: "replication", user: replicationUser, address: cidr, method: "scram-sha-256" });

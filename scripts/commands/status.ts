@@ -6,7 +6,7 @@ import { defineCommand, fmt, tableStyle } from "./command";
 export default defineCommand({
   name: "status",
   description:
-    "show each node (role, port, pid, running, streaming, replication lag) and the pooler's pools; exit code 1 when a node or the pooler is down or a replica is not streaming",
+    "show each node (role, port, pid, running, streaming, replication lag), the pooler's pools and the metrics exporter's URL; exit code 1 when a node, the pooler or the exporter is down or a replica is not streaming",
   stack: {},
   run: (o: { stack: string }) => status(o.stack),
   json: { render: (s) => s },
@@ -22,6 +22,7 @@ export default defineCommand({
     if (s.pooler.pools.length === 0) pooler.push([...base, "-", "-", "-", "-", "-", "-"]);
     for (const p of s.pooler.pools) pooler.push([...base, p.database, p.user, p.clientsActive, p.clientsWaiting, p.serversActive, p.serversIdle]);
     print(pooler.toString());
+    for (const e of s.monitoring) print(`${e.name} ${e.running ? "running" : "NOT running"}: ${e.url}`);
     const m = s.maintenance;
     if (m) {
       const last = m.lastRun

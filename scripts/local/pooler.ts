@@ -7,7 +7,7 @@ import { parsePgbouncerVersion } from "../../infra/topology/pgbouncerVersion";
 import { POOLER_DEFAULTS, PgbouncerConfig, renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
 import { DATABASE } from "../../schema/roles";
 import { LocalContext } from "./context";
-import { ensureServerDir, primarySocketDir } from "./postgresNode";
+import { ensureServerDir, primarySocketDir, replicaName, socketFile } from "./postgresNode";
 import { HOST, StackState, caFile, clientSsl } from "./state";
 import { POOLER_TLS_NAME, certFile, keyFile } from "./tls";
 import { chownToServer, processAlive, processesUsing, run, signal, waitFor } from "./system";
@@ -32,6 +32,59 @@ export function poolerPid(ctx: LocalContext): number | undefined {
 }
 
 /**
+ * The port of the read-only entry's host list. PgBouncer 1.24 gives every host of a list one port,
+ * and the replicas listen on ports of their own: the entry names one directory per replica, each
+ * holding a link `.s.PGSQL.<this port>` to that replica's socket (readonlyLinks()).
+ */
+export const READONLY_LINK_PORT = 5432;
+
+/** The directory of replica `index`'s link for the read-only entry. */
+function readonlyLinkDir(ctx: LocalContext, index: number): string {
+  return path.join(primarySocketDir(ctx), "readonly", String(index));
+}
+
+/** The replicas the read-only entry spreads reads over: those asked for (removed ones leave it before they stop). */
+export function readonlyReplicas(state: StackState): number[] {
+  const wanted = Math.min(state.replicas ?? state.ports.replicas.length, state.ports.replicas.length);
+  return Array.from({ length: wanted }, (_, i) => i);
+}
+
+/** Links for the replicas the entry names; those of other replicas removed. True when any changed. */
+function writeReadonlyLinks(ctx: LocalContext, state: StackState): boolean {
+  const root = path.dirname(readonlyLinkDir(ctx, 0));
+  ensureServerDir(ctx, root);
+  const wanted = new Set(readonlyReplicas(state).map(String));
+  let changed = false;
+  for (const d of fs.readdirSync(root)) {
+    if (!wanted.has(d)) {
+      fs.rmSync(path.join(root, d), { recursive: true, force: true });
+      changed = true;
+    }
+  }
+  for (const i of readonlyReplicas(state)) {
+    const dir = readonlyLinkDir(ctx, i);
+    ensureServerDir(ctx, dir);
+    const link = path.join(dir, `.s.PGSQL.${READONLY_LINK_PORT}`);
+    const target = socketFile(ctx, state, replicaName(i));
+    if (fs.existsSync(link) || isLink(link)) {
+      if (fs.readlinkSync(link) === target) continue;
+      fs.rmSync(link, { force: true });
+    }
+    fs.symlinkSync(target, link);
+    changed = true;
+  }
+  return changed;
+}
+
+function isLink(file: string): boolean {
+  try {
+    return fs.lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+/**
  * The stack's PgBouncer config (what writePoolerConfig renders): its listen port, the primary's socket,
  * the pool defaults, client and server TLS. `files` places the auth, log and pid files (the bench's
  * second pooler puts them elsewhere); they default to the stack's pooler's own.
@@ -47,6 +100,8 @@ export function poolerConfig(
     // Over the primary's Unix socket: the pooled roles are refused over TCP (pg_hba.conf).
     serverHost: primarySocketDir(ctx),
     serverPort: state.ports.primary,
+    // Over the replicas' sockets too: nb_pgbouncer (the auth_query) is refused over TCP as well.
+    readonlyServers: { hosts: readonlyReplicas(state).map((i) => readonlyLinkDir(ctx, i)), port: READONLY_LINK_PORT },
     database: DATABASE,
     authFile: files.authFile ?? authFile(ctx),
     ...POOLER_DEFAULTS,
@@ -63,7 +118,7 @@ export function poolerConfig(
 export function writePoolerConfig(ctx: LocalContext, state: StackState): boolean {
   ensureServerDir(ctx, poolerDir(ctx));
   const ini = renderPgbouncerIni(poolerConfig(ctx, state));
-  let changed = false;
+  let changed = writeReadonlyLinks(ctx, state);
   for (const [file, content] of [
     [iniFile(ctx), ini],
     [authFile(ctx), renderPgbouncerAuthFile(state.passwords[AUTH_USER])],

@@ -4,7 +4,7 @@ import * as path from "path";
 import { Client } from "pg";
 import { withClient } from "../db";
 import { HbaAccess, renderConf, renderHba, serverSettings } from "../../infra/topology/postgresSettings";
-import { POOLER_ONLY_ROLES } from "../../schema/roles";
+import { LoginRoleName, POOLER_ONLY_ROLES } from "../../schema/roles";
 import { UserError } from "./errors";
 import { REPLICATION_USER, ReplicaBootstrap, replicaBootstrapScript, replicaIdentityCheckScript } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, nodeSizing, replicaLimit } from "./context";
@@ -133,11 +133,13 @@ export function writeNodeConf(ctx: LocalContext, state: StackState, node: NodeNa
     ...state.settings,
     listen_addresses: HOST,
     port: portOf(state, node),
-    // The primary's socket is for the pooler alone: a directory only the server user can enter.
-    unix_socket_directories: node === "primary" ? primarySocketDir(ctx) : "",
+    // Each node's socket is for the pooler alone: a directory only the server user can enter (the
+    // replicas' serve the pooler's read-only entry).
+    unix_socket_directories: socketDir(ctx, node),
     cluster_name: `nbdb-${ctx.stack}-${node}`,
   };
-  if (node === "primary") ensureServerDir(ctx, primarySocketDir(ctx));
+  ensureServerDir(ctx, primarySocketDir(ctx));
+  ensureServerDir(ctx, socketDir(ctx, node));
   const confChanged = writeServerFile(ctx, path.join(dir, "nbdb.conf"), renderConf(settings));
   const hbaChanged = writeServerFile(ctx, path.join(dir, "pg_hba.conf"), renderHba([`${HOST}/32`], REPLICATION_USER, LOCAL_HBA_ACCESS));
   return confChanged || hbaChanged;
@@ -149,9 +151,26 @@ export function writeNodeConf(ctx: LocalContext, state: StackState, node: NodeNa
  */
 export const LOCAL_HBA_ACCESS: HbaAccess = {
   poolerOnly: { roles: POOLER_ONLY_ROLES, from: "local" },
+  // The pooler's read-only entry reaches the replicas (or, without any, the primary) over their sockets.
+  socketLogins: ["nb_readonly" satisfies LoginRoleName],
   // The replica bootstrap creates its slot from database postgres; pgBackRest's role works there.
   postgresDatabaseUsers: [SUPERUSER, REPLICATION_USER, BACKUP_ROLE],
 };
+
+/** The directory of a node's Unix socket: the primary's is `run`, a replica's `run/replica-<i>` (both mode 0700, the server user's). */
+export function socketDir(ctx: LocalContext, node: NodeName): string {
+  if (node === "primary") return primarySocketDir(ctx);
+  const dir = path.join(primarySocketDir(ctx), node);
+  if (Buffer.byteLength(dir) + 17 > 107) {
+    throw new UserError(`the stack directory ${ctx.dir} is too long for ${node}'s Unix socket (at most ~80 bytes); use a shorter NBDB_HOME, e.g. NBDB_HOME=/var/tmp/nbdb`);
+  }
+  return dir;
+}
+
+/** The socket file a running node listens on. */
+export function socketFile(ctx: LocalContext, state: StackState, node: NodeName): string {
+  return path.join(socketDir(ctx, node), `.s.PGSQL.${portOf(state, node)}`);
+}
 
 /** The directory of the primary's Unix socket (mode 0700, the server user's): only the pooler uses it. */
 export function primarySocketDir(ctx: LocalContext): string {

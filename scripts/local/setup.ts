@@ -19,7 +19,8 @@ export const SERVER_PACKAGES = ["postgresql-15", "postgresql-15-cron"] as const;
 /** What building PgBouncer needs from Debian 12 (its own libraries; nothing from Debian 13 but the source). */
 /**
  * What the test suite needs beside the local stack (`npm test` installs them, as root with apt): the
- * drivers of the compatibility suite (test/drivers.test.ts) and pgBackRest (test/backup.test.ts).
+ * drivers of the compatibility suite (test/drivers.test.ts), pgBackRest (test/backup.test.ts) and
+ * PostgreSQL's metrics exporter (test/monitoring.test.ts; `nbdb up` runs it wherever it is installed).
  */
 export const TEST_PACKAGES = [
   "default-jdk-headless",
@@ -30,6 +31,7 @@ export const TEST_PACKAGES = [
   "python3-sqlalchemy",
   "python3-greenlet",
   "pgbackrest",
+  "prometheus-postgres-exporter",
 ] as const;
 
 export const PGBOUNCER_BUILD_PACKAGES = ["build-essential", "pkg-config", "libevent-dev", "libssl-dev", "libc-ares-dev", "dpkg-dev", "ca-certificates"] as const;

@@ -26,6 +26,8 @@ import {
   reloadNode,
   replicaName,
   runningPid,
+  socketDir,
+  socketFile,
   startNode,
   stopNode,
   withSuperuser,
@@ -35,9 +37,11 @@ import { ensureSystem } from "./setup";
 import { PoolCounts, poolCounts, poolerPid, poolerVersion, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
 import { writePgServiceConf } from "./pgService";
 import { finishRoleChange } from "./switchover";
+import { ExporterStatus, ensureExporters, exporterPid, exportersStatus, hasExporters, stopExporters } from "./monitoring";
 import {
   LocalStackOutputs,
   StackState,
+  addMissingPasswords,
   caFile,
   loadState,
   loadStateBackup,
@@ -169,6 +173,7 @@ async function checkPortsFree(ctx: LocalContext, state: StackState, replicas: nu
   const nodes: NodeName[] = ["primary", ...Array.from({ length: Math.min(replicas, state.ports.replicas.length) }, (_, i) => replicaName(i))];
   const wanted: { what: string; port: number }[] = nodes.filter((n) => !runningPid(ctx, n)).map((n) => ({ what: n, port: portOf(state, n) }));
   if (!poolerPid(ctx)) wanted.push({ what: "pgbouncer", port: state.ports.pooler });
+  if (state.ports.exporters && hasExporters() && !exporterPid(ctx, "postgres-exporter")) wanted.push({ what: "postgres-exporter", port: state.ports.exporters.postgres });
   for (const { what, port } of wanted) {
     if (!(await portIsFree(port))) {
       throw new UserError(
@@ -283,6 +288,13 @@ async function convergeReplica(ctx: LocalContext, state: StackState, index: numb
       await reloadNode(ctx, node);
       changes.push(`reloaded ${node}'s settings`);
     }
+    if (!fs.existsSync(socketFile(ctx, state, node))) {
+      // Started before replicas had a socket (unix_socket_directories takes a restart): the pooler's read-only entry needs it.
+      ctx.log(`restarting ${node}: it has no Unix socket for the pooler`);
+      await stopNode(ctx, node);
+      await startNode(ctx, node);
+      changes.push(`restarted ${node} (a Unix socket for the pooler's read-only entry)`);
+    }
     await ensureStreaming(ctx, state, index, changes);
     return;
   }
@@ -326,6 +338,7 @@ async function removeReplica(ctx: LocalContext, state: StackState, index: number
   await dropSlot(state, index);
   fs.rmSync(dataDir(ctx, node), { recursive: true, force: true });
   fs.rmSync(logFile(ctx, node), { force: true });
+  fs.rmSync(socketDir(ctx, node), { recursive: true, force: true });
   removeServerCert(ctx, node);
   state.ports.replicas.length = index;
   saveState(state);
@@ -411,6 +424,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     const primary = await newKeptPort();
     const pooler = await newKeptPort([primary]);
     const { state, isNew } = stateForUp(ctx, opts, changes, { primary, pooler });
+    // A role the model gained since the stack was made gets its password now (convergeRoles creates it).
+    if (addMissingPasswords(state)) changes.push("generated passwords for new login roles");
     // The copy too is healed: written again when it is missing or differs.
     saveState(state);
     // A switchover or failover a crash interrupted: finished (or undone) before anything else looks at the nodes.
@@ -457,13 +472,16 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       await convergeReplica(ctx, state, i, changes);
       await convergeReplicaTls(ctx, state, i, changes);
     }
-    for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
+    // The pooler first: its read-only entry lets go of a replica (a reload) before the replica stops.
     await convergePooler(ctx, state, changes);
+    for (let i = state.ports.replicas.length - 1; i >= replicas; i--) await removeReplica(ctx, state, i, changes);
     if (opts.bundles !== false) {
       changes.push(...(await plan.through(PLAN_STEP_IDS[PLAN_STEP_IDS.length - 1])));
     }
     // Done means streaming: a replica that stopped streaming meanwhile (the primary restarted) is waited for.
     for (let i = 0; i < replicas; i++) await ensureStreaming(ctx, state, i, changes);
+    // Last: nb_monitor and its metric function exist by now.
+    changes.push(...(await ensureExporters(ctx, state)));
     if (writePrivate(outputsFile(opts.stack), JSON.stringify(outputsOf(state), null, 2) + "\n")) changes.push("wrote outputs.json");
     if (writePgServiceConf(outputsOf(state))) changes.push("wrote pg_service.conf");
     return { changes, outputs: outputsOf(state) };
@@ -497,6 +515,7 @@ export async function down(opts: DownOptions): Promise<void> {
     throw new UserError(`--purge deletes every database of stack '${opts.stack}' in ${ctx.dir}. To do exactly that, add --yes.`);
   }
   await withStackLock(ctx, async () => {
+    await stopExporters(ctx);
     ctx.log("stopping pgbouncer");
     await stopPooler(ctx);
     for (const node of nodesOnDisk(ctx)) {
@@ -540,6 +559,8 @@ export interface StackStatus {
   readonly problems: string[];
   /** WAL archiving into the backup repository; null while the primary is down. */
   readonly backup: ArchiveStatus | null;
+  /** The metrics exporters and their URLs (none where Debian's exporters are not installed). */
+  readonly monitoring: ExporterStatus[];
 }
 
 export async function status(stack: string): Promise<StackStatus> {
@@ -577,5 +598,7 @@ export async function status(stack: string): Promise<StackStatus> {
   const version = (pid ? await poolerVersion(state).catch(() => undefined) : undefined) ?? ctx.bins.pgbouncerVersion;
   const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.migrator).catch(() => null) : null;
   const backup = primaryPid ? await archiveStatus(state).catch(() => null) : null;
-  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, version, pools }, maintenance, backup, problems };
+  const monitoring = hasExporters() ? exportersStatus(ctx, state) : [];
+  for (const e of monitoring.filter((x) => !x.running)) problems.push(`${e.name} is not running (npx nbdb up --stack ${stack} starts it)`);
+  return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, version, pools }, maintenance, backup, monitoring, problems };
 }

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { DATABASE, LOGIN_ROLES, LoginRoleName } from "../../schema/roles";
-import { StackOutputs, connectionUrl } from "../../client/outputs";
+import { StackOutputs, connectionUrl, stackConnections } from "../../client/outputs";
 import { UserError } from "./errors";
 import { ServerUser, freePort, serverUser } from "./system";
 
@@ -21,7 +21,7 @@ export interface StackState {
   readonly version: 1;
   readonly stack: string;
   passwords: Record<LoginRoleName | typeof SUPERUSER, string>;
-  ports: { primary: number; pooler: number; replicas: number[] };
+  ports: { primary: number; pooler: number; replicas: number[]; exporters?: { postgres: number } };
   /** Set once the primary holds the roles, the database and the pooler's lookup function. */
   primaryBootstrapped: boolean;
   /** The key of the encrypted columns; applications send it per transaction (client/). */
@@ -179,7 +179,7 @@ export function keptPorts(): number[] {
     } catch {
       s = loadStateBackup(stack);
     }
-    return s ? [s.ports.primary, s.ports.pooler, ...s.ports.replicas] : [];
+    return s ? [s.ports.primary, s.ports.pooler, ...s.ports.replicas, ...Object.values(s.ports.exporters ?? {})] : [];
   });
 }
 
@@ -194,6 +194,13 @@ function password(): string {
 
 export function newDataKey(): string {
   return randomBytes(32).toString("base64url");
+}
+
+/** Passwords for login roles the model gained since the stack was made (nb_monitor); true when any was added. */
+export function addMissingPasswords(state: StackState): boolean {
+  const missing = LOGIN_ROLES.filter((r) => !state.passwords[r]);
+  for (const r of missing) state.passwords[r] = password();
+  return missing.length > 0;
 }
 
 export function newState(stack: string, ports: { primary: number; pooler: number }): StackState {
@@ -235,10 +242,6 @@ export function clientSsl(stack: string): { ca: string } {
   return { ca: fs.readFileSync(caFile(stack), "utf8") };
 }
 
-function url(stack: string, user: string, pass: string, port: number): string {
-  return connectionUrl(user, pass, { host: HOST, port }, DATABASE, caFile(stack));
-}
-
 /** The stack's data key (never in outputs.json, which applications may share more widely). */
 export function readDataKey(stack: string): string {
   return requireStack(stack).dataKey;
@@ -246,19 +249,19 @@ export function readDataKey(stack: string): string {
 
 export function outputsOf(state: StackState): LocalStackOutputs {
   const { ports, passwords: pw } = state;
-  const readonlyPort = ports.replicas[0] ?? ports.primary;
+  const ca = caFile(state.stack);
+  const primary = { host: HOST, port: ports.primary };
+  const pooler = { host: HOST, port: ports.pooler };
   return {
     stack: state.stack,
     database: DATABASE,
-    primary: { host: HOST, port: ports.primary },
+    primary,
     replicas: ports.replicas.map((port) => ({ host: HOST, port })),
-    pooler: { host: HOST, port: ports.pooler, poolMode: "transaction" },
+    pooler: { ...pooler, poolMode: "transaction" },
     connections: {
-      app: url(state.stack, "nb_app", pw.nb_app, ports.pooler),
-      readonly: url(state.stack, "nb_readonly", pw.nb_readonly, readonlyPort),
-      auditor: url(state.stack, "nb_auditor", pw.nb_auditor, ports.pooler),
-      migrator: url(state.stack, "nb_migrator", pw.nb_migrator, ports.primary),
-      admin: url(state.stack, SUPERUSER, pw[SUPERUSER], ports.primary),
+      // One CA signs the servers' and the pooler's certificates.
+      ...stackConnections({ database: DATABASE, primary, pooler, passwords: pw, poolerCaFile: ca, serverCaFile: ca }),
+      admin: connectionUrl(SUPERUSER, pw[SUPERUSER], primary, DATABASE, ca),
     },
     tls: { caFile: caFile(state.stack) },
   };

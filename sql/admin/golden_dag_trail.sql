@@ -634,6 +634,19 @@ BEGIN
 END
 $seal$;
 
+-- The sealer's lag, for the metrics exporter (nb_monitor, schema/privileges.ts): entries committed
+-- but not yet chained, and the age of the oldest. Counts only: the caller reads no entry.
+CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_seal_lag(OUT unsealed bigint, OUT oldest_unsealed_seconds double precision)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $lag$
+  SELECT count(*), coalesce(EXTRACT(epoch FROM pg_catalog.now() - min(a.recorded_at)), 0)::double precision
+    FROM neuralblitz.golden_dag_audit AS a
+   WHERE NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals s WHERE s.entry_id = a.id)
+     AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals s WHERE s.prev_id = a.id)
+$lag$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_seal_lag() FROM PUBLIC;
+
 -- The functions nb_owner's code calls: the sealer (maintenance) and the partition maker (above).
 -- Everyone else's grants on the trail are schema/privileges.ts's.
 GRANT EXECUTE ON FUNCTION neuralblitz.seal_golden_dag(interval, interval, interval) TO nb_owner;
