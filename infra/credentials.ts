@@ -3,7 +3,7 @@
 // need to start (superuser, replication, pooler lookup); the database layer sets the rest on the roles.
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { LOGIN_ROLES, LoginRoleName } from "../schema/roles";
+import { LOGIN_ROLES, LoginRoleName, POOLED_LOGINS, PooledLogin } from "../schema/roles";
 import { PlatformPasswords } from "./platform/types";
 
 function generated(name: string, parent: pulumi.Resource, length = 32): pulumi.Output<string> {
@@ -34,7 +34,7 @@ export class StackPasswords extends pulumi.ComponentResource {
       admin: this.admin,
       replication: this.roles.nb_replicator,
       poolerAuth: this.roles.nb_pgbouncer,
-      pooledLogins: { nb_app: this.roles.nb_app, nb_auditor: this.roles.nb_auditor },
+      pooledLogins: Object.fromEntries(POOLED_LOGINS.map((role) => [role, this.roles[role]])) as Record<PooledLogin, pulumi.Output<string>>,
       backup: this.backup,
       readonlyLogin: this.roles.nb_readonly,
       monitor: this.roles.nb_monitor,

@@ -1,5 +1,5 @@
 // The privilege model: who may do what on which object, with every privilege named. It is the
-// single source for the local stack (rendered to GRANT/REVOKE by scripts/ops/grants.ts), the
+// single source for the local stack (rendered to GRANT/REVOKE by scripts/local/grants.ts), the
 // Pulumi stacks (@pulumi/postgresql Grant and DefaultPrivileges resources, infra/database/grants.ts), `nbdb verify` and
 // `nbdb grants diff`. Row-level security then decides which rows (sql/repeatable/R060).
 import { DATABASE, ROLES, RoleName, SCHEMA, ident } from "./roles";

@@ -44,6 +44,13 @@ export const LOGIN_ROLES: readonly LoginRoleName[] = ROLES.filter((r) => r.login
 /** The roles pg_hba.conf admits only from the pooler. */
 export const POOLER_ONLY_ROLES: readonly string[] = ROLES.filter((r) => "poolerOnly" in r && r.poolerOnly).map((r) => r.name);
 
+/** The pooler's own login: it runs the auth_query lookup, and no client uses it. */
+export const POOLER_LOOKUP_LOGIN = "nb_pgbouncer";
+
+/** The logins clients use through the pooler only (nb_app, nb_auditor): the pooler-only roles but the pooler's own. */
+export type PooledLogin = Exclude<Extract<(typeof ROLES)[number], { poolerOnly: true }>["name"], typeof POOLER_LOOKUP_LOGIN>;
+export const POOLED_LOGINS: readonly PooledLogin[] = POOLER_ONLY_ROLES.filter((r) => r !== POOLER_LOOKUP_LOGIN) as PooledLogin[];
+
 /** Role-level timeouts, in milliseconds (0 = none): what a client gets unless it sets its own, per transaction. */
 export interface RoleTimeouts {
   /** statement_timeout: a runaway query ends. */

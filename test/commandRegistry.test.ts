@@ -6,7 +6,7 @@ import { execFile } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { AnyCommand, CommandSpec, defineCommand } from "../scripts/commands/command";
-import { UserError } from "../scripts/local/errors";
+import { UserError } from "../scripts/errors";
 import { COMMANDS, GROUPS, main, optionsOf } from "../scripts/nbdb";
 
 const BIN = path.join(__dirname, "..", "bin", "nbdb.js");

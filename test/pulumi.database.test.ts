@@ -21,7 +21,7 @@ import { INIT_SCRIPT_ROLES } from "../infra/platform/dockerPrimaryInit";
 import { AUTH_FUNCTION } from "../infra/topology/pgbouncerAuth";
 import { GRANTS, PrivilegeTriple, tripleKey, triplesOf } from "../schema/privileges";
 import { ROLES } from "../schema/roles";
-import { liveGrants } from "../scripts/ops/grants";
+import { liveGrants } from "../scripts/local/grants";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs } from "../scripts/local/state";
 import { onDatabase } from "./bundleHelpers";

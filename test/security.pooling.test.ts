@@ -9,7 +9,7 @@ import { applyBundles } from "../infra/bundles/applier";
 import { loadCatalog } from "../infra/bundles/catalog";
 import { POOLER_FAILURE_SETTINGS } from "../infra/topology/pgbouncerIni";
 import { ROLE_TIMEOUT_DEFAULTS } from "../schema/roles";
-import { maintainPartitions } from "../scripts/ops/partitions";
+import { maintainPartitions } from "../scripts/local/partitions";
 import { localContext } from "../scripts/local/context";
 import { startNode, stopNode } from "../scripts/local/postgresNode";
 import { up } from "../scripts/local/stack";

@@ -8,7 +8,7 @@ import { Client, PoolClient } from "pg";
 import { NeuralBlitzDb } from "../client";
 import { GRANTS, tripleKey, triplesOf } from "../schema/privileges";
 import { TABLES, USER_DATA_TABLES } from "../schema/tables";
-import { diffGrants, liveGrants } from "../scripts/ops/grants";
+import { diffGrants, liveGrants } from "../scripts/local/grants";
 import { verifyAuditTrail } from "../scripts/ops/audit";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs, readDataKey } from "../scripts/local/state";

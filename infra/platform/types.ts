@@ -1,7 +1,7 @@
 // What every platform provides, so the stack outputs and the database layer use Docker and AWS
 // the same way.
 import * as pulumi from "@pulumi/pulumi";
-import { LOGIN_ROLES, LoginRoleName, RoleName } from "../../schema/roles";
+import { LOGIN_ROLES, LoginRoleName, PooledLogin, RoleName } from "../../schema/roles";
 import { Endpoint, StackOutputs } from "../../client/outputs";
 
 // One declaration of the endpoints, the applications' (client/outputs.ts); the platforms provide them.
@@ -79,8 +79,8 @@ export interface PlatformPasswords {
   readonly monitor?: pulumi.Input<string>;
 }
 
-export type PooledLogin = "nb_app" | "nb_auditor";
-export const POOLED_LOGINS: readonly PooledLogin[] = ["nb_app", "nb_auditor"];
+export { POOLED_LOGINS } from "../../schema/roles";
+export type { PooledLogin };
 
 /** The logins' passwords a stack uses: the platform's own where it generates them, else the program's. */
 export function rolePasswordsOf(

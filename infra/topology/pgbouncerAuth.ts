@@ -2,7 +2,9 @@
 // serves. Written once; the local stack runs it as the superuser, the Docker and AWS stacks
 // through their database layer.
 
-export const AUTH_USER = "nb_pgbouncer";
+import { POOLER_LOOKUP_LOGIN } from "../../schema/roles";
+
+export const AUTH_USER = POOLER_LOOKUP_LOGIN;
 export const AUTH_FUNCTION = "pgbouncer.get_auth";
 export const AUTH_QUERY = `SELECT username, password FROM ${AUTH_FUNCTION}($1)`;
 

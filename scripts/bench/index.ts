@@ -4,7 +4,7 @@ import * as os from "os";
 import * as fs from "fs";
 import * as path from "path";
 import { findBinaries, run } from "../local/system";
-import { UserError } from "../local/errors";
+import { UserError } from "../errors";
 import { up } from "../local/stack";
 import { loadState, readDataKey, stackDir } from "../local/state";
 import { auditUpdate } from "./auditUpdate";

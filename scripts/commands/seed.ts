@@ -1,5 +1,5 @@
 // nbdb seed: deterministic development data in every table.
-import { UserError } from "../local/errors";
+import { UserError } from "../errors";
 import { parseScale, seed } from "../ops/seed";
 import { defineCommand } from "./command";
 

@@ -8,7 +8,7 @@ import { DATABASE, ROLES, RoleSpec, SCHEMA, roleSettings, roleSql } from "../../
 import { Client } from "pg";
 import { withTransaction } from "../db";
 import { REPLICATION_USER } from "../../infra/topology/replicaBootstrap";
-import { convergeGrants } from "../ops/grants";
+import { convergeGrants } from "./grants";
 import { withSuperuser } from "./postgresNode";
 import { StackState } from "./state";
 

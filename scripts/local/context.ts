@@ -3,7 +3,7 @@ import * as os from "os";
 import * as path from "path";
 import { Binaries, ServerUser, findBinaries, serverUser } from "./system";
 import { stackDir } from "./state";
-import { UserError } from "./errors";
+import { UserError } from "../errors";
 
 export interface LocalContext {
   readonly stack: string;

@@ -8,9 +8,9 @@ import { REPO_BUNDLE_DIR, loadCatalog } from "../../infra/bundles/catalog";
 import { partitionMaintenanceBundle } from "../../infra/database/partitionMaintenance";
 import { PlanActions, PlanRun } from "../../infra/database/plan";
 import { withClient } from "../db";
-import { convergeGrants } from "../ops/grants";
-import { maintainPartitions, summarizePartitionActions } from "../ops/partitions";
-import { ensureMaintenanceSchedule } from "../ops/schedule";
+import { convergeGrants } from "./grants";
+import { maintainPartitions, summarizePartitionActions } from "./partitions";
+import { ensureMaintenanceSchedule } from "./schedule";
 import { convergeAccess, convergeRoles, createRoles, createSchema, ensureAuditTrail, ensureDatabase } from "./bootstrap";
 import { StackState, outputsOf, saveState } from "./state";
 

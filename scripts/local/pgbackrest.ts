@@ -5,7 +5,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { archiveCommand } from "../../infra/topology/pgbackrest";
 import { LocalContext } from "./context";
-import { UserError } from "./errors";
+import { UserError } from "../errors";
 
 export function pgbackrestBin(): string | undefined {
   if (process.env.NBDB_PGBACKREST) return fs.existsSync(process.env.NBDB_PGBACKREST) ? process.env.NBDB_PGBACKREST : undefined;

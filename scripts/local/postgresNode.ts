@@ -5,7 +5,7 @@ import { Client } from "pg";
 import { withClient } from "../db";
 import { HbaAccess, renderConf, renderHba, serverSettings } from "../../infra/topology/postgresSettings";
 import { LoginRoleName, POOLER_ONLY_ROLES } from "../../schema/roles";
-import { UserError } from "./errors";
+import { UserError } from "../errors";
 import { REPLICATION_USER, ReplicaBootstrap, replicaBootstrapScript, replicaIdentityCheckScript } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, nodeSizing, replicaLimit } from "./context";
 import { DATABASE } from "../../schema/roles";

@@ -9,7 +9,7 @@ import * as os from "os";
 import * as path from "path";
 import * as lockfile from "proper-lockfile";
 import { PGBOUNCER_DEBIAN_SOURCE, PGBOUNCER_VERSION, parsePgbouncerVersion } from "../../infra/topology/pgbouncerVersion";
-import { UserError } from "./errors";
+import { UserError } from "../errors";
 
 export const SETUP_COMMAND = "sudo npx nbdb setup";
 

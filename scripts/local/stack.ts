@@ -7,10 +7,10 @@ import { REPO_BUNDLE_DIR } from "../../infra/bundles/catalog";
 import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
 import { PLAN_STEP_IDS } from "../../infra/database/plan";
 import { localDatabasePlan } from "./database";
-import { MaintenanceStatus, maintenanceStatus } from "../ops/schedule";
-import { ArchiveStatus, archiveStatus, ensureBackup } from "../ops/backup";
+import { MaintenanceStatus, maintenanceStatus } from "./schedule";
+import { ArchiveStatus, archiveStatus, ensureBackup } from "./backupRepo";
 import { LocalContext, localContext } from "./context";
-import { UserError } from "./errors";
+import { UserError } from "../errors";
 import {
   NodeName,
   bootstrapReplica,

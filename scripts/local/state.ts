@@ -6,7 +6,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { DATABASE, LOGIN_ROLES, LoginRoleName } from "../../schema/roles";
 import { StackOutputs, connectionUrl, stackConnections } from "../../client/outputs";
-import { UserError } from "./errors";
+import { UserError } from "../errors";
 import { ServerUser, freePort, serverUser } from "./system";
 
 export type { StackOutputs };

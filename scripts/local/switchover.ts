@@ -11,7 +11,7 @@ import * as path from "path";
 import { DATABASE } from "../../schema/roles";
 import { REPLICATION_USER, replicaSlotName, replicaApplicationName, standbySettings } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, localContext } from "./context";
-import { UserError } from "./errors";
+import { UserError } from "../errors";
 import {
   NodeName,
   clusterState,

@@ -5,7 +5,7 @@ import * as fs from "fs";
 import * as net from "net";
 import * as path from "path";
 import { PGBOUNCER_MIN_VERSION, PGBOUNCER_VERSION, compareVersions } from "../../infra/topology/pgbouncerVersion";
-import { UserError } from "./errors";
+import { UserError } from "../errors";
 import { SETUP_COMMAND, builtPgbouncer, hasSupportedPgbouncer, pgbouncerVersionOf } from "./setup";
 
 export interface Binaries {

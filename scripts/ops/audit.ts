@@ -3,7 +3,7 @@
 // shows that the whole chain was not rewritten, as QLDB's digests do).
 import { Client } from "pg";
 import { withClient, withTransaction } from "../db";
-import { UserError } from "../local/errors";
+import { UserError } from "../errors";
 
 export interface AuditVerdict {
   readonly entries: number;

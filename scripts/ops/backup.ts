@@ -1,23 +1,21 @@
 // Backups and point-in-time recovery of a local stack with pgBackRest (Debian's package): `up`
-// keeps the stanza, its config and the backup role; `nbdb backup` takes a full, differential or
+// keeps the stanza, its config and the backup role (scripts/local/backupRepo.ts); `nbdb backup` takes a full, differential or
 // incremental backup; `nbdb backup list` shows them and the window a restore can reach;
 // `nbdb restore` builds a NEW stack from the source's repository at a point in time. pgBackRest runs
 // as the server user and connects as nb_backup (backup functions only, not a superuser).
-import { randomBytes } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
-import { withClient, withTransaction } from "../db";
-import { BACKUP_ROLE, backupRoleSql, renderPgbackrestConf } from "../../infra/topology/pgbackrest";
-import { scramSha256Verifier } from "../../infra/topology/scram";
-import { LOGIN_ROLES, ident } from "../../schema/roles";
+import { withClient } from "../db";
+import { BACKUP_ROLE } from "../../infra/topology/pgbackrest";
 import { LocalContext, localContext } from "../local/context";
-import { UserError } from "../local/errors";
-import { backupPaths, pgbackrestBin, requirePgbackrest } from "../local/pgbackrest";
-import { dataDir, ensureServerDir, logFile, runningPid, stopNode, withSuperuser } from "../local/postgresNode";
-import { HOST, LocalStackOutputs, SUPERUSER, StackState, caFile, clientSsl, loadState, newKeptPort, newState, requireStack, saveState, stackDir, validateStackName, writePrivate } from "../local/state";
+import { UserError } from "../errors";
+import { backupPassword, restorePendingFile, runPgbackrest } from "../local/backupRepo";
+import { backupPaths, requirePgbackrest } from "../local/pgbackrest";
+import { dataDir, ensureServerDir, runningPid, stopNode } from "../local/postgresNode";
+import { HOST, LocalStackOutputs, StackState, clientSsl, loadState, newKeptPort, newState, requireStack, saveState, stackDir, validateStackName, writePrivate } from "../local/state";
 import { up } from "../local/stack";
-import { RunResult, chownToServer, run, sleep } from "../local/system";
+import { RunResult, run } from "../local/system";
 
 export type BackupType = "full" | "diff" | "incr";
 export const BACKUP_TYPES: readonly BackupType[] = ["full", "diff", "incr"];
@@ -29,75 +27,9 @@ export function parseBackupType(text: string): BackupType {
   return text as BackupType;
 }
 
-function writeServerFile(ctx: LocalContext, file: string, content: string): boolean {
-  if (fs.existsSync(file) && fs.readFileSync(file, "utf8") === content) return false;
-  fs.writeFileSync(file, content, { mode: 0o600 });
-  chownToServer(file, ctx.user);
-  return true;
-}
-
-function pgbackrest(ctx: LocalContext, args: readonly string[], timeoutMs = 6 * 60 * 60_000): Promise<RunResult> {
-  const p = backupPaths(ctx);
-  return run(requirePgbackrest(), [`--config=${p.config}`, `--stanza=${ctx.stack}`, ...args], {
-    as: ctx.user,
-    // pgBackRest reaches the primary over TCP as nb_backup, over TLS verified against the stack's CA.
-    env: { PGHOST: HOST, PGPASSFILE: p.pgpass, PGSSLMODE: "verify-full", PGSSLROOTCERT: caFile(ctx.stack) },
-    timeoutMs,
-  });
-}
-
 /** pgBackRest on a stack's stanza, as the server user (the bench times it against pg_basebackup). */
 export function pgbackrestOn(stack: string, args: readonly string[]): Promise<RunResult> {
-  return pgbackrest(requireBackupConfig(stack), args);
-}
-
-function backupPassword(ctx: LocalContext): string | undefined {
-  const file = backupPaths(ctx).pgpass;
-  if (!fs.existsSync(file)) return undefined;
-  return fs.readFileSync(file, "utf8").trim().split(":").slice(4).join(":") || undefined;
-}
-
-/**
- * Part of `up` (after the primary): the config, the backup role and the stanza, each only when
- * missing or changed. Nothing (and no change) where pgBackRest is not installed.
- */
-export async function ensureBackup(ctx: LocalContext, state: StackState): Promise<string[]> {
-  const changes: string[] = [];
-  const restored = await finishRestore(ctx, state);
-  if (restored) changes.push(restored);
-  if (!pgbackrestBin()) return changes;
-  const p = backupPaths(ctx);
-  // A repository root of its own (NBDB_BACKUP_ROOT) must be traversable by the server user.
-  if (!fs.existsSync(path.dirname(p.repo))) fs.mkdirSync(path.dirname(p.repo), { recursive: true, mode: 0o755 });
-  for (const d of [p.dir, p.lock, p.spool, p.log, p.repo]) ensureServerDir(ctx, d);
-  let password = backupPassword(ctx);
-  const newPassword = !password;
-  if (!password) {
-    password = randomBytes(24).toString("base64url");
-    writeServerFile(ctx, p.pgpass, `*:*:*:${BACKUP_ROLE}:${password}\n`);
-  }
-  await withSuperuser(state, state.ports.primary, async (c) => {
-    const exists = (await c.query("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", [BACKUP_ROLE])).rowCount === 1;
-    if (exists && !newPassword) return;
-    await c.query(backupRoleSql(scramSha256Verifier(password!)));
-    changes.push(`${exists ? "set the password of" : "created"} the backup role ${BACKUP_ROLE}`);
-  });
-  const conf = renderPgbackrestConf({
-    stanza: ctx.stack,
-    repoPath: p.repo,
-    logPath: p.log,
-    lockPath: p.lock,
-    spoolPath: p.spool,
-    pgPath: dataDir(ctx, "primary"),
-    pgPort: state.ports.primary,
-  });
-  if (writeServerFile(ctx, p.config, conf)) changes.push("wrote pgBackRest's configuration");
-  if (!fs.existsSync(path.join(p.repo, "backup", ctx.stack, "backup.info"))) {
-    ctx.log(`creating the pgBackRest stanza ${ctx.stack} in ${p.repo}`);
-    await pgbackrest(ctx, ["stanza-create"], 120_000);
-    changes.push(`created the backup repository (pgBackRest stanza ${ctx.stack}) in ${p.repo}`);
-  }
-  return changes;
+  return runPgbackrest(requireBackupConfig(stack), args);
 }
 
 export interface BackupEntry {
@@ -141,7 +73,7 @@ function requireBackupConfig(stack: string): LocalContext {
 export async function listBackups(stack: string): Promise<BackupList> {
   requireStack(stack);
   const ctx = requireBackupConfig(stack);
-  const { stdout } = await pgbackrest(ctx, ["--output=json", "info"], 120_000);
+  const { stdout } = await runPgbackrest(ctx, ["--output=json", "info"], 120_000);
   const info = (JSON.parse(stdout) as InfoJson[]).find((s) => s.name === stack);
   const backups = (info?.backup ?? []).map((b) => ({
     label: b.label,
@@ -192,7 +124,7 @@ export async function backup(opts: BackupOptions): Promise<BackupEntry> {
   await requireArchiving(ctx, state);
   const type = opts.type ?? "full";
   opts.log?.(`taking a backup (${type}) of stack ${opts.stack}`);
-  await pgbackrest(ctx, [`--type=${type}`, "backup"]);
+  await runPgbackrest(ctx, [`--type=${type}`, "backup"]);
   const list = await listBackups(opts.stack);
   return list.backups[list.backups.length - 1];
 }
@@ -257,7 +189,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
     // Recovery to a time stops at the first commit after it, which must be in the archive: commit
     // a transaction now and let pgBackRest's check switch and archive the WAL segment.
     await asBackupRole(srcCtx, source, (c) => c.query("SELECT pg_catalog.txid_current()"));
-    await pgbackrest(srcCtx, ["check"], 300_000);
+    await runPgbackrest(srcCtx, ["check"], 300_000);
   }
   const ctx = localContext(opts.into, log);
   fs.mkdirSync(ctx.dir, { recursive: true, mode: process.getuid?.() === 0 ? 0o755 : 0o700 });
@@ -296,7 +228,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
       ],
       { as: ctx.user, timeoutMs: 6 * 60 * 60_000 },
     );
-    writePrivate(pendingFile(ctx), JSON.stringify({ source: opts.stack, to: opts.to }) + "\n");
+    writePrivate(restorePendingFile(ctx), JSON.stringify({ source: opts.stack, to: opts.to }) + "\n");
     fs.renameSync(staging, dir);
     log("recovering, then building the restored stack's replicas and pooler");
     const res = await up({ stack: opts.into, log });
@@ -306,97 +238,4 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
     fs.rmSync(ctx.dir, { recursive: true, force: true });
     throw e;
   }
-}
-
-/** Present from the end of the file copy until the restored primary is promoted and its passwords rotated. */
-const pendingFile = (ctx: LocalContext) => path.join(ctx.dir, "restore-pending.json");
-
-interface PendingRestore {
-  readonly source: string;
-  readonly to: string;
-  /** The new passwords, written before they are set on the roles. */
-  readonly passwords?: StackState["passwords"];
-}
-
-async function canConnect(state: StackState, passwords: StackState["passwords"]): Promise<boolean> {
-  return withSuperuser({ ...state, passwords }, state.ports.primary, async () => true).catch(() => false);
-}
-
-/**
- * The end of a restore, run by `up` on the restored stack once its primary is started: wait for
- * recovery to reach the target and promote, clear pgBackRest's recovery settings, and give every
- * login role (and the superuser) a new password, so that the copy shares no credential with its
- * source. Interrupted anywhere, the next `up` picks it up again.
- */
-async function finishRestore(ctx: LocalContext, state: StackState): Promise<string | undefined> {
-  if (!fs.existsSync(pendingFile(ctx))) return undefined;
-  const pending = JSON.parse(fs.readFileSync(pendingFile(ctx), "utf8")) as PendingRestore;
-  if (pending.passwords && (await canConnect(state, pending.passwords))) {
-    // The rotation committed, but the state was not saved yet.
-    state.passwords = pending.passwords;
-  } else {
-    ctx.log(`recovering to ${pending.to}`);
-    for (;;) {
-      if (!runningPid(ctx, "primary")) {
-        throw new Error(`the restored primary stopped during recovery (was ${pending.to} reached by the archived WAL?); see ${logFile(ctx, "primary")}`);
-      }
-      const inRecovery = await withSuperuser(state, state.ports.primary, async (c) => (await c.query("SELECT pg_catalog.pg_is_in_recovery() AS r")).rows[0].r as boolean).catch(() => true);
-      if (!inRecovery) break;
-      await sleep(200);
-    }
-    const fresh = newState(state.stack, { primary: 0, pooler: 0 }).passwords;
-    writePrivate(pendingFile(ctx), JSON.stringify({ ...pending, passwords: fresh }) + "\n");
-    await withSuperuser(state, state.ports.primary, async (c) => {
-      // pgBackRest's recovery settings (restore_command reads the source's repository); nbdb keeps
-      // its own settings in nbdb.conf, never in postgresql.auto.conf.
-      await c.query("ALTER SYSTEM RESET ALL");
-      await c.query("SELECT pg_catalog.pg_reload_conf()");
-      await withTransaction(c, async () => {
-        for (const role of [SUPERUSER, ...LOGIN_ROLES] as const) await c.query(`ALTER ROLE ${ident(role)} PASSWORD '${scramSha256Verifier(fresh[role])}'`);
-      });
-    });
-    state.passwords = fresh;
-  }
-  saveState(state);
-  fs.rmSync(pendingFile(ctx));
-  return `finished the restore from stack ${pending.source} as of ${pending.to}: promoted, new passwords for every role`;
-}
-
-export interface ArchiveStatus {
-  readonly archiving: boolean;
-  readonly archivedCount: number;
-  readonly lastArchivedWal: string | null;
-  readonly lastArchivedAt: string | null;
-  readonly failedCount: number;
-  readonly lastFailedWal: string | null;
-  readonly lastFailedAt: string | null;
-  /** WAL segments finished but not yet in the repository (pg_wal grows by 16 MB each). */
-  readonly walWaiting: number;
-  /** True when the last attempt failed: the repository is unreachable or refuses the WAL. */
-  readonly failing: boolean;
-}
-
-/** For `nbdb status`: is WAL reaching the repository, and how much waits. */
-export async function archiveStatus(state: StackState): Promise<ArchiveStatus> {
-  return withSuperuser(state, state.ports.primary, async (c) => {
-    const r = (
-      await c.query(
-        `SELECT current_setting('archive_mode') = 'on' AS archiving, archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time,
-                (SELECT count(*) FROM pg_catalog.pg_ls_archive_statusdir() WHERE name LIKE '%.ready')::int AS waiting
-           FROM pg_catalog.pg_stat_archiver`,
-      )
-    ).rows[0];
-    const at = (v: Date | null) => (v ? v.toISOString() : null);
-    return {
-      archiving: r.archiving,
-      archivedCount: Number(r.archived_count),
-      lastArchivedWal: r.last_archived_wal,
-      lastArchivedAt: at(r.last_archived_time),
-      failedCount: Number(r.failed_count),
-      lastFailedWal: r.last_failed_wal,
-      lastFailedAt: at(r.last_failed_time),
-      walWaiting: r.waiting,
-      failing: !!r.last_failed_time && (!r.last_archived_time || r.last_failed_time > r.last_archived_time),
-    };
-  });
 }

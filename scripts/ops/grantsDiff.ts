@@ -11,7 +11,7 @@ import * as os from "os";
 import * as path from "path";
 import { DEFAULT_PRIVILEGES, DefaultPrivilegeSpec, GRANTS, GrantSpec, OBJECT_OWNER, objectSql } from "../../schema/privileges";
 import { SCHEMA } from "../../schema/roles";
-import { UserError } from "../local/errors";
+import { UserError } from "../errors";
 
 export interface PrivilegeModel {
   readonly grants: readonly GrantSpec[];

@@ -6,7 +6,7 @@
 // REINDEX CONCURRENTLY (invalid *_ccnew/_ccold indexes) are dropped by the next run.
 import { Client } from "pg";
 import { withClient } from "../db";
-import { maintainPartitions } from "./partitions";
+import { maintainPartitions } from "../local/partitions";
 
 export interface BloatedIndex {
   readonly index: string;

@@ -3,7 +3,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { BUNDLE_NAME, REPO_BUNDLE_DIR, loadCatalog, migrationFileName, nextMigrationVersion } from "../../infra/bundles/catalog";
-import { UserError } from "../local/errors";
+import { UserError } from "../errors";
 
 export interface NewMigration {
   readonly file: string;

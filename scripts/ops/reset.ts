@@ -5,7 +5,7 @@
 // written only once a seed completed), and an interrupted seed is replaced by the next one.
 import { down, up } from "../local/stack";
 import { LocalStackOutputs, requireStack } from "../local/state";
-import { UserError } from "../local/errors";
+import { UserError } from "../errors";
 import { isProtectedStack } from "../../infra/config";
 import { seed } from "./seed";
 

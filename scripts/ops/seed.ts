@@ -13,7 +13,7 @@ import { withClient, withTransaction } from "../db";
 import { from as copyFrom } from "pg-copy-streams";
 import { isProtectedStack } from "../../infra/config";
 import { TABLES } from "../../schema/tables";
-import { UserError } from "../local/errors";
+import { UserError } from "../errors";
 import { readDataKey, readOutputs, stackDir } from "../local/state";
 import { Progress, progress } from "./progress";
 import { Random, copyLine, passwordHash, pgArray, pick, seededRandom, sha256Hex, uuid } from "./seedData";

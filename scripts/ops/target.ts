@@ -9,7 +9,7 @@ import * as os from "os";
 import * as path from "path";
 import { StackOutputs } from "../../client/outputs";
 import type { OptionSpec } from "../commands/command";
-import { UserError } from "../local/errors";
+import { UserError } from "../errors";
 import { readOutputs, writePrivate } from "../local/state";
 import { toolchainBinDir } from "../toolchain/pulumi";
 

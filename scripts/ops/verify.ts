@@ -6,7 +6,7 @@ import { Client, ClientConfig } from "pg";
 import { DATABASE } from "../../schema/roles";
 import { loadCatalog } from "../../infra/bundles/catalog";
 import { AUDIT_TRAIL_SQL_FILE } from "../../infra/topology/auditTrail";
-import { UserError } from "../local/errors";
+import { UserError } from "../errors";
 import { down, up } from "../local/stack";
 import { HOST, StackState, clientSsl, outputsOf, requireStack, stackDir } from "../local/state";
 import { CHECK_BEGIN, CHECK_END, CatalogRow, ExpectedRow, LIVE_CATALOG_SQL, VERIFY_SQL_FILE, renderVerifySql } from "./verifySql";

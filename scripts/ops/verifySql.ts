@@ -8,7 +8,7 @@ import * as path from "path";
 import { Bundle } from "../../infra/bundles/catalog";
 import { MANAGED_GRANTEES, TRAIL_TABLES } from "../../schema/privileges";
 import { ROLES } from "../../schema/roles";
-import { LIVE_GRANTS_SQL } from "./grants";
+import { LIVE_GRANTS_SQL } from "../local/grants";
 
 export const VERIFY_SQL_FILE = path.resolve(__dirname, "..", "..", "sql", "verify_schema.sql");
 export const CHECK_BEGIN = "-- nbdb:check-begin";
