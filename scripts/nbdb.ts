@@ -280,12 +280,18 @@ export function program(): Command {
     .description("check every link of the audit chain (as nb_auditor); exit code 1 when any entry is broken")
     .option("--stack <name>", "stack name", stackOption, "local")
     .option("--expect-head <id:hash>", "a head printed by an earlier run: also check the chain still holds it (not rewritten since)")
+    .option("--since-head <id:hash>", "a head printed by an earlier run: check the chain still holds it and verify only the entries chained after it (incremental)")
     .option("--json", "print JSON for machines")
-    .action(async (o: { stack: string; json?: boolean; expectHead?: string }) => {
-      const verdict = await verifyAuditTrail(readOutputs(o.stack).connections.auditor, o.expectHead ? parseRecordedHead(o.expectHead) : undefined);
+    .action(async (o: { stack: string; json?: boolean; expectHead?: string; sinceHead?: string }) => {
+      const verdict = await verifyAuditTrail(
+        readOutputs(o.stack).connections.auditor,
+        o.expectHead ? parseRecordedHead(o.expectHead) : undefined,
+        o.sinceHead ? parseRecordedHead(o.sinceHead, "--since-head") : undefined,
+      );
       if (o.json) console.log(JSON.stringify(verdict, null, 2));
       else if (verdict.broken.length === 0) {
-        console.log(`audit chain intact: ${verdict.entries - verdict.unsealed} entries chained (${verdict.unsealed} committing now); head ${verdict.head.id ?? 0}:${verdict.head.hash}`);
+        const scope = verdict.scope === "since-head" ? `intact since ${o.sinceHead!.split(":")[0]}` : "intact";
+        console.log(`audit chain ${scope}: ${verdict.entries - verdict.unsealed} entries chained (${verdict.unsealed} committing now); head ${verdict.head.id ?? 0}:${verdict.head.hash}`);
         console.log("Keep the head outside the database; later, --expect-head <that head> proves the chain was not rewritten since.");
       } else {
         console.log(`audit chain BROKEN: ${verdict.broken.length} of ${verdict.entries} entries`);

@@ -6,6 +6,8 @@ import * as os from "os";
 import * as path from "path";
 import { BENCHMARKS, runBench } from "../scripts/bench";
 import { withClient } from "../scripts/bench/db";
+import { renderResults } from "../scripts/bench/report";
+import { alternate, isWide, spread } from "../scripts/bench/runner";
 import { knownStacks, readOutputs } from "../scripts/local/state";
 import { uniqueStack } from "./helpers";
 
@@ -15,22 +17,63 @@ const FIGURES = [
   "window.day",
   "window.hour",
   "brin.size",
+  "retention.drop_day",
   "audit_update.c1",
   "audit_update.c8",
   "rls.select",
+  "session.user_context",
   "session.context",
   "session.reset_plain",
   "session.reset_rls",
-  "pooler.connect_per_tx",
   "pooler.many_clients",
+  "pooler.efficiency",
   "replica.lag",
   "audit.verify",
+  "audit.verify_since",
+  "seed.throughput",
   "up.noop",
   "stall.maintain",
   "stall.migration",
   "backup.full",
   "backup.restore",
 ];
+
+describe("bench measurement discipline", () => {
+  it("summarises rounds by median, range and interpolated quartiles", () => {
+    const s = spread([5, 1, 4, 2, 3]);
+    expect([s.min, s.q1, s.median, s.q3, s.max]).to.deep.equal([1, 2, 3, 4, 5]);
+    expect(spread([1, 2, 3, 4]).q1).to.equal(1.75);
+  });
+
+  it("flags a figure whose middle half of rounds spans more than a tenth of its median", () => {
+    expect(isWide(spread([0.99, 1, 1, 1, 1.01]))).to.equal(false);
+    expect(isWide(spread([0.8, 0.9, 1, 1.1, 1.2]))).to.equal(true);
+  });
+
+  it("warms each side up once, untimed, then alternates the order every round", async () => {
+    const calls: string[] = [];
+    const side = (name: string) => async (round: number) => {
+      calls.push(`${name}${round}`);
+      return round;
+    };
+    const r = await alternate(2, { subject: side("s"), baseline: side("b") }, { warmup: true });
+    expect(calls).to.deep.equal(["s-1", "b-1", "s0", "b0", "b1", "s1"]);
+    expect(r).to.deep.equal({ subject: [0, 1], baseline: [0, 1] });
+  });
+
+  it("reports each figure's spread and marks a wide one", () => {
+    const figure = (id: string, samples: number[]) => ({
+      id, title: id, against: "x", goal: "≥ 1", value: spread(samples), unit: "×", met: true, method: "m", details: {}, evidence: [],
+    });
+    const md = renderResults({
+      mode: "full", stack: "s", startedAt: "t", durationSeconds: 60, rounds: 5, postgres: "PostgreSQL 15", pgbouncer: "PgBouncer 1.24",
+      machine: { cpus: 2, cpuModel: "cpu", memoryGiB: 1, os: "os" },
+      figures: [figure("steady", [1, 1, 1, 1, 1]), figure("noisy", [0.5, 0.8, 1, 1.2, 1.5])], failures: [],
+    });
+    expect(md).to.match(/\| steady \|.*\| 0% \| yes \|/);
+    expect(md).to.match(/\| noisy \|.*\| \*\*40% wide\*\* \| yes \|/);
+  });
+});
 
 describe("nbdb bench --quick", function () {
   const stack = uniqueStack("bench");
@@ -43,7 +86,7 @@ describe("nbdb bench --quick", function () {
 
   it("runs every benchmark without a failure", () => {
     expect(result.run.failures).to.deep.equal([]);
-    expect(BENCHMARKS.length).to.equal(13);
+    expect(BENCHMARKS.length).to.equal(14);
   });
 
   it("produces every figure with a finite median, range, method and goal verdict", () => {

@@ -11,7 +11,6 @@ import { auditUpdate } from "./auditUpdate";
 import { auditVerify } from "./auditVerify";
 import { backupThroughput } from "./backupThroughput";
 import { brinSize } from "./brinSize";
-import { connectPerTx } from "./connectPerTx";
 import { withClient, withOwner } from "./db";
 import { createFixtures, removeFixtures } from "./fixtures";
 import { ingest } from "./ingest";
@@ -20,6 +19,8 @@ import { dropBenchPartitions } from "./metricsData";
 import { noopUp } from "./noopUp";
 import { benchProgress } from "./progress";
 import { replicaLag } from "./replicaLag";
+import { retention } from "./retention";
+import { seedThroughput } from "./seedThroughput";
 import { BenchRun, writeReport } from "./report";
 import { pooledSession } from "./pooledSession";
 import { rlsSelect } from "./rlsSelect";
@@ -27,7 +28,7 @@ import { BenchContext, Benchmark, Figure } from "./types";
 import { windowQuery } from "./window";
 import { writeStall } from "./writeStall";
 
-export const BENCHMARKS: readonly Benchmark[] = [ingest, windowQuery, brinSize, auditUpdate, rlsSelect, pooledSession, connectPerTx, manyClients, replicaLag, auditVerify, noopUp, writeStall, backupThroughput];
+export const BENCHMARKS: readonly Benchmark[] = [ingest, windowQuery, brinSize, retention, auditUpdate, rlsSelect, pooledSession, manyClients, replicaLag, auditVerify, seedThroughput, noopUp, writeStall, backupThroughput];
 /** The dedicated stack, so a bench never touches the data of a user's `local` stack. */
 export const BENCH_STACK = "bench";
 const FULL_ROUNDS = 5;

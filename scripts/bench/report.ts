@@ -2,6 +2,7 @@
 // markers, so findings written by hand around it survive the next run) and as JSON beside it,
 // for comparing runs figure by figure (by id).
 import * as fs from "fs";
+import { WIDE_SPREAD, isWide, relativeSpread } from "./runner";
 import { Figure, Spread } from "./types";
 
 export interface BenchRun {
@@ -39,6 +40,13 @@ function detail(v: Spread | number | string): string {
   return typeof v === "object" ? range(v) : typeof v === "number" ? num(v) : v;
 }
 
+/** The middle half of the rounds as a share of the median; flagged when wide (the figure may move between runs). */
+function spreadCell(s: Spread): string {
+  if (s.samples.length < 2) return "–";
+  const pct = `${Math.round(relativeSpread(s) * 100)}%`;
+  return isWide(s) ? `**${pct} wide**` : pct;
+}
+
 const met = (f: Figure) => (f.met === null ? "–" : f.met ? "yes" : "**no**");
 
 export function renderResults(run: BenchRun): string {
@@ -47,12 +55,13 @@ export function renderResults(run: BenchRun): string {
     BEGIN,
     `Run of ${run.startedAt} (${run.mode} mode, stack \`${run.stack}\`, ${Math.round(run.durationSeconds / 60)} min): ` +
       `${m.cpus} × ${m.cpuModel}, ${m.memoryGiB.toFixed(1)} GiB, ${m.os}; ${run.postgres}; ${run.pgbouncer}.`,
-    `Each result is the median over ${run.rounds} rounds with min–max in brackets; for ratios, of the per-round ratio of the two sides run alternately in the same run.`,
+    `Each result is the median over ${run.rounds} rounds with min–max in brackets; for ratios, of the per-round ratio of the two sides run alternately in the same run. ` +
+      `Spread is the interquartile range of the rounds over the median; above ${Math.round(WIDE_SPREAD * 100)}% it is flagged wide: such a figure may move between runs.`,
     "",
-    "| figure | measured against | goal | result | met |",
-    "|---|---|---|---|---|",
-    ...run.figures.map((f) => `| ${f.title} | ${f.against} | ${f.goal} | ${range(f.value, f.unit.startsWith("of ") ? share : num)} ${f.unit} | ${met(f)} |`),
-    ...run.failures.map((f) => `| ${f.benchmark} | | | **could not run**: ${f.error.split("\n")[0]} | **no** |`),
+    "| figure | measured against | goal | result | spread | met |",
+    "|---|---|---|---|---|---|",
+    ...run.figures.map((f) => `| ${f.title} | ${f.against} | ${f.goal} | ${range(f.value, f.unit.startsWith("of ") ? share : num)} ${f.unit} | ${spreadCell(f.value)} | ${met(f)} |`),
+    ...run.failures.map((f) => `| ${f.benchmark} | | | **could not run**: ${f.error.split("\n")[0]} | | **no** |`),
     "",
     "### Method and evidence, per figure",
     "",

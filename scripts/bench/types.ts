@@ -6,6 +6,9 @@ export interface Spread {
   readonly median: number;
   readonly min: number;
   readonly max: number;
+  /** First and third quartiles (linear interpolation): the middle half of the rounds. */
+  readonly q1: number;
+  readonly q3: number;
   readonly samples: number[];
 }
 

@@ -5,6 +5,8 @@ import { Client } from "pg";
 import { UserError } from "../local/errors";
 
 export interface AuditVerdict {
+  /** "full": every entry; "since-head": the recorded head and the entries chained after it. */
+  readonly scope: "full" | "since-head";
   readonly entries: number;
   /** Entries this run chained before verifying (committed since the sealer last ran). */
   readonly sealedNow: number;
@@ -20,9 +22,9 @@ export interface RecordedHead {
   readonly hash: string;
 }
 
-export function parseRecordedHead(text: string): RecordedHead {
+export function parseRecordedHead(text: string, option = "--expect-head"): RecordedHead {
   const m = /^(\d+):([0-9a-f]{64})$/.exec(text.trim());
-  if (!m) throw new UserError(`--expect-head takes <entry id>:<sha256 hex>, as nbdb audit verify printed it, got '${text}'.`);
+  if (!m) throw new UserError(`${option} takes <entry id>:<sha256 hex>, as nbdb audit verify printed it, got '${text}'.`);
   return { id: Number(m[1]), hash: m[2] };
 }
 
@@ -37,7 +39,13 @@ async function checkRecordedHead(client: Client, head: RecordedHead): Promise<{ 
   return [];
 }
 
-export async function verifyAuditTrail(auditorUrl: string, expectHead?: RecordedHead): Promise<AuditVerdict> {
+/**
+ * Verifies the whole chain (with `expectHead`, also that it still holds that head), or with
+ * `sinceHead` incrementally: that the chain still holds that head, and every entry chained after it
+ * (verify_golden_dag_since()), so the work grows with what was appended since, not with the chain.
+ */
+export async function verifyAuditTrail(auditorUrl: string, expectHead?: RecordedHead, sinceHead?: RecordedHead): Promise<AuditVerdict> {
+  if (expectHead && sinceHead) throw new UserError("--expect-head and --since-head both name a recorded head: give one (--since-head checks it too, and verifies only what was chained after it).");
   const client = new Client({ connectionString: auditorUrl, application_name: "nbdb-audit" });
   await client.connect();
   try {
@@ -52,7 +60,9 @@ export async function verifyAuditTrail(auditorUrl: string, expectHead?: Recorded
       sealFailure = (e as Error).message;
     }
     await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    const broken = await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag()");
+    const broken = sinceHead
+      ? await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag_since($1, decode($2, 'hex'))", [sinceHead.id, sinceHead.hash])
+      : await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag()");
     const headBroken = expectHead ? await checkRecordedHead(client, expectHead) : [];
     const counts = await client.query(
       `SELECT (SELECT count(*) FROM neuralblitz.golden_dag_audit) AS entries,
@@ -63,6 +73,7 @@ export async function verifyAuditTrail(auditorUrl: string, expectHead?: Recorded
     await client.query("COMMIT");
     const c = counts.rows[0];
     return {
+      scope: sinceHead ? "since-head" : "full",
       entries: Number(c.entries),
       sealedNow: sealed,
       unsealed: Number(c.unsealed),
