@@ -55,10 +55,12 @@ describe("nbdb audit verify --since-head", function () {
     const head = (await verifyAuditTrail(out.connections.auditor)).head;
     recorded = { id: head.id!, hash: head.hash };
     await addAuditedRows(out, "after-head", 30);
-    const ids = async (prefix: string) =>
-      Number((await query<{ id: string }>(out.connections.admin, "SELECT max(id) AS id FROM neuralblitz.golden_dag_audit WHERE new_values ->> 'rule' LIKE $1", [`${prefix}-%`]))[0].id);
-    beforeId = await ids("before-head");
-    afterId = await ids("after-head");
+    const ids = async (prefix: string, which: "min" | "max") =>
+      Number((await query<{ id: string }>(out.connections.admin, `SELECT ${which}(id) AS id FROM neuralblitz.golden_dag_audit WHERE new_values ->> 'rule' LIKE $1`, [`${prefix}-%`]))[0].id);
+    // The recorded head is the last entry before it (its own content is checked too): one well before it.
+    beforeId = await ids("before-head", "min");
+    expect(beforeId).to.be.lessThan(recorded.id);
+    afterId = await ids("after-head", "max");
   });
 
   it("passes on an intact chain, verifying from the recorded head to the current one", async () => {
