@@ -80,7 +80,9 @@ describe("nbdb bench --quick", function () {
   const report = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-bench-report-")), "BENCHMARKS.md");
   let result: Awaited<ReturnType<typeof runBench>>;
 
-  before(async () => {
+  before(async function () {
+    // Seconds of work per figure, but fifteen benchmarks and their stack on two cores shared with other runs.
+    this.timeout(360_000);
     result = await runBench({ stack, quick: true, report });
   });
 

@@ -61,7 +61,7 @@ export const manyClients: Benchmark = {
             return (await pgbench(ctx, { script, url: direct, clients: MAX_SERVER_CONNECTIONS, seconds, env: socket })).tps;
           },
         },
-        { warmup: true },
+        { warmup: !ctx.quick },
       );
     });
     const value = spread(rounds.map((r) => r.maxServer));

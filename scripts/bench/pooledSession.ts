@@ -127,7 +127,7 @@ export const pooledSession: Benchmark = {
         subject: bench(perUserScript(users, plainRead), app, "per-user read with the user context", "prepared"),
         baseline: bench(perUserScript(users, plainRead, { context: false }), app, "the same read without it", "prepared"),
       },
-      { warmup: true },
+      { warmup: !ctx.quick },
     );
     const bound = perUserScript(users, () => "neuralblitz.quantum_neurons");
     const context = await alternate(ctx.rounds, {
