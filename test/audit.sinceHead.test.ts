@@ -4,11 +4,10 @@
 import { expect } from "chai";
 import { execFile } from "child_process";
 import * as path from "path";
-import { Client } from "pg";
 import { RecordedHead, verifyAuditTrail } from "../scripts/ops/audit";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs } from "../scripts/local/state";
-import { query, uniqueStack } from "./helpers";
+import { asSuperuser, query, uniqueStack } from "./helpers";
 
 const NBDB = path.join(__dirname, "..", "bin", "nbdb.js");
 
@@ -18,18 +17,6 @@ function nbdb(args: string[]): Promise<{ code: number; stdout: string; stderr: s
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     ),
   );
-}
-
-/** A superuser skipping every trigger (session_replication_role = replica), as only a superuser can. */
-async function asSuperuser(out: LocalStackOutputs, sql: string, params: unknown[] = []): Promise<void> {
-  const c = new Client({ connectionString: out.connections.admin });
-  await c.connect();
-  try {
-    await c.query("SET session_replication_role = replica");
-    await c.query(sql, params);
-  } finally {
-    await c.end();
-  }
 }
 
 async function addAuditedRows(out: LocalStackOutputs, rule: string, n: number): Promise<void> {

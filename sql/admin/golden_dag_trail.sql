@@ -500,9 +500,7 @@ REVOKE EXECUTE ON FUNCTION neuralblitz.verify_golden_dag() FROM PUBLIC;
 -- not with the chain. Entries up to the recorded head are not re-checked: that is what the recorded
 -- head stands for (the verification that printed it). As query text ($1 the recorded entry) over a
 -- source of entries, so the audit benchmark runs exactly this query over a bench copy.
-CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_verify_since_sql(
-  p_source text DEFAULT 'SELECT id, recorded_at, table_name, operation, row_pk, db_role, app_user_id, old_values, new_values FROM neuralblitz.golden_dag_audit'
-) RETURNS text
+CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_verify_since_sql(p_source text) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
