@@ -350,6 +350,7 @@ export function program(): Command {
       if (o.json) console.log(JSON.stringify(run, null, 2));
       else for (const f of run.figures) console.log(`${f.met === false ? "MISSED" : "ok    "} ${f.id}: ${f.value.median.toPrecision(3)} ${f.unit} (goal ${f.goal})`);
       for (const f of run.failures) console.log(`FAILED ${f.benchmark}: ${f.error}`);
+      for (const f of run.skipped ?? []) console.log(`SKIPPED ${f.benchmark}: ${f.reason}`);
       console.log(`report: ${files.markdown} (JSON: ${files.json}); stack ${o.stack} is left running (npx nbdb down --stack ${o.stack}).`);
       if (run.failures.length > 0) process.exitCode = 1;
     });

@@ -24,7 +24,7 @@ import { seedThroughput } from "./seedThroughput";
 import { BenchRun, writeReport } from "./report";
 import { pooledSession } from "./pooledSession";
 import { rlsSelect } from "./rlsSelect";
-import { BenchContext, Benchmark, Figure } from "./types";
+import { BenchContext, Benchmark, BenchmarkSkipped, Figure } from "./types";
 import { windowQuery } from "./window";
 import { writeStall } from "./writeStall";
 
@@ -85,6 +85,7 @@ export async function runBench(opts: BenchOptions): Promise<{ run: BenchRun; fil
   };
   const figures: Figure[] = [];
   const failures: { benchmark: string; error: string }[] = [];
+  const skipped: { benchmark: string; reason: string }[] = [];
   try {
     progress.note("creating bench users and neurons");
     await removeBenchData();
@@ -94,8 +95,13 @@ export async function runBench(opts: BenchOptions): Promise<{ run: BenchRun; fil
       try {
         figures.push(...(await b.run(ctx)));
       } catch (e) {
-        failures.push({ benchmark: b.id, error: (e as Error).message });
-        progress.note(`FAILED: ${(e as Error).message}`);
+        if (e instanceof BenchmarkSkipped) {
+          skipped.push({ benchmark: b.id, reason: e.message });
+          progress.note(`skipped: ${e.message}`);
+        } else {
+          failures.push({ benchmark: b.id, error: (e as Error).message });
+          progress.note(`FAILED: ${(e as Error).message}`);
+        }
       }
     }
   } finally {
@@ -114,6 +120,7 @@ export async function runBench(opts: BenchOptions): Promise<{ run: BenchRun; fil
     ...(await versions(outputs.connections.admin, bins.pgbouncer)),
     figures,
     failures,
+    skipped,
   };
   const report = opts.report ?? defaultReport(opts.stack, quick);
   fs.mkdirSync(path.dirname(report), { recursive: true });

@@ -14,7 +14,7 @@ import { seed, seedMarkerFile } from "../ops/seed";
 import { BENCH_SCHEMA, withoutForcedRls } from "./fixtures";
 import { withClient, withOwner } from "./db";
 import { alternate, ratios, roundLabel, spread, timed } from "./runner";
-import { Benchmark, BenchContext, Figure, sized } from "./types";
+import { Benchmark, BenchContext, BenchmarkSkipped, Figure, sized } from "./types";
 
 const GOAL = 0.5;
 /** A seed at scale 10 takes tens of seconds here: fewer rounds than the other figures keep the run within its time. */
@@ -67,7 +67,7 @@ export const seedThroughput: Benchmark = {
     const scale = sized(ctx, { quick: 0.1, full: 10 });
     const admin = ctx.outputs.connections.admin;
     if (await withClient(admin, seedDataPresent)) {
-      throw new Error(`stack ${ctx.stack} holds seed data (users seed_*, metrics seed-*): the seed benchmark would replace it, so it did not run; measure on a stack without seed data (--stack <a new name>), or remove it there first`);
+      throw new BenchmarkSkipped(`stack ${ctx.stack} holds seed data (users seed_*, metrics seed-*): the seed benchmark would replace it, so it did not run; measure on a stack without seed data (--stack <a new name>), or remove it there first`);
     }
     const asOf = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate()));
     let seededRows = 0;

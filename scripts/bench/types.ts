@@ -47,6 +47,9 @@ export interface BenchContext {
   readonly note: (line: string) => void;
 }
 
+/** Thrown by a benchmark that must not run on this stack (it would change data it does not own): reported, not a failure. */
+export class BenchmarkSkipped extends Error {}
+
 export interface Benchmark {
   readonly id: string;
   readonly title: string;

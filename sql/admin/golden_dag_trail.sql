@@ -42,7 +42,7 @@ BEGIN
     SELECT p.oid::regprocedure AS fn
       FROM pg_catalog.pg_proc p
      WHERE p.pronamespace = 'neuralblitz'::regnamespace
-       AND (p.proname ~ '^golden_dag_' OR p.proname IN ('seal_golden_dag', 'verify_golden_dag', 'archive_golden_dag_partition'))
+       AND (p.proname ~ '^golden_dag_' OR p.proname IN ('seal_golden_dag', 'verify_golden_dag', 'verify_golden_dag_since', 'archive_golden_dag_partition'))
        AND p.proowner <> 'nb_audit'::regrole
   LOOP
     EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO nb_audit', r.fn);
