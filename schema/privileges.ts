@@ -29,7 +29,7 @@ export const TRAIL_TABLES: readonly string[] = ["golden_dag_audit", "golden_dag_
 /** Whether an object of the model belongs to the audit trail (nb_audit's), not to nb_owner. */
 export function isTrailObject(objectType: ObjectType, object: string): boolean {
   if (objectType === "table") return TRAIL_TABLES.includes(object) || /^golden_dag_audit_/.test(object);
-  if (objectType === "function") return /^(golden_dag_|seal_golden_dag\(|verify_golden_dag\(|archive_golden_dag_partition\()/.test(object);
+  if (objectType === "function") return /^(golden_dag_|seal_golden_dag\(|verify_golden_dag\(|verify_golden_dag_since\(|archive_golden_dag_partition\()/.test(object);
   return false;
 }
 
@@ -70,10 +70,13 @@ export const FUNCTIONS = {
   decryptSecret: "decrypt_secret(bytea)",
   lookupHash: "lookup_hash(text)",
   verifyGoldenDag: "verify_golden_dag()",
+  verifyGoldenDagSince: "verify_golden_dag_since(bigint,bytea)",
   sealGoldenDag: "seal_golden_dag(interval,interval,interval)",
   archiveGoldenDagPartition: "archive_golden_dag_partition(text)",
   goldenDagVerifySql: "golden_dag_verify_sql(text)",
   goldenDagSealLag: "golden_dag_seal_lag()",
+  goldenDagVerifySinceSql: "golden_dag_verify_since_sql(text)",
+  goldenDagEntriesSql: "golden_dag_entries_sql()",
   goldenDagCanonical: "golden_dag_canonical(bigint,timestamp with time zone,text,text,jsonb,text,uuid,jsonb,jsonb,bigint)",
 } as const;
 
@@ -109,6 +112,10 @@ export const GRANTS: readonly GrantSpec[] = [
   // verify_golden_dag() runs with the auditor's rights (no SECURITY DEFINER needed) and recomputes hashes with it.
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagCanonical, privileges: ["EXECUTE"] },
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagVerifySql, privileges: ["EXECUTE"] },
+  // Incremental verification since a recorded head (nbdb audit verify --since-head), with the same rights.
+  ...[FUNCTIONS.verifyGoldenDagSince, FUNCTIONS.goldenDagVerifySinceSql, FUNCTIONS.goldenDagEntriesSql].map(
+    (object): GrantSpec => ({ role: "nb_auditor", objectType: "function", object, privileges: ["EXECUTE"] }),
+  ),
   // Archiving a partition of the trail is an operator's act.
   { role: "nb_migrator", objectType: "function", object: FUNCTIONS.archiveGoldenDagPartition, privileges: ["EXECUTE"] },
   // The exporter's one look at the trail: how many entries wait for the sealer, and for how long (counts, no content).

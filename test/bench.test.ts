@@ -6,7 +6,10 @@ import * as os from "os";
 import * as path from "path";
 import { BENCHMARKS, runBench } from "../scripts/bench";
 import { withClient } from "../scripts/bench/db";
+import { renderResults } from "../scripts/bench/report";
+import { alternate, isWide, spread } from "../scripts/bench/runner";
 import { knownStacks, readOutputs } from "../scripts/local/state";
+import { seed } from "../scripts/ops/seed";
 import { uniqueStack } from "./helpers";
 
 const FIGURES = [
@@ -15,16 +18,20 @@ const FIGURES = [
   "window.day",
   "window.hour",
   "brin.size",
+  "retention.drop_day",
   "audit_update.c1",
   "audit_update.c8",
   "rls.select",
+  "session.user_context",
   "session.context",
   "session.reset_plain",
   "session.reset_rls",
-  "pooler.connect_per_tx",
   "pooler.many_clients",
+  "pooler.efficiency",
   "replica.lag",
   "audit.verify",
+  "audit.verify_since",
+  "seed.throughput",
   "up.noop",
   "stall.maintain",
   "stall.migration",
@@ -32,18 +39,57 @@ const FIGURES = [
   "backup.restore",
 ];
 
+describe("bench measurement discipline", () => {
+  it("summarises rounds by median, range and interpolated quartiles", () => {
+    const s = spread([5, 1, 4, 2, 3]);
+    expect([s.min, s.q1, s.median, s.q3, s.max]).to.deep.equal([1, 2, 3, 4, 5]);
+    expect(spread([1, 2, 3, 4]).q1).to.equal(1.75);
+  });
+
+  it("flags a figure whose middle half of rounds spans more than a tenth of its median", () => {
+    expect(isWide(spread([0.99, 1, 1, 1, 1.01]))).to.equal(false);
+    expect(isWide(spread([0.8, 0.9, 1, 1.1, 1.2]))).to.equal(true);
+  });
+
+  it("warms each side up once, untimed, then alternates the order every round", async () => {
+    const calls: string[] = [];
+    const side = (name: string) => async (round: number) => {
+      calls.push(`${name}${round}`);
+      return round;
+    };
+    const r = await alternate(2, { subject: side("s"), baseline: side("b") }, { warmup: true });
+    expect(calls).to.deep.equal(["s-1", "b-1", "s0", "b0", "b1", "s1"]);
+    expect(r).to.deep.equal({ subject: [0, 1], baseline: [0, 1] });
+  });
+
+  it("reports each figure's spread and marks a wide one", () => {
+    const figure = (id: string, samples: number[]) => ({
+      id, title: id, against: "x", goal: "≥ 1", value: spread(samples), unit: "×", met: true, method: "m", details: {}, evidence: [],
+    });
+    const md = renderResults({
+      mode: "full", stack: "s", startedAt: "t", durationSeconds: 60, rounds: 5, postgres: "PostgreSQL 15", pgbouncer: "PgBouncer 1.24",
+      machine: { cpus: 2, cpuModel: "cpu", memoryGiB: 1, os: "os" },
+      figures: [figure("steady", [1, 1, 1, 1, 1]), figure("noisy", [0.5, 0.8, 1, 1.2, 1.5])], failures: [],
+    });
+    expect(md).to.match(/\| steady \|.*\| 0% \| yes \|/);
+    expect(md).to.match(/\| noisy \|.*\| \*\*40% wide\*\* \| yes \|/);
+  });
+});
+
 describe("nbdb bench --quick", function () {
   const stack = uniqueStack("bench");
   const report = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-bench-report-")), "BENCHMARKS.md");
   let result: Awaited<ReturnType<typeof runBench>>;
 
-  before(async () => {
+  before(async function () {
+    // Seconds of work per figure, but fifteen benchmarks and their stack on two cores shared with other runs.
+    this.timeout(360_000);
     result = await runBench({ stack, quick: true, report });
   });
 
   it("runs every benchmark without a failure", () => {
     expect(result.run.failures).to.deep.equal([]);
-    expect(BENCHMARKS.length).to.equal(13);
+    expect(BENCHMARKS.length).to.equal(14);
   });
 
   it("produces every figure with a finite median, range, method and goal verdict", () => {
@@ -78,5 +124,20 @@ describe("nbdb bench --quick", function () {
       ).rows[0].n,
     );
     expect(Number(left)).to.equal(0);
+  });
+
+  it("skips the seed figure (not a failure) on a stack holding seed data it did not load (it would replace it), and leaves that data", async function () {
+    this.timeout(120_000);
+    await seed({ stack, scale: 0.1, seed: 7, progressTo: null });
+    const seeded = async () => Number((await withClient(readOutputs(stack).connections.admin, (c) => c.query("SELECT count(*) AS n FROM neuralblitz.users WHERE username LIKE 'seed\\_%'"))).rows[0].n);
+    const before = await seeded();
+    expect(before).to.be.greaterThan(0);
+    const again = await runBench({ stack, quick: true, only: ["seed"], report });
+    expect(again.run.figures).to.deep.equal([]);
+    expect(again.run.failures).to.deep.equal([]);
+    expect((again.run.skipped ?? []).map((f) => f.reason)).to.deep.equal([
+      `stack ${stack} holds seed data (users seed_*, metrics seed-*): the seed benchmark would replace it, so it did not run; measure on a stack without seed data (--stack <a new name>), or remove it there first`,
+    ]);
+    expect(await seeded()).to.equal(before);
   });
 });

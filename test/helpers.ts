@@ -27,3 +27,15 @@ export async function rejection(p: Promise<unknown>): Promise<string> {
   }
   throw new Error("expected a rejection, but it resolved");
 }
+
+/** Statements as a superuser skipping every trigger (session_replication_role = replica), as only a superuser can. */
+export async function asSuperuser(out: { connections: { admin: string } }, sql: string, params: unknown[] = []): Promise<void> {
+  const c = new Client({ connectionString: out.connections.admin });
+  await c.connect();
+  try {
+    await c.query("SET session_replication_role = replica");
+    await c.query(sql, params);
+  } finally {
+    await c.end();
+  }
+}

@@ -9,7 +9,7 @@ import { verifyAuditTrail } from "../scripts/ops/audit";
 import { up } from "../scripts/local/stack";
 import { verifyStack } from "../scripts/ops/verify";
 import { LocalStackOutputs, readDataKey } from "../scripts/local/state";
-import { query, rejection, uniqueStack } from "./helpers";
+import { asSuperuser, query, rejection, uniqueStack } from "./helpers";
 
 const NBDB = path.join(__dirname, "..", "bin", "nbdb.js");
 
@@ -31,18 +31,6 @@ async function asOwner(out: LocalStackOutputs, sql: string, params: unknown[] = 
     if (userId) await c.query("SELECT neuralblitz.set_user_context($1::uuid, NULL)", [userId]);
     await c.query(sql, params);
     await c.query("COMMIT");
-  } finally {
-    await c.end();
-  }
-}
-
-/** A superuser skipping every trigger (session_replication_role = replica), as only a superuser can. */
-async function asSuperuser(out: LocalStackOutputs, sql: string, params: unknown[] = []): Promise<void> {
-  const c = new Client({ connectionString: out.connections.admin });
-  await c.connect();
-  try {
-    await c.query("SET session_replication_role = replica");
-    await c.query(sql, params);
   } finally {
     await c.end();
   }

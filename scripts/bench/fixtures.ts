@@ -34,7 +34,7 @@ export function benchNeuronIdSql(n: string): string {
 /** Row-level security stops applying to the owner for the calling transaction only (as nbdb seed does). */
 const RLS_TABLES = ["users", "quantum_neurons", "quantum_neuron_history"];
 
-async function withoutForcedRls(c: Client, fn: () => Promise<void>): Promise<void> {
+export async function withoutForcedRls(c: Client, fn: () => Promise<void>): Promise<void> {
   await c.query("BEGIN");
   try {
     for (const t of RLS_TABLES) await c.query(`ALTER TABLE neuralblitz.${t} NO FORCE ROW LEVEL SECURITY`);

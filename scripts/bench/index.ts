@@ -11,7 +11,6 @@ import { auditUpdate } from "./auditUpdate";
 import { auditVerify } from "./auditVerify";
 import { backupThroughput } from "./backupThroughput";
 import { brinSize } from "./brinSize";
-import { connectPerTx } from "./connectPerTx";
 import { withClient, withOwner } from "./db";
 import { createFixtures, removeFixtures } from "./fixtures";
 import { ingest } from "./ingest";
@@ -20,14 +19,16 @@ import { dropBenchPartitions } from "./metricsData";
 import { noopUp } from "./noopUp";
 import { benchProgress } from "./progress";
 import { replicaLag } from "./replicaLag";
+import { retention } from "./retention";
+import { seedThroughput } from "./seedThroughput";
 import { BenchRun, writeReport } from "./report";
 import { pooledSession } from "./pooledSession";
 import { rlsSelect } from "./rlsSelect";
-import { BenchContext, Benchmark, Figure } from "./types";
+import { BenchContext, Benchmark, BenchmarkSkipped, Figure } from "./types";
 import { windowQuery } from "./window";
 import { writeStall } from "./writeStall";
 
-export const BENCHMARKS: readonly Benchmark[] = [ingest, windowQuery, brinSize, auditUpdate, rlsSelect, pooledSession, connectPerTx, manyClients, replicaLag, auditVerify, noopUp, writeStall, backupThroughput];
+export const BENCHMARKS: readonly Benchmark[] = [ingest, windowQuery, brinSize, retention, auditUpdate, rlsSelect, pooledSession, manyClients, replicaLag, auditVerify, seedThroughput, noopUp, writeStall, backupThroughput];
 /** The dedicated stack, so a bench never touches the data of a user's `local` stack. */
 export const BENCH_STACK = "bench";
 const FULL_ROUNDS = 5;
@@ -84,6 +85,7 @@ export async function runBench(opts: BenchOptions): Promise<{ run: BenchRun; fil
   };
   const figures: Figure[] = [];
   const failures: { benchmark: string; error: string }[] = [];
+  const skipped: { benchmark: string; reason: string }[] = [];
   try {
     progress.note("creating bench users and neurons");
     await removeBenchData();
@@ -93,8 +95,13 @@ export async function runBench(opts: BenchOptions): Promise<{ run: BenchRun; fil
       try {
         figures.push(...(await b.run(ctx)));
       } catch (e) {
-        failures.push({ benchmark: b.id, error: (e as Error).message });
-        progress.note(`FAILED: ${(e as Error).message}`);
+        if (e instanceof BenchmarkSkipped) {
+          skipped.push({ benchmark: b.id, reason: e.message });
+          progress.note(`skipped: ${e.message}`);
+        } else {
+          failures.push({ benchmark: b.id, error: (e as Error).message });
+          progress.note(`FAILED: ${(e as Error).message}`);
+        }
       }
     }
   } finally {
@@ -113,6 +120,7 @@ export async function runBench(opts: BenchOptions): Promise<{ run: BenchRun; fil
     ...(await versions(outputs.connections.admin, bins.pgbouncer)),
     figures,
     failures,
+    skipped,
   };
   const report = opts.report ?? defaultReport(opts.stack, quick);
   fs.mkdirSync(path.dirname(report), { recursive: true });

@@ -1,18 +1,24 @@
-// Many concurrent clients through PgBouncer: each runs the per-user read transaction as nb_app
-// while the primary's server connections for nb_app are counted every 100 ms (on the primary, so
-// the count takes no client slot of the pooler). Also reads the pooler's limits that decide it.
+// Many concurrent clients through PgBouncer, and what serving them costs: each of 1,000 clients
+// runs the per-user read transaction as nb_app through the pooler while the primary's server
+// connections for nb_app are counted every 100 ms (on the primary, so the count takes no client slot
+// of the pooler); alternated with the same transaction from as many clients as the pool has server
+// connections, connected straight to the primary. Pool efficiency is the tps of the first over the
+// second: what the application keeps of the server's throughput when a pooler multiplexes many
+// clients onto few connections. Also reads the pooler's limits that decide it.
 import * as fs from "fs";
 import * as path from "path";
 import { localContext } from "../local/context";
+import { primarySocketDir } from "../local/postgresNode";
 import { poolerDir, poolerPid } from "../local/pooler";
 import { benchUsers } from "./fixtures";
-import { withClient } from "./db";
+import { atPort, withClient } from "./db";
 import { pgbench } from "./pgbench";
 import { perUserScript } from "./perUserScript";
-import { sampling, spread } from "./runner";
+import { alternate, ratios, roundLabel, sampling, spread } from "./runner";
 import { Benchmark, BenchContext, Figure, sized } from "./types";
 
 const MAX_SERVER_CONNECTIONS = 20;
+const EFFICIENCY_GOAL = 0.8;
 
 function poolerLimits(stack: string): { openFiles: string; settings: string } {
   const ctx = localContext(stack, () => undefined);
@@ -28,23 +34,40 @@ export const manyClients: Benchmark = {
   id: "clients",
   title: "many concurrent clients",
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const { clients, seconds } = sized(ctx, { quick: { clients: 50, seconds: 1 }, full: { clients: 1000, seconds: 8 } });
+    // The pooled side runs a fixed number of transactions per client (about `seconds` of work at the
+    // rate seen here): its 1,000 logins would otherwise eat into a fixed duration.
+    const { clients, seconds, perClient } = sized(ctx, { quick: { clients: 50, seconds: 1, perClient: 20 }, full: { clients: 1000, seconds: 8, perClient: 30 } });
     const { users } = benchUsers(ctx);
     const script = perUserScript(users, () => "neuralblitz.quantum_neurons");
-    const rounds = await withClient(ctx.outputs.connections.admin, async (monitor) => {
+    const pooled = ctx.outputs.connections.app;
+    // pg_hba.conf admits nb_app on the primary only over its Unix socket (the pooler's way in).
+    const direct = atPort(pooled, ctx.outputs.primary.port);
+    const socket = { PGHOST: primarySocketDir(localContext(ctx.stack, () => undefined)) };
+    const rounds: { maxServer: number; errors: number; tps: number }[] = [];
+    const sides = await withClient(ctx.outputs.connections.admin, async (monitor) => {
       const serverConnections = async () =>
         Number((await monitor.query("SELECT count(*) AS n FROM pg_stat_activity WHERE usename = 'nb_app' AND backend_type = 'client backend'")).rows[0].n);
-      const results = [];
-      for (let round = 0; round < ctx.rounds; round++) {
-        ctx.note(`${clients} clients through PgBouncer, round ${round + 1}/${ctx.rounds}`);
-        const { result, samples } = await sampling(100, serverConnections, () => pgbench(ctx, { script, url: ctx.outputs.connections.app, clients, seconds }));
-        results.push({ maxServer: Math.max(...samples), errors: result.errors, tps: result.tps });
-      }
-      return results;
+      return alternate(
+        ctx.rounds,
+        {
+          subject: async (round) => {
+            ctx.note(`${clients} clients through PgBouncer, ${roundLabel(round, ctx.rounds)}`);
+            const { result, samples } = await sampling(100, serverConnections, () => pgbench(ctx, { script, url: pooled, clients, seconds, transactionsPerClient: perClient }));
+            if (round >= 0) rounds.push({ maxServer: Math.max(...samples), errors: result.errors, tps: result.tps });
+            return result.tps;
+          },
+          baseline: async (round) => {
+            ctx.note(`${MAX_SERVER_CONNECTIONS} clients straight to the primary, ${roundLabel(round, ctx.rounds)}`);
+            return (await pgbench(ctx, { script, url: direct, clients: MAX_SERVER_CONNECTIONS, seconds, env: socket })).tps;
+          },
+        },
+        { warmup: !ctx.quick },
+      );
     });
     const value = spread(rounds.map((r) => r.maxServer));
     const errors = rounds.reduce((n, r) => n + r.errors, 0);
     const limits = poolerLimits(ctx.stack);
+    const efficiency = ratios(sides.subject, sides.baseline);
     return [
       {
         id: "pooler.many_clients",
@@ -54,9 +77,23 @@ export const manyClients: Benchmark = {
         value,
         unit: "server connections (most seen in a round)",
         met: value.max <= MAX_SERVER_CONNECTIONS && errors === 0,
-        method: `pgbench, ${clients} clients as nb_app through PgBouncer, ${seconds} s per round, each transaction the per-user read of a random bench user; nb_app's backends on the primary counted every 100 ms.`,
+        method: `pgbench, ${clients} clients as nb_app through PgBouncer, ${perClient} transactions each per round, each transaction the per-user read of a random bench user; nb_app's backends on the primary counted every 100 ms.`,
         details: { clients, errors, tps: spread(rounds.map((r) => r.tps)) },
         evidence: [`pgbouncer: ${limits.settings}; its open-files limit is ${limits.openFiles}`],
+      },
+      {
+        id: "pooler.efficiency",
+        title: `pool efficiency: tps of ${clients} clients through the pooler on ≤ ${MAX_SERVER_CONNECTIONS} server connections`,
+        against: `tps of ${MAX_SERVER_CONNECTIONS} clients connected straight to the primary (nb_app over its Unix socket), same transaction`,
+        goal: `≥ ${EFFICIENCY_GOAL}`,
+        value: efficiency,
+        unit: "× direct tps",
+        met: efficiency.median >= EFFICIENCY_GOAL && value.max <= MAX_SERVER_CONNECTIONS && errors === 0,
+        method:
+          `pgbench, the per-user read transaction (set_user_context, then that user's neurons under RLS) of a random bench user, sides alternated after one untimed warm-up each: ` +
+          `${clients} clients through PgBouncer (transaction mode), ${perClient} transactions each, against ${MAX_SERVER_CONNECTIONS} clients (the pool size) straight to the primary for ${seconds} s; tps without the initial connection time, both sides SCRAM-authenticated.`,
+        details: { pooledTps: spread(sides.subject), directTps: spread(sides.baseline), pooledClients: clients, directClients: MAX_SERVER_CONNECTIONS },
+        evidence: [],
       },
     ];
   },

@@ -13,6 +13,12 @@ export interface PgbenchRun {
   readonly url: string;
   readonly clients: number;
   readonly seconds: number;
+  /**
+   * -t: transactions per client instead of --time=seconds. For many clients: pgbench counts its
+   * connection phase into --time (1,000 SCRAM logins can outlast it on a loaded machine), while its
+   * tps leaves that phase out either way.
+   */
+  readonly transactionsPerClient?: number;
   /** -C: a new connection for every transaction. */
   readonly connectPerTransaction?: boolean;
   /** pgbench -M: "prepared" sends each statement as a named prepared statement (what drivers do by default). Default simple. */
@@ -58,7 +64,7 @@ export async function pgbench(ctx: BenchContext, run: PgbenchRun): Promise<Pgben
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-pgbench-"));
   const scriptFile = path.join(dir, "script.sql");
   fs.writeFileSync(scriptFile, run.script);
-  const args = ["--no-vacuum", "--report-per-command", `--client=${run.clients}`, `--jobs=${Math.min(run.clients, 2)}`, `--time=${run.seconds}`, `--file=${scriptFile}`];
+  const args = ["--no-vacuum", "--report-per-command", `--client=${run.clients}`, `--jobs=${Math.min(run.clients, 2)}`, run.transactionsPerClient ? `--transactions=${run.transactionsPerClient}` : `--time=${run.seconds}`, `--file=${scriptFile}`];
   if (run.connectPerTransaction) args.push("--connect");
   if (run.protocol) args.push(`--protocol=${run.protocol}`);
   try {

@@ -1,4 +1,7 @@
 // What the pooled-session design costs per transaction (docs/security.md), side by side in one run:
+//  - session.user_context: naming the user for the transaction (set_user_context(), as client
+//    withUser sends it) against the same transaction without it, on a bench copy without RLS whose
+//    query names the user itself, so the two differ by the context alone;
 //  - session.context: the transaction-bound user context (set_user_context() and the stamp check in
 //    current_user_id()) against the previous design (set_config alone, an unbound current_user_id())
 //    on a bench copy of the same rows, indexes and policy;
@@ -19,12 +22,14 @@ import { atPort, withClient } from "./db";
 import { BENCH_SCHEMA, benchUserIdSql, benchUsers } from "./fixtures";
 import { PgbenchResult, pgbench } from "./pgbench";
 import { PER_USER_SELECT, perUserScript } from "./perUserScript";
-import { alternate, ratios, spread } from "./runner";
+import { alternate, ratios, roundLabel, spread } from "./runner";
 import { BenchContext, Benchmark, Figure, sized } from "./types";
 
 const CLIENTS = 4;
 const UNBOUND = `${BENCH_SCHEMA}.neurons_unbound_context`;
+const PLAIN = `${BENCH_SCHEMA}.neurons_plain`;
 const RESET_ALWAYS = "server_reset_query_always = 1";
+const USER_CONTEXT_GOAL = 0.95;
 
 /** The previous design: nb.user_id set with set_config alone, read without a transaction stamp. */
 const UNBOUND_SETUP = `
@@ -45,8 +50,11 @@ CREATE TABLE ${UNBOUND} (LIKE neuralblitz.quantum_neurons INCLUDING ALL);
 INSERT INTO ${UNBOUND} SELECT * FROM neuralblitz.quantum_neurons WHERE user_id IN (SELECT id FROM neuralblitz.users WHERE username LIKE 'nbdb-bench-%');
 ALTER TABLE ${UNBOUND} ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
 CREATE POLICY own ON ${UNBOUND} FOR SELECT USING (user_id = (SELECT ${BENCH_SCHEMA}.unbound_user_id()));
+CREATE TABLE ${PLAIN} (LIKE neuralblitz.quantum_neurons INCLUDING ALL);
+INSERT INTO ${PLAIN} SELECT * FROM ${UNBOUND};
+ANALYZE ${PLAIN};
 GRANT USAGE ON SCHEMA ${BENCH_SCHEMA} TO nb_app;
-GRANT SELECT ON ${UNBOUND} TO nb_app;
+GRANT SELECT ON ${UNBOUND}, ${PLAIN} TO nb_app;
 GRANT EXECUTE ON FUNCTION ${BENCH_SCHEMA}.unbound_user_id() TO nb_app;
 `;
 
@@ -87,6 +95,12 @@ async function poolerWithoutReset(ctx: BenchContext): Promise<{ port: number; st
   return { port, stop };
 }
 
+function statementMs(r: PgbenchResult, prefix: string): number {
+  const line = r.statementMs.find((s) => s.text.startsWith(prefix));
+  if (!line) throw new Error(`pgbench -r did not report the latency of '${prefix}':\n${r.output}`);
+  return line.ms;
+}
+
 function selectMs(r: PgbenchResult): number {
   const line = r.statementMs.find((s) => s.text.startsWith(PER_USER_SELECT));
   if (!line) throw new Error(`pgbench -r did not report the SELECT's latency:\n${r.output}`);
@@ -97,14 +111,24 @@ export const pooledSession: Benchmark = {
   id: "session",
   title: "cost of the pooled-session design",
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const seconds = sized(ctx, { quick: 1, full: 4 });
+    const seconds = sized(ctx, { quick: 1, full: 3 });
     const { users } = benchUsers(ctx);
     await withClient(ctx.outputs.connections.admin, (c) => c.query(UNBOUND_SETUP));
     const app = ctx.outputs.connections.app;
-    const bench = (script: string, url: string, label: string) => async (round: number) => {
-      ctx.note(`${label}, round ${round + 1}/${ctx.rounds}`);
-      return pgbench(ctx, { script, url, clients: CLIENTS, seconds });
+    const bench = (script: string, url: string, label: string, protocol?: "prepared") => async (round: number) => {
+      ctx.note(`${label}, ${roundLabel(round, ctx.rounds)}`);
+      return pgbench(ctx, { script, url, clients: CLIENTS, seconds, protocol });
     };
+    // As drivers send it (withUser: a parameterized query, so the extended protocol), warmed first.
+    const plainRead = (id: string) => `${PLAIN} WHERE user_id = ${id}`;
+    const userContext = await alternate(
+      ctx.rounds,
+      {
+        subject: bench(perUserScript(users, plainRead), app, "per-user read with the user context", "prepared"),
+        baseline: bench(perUserScript(users, plainRead, { context: false }), app, "the same read without it", "prepared"),
+      },
+      { warmup: !ctx.quick },
+    );
     const bound = perUserScript(users, () => "neuralblitz.quantum_neurons");
     const context = await alternate(ctx.rounds, {
       subject: bench(bound, app, "transaction-bound user context"),
@@ -132,7 +156,26 @@ export const pooledSession: Benchmark = {
     const contextValue = ratios(lat(context.baseline), lat(context.subject));
     const plainValue = ratios(lat(plain.baseline), lat(plain.subject));
     const rlsValue = ratios(lat(rls.baseline), lat(rls.subject));
+    const userContextValue = ratios(lat(userContext.baseline), lat(userContext.subject));
     return [
+      {
+        id: "session.user_context",
+        title: "per-transaction cost of the pooler-safe user context (set_user_context per transaction)",
+        against: "the same transaction without it (the per-user read on a copy without RLS, the query naming the user)",
+        goal: `≥ ${USER_CONTEXT_GOAL}`,
+        value: userContextValue,
+        unit: "× (latency without / latency with)",
+        met: userContextValue.median >= USER_CONTEXT_GOAL,
+        method:
+          `pgbench -M prepared through PgBouncer as nb_app, ${CLIENTS} clients, ${seconds} s per side per round, one untimed warm-up each, sides alternated; ` +
+          `BEGIN, SELECT neuralblitz.set_user_context(<user>) as withUser sends it, the read of that user's ${benchUsers(ctx).neuronsPerUser} neurons, END; against the same without set_user_context; figure = latency without / latency with.`,
+        details: {
+          withContextTransactionMs: spread(lat(userContext.subject)),
+          withoutContextTransactionMs: spread(lat(userContext.baseline)),
+          setUserContextMs: spread(userContext.subject.map((r) => statementMs(r, "SELECT neuralblitz.set_user_context"))),
+        },
+        evidence: [],
+      },
       {
         id: "session.context",
         title: "per-transaction cost of the transaction-bound user context (rls.select transaction)",

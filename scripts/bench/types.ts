@@ -6,6 +6,9 @@ export interface Spread {
   readonly median: number;
   readonly min: number;
   readonly max: number;
+  /** First and third quartiles (linear interpolation): the middle half of the rounds. */
+  readonly q1: number;
+  readonly q3: number;
   readonly samples: number[];
 }
 
@@ -43,6 +46,9 @@ export interface BenchContext {
   /** A detail line for the progress display (what is running now). */
   readonly note: (line: string) => void;
 }
+
+/** Thrown by a benchmark that must not run on this stack (it would change data it does not own): reported, not a failure. */
+export class BenchmarkSkipped extends Error {}
 
 export interface Benchmark {
   readonly id: string;

@@ -8,15 +8,20 @@ export default defineCommand({
   description: "check every link of the audit chain (as nb_auditor); exit code 1 when any entry is broken",
   stack: {},
   target: true,
-  options: [{ flags: "--expect-head <id:hash>", help: "a head printed by an earlier run: also check the chain still holds it (not rewritten since)" }],
-  async run(o: { target: () => Promise<Target>; expectHead?: string }) {
+  options: [
+    { flags: "--expect-head <id:hash>", help: "a head printed by an earlier run: also check the chain still holds it (not rewritten since)" },
+    { flags: "--since-head <id:hash>", help: "a head printed by an earlier run: check the chain still holds it and verify only the entries chained after it (incremental)" },
+  ],
+  async run(o: { target: () => Promise<Target>; expectHead?: string; sinceHead?: string }) {
     const expectHead = o.expectHead ? parseRecordedHead(o.expectHead) : undefined;
-    return verifyAuditTrail((await o.target()).url("auditor"), expectHead);
+    const sinceHead = o.sinceHead ? parseRecordedHead(o.sinceHead, "--since-head") : undefined;
+    return verifyAuditTrail((await o.target()).url("auditor"), expectHead, sinceHead);
   },
   json: { render: (verdict) => verdict },
-  text(verdict, _o, print) {
+  text(verdict, o, print) {
     if (verdict.broken.length === 0) {
-      print(`audit chain intact: ${verdict.entries - verdict.unsealed} entries chained (${verdict.unsealed} committing now); head ${verdict.head.id ?? 0}:${verdict.head.hash}`);
+      const scope = verdict.scope === "since-head" ? `intact since ${o.sinceHead!.split(":")[0]}` : "intact";
+      print(`audit chain ${scope}: ${verdict.entries - verdict.unsealed} entries chained (${verdict.unsealed} committing now); head ${verdict.head.id ?? 0}:${verdict.head.hash}`);
       print("Keep the head outside the database; later, --expect-head <that head> proves the chain was not rewritten since.");
     } else {
       print(`audit chain BROKEN: ${verdict.broken.length} of ${verdict.entries} entries`);

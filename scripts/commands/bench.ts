@@ -18,6 +18,7 @@ export default defineCommand({
   },
   footer(r, o, print) {
     for (const f of r.run.failures) print(`FAILED ${f.benchmark}: ${f.error}`);
+    for (const f of r.run.skipped ?? []) print(`SKIPPED ${f.benchmark}: ${f.reason}`);
     print(`report: ${r.files.markdown} (JSON: ${r.files.json}); stack ${o.stack} is left running (npx nbdb down --stack ${o.stack}).`);
   },
   verdict: (r) => r.run.failures.length > 0,

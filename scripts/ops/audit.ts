@@ -6,6 +6,8 @@ import { withClient, withTransaction } from "../db";
 import { UserError } from "../errors";
 
 export interface AuditVerdict {
+  /** "full": every entry; "since-head": the recorded head and the entries chained after it. */
+  readonly scope: "full" | "since-head";
   readonly entries: number;
   /** Entries this run chained before verifying (committed since the sealer last ran). */
   readonly sealedNow: number;
@@ -21,9 +23,9 @@ export interface RecordedHead {
   readonly hash: string;
 }
 
-export function parseRecordedHead(text: string): RecordedHead {
+export function parseRecordedHead(text: string, option = "--expect-head"): RecordedHead {
   const m = /^(\d+):([0-9a-f]{64})$/.exec(text.trim());
-  if (!m) throw new UserError(`--expect-head takes <entry id>:<sha256 hex>, as nbdb audit verify printed it, got '${text}'.`);
+  if (!m) throw new UserError(`${option} takes <entry id>:<sha256 hex>, as nbdb audit verify printed it, got '${text}'.`);
   return { id: Number(m[1]), hash: m[2] };
 }
 
@@ -38,7 +40,13 @@ async function checkRecordedHead(client: Client, head: RecordedHead): Promise<{ 
   return [];
 }
 
-export async function verifyAuditTrail(auditorUrl: string, expectHead?: RecordedHead): Promise<AuditVerdict> {
+/**
+ * Verifies the whole chain (with `expectHead`, also that it still holds that head), or with
+ * `sinceHead` incrementally: that the chain still holds that head, and every entry chained after it
+ * (verify_golden_dag_since()), so the work grows with what was appended since, not with the chain.
+ */
+export async function verifyAuditTrail(auditorUrl: string, expectHead?: RecordedHead, sinceHead?: RecordedHead): Promise<AuditVerdict> {
+  if (expectHead && sinceHead) throw new UserError("--expect-head and --since-head both name a recorded head: give one (--since-head checks it too, and verifies only what was chained after it).");
   return withClient(auditorUrl, async (client) => {
     // First chain what has committed since the sealer last ran, so the verdict covers it.
     // A chain that was tampered with can make the sealer fail (e.g. a head that is no longer the
@@ -53,7 +61,9 @@ export async function verifyAuditTrail(auditorUrl: string, expectHead?: Recorded
     const { broken, headBroken, counts } = await withTransaction(
       client,
       async () => ({
-        broken: await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag()"),
+        broken: sinceHead
+          ? await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag_since($1, decode($2, 'hex'))", [sinceHead.id, sinceHead.hash])
+          : await client.query("SELECT id, reason FROM neuralblitz.verify_golden_dag()"),
         headBroken: expectHead ? await checkRecordedHead(client, expectHead) : [],
         counts: await client.query(
           `SELECT (SELECT count(*) FROM neuralblitz.golden_dag_audit) AS entries,
@@ -66,6 +76,7 @@ export async function verifyAuditTrail(auditorUrl: string, expectHead?: Recorded
     );
     const c = counts.rows[0];
     return {
+      scope: sinceHead ? "since-head" : "full",
       entries: Number(c.entries),
       sealedNow: sealed,
       unsealed: Number(c.unsealed),

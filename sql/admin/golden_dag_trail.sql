@@ -42,7 +42,7 @@ BEGIN
     SELECT p.oid::regprocedure AS fn
       FROM pg_catalog.pg_proc p
      WHERE p.pronamespace = 'neuralblitz'::regnamespace
-       AND (p.proname ~ '^golden_dag_' OR p.proname IN ('seal_golden_dag', 'verify_golden_dag', 'archive_golden_dag_partition'))
+       AND (p.proname ~ '^golden_dag_' OR p.proname IN ('seal_golden_dag', 'verify_golden_dag', 'verify_golden_dag_since', 'archive_golden_dag_partition'))
        AND p.proowner <> 'nb_audit'::regrole
   LOOP
     EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO nb_audit', r.fn);
@@ -489,6 +489,118 @@ BEGIN
 END
 $$;
 REVOKE EXECUTE ON FUNCTION neuralblitz.verify_golden_dag() FROM PUBLIC;
+
+-- Incremental verification since a head recorded by an earlier verification (`nbdb audit verify
+-- --since-head`): the recorded entry must still be sealed with the recorded hash and hash to it,
+-- and every entry chained after it, up to the head, is checked as verify_golden_dag() checks the
+-- whole chain: its content against its sealed hash, its link to the entry before it, the head at
+-- the end of the walk (and nothing sealed beyond it), and any unaudited window among them; entries
+-- with a later id left unsealed for over a day too. The walk follows each seal's successor (prev_id
+-- is unique, so the chain cannot fork), so the work grows with the entries since the recorded head,
+-- not with the chain. Entries up to the recorded head are not re-checked: that is what the recorded
+-- head stands for (the verification that printed it). As query text ($1 the recorded entry) over a
+-- source of entries, so the audit benchmark runs exactly this query over a bench copy.
+CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_verify_since_sql(p_source text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT pg_catalog.format($q$
+  WITH RECURSIVE path AS (
+    SELECT x.entry_id, x.prev_id, x.prev_hash, x.entry_hash FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = $1
+    UNION ALL
+    -- The recorded entry again would mean a cycle (a forged seal): the walk stops there.
+    SELECT x.entry_id, x.prev_id, x.prev_hash, x.entry_hash
+      FROM path p JOIN neuralblitz.golden_dag_seals x ON x.prev_id = p.entry_id
+     WHERE x.entry_id <> $1
+  ),
+  walked AS MATERIALIZED (SELECT * FROM path),
+  a AS (SELECT e.* FROM (%s) e WHERE e.id BETWEEN (SELECT min(entry_id) FROM walked) AND (SELECT max(entry_id) FROM walked)),
+  s AS MATERIALIZED (
+    SELECT w.entry_id, w.prev_id, w.prev_hash, w.entry_hash, a.id AS present, a.operation, a.table_name, a.db_role, a.recorded_at, a.new_values,
+           CASE WHEN a.id IS NOT NULL THEN
+             pg_catalog.sha256(w.prev_hash || neuralblitz.golden_dag_canonical(
+               a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id,
+               a.old_values, a.new_values, w.prev_id)) END AS recomputed
+      FROM walked w LEFT JOIN a ON a.id = w.entry_id
+  ),
+  head AS (SELECT last_id, last_hash FROM neuralblitz.golden_dag_head),
+  broken AS (
+    SELECT s.entry_id AS id, 'content altered: the entry does not hash to its sealed entry_hash' AS reason
+      FROM s WHERE s.entry_hash <> s.recomputed
+    UNION ALL
+    SELECT s.entry_id, 'missing: sealed into the chain, but gone from the trail'
+      FROM s WHERE s.present IS NULL
+    UNION ALL
+    SELECT s.entry_id, pg_catalog.format('link broken: prev_hash is not the hash of entry %%s', s.prev_id)
+      FROM s JOIN s AS p ON p.entry_id = s.prev_id
+     WHERE s.entry_id <> $1 AND s.prev_hash <> p.entry_hash
+    UNION ALL
+    SELECT h.last_id, pg_catalog.format('head not reached: the chain from the recorded entry %%s does not lead to the head', $1)
+      FROM head h WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.entry_id = h.last_id)
+    UNION ALL
+    SELECT s.entry_id, 'head mismatch: the chain head holds another hash for this entry'
+      FROM s JOIN head h ON h.last_id = s.entry_id WHERE s.entry_hash <> h.last_hash
+    UNION ALL
+    SELECT x.entry_id, 'beyond the head: sealed after the entry the head names'
+      FROM neuralblitz.golden_dag_seals x JOIN head h ON x.prev_id = h.last_id
+    UNION ALL
+    SELECT e.id, 'not sealed: committed over a day ago, but not in the chain (run neuralblitz.seal_golden_dag(p_window => ''30 days''))'
+      FROM neuralblitz.golden_dag_audit e
+     WHERE e.id > $1 AND e.recorded_at < pg_catalog.now() - interval '1 day'
+       AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = e.id)
+    UNION ALL
+    SELECT s.entry_id, pg_catalog.format('unaudited window: %%s by %%s at %%s left the audit trigger %%s and the TRUNCATE guard %%s on %%s: changes to it until they were on again are not in the trail',
+                                         s.new_values ->> 'command', s.db_role, s.recorded_at, s.new_values ->> 'audit_trigger', s.new_values ->> 'truncate_guard', s.table_name)
+      FROM s WHERE s.entry_id <> $1 AND s.operation = 'DDL' AND (s.new_values ->> 'audit_trigger' <> 'enabled' OR s.new_values ->> 'truncate_guard' <> 'enabled')
+  )
+  SELECT id, reason FROM broken ORDER BY id, reason
+  $q$, p_source)
+$fn$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_verify_since_sql(text) FROM PUBLIC;
+
+-- The trail's entries with those of every archived partition whose table exists, as query text
+-- (the source verify_golden_dag() and verify_golden_dag_since() check).
+CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_entries_sql() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT 'SELECT id, recorded_at, table_name, operation, row_pk, db_role, app_user_id, old_values, new_values FROM neuralblitz.golden_dag_audit'
+         || coalesce(pg_catalog.string_agg(pg_catalog.format(' UNION ALL SELECT id, recorded_at, table_name, operation, row_pk, db_role, app_user_id, old_values, new_values FROM %s', c.oid::regclass), '' ORDER BY x.first_id), '')
+    FROM neuralblitz.golden_dag_archives x
+    JOIN pg_catalog.pg_class c ON c.relnamespace = 'neuralblitz'::regnamespace AND c.relname = x.partition_name || '_archived'
+                              AND c.relkind = 'r' AND NOT c.relispartition
+$$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_entries_sql() FROM PUBLIC;
+
+-- `nbdb audit verify --since-head <id>:<hash>`: one row per finding since that recorded head, none
+-- when the recorded entry still holds its hash and everything chained after it is intact.
+-- Runs with the caller's rights (nb_auditor reads the trail).
+CREATE OR REPLACE FUNCTION neuralblitz.verify_golden_dag_since(p_id bigint, p_hash bytea) RETURNS TABLE (id bigint, reason text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET work_mem = '256MB'
+AS $$
+DECLARE
+  v_hash bytea;
+BEGIN
+  SELECT s.entry_hash INTO v_hash FROM neuralblitz.golden_dag_seals s WHERE s.entry_id = p_id;
+  IF NOT FOUND THEN
+    id := p_id;
+    reason := 'recorded head: the entry is no longer in the chain';
+    RETURN NEXT;
+    RETURN;
+  END IF;
+  IF v_hash <> p_hash THEN
+    id := p_id;
+    reason := pg_catalog.format('recorded head: the entry''s hash is now %s, not %s: the chain was rewritten',
+                                pg_catalog.encode(v_hash, 'hex'), pg_catalog.encode(p_hash, 'hex'));
+    RETURN NEXT;
+    RETURN;
+  END IF;
+  RETURN QUERY EXECUTE neuralblitz.golden_dag_verify_since_sql(neuralblitz.golden_dag_entries_sql()) USING p_id;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.verify_golden_dag_since(bigint, bytea) FROM PUBLIC;
 
 -- The trail's month partitions, for run_partition_maintenance() (nb_owner cannot create partitions
 -- of a table it does not own): the current month and p_premake ahead. A month with strays in
