@@ -17,7 +17,7 @@ import { parseScale, seed } from "./ops/seed";
 import { printStartSummary, start } from "./ops/start";
 import { regenerateVerifySql, verifyStack } from "./ops/verify";
 import { StackStatus, down, status, up } from "./local/stack";
-import { SERVER_PACKAGES, TEST_PACKAGES, ensureSystem, ensureTestSystem } from "./local/setup";
+import { PGBOUNCER_EXPORTER_VERSION, SERVER_PACKAGES, TEST_PACKAGES, ensureSystem, ensureTestSystem } from "./local/setup";
 import { findBinaries } from "./local/system";
 import { PGBOUNCER_VERSION } from "../infra/topology/pgbouncerVersion";
 import { outputsFile, readOutputs, validateStackName } from "./local/state";
@@ -121,7 +121,7 @@ export function program(): Command {
   cli
     .command("setup")
     .description(`install what the local stack needs on this machine (root, Debian/Ubuntu): ${SERVER_PACKAGES.join(", ")} and PgBouncer ${PGBOUNCER_VERSION} built from Debian 13's source package; skips what is there`)
-    .option("--for-tests", `also what the test suite needs: ${TEST_PACKAGES.join(", ")}`)
+    .option("--for-tests", `also what the test suite needs: ${TEST_PACKAGES.join(", ")}, and PgBouncer's exporter (prometheus-pgbouncer-exporter ${PGBOUNCER_EXPORTER_VERSION}, pinned, in a virtual environment)`)
     .action(async (o: { forTests?: boolean }) => {
       const r = o.forTests ? await ensureTestSystem(log) : await ensureSystem(log);
       console.log(r.installed.length ? `installed: ${r.installed.join(", ")}` : "everything the local stack needs is installed.");
