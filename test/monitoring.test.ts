@@ -125,6 +125,10 @@ describe("monitoring: the local stack's exporters and the project's metrics", fu
       expect(await rejection(query(url, cmd)), cmd).to.match(/admin access needed/);
     }
     expect((await status(stack)).pooler.running, "the pooler kept running").to.equal(true);
+    // Listed in the auth file for the console, it still reaches no database through the pooler.
+    const pooled = new URL(url);
+    pooled.pathname = `/${DATABASE}`;
+    expect(await rejection(query(pooled.toString(), "SELECT 1"))).to.match(/no pg_hba\.conf entry .*nb_monitor/);
     // The exporter's own connection: nb_monitor on the console, over TLS.
     const clients = await query<{ user: string; database: string; tls: string }>(url, "SHOW CLIENTS");
     expect(clients.filter((c) => c.user === MONITOR_ROLE && c.database === "pgbouncer").every((c) => /TLS/.test(c.tls))).to.equal(true);

@@ -367,7 +367,9 @@ export const PGBOUNCER_EXPORTER_REQUIREMENTS = [
 /** Debian's Python: the virtual environment is made with it (never another Python on the PATH). */
 const DEBIAN_PYTHON = "/usr/bin/python3";
 
+/** Where it is installed, then looked for (NBDB_PGBOUNCER_EXPORTER_PREFIX overrides both, like NBDB_PGBOUNCER_PREFIX). */
 function pgbouncerExporterPrefixes(): string[] {
+  if (process.env.NBDB_PGBOUNCER_EXPORTER_PREFIX) return [path.resolve(process.env.NBDB_PGBOUNCER_EXPORTER_PREFIX)];
   const name = `pgbouncer-exporter-${PGBOUNCER_EXPORTER_VERSION}`;
   return [...new Set([path.join(installBase(), name), path.join(MACHINE_PREFIX_BASE, name)])];
 }
