@@ -162,7 +162,7 @@ export function program(): Command {
 
   cli
     .command("status")
-    .description("show each node (role, port, pid, running, streaming, replication lag), the pooler's pools and the metrics exporter's URL; exit code 1 when a node, the pooler or the exporter is down or a replica is not streaming")
+    .description("show each node (role, port, pid, running, streaming, replication lag), the pooler's pools and the metrics exporters' URLs (PostgreSQL's, PgBouncer's); exit code 1 when a node, the pooler or an exporter is down or a replica is not streaming")
     .option("--stack <name>", "stack name", stackOption, "local")
     .option("--json", "print JSON for machines")
     .action(async (o: { stack: string; json?: boolean }) => {
