@@ -166,14 +166,16 @@ describe("monitoring: the local stack's exporters and the project's metrics", fu
   });
 
   it("refuses up, naming the exporter's port, while another process holds it", async function () {
-    const port = requireStack(stack).ports.exporters!.postgres;
-    const squatter = net.createServer().listen(port, "127.0.0.1");
-    await new Promise((r) => squatter.once("listening", r));
-    try {
-      expect(await rejection(up({ stack }))).to.match(new RegExp(`port ${port}, kept for postgres-exporter of stack '${stack}', is in use`));
-      expect((await status(stack)).nodes[0].running, "nothing was started").to.equal(false);
-    } finally {
-      await new Promise((r) => squatter.close(r));
+    const ports = requireStack(stack).ports.exporters!;
+    for (const [name, port] of [["postgres-exporter", ports.postgres!], ["pgbouncer-exporter", ports.pgbouncer!]] as const) {
+      const squatter = net.createServer().listen(port, "127.0.0.1");
+      await new Promise((r) => squatter.once("listening", r));
+      try {
+        expect(await rejection(up({ stack }))).to.match(new RegExp(`port ${port}, kept for ${name} of stack '${stack}', is in use`));
+        expect((await status(stack)).nodes[0].running, "nothing was started").to.equal(false);
+      } finally {
+        await new Promise((r) => squatter.close(r));
+      }
     }
   });
 });
