@@ -13,7 +13,7 @@ import { localContext } from "../scripts/local/context";
 import { processAlive } from "../scripts/local/system";
 import { down, status, up } from "../scripts/local/stack";
 import * as net from "net";
-import { HOST, LocalStackOutputs, caFile, requireStack } from "../scripts/local/state";
+import { HOST, LocalStackOutputs, caFile, requireStack, saveState } from "../scripts/local/state";
 import { query, rejection, uniqueStack } from "./helpers";
 
 /** Every sample of `metric` in a Prometheus text exposition: labels and value. */
@@ -155,6 +155,18 @@ describe("monitoring: the local stack's exporters and the project's metrics", fu
     expect(changes).to.include("started pgbouncer-exporter");
     expect(requireStack(stack).ports.exporters!.pgbouncer).to.equal(port);
     expect(samples(await scrape(urls["pgbouncer-exporter"]), "pgbouncer_up").map((s) => s.value)).to.deep.equal([1]);
+  });
+
+  it("follows a new nb_monitor password: the pooler's auth file and the exporter both take it on the next up", async function () {
+    const state = requireStack(stack);
+    const old = monitorConsole();
+    state.passwords.nb_monitor = `${state.passwords.nb_monitor.slice(0, -4)}abcd`;
+    saveState(state);
+    const { changes } = await up({ stack });
+    expect(changes).to.include.members(["restarted postgres-exporter", "restarted pgbouncer-exporter"]);
+    expect(samples(await scrape(urls["pgbouncer-exporter"]), "pgbouncer_up").map((s) => s.value)).to.deep.equal([1]);
+    expect(await query(monitorConsole(), "SHOW POOLS")).to.not.be.empty;
+    expect(await rejection(query(old, "SHOW POOLS")), "the old password").to.match(/authentication failed/);
   });
 
   it("stops the exporters with the stack", async function () {

@@ -6,6 +6,7 @@
 //   12's 1.7 stops at start against PgBouncer 1.24: KeyError 'total_requests') on the pooler's admin
 //   console as nb_monitor, a stats user (SHOW only), over the pooler's TLS verified against the CA.
 import { spawn } from "child_process";
+import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { connectionUrl } from "../../client/outputs";
@@ -60,11 +61,6 @@ const queriesFile = (ctx: LocalContext) => path.join(monitoringDir(ctx), "querie
 const pgbouncerExporterConfig = (ctx: LocalContext) => path.join(monitoringDir(ctx), "pgbouncer-exporter.yaml");
 export const exporterLog = (ctx: LocalContext, name: ExporterName) => path.join(ctx.dir, "log", `${name}.log`);
 
-/** True when any exporter is installed. */
-export function hasExporters(): boolean {
-  return installedExporters().length > 0;
-}
-
 /** The exporters' metrics URLs, once the stack has ports for them. */
 export function exporterUrls(state: StackState): Partial<Record<ExporterName, string>> {
   return Object.fromEntries(EXPORTERS.filter((n) => exporterPort(state, n)).map((n) => [n, `http://${HOST}:${exporterPort(state, n)}/metrics`]));
@@ -107,7 +103,8 @@ function runOf(ctx: LocalContext, state: StackState, name: ExporterName): Export
       bin: binOf(name)!,
       args: [`--config=${pgbouncerExporterConfig(ctx)}`, "--log-level=WARNING"],
       env: { ...base, [PASSWORD_VARIABLE]: password },
-      config: `${password}\n${yaml}`,
+      // The password's digest, not the password: a rotated one restarts the exporter.
+      config: `${createHash("sha256").update(password).digest("hex")}\n${yaml}`,
     };
   }
   const dsn = connectionUrl(MONITOR_ROLE, state.passwords[MONITOR_ROLE], { host: HOST, port: state.ports.primary }, DATABASE, caFile(state.stack));
