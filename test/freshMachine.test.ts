@@ -12,7 +12,7 @@ import { status, up } from "../scripts/local/stack";
 import { localContext } from "../scripts/local/context";
 import { poolerVersion, stopPooler } from "../scripts/local/pooler";
 import { chownToServer, run, waitFor } from "../scripts/local/system";
-import { builtPgbouncer, hasSupportedPgbouncer, debianMirrors } from "../scripts/local/setup";
+import { PGBOUNCER_EXPORTER_REQUIREMENTS, builtPgbouncer, debianMirrors, ensurePgbouncerExporter, hasSupportedPgbouncer, installedPgbouncerExporter } from "../scripts/local/setup";
 import { UNREACHABLE_CHECKOUT_HOME, reachableBy, requireStack, stackDir } from "../scripts/local/state";
 import { query, uniqueStack } from "./helpers";
 
@@ -156,6 +156,46 @@ describe("a fresh machine", function () {
     expect((await status(stack)).pooler.version).to.equal(PGBOUNCER_VERSION);
     const text = await nbdb(["status", "--stack", stack]);
     expect(text.stdout).to.match(new RegExp(`pgbouncer\\s*│\\s*${PGBOUNCER_VERSION.replace(/\./g, "\\.")}`));
+  });
+});
+
+describe("nbdb setup --for-tests: PgBouncer's exporter in its virtual environment", function () {
+  this.timeout(300_000);
+  /** What pip installed into the environment itself (Debian's packages it sees are not listed). */
+  const freeze = (bin: string) =>
+    new Promise<string[]>((resolve, reject) =>
+      execFile(path.join(path.dirname(bin), "pip"), ["freeze", "--local", "--disable-pip-version-check"], (err, out) => (err ? reject(err) : resolve(out.trim().split("\n").sort()))),
+    );
+
+  it("holds the exporter and its dependencies at exactly the pinned versions, and setup skips it when it is there", async function () {
+    const bin = installedPgbouncerExporter();
+    expect(bin, "run: sudo npx nbdb setup --for-tests").to.be.a("string");
+    expect(await freeze(bin!)).to.deep.equal([...PGBOUNCER_EXPORTER_REQUIREMENTS].sort());
+    const r = await nbdb(["setup", "--for-tests"]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stderr).to.not.match(/installing prometheus-pgbouncer-exporter/);
+  });
+
+  it("installs it into an empty prefix, and makes a half-made environment again", async function () {
+    const prefix = fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-pgbx-"));
+    const saved = process.env.NBDB_PGBOUNCER_EXPORTER_PREFIX;
+    process.env.NBDB_PGBOUNCER_EXPORTER_PREFIX = path.join(prefix, "venv");
+    try {
+      expect(installedPgbouncerExporter()).to.equal(undefined);
+      const bin = await ensurePgbouncerExporter(() => undefined);
+      expect(bin).to.equal(path.join(prefix, "venv", "bin", "pgbouncer-exporter"));
+      expect(installedPgbouncerExporter()).to.equal(bin);
+      // A crash before the marker: the environment counts as missing, and is made again from nothing.
+      fs.rmSync(path.join(prefix, "venv", "NBDB-BUILD"));
+      fs.rmSync(path.join(prefix, "venv", "lib"), { recursive: true });
+      expect(installedPgbouncerExporter()).to.equal(undefined);
+      expect(await ensurePgbouncerExporter(() => undefined)).to.equal(bin);
+      expect(await freeze(bin)).to.deep.equal([...PGBOUNCER_EXPORTER_REQUIREMENTS].sort());
+    } finally {
+      if (saved === undefined) delete process.env.NBDB_PGBOUNCER_EXPORTER_PREFIX;
+      else process.env.NBDB_PGBOUNCER_EXPORTER_PREFIX = saved;
+      fs.rmSync(prefix, { recursive: true, force: true });
+    }
   });
 });
 

@@ -544,7 +544,7 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("alarms on replica lag, free storage, connections and wraparound per instance, with the config's default thresholds", () => {
-      const alarms = of(run, "aws:cloudwatch/metricAlarm:MetricAlarm");
+      const alarms = of(run, "aws:cloudwatch/metricAlarm:MetricAlarm").filter((a) => a.inputs.namespace === "AWS/RDS");
       const byName = Object.fromEntries(alarms.map((a) => [a.name, a.inputs]));
       expect(Object.keys(byName).sort()).to.deep.equal(
         ["primary-connections", "primary-free-storage", "primary-wraparound", ...[0, 1].flatMap((i) => [`replica-${i}-connections`, `replica-${i}-free-storage`, `replica-${i}-replica-lag`])]
@@ -561,6 +561,18 @@ describe("Pulumi program (mocks)", function () {
       expect(byName["nbdb-primary-connections"]).to.include({ metricName: "DatabaseConnections", threshold: Math.floor(maxConnections * 0.8) });
     });
 
+    it("alarms when fewer pooler tasks than the service runs are healthy behind the load balancer", () => {
+      const all = of(run, "aws:cloudwatch/metricAlarm:MetricAlarm");
+      const pooler = all.filter((a) => a.inputs.namespace !== "AWS/RDS");
+      expect(pooler.map((a) => a.name)).to.deep.equal(["nbdb-pooler-healthy-tasks"]);
+      const tasks = of(run, "aws:ecs/service:Service")[0].inputs.desiredCount;
+      expect(tasks).to.be.at.least(1);
+      expect(pooler[0].inputs).to.include({ namespace: "AWS/NetworkELB", metricName: "HealthyHostCount", statistic: "Minimum", comparisonOperator: "LessThanThreshold", threshold: tasks, period: 60, evaluationPeriods: ALARM_DEFAULTS.evaluationMinutes });
+      const lb = of(run, "aws:lb/loadBalancer:LoadBalancer")[0].inputs.name;
+      const tg = of(run, "aws:lb/targetGroup:TargetGroup")[0].name;
+      expect(pooler[0].inputs.dimensions).to.deep.equal({ LoadBalancer: `net/${lb}/0123`, TargetGroup: `targetgroup/${tg}/4567` });
+    });
+
     it("takes the alarms' thresholds and topic from aws.alarms", async () => {
       const topic = "arn:aws:sns:eu-west-1:123456789012:nbdb-alarms";
       const custom = await deployed("prod", withKey(PROD, "aws.alarms", { replicaLagSeconds: 15, freeStorageGb: 50, evaluationMinutes: 3, topicArn: topic }));
@@ -569,6 +581,9 @@ describe("Pulumi program (mocks)", function () {
       expect(lag.alarmActions).to.deep.equal([topic]);
       const storage = of(custom, "aws:cloudwatch/metricAlarm:MetricAlarm").find((a) => a.name === "nbdb-primary-free-storage")!.inputs;
       expect(storage.threshold).to.equal(50 * 1024 ** 3);
+      const pooler = of(custom, "aws:cloudwatch/metricAlarm:MetricAlarm").find((a) => a.name === "nbdb-pooler-healthy-tasks")!.inputs;
+      expect(pooler).to.include({ evaluationPeriods: 3 });
+      expect(pooler.okActions).to.deep.equal([topic]);
     });
 
     it("spreads the read-only entry over the RDS read replicas' addresses, verified against RDS's CA", () => {

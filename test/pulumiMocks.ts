@@ -102,7 +102,9 @@ function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number
     case "aws:rds/instance:Instance":
       return { ...i, address: `${i.identifier}.c0ffee.eu-west-1.rds.amazonaws.com`, port: 5432 };
     case "aws:lb/loadBalancer:LoadBalancer":
-      return { ...i, dnsName: `${i.name}-0123.elb.eu-west-1.amazonaws.com`, arn: `arn:aws:elasticloadbalancing:::${args.name}` };
+      return { ...i, dnsName: `${i.name}-0123.elb.eu-west-1.amazonaws.com`, arn: `arn:aws:elasticloadbalancing:::${args.name}`, arnSuffix: `net/${i.name}/0123` };
+    case "aws:lb/targetGroup:TargetGroup":
+      return { ...i, arnSuffix: `targetgroup/${args.name}/4567` };
     case "pulumi-nodejs:dynamic/neuralblitz:LocalTopology": {
       // What the local stack's up reports; the real one runs under the engine (test/engine.local.test.ts).
       const replicas = Number(i.replicas);

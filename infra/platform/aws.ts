@@ -9,7 +9,7 @@ import { DATABASE } from "../../schema/roles";
 import { AwsConfig, ImageConfig, PoolerConfig, PostgresVersion } from "../config";
 import { AwsPooler } from "./awsPooler";
 import { POOLER_PORT, poolerFootprint } from "./poolerContainer";
-import { rdsAlarms } from "./awsAlarms";
+import { poolerAlarm, rdsAlarms } from "./awsAlarms";
 import { connectionBudget } from "../topology/connectionBudget";
 import { rdsParameters } from "./rdsParameters";
 import { RDS_CA_FILE } from "./rdsCa";
@@ -188,6 +188,7 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
       maxConnections,
       this,
     );
+    poolerAlarm(name, { loadBalancer: pooler.alarmDimensions.loadBalancer, targetGroup: pooler.alarmDimensions.targetGroup, tasks: cfg.poolerTasks }, cfg.alarms, this);
 
     // `address`, not `endpoint`: the latter carries the port.
     const endpoint = (db: aws.rds.Instance) => pulumi.output({ host: db.address, port: db.port });

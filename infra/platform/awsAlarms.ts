@@ -1,6 +1,7 @@
-// CloudWatch alarms on the AWS stack's RDS instances (issue 18 item 4): replica lag, free storage,
-// connections and transaction-ID wraparound, thresholds from `aws.alarms` (infra/config.ts).
-// RDS publishes every one of these metrics itself (namespace AWS/RDS), so nothing runs to feed them.
+// CloudWatch alarms on the AWS stack (issue 18 item 4): on the RDS instances replica lag, free
+// storage, connections and transaction-ID wraparound, thresholds from `aws.alarms` (infra/config.ts);
+// on the pooler, its healthy tasks as the load balancer counts them. RDS and the load balancer publish
+// every one of these metrics themselves (AWS/RDS, AWS/NetworkELB), so nothing runs to feed them.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { AwsAlarmConfig } from "../config";
@@ -51,4 +52,37 @@ export function rdsAlarms(name: string, instances: readonly AlarmedInstance[], c
     alarms.push(alarm(i, "connections", { metricName: "DatabaseConnections", statistic: "Maximum", comparisonOperator: "GreaterThanThreshold", threshold: connections, description: `connections above ${connections} (${cfg.connectionsPercent}% of max_connections ${maxConnections})` }));
   }
   return alarms;
+}
+
+/** The pooler's load balancer and target group (their CloudWatch dimension values, `arnSuffix`) and its task count. */
+export interface AlarmedPooler {
+  readonly loadBalancer: pulumi.Input<string>;
+  readonly targetGroup: pulumi.Input<string>;
+  readonly tasks: number;
+}
+
+/**
+ * The pooler's alarm: fewer healthy tasks than the service runs (the load balancer's TCP health
+ * check, the same the ECS service replaces tasks by) for `evaluationMinutes`.
+ */
+export function poolerAlarm(name: string, pooler: AlarmedPooler, cfg: AwsAlarmConfig, parent: pulumi.Resource): aws.cloudwatch.MetricAlarm {
+  const actions = cfg.topicArn ? { alarmActions: [cfg.topicArn], okActions: [cfg.topicArn] } : {};
+  return new aws.cloudwatch.MetricAlarm(
+    `${name}-pooler-healthy-tasks`,
+    {
+      namespace: "AWS/NetworkELB",
+      dimensions: { LoadBalancer: pooler.loadBalancer, TargetGroup: pooler.targetGroup },
+      period: 60,
+      evaluationPeriods: cfg.evaluationMinutes,
+      // The load balancer reports the count every minute, 0 included: no data means no load balancer yet.
+      treatMissingData: "missing",
+      alarmDescription: `${name}: fewer than ${pooler.tasks} healthy pooler task(s) behind the load balancer`,
+      ...actions,
+      metricName: "HealthyHostCount",
+      statistic: "Minimum",
+      comparisonOperator: "LessThanThreshold",
+      threshold: pooler.tasks,
+    },
+    { parent },
+  );
 }

@@ -76,6 +76,8 @@ export class AwsPooler extends pulumi.ComponentResource {
   readonly endpoint: pulumi.Output<PoolerEndpoint>;
   /** The CA the pooler's certificate chains to (PEM; public). */
   readonly caCertificate: pulumi.Output<string>;
+  /** The load balancer's and the target group's CloudWatch dimensions (awsAlarms.ts's poolerAlarm). */
+  readonly alarmDimensions: pulumi.Output<{ loadBalancer: string; targetGroup: string }>;
 
   constructor(name: string, args: AwsPoolerArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:AwsPooler", name, {}, opts);
@@ -266,6 +268,7 @@ export class AwsPooler extends pulumi.ComponentResource {
 
     this.endpoint = pulumi.output({ host: loadBalancer.dnsName, port: POOLER_PORT, poolMode: args.pooler.poolMode });
     this.caCertificate = ca.certPem;
+    this.alarmDimensions = pulumi.output({ loadBalancer: loadBalancer.arnSuffix, targetGroup: targets.arnSuffix });
     this.registerOutputs({ endpoint: this.endpoint });
   }
 }

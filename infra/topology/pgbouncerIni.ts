@@ -2,6 +2,7 @@
 // real, the Docker and AWS stacks mount them into the PgBouncer container.
 import { SESSION_POOL_SIZE, readonlyPoolDatabase, sessionPoolDatabase } from "../../client/outputs";
 import { RESERVE_POOL_SIZE } from "./connectionBudget";
+import { MONITOR_ROLE } from "./monitoring";
 import { AUTH_QUERY, AUTH_USER } from "./pgbouncerAuth";
 
 /** Statement pooling is left out: the user context lives in a transaction (SET LOCAL). */
@@ -181,7 +182,9 @@ export function renderPgbouncerIni(c: PgbouncerConfig): string {
     "server_lifetime = 3600",
     "server_idle_timeout = 600",
     "server_check_query = select 1",
-    `stats_users = ${AUTH_USER}`,
+    // Read-only console logins (every SHOW but SHOW FDS; no PAUSE, RELOAD, SHUTDOWN...): the auth user
+    // (nbdb status) and the metrics exporter's login, whose secret only the local stack's auth file holds.
+    `stats_users = ${AUTH_USER}, ${MONITOR_ROLE}`,
     ...(c.adminUsers?.length ? [`admin_users = ${c.adminUsers.join(", ")}`] : []),
     "log_connections = 0",
     "log_disconnections = 0",

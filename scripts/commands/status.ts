@@ -6,7 +6,7 @@ import { defineCommand, fmt, tableStyle } from "./command";
 export default defineCommand({
   name: "status",
   description:
-    "show each node (role, port, pid, running, streaming, replication lag), the pooler's pools and the metrics exporter's URL; exit code 1 when a node, the pooler or the exporter is down or a replica is not streaming",
+    "show each node (role, port, pid, running, streaming, replication lag), the pooler's pools and the metrics exporters' URLs (PostgreSQL's, PgBouncer's); exit code 1 when a node, the pooler or an exporter is down or a replica is not streaming",
   stack: {},
   run: (o: { stack: string }) => status(o.stack),
   json: { render: (s) => s },

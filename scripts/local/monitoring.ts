@@ -1,9 +1,12 @@
-// The local stack's metrics exporter (issue 18 item 4): Debian's prometheus-postgres-exporter on the
-// primary as nb_monitor, with the project's queries (infra/topology/monitoring.ts), as its own
-// process on a port of the stack's, on 127.0.0.1; `nbdb status` names its URL. Debian 12's
-// prometheus-pgbouncer-exporter (1.7) is not run: it reads SHOW STATS columns PgBouncer 1.8 removed
-// (KeyError: 'total_requests' at start against 1.24.1), docs/monitoring.md.
+// The local stack's metrics exporters (issue 18 item 4), each its own process on a port of the
+// stack's, on 127.0.0.1; `nbdb status` names their URLs (docs/monitoring.md):
+// - Debian's prometheus-postgres-exporter on the primary as nb_monitor, with the project's queries
+//   (infra/topology/monitoring.ts);
+// - prometheus-pgbouncer-exporter (2.1.2, the virtual environment of scripts/local/setup.ts; Debian
+//   12's 1.7 stops at start against PgBouncer 1.24: KeyError 'total_requests') on the pooler's admin
+//   console as nb_monitor, a stats user (SHOW only), over the pooler's TLS verified against the CA.
 import { spawn } from "child_process";
+import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { connectionUrl } from "../../client/outputs";
@@ -12,12 +15,32 @@ import { DATABASE } from "../../schema/roles";
 import { LocalContext } from "./context";
 import { ensureServerDir } from "./postgresNode";
 import { HOST, StackState, caFile, newKeptPort, saveState } from "./state";
+import { installedPgbouncerExporter } from "./setup";
 import { processAlive, waitFor } from "./system";
 
 export const POSTGRES_EXPORTER_BIN = "/usr/bin/prometheus-postgres-exporter";
 
-export type ExporterName = "postgres-exporter";
-const EXPORTERS: readonly ExporterName[] = ["postgres-exporter"];
+export type ExporterName = "postgres-exporter" | "pgbouncer-exporter";
+const EXPORTERS: readonly ExporterName[] = ["postgres-exporter", "pgbouncer-exporter"];
+/** Each exporter's key in state.ports.exporters. */
+const PORT_KEY = { "postgres-exporter": "postgres", "pgbouncer-exporter": "pgbouncer" } as const satisfies Record<ExporterName, keyof ExporterPorts>;
+export type ExporterPorts = NonNullable<StackState["ports"]["exporters"]>;
+
+/** The exporter's command where it is installed. */
+function binOf(name: ExporterName): string | undefined {
+  if (name === "postgres-exporter") return fs.existsSync(POSTGRES_EXPORTER_BIN) ? POSTGRES_EXPORTER_BIN : undefined;
+  return installedPgbouncerExporter();
+}
+
+/** The exporters installed on this machine (`nbdb setup --for-tests` installs both); `up` runs these. */
+export function installedExporters(): ExporterName[] {
+  return EXPORTERS.filter((n) => binOf(n));
+}
+
+/** The port kept for an exporter, once the stack has one. */
+export function exporterPort(state: StackState, name: ExporterName): number | undefined {
+  return state.ports.exporters?.[PORT_KEY[name]];
+}
 
 interface ExporterRun {
   readonly bin: string;
@@ -35,25 +58,60 @@ export function monitoringDir(ctx: LocalContext): string {
 const pidFile = (ctx: LocalContext, name: ExporterName) => path.join(monitoringDir(ctx), `${name}.pid`);
 const configStamp = (ctx: LocalContext, name: ExporterName) => path.join(monitoringDir(ctx), `${name}.started-with`);
 const queriesFile = (ctx: LocalContext) => path.join(monitoringDir(ctx), "queries.yaml");
+const pgbouncerExporterConfig = (ctx: LocalContext) => path.join(monitoringDir(ctx), "pgbouncer-exporter.yaml");
 export const exporterLog = (ctx: LocalContext, name: ExporterName) => path.join(ctx.dir, "log", `${name}.log`);
-
-/** True when Debian's exporter is installed (`nbdb setup --for-tests` installs it). */
-export function hasExporters(): boolean {
-  return fs.existsSync(POSTGRES_EXPORTER_BIN);
-}
 
 /** The exporters' metrics URLs, once the stack has ports for them. */
 export function exporterUrls(state: StackState): Partial<Record<ExporterName, string>> {
-  const p = state.ports.exporters;
-  return p ? { "postgres-exporter": `http://${HOST}:${p.postgres}/metrics` } : {};
+  return Object.fromEntries(EXPORTERS.filter((n) => exporterPort(state, n)).map((n) => [n, `http://${HOST}:${exporterPort(state, n)}/metrics`]));
 }
 
-function runOf(ctx: LocalContext, state: StackState): ExporterRun {
+/** The admin console's database: PgBouncer's own. */
+const POOLER_CONSOLE = "pgbouncer";
+/** The exporter's config names the password by this variable (its `$(NAME)` substitution), never holds it. */
+const PASSWORD_VARIABLE = "NBDB_MONITOR_PASSWORD";
+
+/**
+ * prometheus-pgbouncer-exporter's config: its address, and the pooler's console as nb_monitor over TLS
+ * verify-full against the stack's CA (libpq, through psycopg2). The DSN must stay a plain YAML scalar
+ * for the exporter's `$(NAME)` substitution to apply. The console's own database is left out.
+ */
+export function pgbouncerExporterYaml(state: StackState, port: number): string {
+  const marker = "nbdb-password-placeholder";
+  const dsn = connectionUrl(MONITOR_ROLE, marker, { host: HOST, port: state.ports.pooler }, POOLER_CONSOLE, caFile(state.stack)).replace(`:${marker}@`, `:$(${PASSWORD_VARIABLE})@`);
+  if (/[\s#]|: /.test(dsn)) throw new Error(`the PgBouncer exporter's DSN cannot be a plain YAML scalar: ${dsn}`);
+  return [
+    "# Generated by neuralblitz-db (scripts/local/monitoring.ts). Do not edit by hand.",
+    `exporter_host: ${HOST}`,
+    `exporter_port: ${port}`,
+    "pgbouncers:",
+    `  - dsn: ${dsn}`,
+    "    connect_timeout: 5",
+    "    exclude_databases:",
+    `      - ${POOLER_CONSOLE}`,
+    "",
+  ].join("\n");
+}
+
+function runOf(ctx: LocalContext, state: StackState, name: ExporterName): ExporterRun {
+  const base = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: ctx.user.home, LANG: "C.UTF-8" };
+  const port = exporterPort(state, name)!;
+  if (name === "pgbouncer-exporter") {
+    const yaml = pgbouncerExporterYaml(state, port);
+    const password = encodeURIComponent(state.passwords[MONITOR_ROLE]);
+    return {
+      bin: binOf(name)!,
+      args: [`--config=${pgbouncerExporterConfig(ctx)}`, "--log-level=WARNING"],
+      env: { ...base, [PASSWORD_VARIABLE]: password },
+      // The password's digest, not the password: a rotated one restarts the exporter.
+      config: `${createHash("sha256").update(password).digest("hex")}\n${yaml}`,
+    };
+  }
   const dsn = connectionUrl(MONITOR_ROLE, state.passwords[MONITOR_ROLE], { host: HOST, port: state.ports.primary }, DATABASE, caFile(state.stack));
   return {
     bin: POSTGRES_EXPORTER_BIN,
-    args: [`--web.listen-address=${HOST}:${state.ports.exporters!.postgres}`, `--extend.query-path=${queriesFile(ctx)}`],
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: ctx.user.home, LANG: "C.UTF-8", DATA_SOURCE_NAME: dsn },
+    args: [`--web.listen-address=${HOST}:${port}`, `--extend.query-path=${queriesFile(ctx)}`],
+    env: { ...base, DATA_SOURCE_NAME: dsn },
     config: `${dsn}\n${postgresExporterQueries()}`,
   };
 }
@@ -102,28 +160,34 @@ async function startExporter(ctx: LocalContext, state: StackState, name: Exporte
   await waitFor(`${name} at ${url} (log: ${exporterLog(ctx, name)})`, 30_000, async () => (exporterPid(ctx, name) && (await answers(url)) ? true : undefined));
 }
 
-async function exporterPorts(): Promise<{ postgres: number }> {
-  return { postgres: await newKeptPort() };
+/** A port for an exporter: kept for the stack's life, outside the ephemeral range, no other stack's. */
+function newExporterPort(): Promise<number> {
+  return newKeptPort();
+}
+
+function writeIfChanged(file: string, content: string): void {
+  if (!fs.existsSync(file) || fs.readFileSync(file, "utf8") !== content) fs.writeFileSync(file, content, { mode: 0o644 });
 }
 
 /**
- * Run the exporter when Debian's package is installed: its port chosen once, the query file written,
+ * Run the installed exporters: each one's port chosen once (kept in state.json), its files written,
  * started when it is not running and restarted when what it read at start changed. Returns what changed.
  */
 export async function ensureExporters(ctx: LocalContext, state: StackState): Promise<string[]> {
-  if (!hasExporters()) return [];
+  const installed = installedExporters();
   const changes: string[] = [];
-  if (!state.ports.exporters) {
-    state.ports.exporters = await exporterPorts();
+  for (const name of installed.filter((n) => !exporterPort(state, n))) {
+    const port = await newExporterPort();
+    state.ports.exporters = { ...state.ports.exporters, [PORT_KEY[name]]: port };
     saveState(state);
   }
+  if (installed.length === 0) return changes;
   ensureServerDir(ctx, monitoringDir(ctx));
-  const queries = postgresExporterQueries();
-  if (!fs.existsSync(queriesFile(ctx)) || fs.readFileSync(queriesFile(ctx), "utf8") !== queries) {
-    fs.writeFileSync(queriesFile(ctx), queries, { mode: 0o644 });
-  }
-  for (const name of EXPORTERS) {
-    const run = runOf(ctx, state);
+  // Neither file holds a secret (the passwords are in the processes' environments).
+  writeIfChanged(queriesFile(ctx), postgresExporterQueries());
+  if (installed.includes("pgbouncer-exporter")) writeIfChanged(pgbouncerExporterConfig(ctx), pgbouncerExporterYaml(state, exporterPort(state, "pgbouncer-exporter")!));
+  for (const name of installed) {
+    const run = runOf(ctx, state, name);
     const running = exporterPid(ctx, name);
     const stamp = fs.existsSync(configStamp(ctx, name)) ? fs.readFileSync(configStamp(ctx, name), "utf8") : "";
     if (running && stamp === run.config) continue;
@@ -147,9 +211,10 @@ export interface ExporterStatus {
   readonly running: boolean;
 }
 
+/** The installed exporters that have a port. */
 export function exportersStatus(ctx: LocalContext, state: StackState): ExporterStatus[] {
   const urls = exporterUrls(state);
-  return EXPORTERS.filter((n) => urls[n]).map((name) => {
+  return installedExporters().filter((n) => urls[n]).map((name) => {
     const pid = exporterPid(ctx, name);
     return { name, url: urls[name]!, pid: pid ?? null, running: !!pid };
   });

@@ -2,7 +2,9 @@
 import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
+import { MONITOR_ROLE } from "../../infra/topology/monitoring";
 import { AUTH_USER } from "../../infra/topology/pgbouncerAuth";
+import { stableScramVerifier } from "../../infra/topology/scram";
 import { parsePgbouncerVersion } from "../../infra/topology/pgbouncerVersion";
 import { POOLER_DEFAULTS, PgbouncerConfig, renderPgbouncerAuthFile, renderPgbouncerIni } from "../../infra/topology/pgbouncerIni";
 import { DATABASE } from "../../schema/roles";
@@ -121,7 +123,9 @@ export function writePoolerConfig(ctx: LocalContext, state: StackState): boolean
   let changed = writeReadonlyLinks(ctx, state);
   for (const [file, content] of [
     [iniFile(ctx), ini],
-    [authFile(ctx), renderPgbouncerAuthFile(state.passwords[AUTH_USER])],
+    // nb_monitor's SCRAM verifier (never its password): a stats user on the admin console, where the
+    // PgBouncer exporter logs in (scripts/local/monitoring.ts).
+    [authFile(ctx), renderPgbouncerAuthFile(state.passwords[AUTH_USER], { [MONITOR_ROLE]: stableScramVerifier(MONITOR_ROLE, state.passwords[MONITOR_ROLE]) })],
   ] as const) {
     if (fs.existsSync(file) && fs.readFileSync(file, "utf8") === content) continue;
     fs.writeFileSync(file, content, { mode: 0o600 });

@@ -16,7 +16,6 @@ export const SETUP_COMMAND = "sudo npx nbdb setup";
 /** Debian packages of the servers: the server itself is required, pg_cron schedules maintenance. */
 export const SERVER_PACKAGES = ["postgresql-15", "postgresql-15-cron"] as const;
 
-/** What building PgBouncer needs from Debian 12 (its own libraries; nothing from Debian 13 but the source). */
 /**
  * What the test suite needs beside the local stack (`npm test` installs them, as root with apt): the
  * drivers of the compatibility suite (test/drivers.test.ts), pgBackRest (test/backup.test.ts) and
@@ -32,8 +31,11 @@ export const TEST_PACKAGES = [
   "python3-greenlet",
   "pgbackrest",
   "prometheus-postgres-exporter",
+  // PgBouncer's exporter (below): its virtual environment, and the PostgreSQL driver it runs on.
+  "python3-venv",
 ] as const;
 
+/** What building PgBouncer needs from Debian 12 (its own libraries; nothing from Debian 13 but the source). */
 export const PGBOUNCER_BUILD_PACKAGES = ["build-essential", "pkg-config", "libevent-dev", "libssl-dev", "libc-ares-dev", "dpkg-dev", "ca-certificates"] as const;
 
 /** Only source packages come from Debian 13: no binary of it can be installed through this entry. */
@@ -96,8 +98,12 @@ const MACHINE_PREFIX_BASE = "/usr/local/lib/neuralblitz-db";
  */
 export function pgbouncerPrefix(): string {
   if (process.env.NBDB_PGBOUNCER_PREFIX) return path.resolve(process.env.NBDB_PGBOUNCER_PREFIX);
-  const base = isRoot() ? MACHINE_PREFIX_BASE : path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "neuralblitz-db");
-  return path.join(base, `pgbouncer-${PGBOUNCER_VERSION}`);
+  return path.join(installBase(), `pgbouncer-${PGBOUNCER_VERSION}`);
+}
+
+/** Where nbdb setup installs what Debian does not package: machine-wide as root, the user's cache otherwise. */
+function installBase(): string {
+  return isRoot() ? MACHINE_PREFIX_BASE : path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "neuralblitz-db");
 }
 
 /** Where a finished build is looked for: the install prefix, then (for other users) root's machine-wide one. */
@@ -327,10 +333,80 @@ export async function ensureSystem(log: (line: string) => void): Promise<SetupRe
 export async function ensureTestSystem(log: (line: string) => void): Promise<SetupReport> {
   const report = await ensureSystem(log);
   const missing = hasApt() ? TEST_PACKAGES.filter((p) => !isInstalled(p)) : [];
-  if (missing.length === 0) return report;
-  if (!(isRoot() && hasApt())) {
-    throw new UserError(`the test suite needs ${missing.join(", ")}. Run: sudo npx nbdb setup --for-tests`);
+  const installed = [...report.installed];
+  if (missing.length > 0) {
+    if (!(isRoot() && hasApt())) {
+      throw new UserError(`the test suite needs ${missing.join(", ")}. Run: sudo npx nbdb setup --for-tests`);
+    }
+    await aptInstall(missing, log);
+    installed.push(...missing);
   }
-  await aptInstall(missing, log);
-  return { installed: [...report.installed, ...missing] };
+  if (!installedPgbouncerExporter()) {
+    if (!fs.existsSync(DEBIAN_PYTHON)) throw new UserError(`PgBouncer's exporter is installed with Debian's Python (${DEBIAN_PYTHON}), which is missing. Run: sudo npx nbdb setup --for-tests`);
+    installed.push(`prometheus-pgbouncer-exporter ${PGBOUNCER_EXPORTER_VERSION} (${path.dirname(path.dirname(await ensurePgbouncerExporter(log)))})`);
+  }
+  return { installed };
+}
+
+/**
+ * PgBouncer's metrics exporter (test/monitoring.test.ts; `nbdb up` runs it wherever it is installed):
+ * the Python prometheus-pgbouncer-exporter, the version that reads PgBouncer 1.8+'s SHOW STATS
+ * (Debian 12 packages 1.7, which stops at start against 1.24: KeyError 'total_requests'). Installed
+ * with its dependencies, every one pinned exactly and none resolved by pip (--no-deps), into a
+ * private virtual environment. Its PostgreSQL driver is Debian's python3-psycopg2 (2.9.5, seen
+ * through --system-site-packages): the psycopg2 2.8.5 the exporter names does not build on
+ * Python 3.11, and 2.9 keeps the API it uses (connect, DictCursor).
+ */
+export const PGBOUNCER_EXPORTER_VERSION = "2.1.2";
+export const PGBOUNCER_EXPORTER_REQUIREMENTS = [
+  `prometheus-pgbouncer-exporter==${PGBOUNCER_EXPORTER_VERSION}`,
+  "prometheus-client==0.8.0",
+  "python-json-logger==0.1.11",
+  "PyYAML==6.0.2",
+] as const;
+/** Debian's Python: the virtual environment is made with it (never another Python on the PATH). */
+const DEBIAN_PYTHON = "/usr/bin/python3";
+
+/** Where it is installed, then looked for (NBDB_PGBOUNCER_EXPORTER_PREFIX overrides both, like NBDB_PGBOUNCER_PREFIX). */
+function pgbouncerExporterPrefixes(): string[] {
+  if (process.env.NBDB_PGBOUNCER_EXPORTER_PREFIX) return [path.resolve(process.env.NBDB_PGBOUNCER_EXPORTER_PREFIX)];
+  const name = `pgbouncer-exporter-${PGBOUNCER_EXPORTER_VERSION}`;
+  return [...new Set([path.join(installBase(), name), path.join(MACHINE_PREFIX_BASE, name)])];
+}
+
+const exporterBinIn = (prefix: string) => path.join(prefix, "bin", "pgbouncer-exporter");
+
+function finishedExporterInstall(prefix: string): boolean {
+  const marker = markerIn(prefix);
+  return fs.existsSync(marker) && fs.readFileSync(marker, "utf8") === PGBOUNCER_EXPORTER_REQUIREMENTS.join("\n") + "\n" && fs.existsSync(exporterBinIn(prefix));
+}
+
+/** The installed PgBouncer exporter's command, or undefined when nbdb setup --for-tests has not installed it. */
+export function installedPgbouncerExporter(): string | undefined {
+  const prefix = pgbouncerExporterPrefixes().find(finishedExporterInstall);
+  return prefix ? exporterBinIn(prefix) : undefined;
+}
+
+/** Install the PgBouncer exporter into its virtual environment (skipped when it is there). */
+export async function ensurePgbouncerExporter(log: (line: string) => void): Promise<string> {
+  const done = installedPgbouncerExporter();
+  if (done) return done;
+  const prefix = pgbouncerExporterPrefixes()[0];
+  fs.mkdirSync(path.dirname(prefix), { recursive: true, mode: 0o755 });
+  const release = await lockfile.lock(path.dirname(prefix), { lockfilePath: `${prefix}.lock`, stale: 120_000, update: 10_000, retries: { retries: 60, factor: 1, minTimeout: 5000 } });
+  try {
+    if (finishedExporterInstall(prefix)) return exporterBinIn(prefix);
+    log(`installing prometheus-pgbouncer-exporter ${PGBOUNCER_EXPORTER_VERSION} into ${prefix} (a virtual environment of Debian's Python)`);
+    // A half-made environment (a crash) is made again from nothing.
+    fs.rmSync(prefix, { recursive: true, force: true });
+    await sh(DEBIAN_PYTHON, ["-m", "venv", "--system-site-packages", prefix]);
+    await sh(path.join(prefix, "bin", "pip"), ["install", "--quiet", "--no-deps", "--no-cache-dir", "--disable-pip-version-check", ...PGBOUNCER_EXPORTER_REQUIREMENTS]);
+    // The driver comes from Debian; the exporter's own modules must import with it.
+    await sh(path.join(prefix, "bin", "python"), ["-c", "import psycopg2, prometheus_client, pythonjsonlogger, yaml, prometheus_pgbouncer_exporter.collector"]);
+    fs.writeFileSync(markerIn(prefix), PGBOUNCER_EXPORTER_REQUIREMENTS.join("\n") + "\n");
+    log(`installed prometheus-pgbouncer-exporter ${PGBOUNCER_EXPORTER_VERSION}: ${exporterBinIn(prefix)}`);
+    return exporterBinIn(prefix);
+  } finally {
+    await release().catch(() => undefined);
+  }
 }

@@ -37,7 +37,7 @@ import { ensureSystem } from "./setup";
 import { PoolCounts, poolCounts, poolerPid, poolerVersion, reloadPooler, startPooler, stopPooler, writePoolerConfig } from "./pooler";
 import { writePgServiceConf } from "./pgService";
 import { finishRoleChange } from "./switchover";
-import { ExporterStatus, ensureExporters, exporterPid, exportersStatus, hasExporters, stopExporters } from "./monitoring";
+import { ExporterStatus, ensureExporters, exporterPid, exporterPort, exportersStatus, installedExporters, stopExporters } from "./monitoring";
 import {
   LocalStackOutputs,
   StackState,
@@ -173,7 +173,10 @@ async function checkPortsFree(ctx: LocalContext, state: StackState, replicas: nu
   const nodes: NodeName[] = ["primary", ...Array.from({ length: Math.min(replicas, state.ports.replicas.length) }, (_, i) => replicaName(i))];
   const wanted: { what: string; port: number }[] = nodes.filter((n) => !runningPid(ctx, n)).map((n) => ({ what: n, port: portOf(state, n) }));
   if (!poolerPid(ctx)) wanted.push({ what: "pgbouncer", port: state.ports.pooler });
-  if (state.ports.exporters && hasExporters() && !exporterPid(ctx, "postgres-exporter")) wanted.push({ what: "postgres-exporter", port: state.ports.exporters.postgres });
+  for (const name of installedExporters()) {
+    const port = exporterPort(state, name);
+    if (port && !exporterPid(ctx, name)) wanted.push({ what: name, port });
+  }
   for (const { what, port } of wanted) {
     if (!(await portIsFree(port))) {
       throw new UserError(
@@ -598,7 +601,7 @@ export async function status(stack: string): Promise<StackStatus> {
   const version = (pid ? await poolerVersion(state).catch(() => undefined) : undefined) ?? ctx.bins.pgbouncerVersion;
   const maintenance = primaryPid ? await maintenanceStatus(outputsOf(state).connections.migrator).catch(() => null) : null;
   const backup = primaryPid ? await archiveStatus(state).catch(() => null) : null;
-  const monitoring = hasExporters() ? exportersStatus(ctx, state) : [];
+  const monitoring = exportersStatus(ctx, state);
   for (const e of monitoring.filter((x) => !x.running)) problems.push(`${e.name} is not running (npx nbdb up --stack ${stack} starts it)`);
   return { stack, nodes, pooler: { port: state.ports.pooler, pid: pid ?? null, running: !!pid, version, pools }, maintenance, backup, monitoring, problems };
 }

@@ -21,7 +21,7 @@ export interface StackState {
   readonly version: 1;
   readonly stack: string;
   passwords: Record<LoginRoleName | typeof SUPERUSER, string>;
-  ports: { primary: number; pooler: number; replicas: number[]; exporters?: { postgres: number } };
+  ports: { primary: number; pooler: number; replicas: number[]; exporters?: { postgres?: number; pgbouncer?: number } };
   /** Set once the primary holds the roles, the database and the pooler's lookup function. */
   primaryBootstrapped: boolean;
   /** The key of the encrypted columns; applications send it per transaction (client/). */
