@@ -13,7 +13,7 @@ import * as path from "path";
 import { replicaBootstrapScript, REPLICATION_USER } from "../infra/topology/replicaBootstrap";
 import { replicationSlotProvider } from "../infra/dynamic/replicationSlot";
 import { localContext } from "../scripts/local/context";
-import { createRoles, ensureDatabase } from "../scripts/local/bootstrap";
+import { createRoles, createSchema, ensureDatabase } from "../scripts/local/bootstrap";
 import { dataDir, initPrimary, replicaName, runningPid, startNode, stopNode } from "../scripts/local/postgresNode";
 import { up } from "../scripts/local/stack";
 import { failover } from "../scripts/local/switchover";
@@ -123,7 +123,7 @@ describe("replica bootstrap on an existing data directory", function () {
     const original = () => path.join(stackDir(stack), "primary.original");
 
     before(async function () {
-      // What the Docker primary's entrypoint does on a lost volume: initdb anew, the platform's roles created again.
+      // What the Docker primary's entrypoint does on a lost volume: initdb anew, the platform's roles, database and schema created again.
       const c = ctx();
       const state = loadState(stack)!;
       await stopNode(c, "primary");
@@ -132,6 +132,7 @@ describe("replica bootstrap on an existing data directory", function () {
       await startNode(c, "primary");
       await createRoles(state);
       await ensureDatabase(state, true);
+      await createSchema(state);
       freshId = await systemId(out.connections.admin);
       expect(freshId).to.not.equal(originalId);
     });
