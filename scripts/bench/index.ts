@@ -21,6 +21,7 @@ import { benchProgress } from "./progress";
 import { replicaLag } from "./replicaLag";
 import { retention } from "./retention";
 import { seedThroughput } from "./seedThroughput";
+import { switchoverDowntime } from "./switchover";
 import { BenchRun, writeReport } from "./report";
 import { pooledSession } from "./pooledSession";
 import { rlsSelect } from "./rlsSelect";
@@ -28,7 +29,8 @@ import { BenchContext, Benchmark, BenchmarkSkipped, Figure } from "./types";
 import { windowQuery } from "./window";
 import { writeStall } from "./writeStall";
 
-export const BENCHMARKS: readonly Benchmark[] = [ingest, windowQuery, brinSize, retention, auditUpdate, rlsSelect, pooledSession, manyClients, replicaLag, auditVerify, seedThroughput, noopUp, writeStall, backupThroughput];
+export const BENCHMARKS: readonly Benchmark[] = [ingest, windowQuery, brinSize, retention, auditUpdate, rlsSelect, pooledSession, manyClients, replicaLag, auditVerify, seedThroughput, noopUp, writeStall, backupThroughput, switchoverDowntime];
+// switchoverDowntime last: it exchanges the primary's and the replica's data (the stack stays consistent, its ports unchanged).
 /** The dedicated stack, so a bench never touches the data of a user's `local` stack. */
 export const BENCH_STACK = "bench";
 const FULL_ROUNDS = 5;

@@ -19,29 +19,53 @@ import { BenchContext, Benchmark, Figure, sized } from "./types";
 export const STALL_GOAL_MS = 1000;
 
 export interface WriterLoad {
-  /** Stop the writers; the longest a single commit waited, and how many committed. */
-  stop(): Promise<{ worstMs: number; commits: number }>;
+  /** Stop the writers; the longest a single commit waited, how many committed, and (keyed) which ids and how many client errors. */
+  stop(): Promise<{ worstMs: number; commits: number; acked: string[]; errors: number }>;
+  /** Commits so far, while they run. */
+  commits(): number;
+}
+
+export interface WriterOptions {
+  /**
+   * Each insert gets a unique id as $1, recorded once its commit is acknowledged; a client error is
+   * counted and the writer reconnects instead of failing the load (for operations that may drop connections).
+   */
+  readonly keyed?: boolean;
 }
 
 /** `n` writers each committing `insert` in a loop on a connection of its own. */
-export function startWriters(url: string, insert: string, n = 4): WriterLoad {
+export function startWriters(url: string, insert: string, n = 4, opts: WriterOptions = {}): WriterLoad {
   let stopped = false;
   let worstMs = 0;
   let commits = 0;
+  let errors = 0;
+  const acked: string[] = [];
+  const run = Math.random().toString(36).slice(2, 8);
   const done = Promise.all(
-    Array.from({ length: n }, async () => {
-      const c = new Client({ connectionString: url, application_name: "nbdb-writer" });
-      await c.connect();
-      try {
-        while (!stopped) {
-          const t = performance.now();
-          await c.query(insert);
-          worstMs = Math.max(worstMs, performance.now() - t);
-          commits++;
-          await sleep(5);
+    Array.from({ length: n }, async (_, w) => {
+      let seq = 0;
+      while (!stopped) {
+        const c = new Client({ connectionString: url, application_name: "nbdb-writer" });
+        // A connection closed while idle is an error event, not a rejection: the next query reports it.
+        if (opts.keyed) c.on("error", () => undefined);
+        try {
+          await c.connect();
+          while (!stopped) {
+            const id = `${run}-${w}-${seq++}`;
+            const t = performance.now();
+            await c.query(insert, opts.keyed ? [id] : undefined);
+            worstMs = Math.max(worstMs, performance.now() - t);
+            commits++;
+            if (opts.keyed) acked.push(id);
+            await sleep(5);
+          }
+        } catch (e) {
+          if (!opts.keyed) throw e;
+          errors++;
+          await sleep(100);
+        } finally {
+          await c.end().catch(() => undefined);
         }
-      } finally {
-        await c.end();
       }
     }),
   );
@@ -49,8 +73,9 @@ export function startWriters(url: string, insert: string, n = 4): WriterLoad {
     async stop() {
       stopped = true;
       await done;
-      return { worstMs, commits };
+      return { worstMs, commits, acked, errors };
     },
+    commits: () => commits,
   };
 }
 
