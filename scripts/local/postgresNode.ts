@@ -317,8 +317,30 @@ async function waitForRemainsOf(ctx: LocalContext, node: NodeName): Promise<void
   );
 }
 
+/**
+ * Remove the lock files a dead server of this node left: its data directory's postmaster.pid and
+ * its socket directory's `.s.PGSQL.<port>.lock`. PostgreSQL keeps such a lock while the pid in it
+ * exists, and a SIGKILLed postmaster stays a zombie until its parent (the system's init) reaps it,
+ * so a start, or pg_rewind's single-user crash recovery, right after a crash would be refused. Only
+ * called once no process works in the data directory (waitForRemainsOf/killRemains), so no backend
+ * of the dead server still holds its shared memory; a lock whose pid is a live postgres stays.
+ */
+export function clearStaleLocks(ctx: LocalContext, node: NodeName): void {
+  const locks = [path.join(dataDir(ctx, node), "postmaster.pid")];
+  const dir = socketDir(ctx, node);
+  if (fs.existsSync(dir)) locks.push(...fs.readdirSync(dir).filter((n) => /^\.s\.PGSQL\.\d+\.lock$/.test(n)).map((n) => path.join(dir, n)));
+  for (const lock of locks.filter((f) => fs.existsSync(f))) {
+    const pid = Number((fs.readFileSync(lock, "utf8").split("\n")[0] ?? "").trim());
+    if (processAlive(pid, "postgres")) continue;
+    ctx.log(`${node}: removing ${lock}, left by a server that is gone (pid ${pid})`);
+    fs.rmSync(lock, { force: true });
+    if (lock.endsWith(".lock")) fs.rmSync(lock.slice(0, -".lock".length), { force: true });
+  }
+}
+
 export async function startNode(ctx: LocalContext, node: NodeName): Promise<void> {
   await waitForRemainsOf(ctx, node);
+  clearStaleLocks(ctx, node);
   await run(bin(ctx, "pg_ctl"), ["start", `--pgdata=${dataDir(ctx, node)}`, `--log=${logFile(ctx, node)}`, "--wait", "--timeout=120"], {
     as: ctx.user,
     timeoutMs: 130_000,

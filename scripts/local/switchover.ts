@@ -23,6 +23,7 @@ import {
   replicaName,
   runningPid,
   startNode,
+  clearStaleLocks,
   stopNode,
   withSuperuser,
   writeNodeConf,
@@ -262,6 +263,7 @@ async function reattach(ctx: LocalContext, state: StackState, target: number, st
   if (!fs.existsSync(dir)) return `no data left: ${node} is built anew by a base backup`;
   await stopNode(ctx, node);
   await killRemains(ctx, node);
+  clearStaleLocks(ctx, node);
   const standby = { primaryHost: HOST, primaryPort: state.ports.primary, replicationUser: REPLICATION_USER, index: target, caFile: caFile(state.stack) };
   // pg_rewind reads the new primary as the superuser (it needs pg_read_binary_file and more); over verified TLS.
   const source = `host=${HOST} port=${state.ports.primary} user=${SUPERUSER} dbname=postgres sslmode=verify-full sslrootcert='${caFile(state.stack).replace(/'/g, "\\'")}'`;
