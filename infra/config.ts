@@ -321,7 +321,7 @@ export function stackFileValues(stack: string, root: string = PROJECT_DIR): Valu
   try {
     doc = yaml.load(fs.readFileSync(file, "utf8"));
   } catch (e) {
-    throw new Error(`${file} could not be read: ${(e as Error).message}`);
+    throw new Error(`${file} could not be read: ${(e as Error).message}. Fix its YAML (it is the stack's Pulumi config file), or restore it: git checkout -- ${path.basename(file)}`);
   }
   const config = isObject(doc) && isObject(doc.config) ? doc.config : {};
   const prefix = `${PROJECT}:`;
@@ -336,7 +336,7 @@ export function isProtectedStack(stack: string, root: string = PROJECT_DIR): boo
 /** Dev's settings as a review stack's base; dev's published ports would clash with dev's own containers. */
 function devValues(): Values {
   const values = stackFileValues("dev");
-  if (!values) throw new Error(`review stacks take dev's settings from ${DEV_CONFIG_FILE}, which is missing`);
+  if (!values) throw new Error(`review stacks take dev's settings from ${DEV_CONFIG_FILE}, which is missing. Restore it: git checkout -- Pulumi.dev.yaml`);
   if (isObject(values.docker)) {
     values.docker = Object.fromEntries(Object.entries(values.docker).filter(([k]) => !DOCKER_PORT_KEYS.includes(k)));
   }

@@ -5,14 +5,14 @@
 import { expect } from "chai";
 import * as fs from "fs";
 import * as path from "path";
-import { Client } from "pg";
 import { up, status } from "../scripts/local/stack";
 import { DEMOTED_DIR, PROMOTED_MARKER, failover, switchover } from "../scripts/local/switchover";
 import { LocalStackOutputs, loadState, saveState, stackDir } from "../scripts/local/state";
-import { findBinaries, sleep, waitFor } from "../scripts/local/system";
+import { findBinaries, waitFor } from "../scripts/local/system";
 import { withAdminConsole } from "../scripts/local/pooler";
 import { execFile, execFileSync } from "child_process";
 import { query, rejection, uniqueStack } from "./helpers";
+import { WriterLoad, startWriters as startKeyedWriters } from "../scripts/bench/writeStall";
 
 /** pg_ctl as the server user (postgres when the tests run as root). */
 function pgCtl(args: string[]): void {
@@ -27,69 +27,14 @@ function onPort(url: string, port: number): string {
   return u.toString();
 }
 
-interface Writers {
-  /** Every id whose COMMIT was acknowledged, and which writers committed on their first connection after `mark()`. */
-  stop(): Promise<{ acked: string[]; errors: number; keptConnection: number }>;
-  /** From now on, commits count as "after" (the role change returned). */
-  mark(): void;
-  ackedCount(): number;
-  lastError(): string;
-}
-
 /** `n` clients inserting through the pooler, each id recorded once its commit is acknowledged; errors reconnect. */
-function startWriters(url: string, n = 4): Writers {
-  let stopped = false;
-  let after = false;
-  const acked: string[] = [];
-  let errors = 0;
-  let lastError = "none";
-  const kept = new Set<number>();
-  const run = Math.random().toString(36).slice(2, 8);
-  const done = Promise.all(
-    Array.from({ length: n }, async (_, w) => {
-      let seq = 0;
-      let first = true;
-      while (!stopped) {
-        const c = new Client({ connectionString: url, application_name: `writer-${w}` });
-        // A connection the pooler closes while idle (its server died) is an error event, not a rejection.
-        c.on("error", () => undefined);
-        try {
-          await c.connect();
-          while (!stopped) {
-            const id = `${run}-${w}-${seq++}`;
-            await c.query("INSERT INTO public.acks (id) VALUES ($1)", [id]);
-            acked.push(id);
-            if (after && first) kept.add(w);
-            await sleep(5);
-          }
-        } catch (e) {
-          errors++;
-          lastError = (e as Error).message;
-          first = false;
-          await sleep(100);
-        } finally {
-          await c.end().catch(() => undefined);
-        }
-      }
-    }),
-  );
-  return {
-    async stop() {
-      stopped = true;
-      await done;
-      return { acked, errors, keptConnection: kept.size };
-    },
-    mark() {
-      after = true;
-    },
-    ackedCount: () => acked.length,
-    lastError: () => lastError,
-  };
+function startWriters(url: string, n = 4): WriterLoad {
+  return startKeyedWriters(url, "INSERT INTO public.acks (id) VALUES ($1)", n, { keyed: true });
 }
 
-async function waitAcked(w: Writers, more: number): Promise<void> {
-  const from = w.ackedCount();
-  await waitFor(`${more} more acknowledged commits`, 60_000, async () => (w.ackedCount() >= from + more ? true : undefined)).catch((e: Error) => {
+async function waitAcked(w: WriterLoad, more: number): Promise<void> {
+  const from = w.commits();
+  await waitFor(`${more} more acknowledged commits`, 60_000, async () => (w.commits() >= from + more ? true : undefined)).catch((e: Error) => {
     throw new Error(`${e.message} (last client error: ${w.lastError()})`);
   });
 }

@@ -20,9 +20,13 @@ export const STALL_GOAL_MS = 1000;
 
 export interface WriterLoad {
   /** Stop the writers; the longest a single commit waited, how many committed, and (keyed) which ids and how many client errors. */
-  stop(): Promise<{ worstMs: number; commits: number; acked: string[]; errors: number }>;
+  stop(): Promise<{ worstMs: number; commits: number; acked: string[]; errors: number; keptConnection: number }>;
   /** Commits so far, while they run. */
   commits(): number;
+  /** From now on, a commit on a writer's first connection counts it in `keptConnection` (e.g. a role change returned). */
+  mark(): void;
+  /** The last client error (keyed), for messages. */
+  lastError(): string;
 }
 
 export interface WriterOptions {
@@ -39,11 +43,15 @@ export function startWriters(url: string, insert: string, n = 4, opts: WriterOpt
   let worstMs = 0;
   let commits = 0;
   let errors = 0;
+  let lastError = "none";
+  let after = false;
+  const kept = new Set<number>();
   const acked: string[] = [];
   const run = Math.random().toString(36).slice(2, 8);
   const done = Promise.all(
     Array.from({ length: n }, async (_, w) => {
       let seq = 0;
+      let first = true;
       while (!stopped) {
         const c = new Client({ connectionString: url, application_name: "nbdb-writer" });
         // A connection closed while idle is an error event, not a rejection: the next query reports it.
@@ -57,11 +65,14 @@ export function startWriters(url: string, insert: string, n = 4, opts: WriterOpt
             worstMs = Math.max(worstMs, performance.now() - t);
             commits++;
             if (opts.keyed) acked.push(id);
+            if (after && first) kept.add(w);
             await sleep(5);
           }
         } catch (e) {
           if (!opts.keyed) throw e;
           errors++;
+          lastError = (e as Error).message;
+          first = false;
           await sleep(100);
         } finally {
           await c.end().catch(() => undefined);
@@ -73,9 +84,13 @@ export function startWriters(url: string, insert: string, n = 4, opts: WriterOpt
     async stop() {
       stopped = true;
       await done;
-      return { worstMs, commits, acked, errors };
+      return { worstMs, commits, acked, errors, keptConnection: kept.size };
     },
     commits: () => commits,
+    mark() {
+      after = true;
+    },
+    lastError: () => lastError,
   };
 }
 
