@@ -14,7 +14,7 @@ import { replicaBootstrapScript, REPLICATION_USER } from "../infra/topology/repl
 import { replicationSlotProvider } from "../infra/dynamic/replicationSlot";
 import { localContext } from "../scripts/local/context";
 import { createRoles, createSchema, ensureDatabase } from "../scripts/local/bootstrap";
-import { dataDir, initPrimary, replicaName, runningPid, startNode, stopNode } from "../scripts/local/postgresNode";
+import { controlData, dataDir, initPrimary, replicaName, runningPid, startNode, stopNode } from "../scripts/local/postgresNode";
 import { up } from "../scripts/local/stack";
 import { failover } from "../scripts/local/switchover";
 import { HOST, LocalStackOutputs, caFile, loadState, stackDir } from "../scripts/local/state";
@@ -123,13 +123,37 @@ describe("replica bootstrap on an existing data directory", function () {
     const original = () => path.join(stackDir(stack), "primary.original");
 
     before(async function () {
-      // What the Docker primary's entrypoint does on a lost volume: initdb anew, the platform's roles, database and schema created again.
+      // The primary's directory replaced by a bare initdb: no role, database or schema of the platform in it.
       const c = ctx();
-      const state = loadState(stack)!;
       await stopNode(c, "primary");
       fs.renameSync(dataDir(c, "primary"), original());
-      await initPrimary(c, state);
+      await initPrimary(c, loadState(stack)!);
       await startNode(c, "primary");
+      freshId = (await controlData(c, dataDir(c, "primary"))).systemIdentifier;
+      expect(freshId).to.match(/^\d+$/).and.not.equal(originalId);
+    });
+
+    it("up names the replaced primary (both identifiers) before anything uses it, and changes nothing", async function () {
+      const pid = runningPid(ctx(), replicaName(0));
+      const conf = fs.readFileSync(path.join(dataDir(ctx(), "primary"), "postgresql.conf"), "utf8");
+      const message = await rejection(up({ stack }));
+      expect(message).to.include("holds another cluster than replica-0").and.include(freshId).and.include(originalId);
+      expect(message).to.include(`npx nbdb failover --stack ${stack}`).and.include("Nothing was changed");
+      expect(message).to.not.include("does not exist");
+      expect(fs.readFileSync(path.join(dataDir(ctx(), "primary"), "postgresql.conf"), "utf8")).to.equal(conf);
+      expect(runningPid(ctx(), replicaName(0))).to.equal(pid);
+      const postgresDb = new URL(out.connections.admin);
+      postgresDb.pathname = "/postgres";
+      expect(await query(postgresDb.toString(), "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'nb_replicator'")).to.deep.equal([]);
+    });
+  });
+
+  describe("when the primary is a new cluster on the same port with the platform's roles, database and schema", function () {
+    let freshId: string;
+
+    before(async function () {
+      // What the Docker primary's entrypoint does on a lost volume: initdb anew, the platform's roles, database and schema created again.
+      const state = loadState(stack)!;
       await createRoles(state);
       await ensureDatabase(state, true);
       await createSchema(state);
@@ -150,7 +174,7 @@ describe("replica bootstrap on an existing data directory", function () {
     it("up refuses to rebuild the local replica from it; the replica goes on running on its own data", async function () {
       const pid = runningPid(ctx(), replicaName(0));
       const message = await rejection(up({ stack }));
-      expect(message).to.include("is a different cluster than the one this replica copies").and.include(freshId).and.include(originalId);
+      expect(message).to.include("holds another cluster than replica-0").and.include(freshId).and.include(originalId);
       expect(message).to.include(`npx nbdb failover --stack ${stack}`);
       expect(runningPid(ctx(), replicaName(0))).to.equal(pid);
       expect(await systemId(replicaAdmin())).to.equal(originalId);

@@ -252,14 +252,48 @@ export async function discardableReplicaDir(ctx: LocalContext, state: StackState
   }
 }
 
+/** What pg_controldata says of the cluster in `dir` (readable while the server runs). */
+export async function controlData(ctx: LocalContext, dir: string): Promise<{ state: string; checkpoint: string; systemIdentifier: string }> {
+  const { stdout } = await run(bin(ctx, "pg_controldata"), ["-D", dir], { as: ctx.user, env: { LC_ALL: "C", LANG: "C" } });
+  const field = (name: string) => new RegExp(`^${name}:\\s*(.+)$`, "m").exec(stdout)?.[1].trim() ?? "";
+  return { state: field("Database cluster state"), checkpoint: field("Latest checkpoint location"), systemIdentifier: field("Database system identifier") };
+}
+
+/** What to do when replica `index`'s data is another cluster's than the primary's: the one advice of both refusals below. */
+function otherClusterAdvice(ctx: LocalContext, index: number): string {
+  return (
+    `On stack '${ctx.stack}': to make ${replicaName(index)}'s data the primary's, stop the primary (pg_ctl stop -D ${dataDir(ctx, "primary")}; ` +
+    `${replicaName(index)} must run) and run npx nbdb failover --stack ${ctx.stack}; if the primary's data is really meant, delete ${dataDir(ctx, replicaName(index))} and run npx nbdb up --stack ${ctx.stack}.`
+  );
+}
+
+/**
+ * Refuses (UserError, nothing changed) to go on when the primary's data directory holds another
+ * cluster than the stack's whole replicas (it was replaced, e.g. by an initdb made outside nbdb).
+ * Both directories are the stack's own, so their control files are compared directly, before
+ * anything connects to the primary: its roles and schema may not exist, and what would fail
+ * first (the database plan) would name the wrong problem.
+ */
+export async function refuseReplacedPrimary(ctx: LocalContext, state: StackState): Promise<void> {
+  const replicas = state.ports.replicas.map((_, i) => i).filter((i) => hasCluster(ctx, replicaName(i)));
+  if (replicas.length === 0 || !hasCluster(ctx, "primary", state.primaryBootstrapped)) return;
+  const primaryId = (await controlData(ctx, dataDir(ctx, "primary"))).systemIdentifier;
+  for (const i of replicas) {
+    const own = (await controlData(ctx, dataDir(ctx, replicaName(i)))).systemIdentifier;
+    if (own === primaryId) continue;
+    throw new UserError(
+      `the primary's data directory ${dataDir(ctx, "primary")} holds another cluster than ${replicaName(i)} (the primary's database system identifier is ${primaryId}, ` +
+        `${replicaName(i)}'s ${own}): it was replaced after the stack was built, and ${replicaName(i)} may hold the last copy of the stack's data. Nothing was changed.\n` +
+        otherClusterAdvice(ctx, i),
+    );
+  }
+}
+
 /** Refuses (UserError, nothing changed) to make replica `index` anew when its directory holds another cluster's data. */
 export async function refuseOtherCluster(ctx: LocalContext, state: StackState, index: number): Promise<void> {
   const { refusal } = await discardableReplicaDir(ctx, state, index, dataDir(ctx, replicaName(index)));
   if (!refusal) return;
-  throw new UserError(
-    `${refusal}\nOn stack '${state.stack}': to make ${replicaName(index)}'s data the primary's, stop the primary (pg_ctl stop -D ${dataDir(ctx, "primary")}; ` +
-      `${replicaName(index)} must run) and run npx nbdb failover --stack ${state.stack}; if the primary's data is really meant, delete ${dataDir(ctx, replicaName(index))} and run npx nbdb up --stack ${state.stack}.`,
-  );
+  throw new UserError(`${refusal}\n${otherClusterAdvice(ctx, index)}`);
 }
 
 /**

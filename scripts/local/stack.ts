@@ -15,6 +15,7 @@ import {
   NodeName,
   bootstrapReplica,
   refuseOtherCluster,
+  refuseReplacedPrimary,
   clusterState,
   dataDir,
   ensureServerDir,
@@ -433,6 +434,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     saveState(state);
     // A switchover or failover a crash interrupted: finished (or undone) before anything else looks at the nodes.
     if (state.operation) changes.push(...(await finishRoleChange(ctx, state)));
+    // A primary directory replaced by another cluster is named as such before anything uses it.
+    await refuseReplacedPrimary(ctx, state);
     // Left by nbdb versions that passed the superuser's password to initdb in a file.
     fs.rmSync(path.join(ctx.dir, "log", ".initdb-pw"), { force: true });
     // Asked for, else asked for last time (a first run killed halfway keeps its count), else the default.

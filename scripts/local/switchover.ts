@@ -16,6 +16,7 @@ import {
   NodeName,
   clusterState,
   dataDir,
+  controlData,
   discardableReplicaDir,
   killRemains,
   markComplete,
@@ -112,12 +113,6 @@ async function resumePooler(ctx: LocalContext, state: StackState): Promise<void>
 }
 
 // ---- servers -----------------------------------------------------------------------------
-
-async function controlData(ctx: LocalContext, dir: string): Promise<{ state: string; checkpoint: string }> {
-  const { stdout } = await run(bin(ctx, "pg_controldata"), ["-D", dir], { as: ctx.user, env: { LC_ALL: "C", LANG: "C" } });
-  const field = (name: string) => new RegExp(`^${name}:\\s*(.+)$`, "m").exec(stdout)?.[1].trim() ?? "";
-  return { state: field("Database cluster state"), checkpoint: field("Latest checkpoint location") };
-}
 
 /** True once the target replica has replayed past `lsn` (the old primary's shutdown checkpoint). */
 async function waitReplayedPast(state: StackState, target: number, lsn: string): Promise<void> {
