@@ -7,6 +7,7 @@
 // pooler's session-mode entry (LISTEN cannot work through transaction pooling). docs/application.md
 // is the application's guide.
 import { Client, Pool, PoolClient, PoolConfig } from "pg";
+import { beginAsUser } from "./beginAsUser";
 import { StackOutputs, sessionPoolDatabase } from "./outputs";
 
 export type { StackOutputs } from "./outputs";
@@ -94,12 +95,12 @@ export class NeuralBlitzDb {
    */
   async withUser<T>(userId: string, fn: (tx: PoolClient) => Promise<T>, opts: UserTransactionOptions = {}): Promise<T> {
     if (!UUID.test(userId)) throw new Error(`withUser: '${userId}' is not a uuid`);
-    const client = opts.readOnly ? await this.readTransaction() : await this.write.connect();
+    // Bound to this transaction (R060): nothing a session-level SET leaves on a pooled connection
+    // counts. BEGIN and the context go in one round trip (client/beginAsUser.ts).
+    const client = opts.readOnly ? await this.readTransaction(userId) : await this.write.connect();
     let broken: Error | undefined;
     try {
-      if (!opts.readOnly) await client.query("BEGIN");
-      // Bound to this transaction (R060): nothing a session-level SET leaves on a pooled connection counts.
-      await client.query("SELECT neuralblitz.set_user_context($1, $2)", [userId, this.dataKey]);
+      if (!opts.readOnly) await beginAsUser(client, "BEGIN", userId, this.dataKey);
       const result = await fn(client);
       await client.query("COMMIT");
       return result;
@@ -116,7 +117,7 @@ export class NeuralBlitzDb {
    * turn); when that cannot be reached or fails to begin (a replica died: PgBouncer 1.24 does not
    * skip a dead host of its list; nothing has run yet), the primary is the last resort.
    */
-  private async readTransaction(): Promise<PoolClient> {
+  private async readTransaction(userId: string): Promise<PoolClient> {
     const start = this.nextRead++;
     const order = [...this.read.map((_, i) => this.read[(start + i) % this.read.length]), ...(this.readFallback ? [this.readFallback] : [])];
     let last: unknown;
@@ -124,7 +125,7 @@ export class NeuralBlitzDb {
       let client: PoolClient | undefined;
       try {
         client = await pool.connect();
-        await client.query("BEGIN READ ONLY");
+        await beginAsUser(client, "BEGIN READ ONLY", userId, this.dataKey);
         return client;
       } catch (e) {
         client?.release(e as Error);

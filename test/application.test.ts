@@ -58,6 +58,57 @@ describe("the application's guide", function () {
     });
   });
 
+  describe("withUser's round trips", function () {
+    /** A pool of one connection whose ReadyForQuery messages (one per round trip) are counted. */
+    async function countingDb(): Promise<{ db: NeuralBlitzDb; trips: () => number }> {
+      const counted = new NeuralBlitzDb({ outputs: out, dataKey: readDataKey(stack), max: 1 });
+      let n = 0;
+      for (const pool of [counted.write, ...counted.read]) {
+        pool.on("connect", (c) => (c as unknown as { connection: NodeJS.EventEmitter }).connection.on("readyForQuery", () => n++));
+      }
+      return { db: counted, trips: () => n };
+    }
+
+    it("begins and names the user in one round trip, on the write pool and the read-only one", async function () {
+      const { db: counted, trips } = await countingDb();
+      try {
+        for (const readOnly of [false, true]) {
+          await counted.withUser(alice, async () => undefined, { readOnly }); // the connection made
+          const before = trips();
+          const seen = await counted.withUser(
+            alice,
+            async (tx) => {
+              const tripsToBegin = trips() - before;
+              const r = await tx.query("SELECT neuralblitz.current_user_id()::text AS who, pg_catalog.current_setting('transaction_read_only') AS ro");
+              return { tripsToBegin, ...r.rows[0] };
+            },
+            { readOnly },
+          );
+          expect(seen).to.deep.equal({ tripsToBegin: 1, who: alice, ro: readOnly ? "on" : "off" });
+        }
+      } finally {
+        await counted.close();
+      }
+    });
+
+    it("rejects with the server's error when naming the user fails, runs nothing of fn, and leaves the connection in step", async function () {
+      // A data key the server refuses as a parameter (NUL bytes are no UTF-8 text): the BEGIN went
+      // out with it, so the transaction is aborted and rolled back; the pool's one connection goes on.
+      const bad = new NeuralBlitzDb({ outputs: out, dataKey: "\u0000".repeat(40), max: 1 });
+      try {
+        for (const readOnly of [false, true]) {
+          let ran = false;
+          const msg = await rejection(bad.withUser(alice, async () => { ran = true; }, { readOnly }));
+          expect(msg).to.match(/invalid byte sequence for encoding "UTF8": 0x00/);
+          expect(ran).to.equal(false);
+          for (const pool of [bad.write, ...bad.read]) expect((await pool.query("SELECT 41 + 1 AS n")).rows).to.deep.equal([{ n: 42 }]);
+        }
+      } finally {
+        await bad.close();
+      }
+    });
+  });
+
   describe("withRetry on SQLSTATE 40001", function () {
     it("runs the whole transaction again after a lost race, deciding on fresh data, and succeeds", async function () {
       const neuron = await db.withUser(alice, async (tx) => (await tx.query("SELECT id FROM neuralblitz.quantum_neurons")).rows[0].id as string);

@@ -377,6 +377,41 @@ describe("recovery: ports and the pooler's shutdown", function () {
   });
 });
 
+describe("recovery: one stack name in two homes", function () {
+  const stack = uniqueStack("twohomes");
+  const homeB = fs.mkdtempSync(path.join(os.tmpdir(), "nbdb-home-b-"));
+  fs.chmodSync(homeB, 0o755);
+  const inHome = async <T>(home: string, fn: () => Promise<T>): Promise<T> => {
+    const homeA = process.env.NBDB_HOME;
+    process.env.NBDB_HOME = home;
+    try {
+      return await fn();
+    } finally {
+      process.env.NBDB_HOME = homeA;
+    }
+  };
+
+  after(async function () {
+    await inHome(homeB, () => down({ stack, purge: true, yes: true })).catch(() => undefined);
+    fs.rmSync(homeB, { recursive: true, force: true });
+  });
+
+  it("starts a stack while a stack of the same name runs from another NBDB_HOME (same process titles), and stops only its own", async function () {
+    // The servers' titles (cluster_name nbdb-<stack>-<node>) are the same in both homes: starting
+    // the second primary used to wait 30 s for the first one's processes "to exit", then fail.
+    const a = (await up({ stack, replicas: 0, bundles: false })).outputs;
+    const b = (await inHome(homeB, () => up({ stack, replicas: 0, bundles: false }))).outputs;
+    expect(b.primary.port).to.not.equal(a.primary.port);
+    const aPid = (await status(stack)).nodes[0].pid!;
+    await inHome(homeB, () => down({ stack }));
+    expect(processAlive(aPid, "postgres")).to.equal(true);
+    expect(await query(a.connections.admin, "SELECT 1 AS one")).to.deep.equal([{ one: 1 }]);
+    await inHome(homeB, () => up({ stack, bundles: false }));
+    expect(await query(b.connections.admin, "SELECT 1 AS one")).to.deep.equal([{ one: 1 }]);
+    await down({ stack, purge: true, yes: true });
+  });
+});
+
 describe("recovery: servers killed under load", function () {
   const stack = uniqueStack("load");
   let out: LocalStackOutputs;

@@ -21,7 +21,7 @@ import { chownToServer, freePort, processAlive, run, waitFor } from "../local/sy
 import { atPort, withClient } from "./db";
 import { BENCH_SCHEMA, benchUserIdSql, benchUsers } from "./fixtures";
 import { PgbenchResult, pgbench } from "./pgbench";
-import { PER_USER_SELECT, perUserScript } from "./perUserScript";
+import { PER_USER_SELECT, SET_USER_CONTEXT, perUserScript } from "./perUserScript";
 import { alternate, ratios, roundLabel, spread } from "./runner";
 import { BenchContext, Benchmark, Figure, sized } from "./types";
 
@@ -124,7 +124,7 @@ export const pooledSession: Benchmark = {
     const userContext = await alternate(
       ctx.rounds,
       {
-        subject: bench(perUserScript(users, plainRead), app, "per-user read with the user context", "prepared"),
+        subject: bench(perUserScript(users, plainRead, { pipelined: true }), app, "per-user read with the user context", "prepared"),
         baseline: bench(perUserScript(users, plainRead, { context: false }), app, "the same read without it", "prepared"),
       },
       { warmup: !ctx.quick },
@@ -168,11 +168,13 @@ export const pooledSession: Benchmark = {
         met: userContextValue.median >= USER_CONTEXT_GOAL,
         method:
           `pgbench -M prepared through PgBouncer as nb_app, ${CLIENTS} clients, ${seconds} s per side per round, one untimed warm-up each, sides alternated; ` +
-          `BEGIN, SELECT neuralblitz.set_user_context(<user>) as withUser sends it, the read of that user's ${benchUsers(ctx).neuronsPerUser} neurons, END; against the same without set_user_context; figure = latency without / latency with.`,
+          `BEGIN and SELECT neuralblitz.set_user_context(<user>) in one round trip as withUser sends them (client/beginAsUser.ts; pgbench \\startpipeline), the read of that user's ${benchUsers(ctx).neuronsPerUser} neurons, END; ` +
+          `against BEGIN, the same read, END; figure = latency without / latency with.`,
         details: {
           withContextTransactionMs: spread(lat(userContext.subject)),
           withoutContextTransactionMs: spread(lat(userContext.baseline)),
-          setUserContextMs: spread(userContext.subject.map((r) => statementMs(r, "SELECT neuralblitz.set_user_context"))),
+          beginWithContextMs: spread(userContext.subject.map((r) => ["\\startpipeline", "BEGIN", SET_USER_CONTEXT, "\\endpipeline"].reduce((sum, p) => sum + statementMs(r, p), 0))),
+          beginWithoutContextMs: spread(userContext.baseline.map((r) => statementMs(r, "BEGIN"))),
         },
         evidence: [],
       },

@@ -330,11 +330,20 @@ function pidExists(pid: number): boolean {
 /** Pids of the server processes of a node, found by the cluster_name in their process titles. */
 function clusterProcesses(ctx: LocalContext, node: NodeName): number[] {
   const title = `postgres: nbdb-${ctx.stack}-${node}:`;
+  const dir = fs.existsSync(dataDir(ctx, node)) ? fs.realpathSync(dataDir(ctx, node)) : path.resolve(dataDir(ctx, node));
   return fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d)).filter((d) => {
     try {
-      return fs.readFileSync(`/proc/${d}/cmdline`, "utf8").startsWith(title);
+      if (!fs.readFileSync(`/proc/${d}/cmdline`, "utf8").startsWith(title)) return false;
     } catch {
       return false;
+    }
+    // The same stack name in another NBDB_HOME has the same titles: a server process works in its
+    // own data directory (PostgreSQL chdirs there), so that tells them apart. One that cannot be
+    // looked at (another user's) is counted: waiting is the safe side.
+    try {
+      return fs.realpathSync(`/proc/${d}/cwd`) === dir;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code !== "ENOENT";
     }
   }).map(Number);
 }
