@@ -20,6 +20,7 @@ const FIGURES = [
   "window.hour",
   "brin.size",
   "retention.drop_day",
+  "retention.drop_day_wal",
   "audit_update.c1",
   "audit_update.c8",
   "rls.select",
