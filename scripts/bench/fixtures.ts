@@ -7,6 +7,8 @@ import { BenchContext, sized } from "./types";
 import { withClient, withOwner } from "./db";
 
 export const BENCH_SCHEMA = "nbdb_bench";
+/** pooler.efficiency's direct login: a member of nb_app, which pg_hba.conf admits over TCP and TLS (nb_app it does not). */
+export const DIRECT_ROLE = "nbdb_bench_direct";
 const USER_PREFIX = "b0000000-0000-4000-8000-";
 const NEURON_PREFIX = "b1000000-0000-4000-8000-";
 const BENCH_HASH = "$argon2id$v=19$m=65536,t=3,p=4$bmJkYi1iZW5jaA$bmJkYi1iZW5jaA";
@@ -88,6 +90,6 @@ export async function createFixtures(ctx: BenchContext): Promise<BenchUsers> {
 
 export async function removeFixtures(ctx: BenchContext): Promise<void> {
   // Dropping the bench schema runs no code of the schema's; the superuser may hold bench tables in it.
-  await withClient(ctx.outputs.connections.admin, (c) => c.query(`DROP SCHEMA IF EXISTS ${BENCH_SCHEMA} CASCADE`));
+  await withClient(ctx.outputs.connections.admin, (c) => c.query(`DROP SCHEMA IF EXISTS ${BENCH_SCHEMA} CASCADE; DROP ROLE IF EXISTS ${DIRECT_ROLE}`));
   await withOwner(ctx.outputs.connections.migrator, deleteBenchUsers);
 }

@@ -124,7 +124,7 @@ export const pooledSession: Benchmark = {
     const userContext = await alternate(
       ctx.rounds,
       {
-        subject: bench(perUserScript(users, plainRead, { pipelined: true }), app, "per-user read with the user context", "prepared"),
+        subject: bench(perUserScript(users, plainRead, { begin: "pipeline" }), app, "per-user read with the user context", "prepared"),
         baseline: bench(perUserScript(users, plainRead, { context: false }), app, "the same read without it", "prepared"),
       },
       { warmup: !ctx.quick },
