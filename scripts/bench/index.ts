@@ -88,14 +88,17 @@ export async function runBench(opts: BenchOptions): Promise<{ run: BenchRun; fil
   const figures: Figure[] = [];
   const failures: { benchmark: string; error: string }[] = [];
   const skipped: { benchmark: string; reason: string }[] = [];
+  const benchmarkSeconds: Record<string, number> = {};
   try {
     progress.note("creating bench users and neurons");
     await removeBenchData();
     await createFixtures(ctx);
     for (const b of benchmarks) {
       progress.step(b.title);
+      const started = Date.now();
       try {
         figures.push(...(await b.run(ctx)));
+        benchmarkSeconds[b.id] = (Date.now() - started) / 1000;
       } catch (e) {
         if (e instanceof BenchmarkSkipped) {
           skipped.push({ benchmark: b.id, reason: e.message });
@@ -123,6 +126,7 @@ export async function runBench(opts: BenchOptions): Promise<{ run: BenchRun; fil
     figures,
     failures,
     skipped,
+    benchmarkSeconds,
   };
   const report = opts.report ?? defaultReport(opts.stack, quick);
   fs.mkdirSync(path.dirname(report), { recursive: true });
