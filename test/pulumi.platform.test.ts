@@ -3,7 +3,13 @@
 // invalid config value stops it before any resource is registered.
 import { expect } from "chai";
 import { ALARM_DEFAULTS } from "../infra/config";
-import { postgresExporterQueries } from "../infra/topology/monitoring";
+import {
+  PGBOUNCER_EXPORTER_DRIVER_VERSION,
+  PGBOUNCER_EXPORTER_IMPORT_CHECK,
+  PGBOUNCER_EXPORTER_REQUIREMENTS,
+  pgbouncerExporterYaml,
+  postgresExporterQueries,
+} from "../infra/topology/monitoring";
 import { X509Certificate } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
@@ -107,8 +113,8 @@ describe("Pulumi program (mocks)", function () {
       run = await deployed("dev", DEV);
     });
 
-    it("registers a primary, one replica per config, a pooler, a backup container and the metrics exporter, with their volumes, network and images", () => {
-      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-backup", "nbdb-postgres-exporter"]);
+    it("registers a primary, one replica per config, a pooler, a backup container and the two metrics exporters, with their volumes, network and images", () => {
+      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-backup", "nbdb-postgres-exporter", "nbdb-pgbouncer-exporter"]);
       expect(of(run, VOLUME).map((r) => r.name)).to.have.members(["nbdb-primary-data", "nbdb-replica-0-data", "nbdb-backup-repo"]);
       expect(of(run, NETWORK)).to.have.length(1);
       expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["edoburu/pgbouncer:v1.24.1-p1", "prometheuscommunity/postgres-exporter:v0.11.1"]);
@@ -118,7 +124,7 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("builds the servers' image from the pinned postgres image plus Debian's postgresql-<major>-cron and pgbackrest, never pushed", () => {
-      const [image] = of(run, BUILT_IMAGE);
+      const image = named(run, BUILT_IMAGE, "nbdb-postgres-image");
       expect(image.inputs.skipPush).to.equal(true);
       expect(image.inputs.build.args).to.deep.equal({ BASE_IMAGE: "postgres:15.17-bookworm", PACKAGES: "postgresql-15-cron pgbackrest cron" });
       expect(image.inputs.imageName).to.match(/^neuralblitz-postgres:15\.17-bookworm-[0-9a-f]{12}$/);
@@ -272,7 +278,47 @@ describe("Pulumi program (mocks)", function () {
       expect(ini).to.include("pool_mode = transaction");
       expect(ini).to.include("max_client_conn = 1000");
       expect(ini).to.include("default_pool_size = 20");
-      expect(uploaded(pooler, "/etc/pgbouncer/userlist.txt")).to.equal('"nb_pgbouncer" "pw-nbdb-nb_pgbouncer"\n');
+      // nb_monitor's verifier (never its password) for the PgBouncer exporter's console login, as the local stack's.
+      expect(uploaded(pooler, "/etc/pgbouncer/userlist.txt")).to.equal(`"nb_pgbouncer" "pw-nbdb-nb_pgbouncer"\n"nb_monitor" "${stableScramVerifier("nb_monitor", "pw-nbdb-nb_monitor")}"\n`);
+      expect(ini).to.match(/^stats_users = nb_pgbouncer, nb_monitor$/m);
+    });
+
+    it("builds PgBouncer's exporter image from the pinned Python 3.11 base with exactly the shared pins, none resolved (--no-deps), never pushed", () => {
+      const image = named(run, BUILT_IMAGE, "nbdb-pgbouncer-exporter-image");
+      expect(image.inputs.skipPush).to.equal(true);
+      expect(image.inputs.build.args).to.deep.equal({
+        BASE_IMAGE: "python:3.11-slim-bookworm",
+        REQUIREMENTS: PGBOUNCER_EXPORTER_REQUIREMENTS.join(" "),
+        DRIVER: `psycopg2-binary==${PGBOUNCER_EXPORTER_DRIVER_VERSION}`,
+        IMPORT_CHECK: PGBOUNCER_EXPORTER_IMPORT_CHECK,
+      });
+      expect(image.inputs.build.args.REQUIREMENTS).to.equal("prometheus-pgbouncer-exporter==2.1.2 prometheus-client==0.8.0 python-json-logger==0.1.11 PyYAML==6.0.2");
+      expect(image.inputs.imageName).to.match(/^neuralblitz-pgbouncer-exporter:2\.1\.2-[0-9a-f]{12}$/);
+      // The Dockerfile installs exactly those, without resolving, on that base, and runs as nobody.
+      const dockerfile = fs.readFileSync(image.inputs.build.dockerfile, "utf8");
+      expect(path.dirname(image.inputs.build.dockerfile)).to.equal(image.inputs.build.context);
+      expect(dockerfile).to.match(/^FROM \$\{BASE_IMAGE\}$/m).and.match(/pip install --no-deps .*\$\{DRIVER\} \$\{REQUIREMENTS\}/).and.match(/^USER 65534:65534$/m);
+      expect(dockerfile).to.include('python -c "${IMPORT_CHECK}"');
+      expect(named(run, CONTAINER, "nbdb-pgbouncer-exporter").inputs.image).to.equal(`sha256:built-${image.inputs.imageName}`);
+    });
+
+    it("runs PgBouncer's exporter on the pooler container's console as nb_monitor over verify-full with the stack's CA, its password in a file", () => {
+      const c = named(run, CONTAINER, "nbdb-pgbouncer-exporter");
+      const config = uploaded(c, "/etc/pgbouncer-exporter/config.yaml");
+      expect(config).to.equal(
+        pgbouncerExporterYaml({ listenHost: "0.0.0.0", listenPort: 9127, pooler: { host: "nbdb-pooler", port: 6432 }, caFile: "/etc/pgbouncer-exporter/pooler-ca.crt" }),
+      );
+      expect(config).to.include("  - dsn: postgresql://nb_monitor:$(NBDB_MONITOR_PASSWORD)@nbdb-pooler:6432/pgbouncer?sslmode=verify-full&sslrootcert=/etc/pgbouncer-exporter/pooler-ca.crt\n");
+      expect(uploaded(c, "/etc/pgbouncer-exporter/pooler-ca.crt")).to.equal("mock CA certificate of nbdb");
+      expect(c.inputs.uploads.find((u: any) => u.file === "/etc/pgbouncer-exporter/password")).to.include({ content: "pw-nbdb-nb_monitor", permissions: "0600", owner: "65534" });
+      expect(c.secretInputs).to.include("uploads");
+      // The password reaches the variable the config names from the file at start: not in the environment or the command.
+      expect(c.inputs.entrypoints.join("\n")).to.include('NBDB_MONITOR_PASSWORD="$(cat /etc/pgbouncer-exporter/password)"').and.include("exec pgbouncer-exporter --config=/etc/pgbouncer-exporter/config.yaml");
+      expect(JSON.stringify([c.inputs.envs ?? [], c.inputs.entrypoints, c.inputs.command ?? []])).to.not.include("pw-nbdb-nb_monitor");
+      expect(c.inputs.networksAdvanced).to.deep.equal(named(run, CONTAINER, "nbdb-pooler").inputs.networksAdvanced);
+      expect(c.inputs.ports).to.deep.equal([{ internal: 9127, ip: "127.0.0.1" }]);
+      expect(c.inputs.restart).to.equal("unless-stopped");
+      expect(c.dependencies).to.include(named(run, CONTAINER, "nbdb-pooler").urn);
     });
 
     it("publishes the configured ports on 127.0.0.1 and exports them in the outputs.json shape", async () => {
@@ -386,9 +432,16 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("pulls images by digest where the config pins them, the tag kept beside it (issue 15 item 10)", async () => {
-      const images = { postgres: `postgres:15.17-bookworm@${DIGEST}`, pgbouncer: `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`, postgresExporter: `prometheuscommunity/postgres-exporter:v0.11.1@${DIGEST}` };
+      const images = {
+        postgres: `postgres:15.17-bookworm@${DIGEST}`,
+        pgbouncer: `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`,
+        postgresExporter: `prometheuscommunity/postgres-exporter:v0.11.1@${DIGEST}`,
+        pgbouncerExporter: `registry.example/neuralblitz-pgbouncer-exporter:2.1.2@${DIGEST}`,
+      };
       const pinned = await deployed("dev", withKey(DEV, "images", images));
-      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([images.pgbouncer, images.postgresExporter]);
+      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([images.pgbouncer, images.postgresExporter, images.pgbouncerExporter]);
+      // A pinned PgBouncer exporter is pulled, not built.
+      expect(named(pinned, CONTAINER, "nbdb-pgbouncer-exporter").inputs.image).to.equal(`sha256:${images.pgbouncerExporter}`);
       expect(of(pinned, BUILT_IMAGE).map((r) => r.inputs.build.args.BASE_IMAGE)).to.deep.equal([images.postgres]);
       const prod = await deployed("prod", PROD);
       const [container] = JSON.parse(of(prod, TASK)[0].inputs.containerDefinitions);
@@ -688,7 +741,7 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("takes dev's platform, replica count and pooler settings from Pulumi.dev.yaml", async () => {
-      expect(of(run, CONTAINER)).to.have.length(4 + DEV.replicas);
+      expect(of(run, CONTAINER)).to.have.length(5 + DEV.replicas);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include(`default_pool_size = ${DEV.pooler.defaultPoolSize}`);
     });
 
@@ -704,8 +757,10 @@ describe("Pulumi program (mocks)", function () {
         "nbdb-backup-review-42",
         "nbdb-backup-repo-review-42",
         "nbdb-postgres-exporter-review-42",
+        "nbdb-pgbouncer-exporter-review-42",
       ]);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include("host=nbdb-primary-review-42 ");
+      expect(uploaded(named(run, CONTAINER, "nbdb-pgbouncer-exporter"), "/etc/pgbouncer-exporter/config.yaml")).to.include("@nbdb-pooler-review-42:6432/pgbouncer?");
     });
 
     it("lets Docker choose the published ports, so it runs beside dev, and exports the chosen ones", async () => {
