@@ -13,7 +13,7 @@ import { ROLE_TIMEOUT_DEFAULTS, RoleTimeouts, TimedRole } from "../schema/roles"
 import { PARTITIONED_TABLES, PREMAKE_RANGE, PartitionOverride, PartitionPolicy, PartitionedTableName, RETENTION_DAYS_RANGE, partitionPolicies } from "../schema/tables";
 import { connectionBudgetProblem } from "./topology/connectionBudget";
 import { POOLED_LOGINS } from "./platform/types";
-import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_EXPORTER_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag, pgbouncerExporterImageBuild } from "./platform/images";
+import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_EXPORTER_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag, PGBOUNCER_EXPORTER_LOCAL_REPOSITORY, pgbouncerExporterImageBuild } from "./platform/images";
 
 export const PROJECT = "neuralblitz-db";
 /** Fixed so that replica slots and senders never need the primary's restart when scaling. */
@@ -451,7 +451,7 @@ function imageConfig(p: Problems, v: unknown, protect: boolean, postgresVersion:
     p.add("images.postgres", i.postgres, `its tag is PostgreSQL ${major}, but postgresVersion is ${postgresVersion}`);
   }
   // The PgBouncer exporter has no default reference: absent, the program builds the image (by digest on AWS).
-  const pgbouncerExporter = i.pgbouncerExporter === undefined ? undefined : ref("pgbouncerExporter", pgbouncerExporterImageBuild().imageName);
+  const pgbouncerExporter = i.pgbouncerExporter === undefined ? undefined : ref("pgbouncerExporter", `${PGBOUNCER_EXPORTER_LOCAL_REPOSITORY}:${pgbouncerExporterImageBuild().tag}`);
   return {
     postgres,
     pgbouncer: ref("pgbouncer", PGBOUNCER_IMAGE),

@@ -19,7 +19,7 @@ import { majorVersionProvider } from "../infra/dynamic/majorVersion";
 import { stableScramVerifier } from "../infra/topology/scram";
 import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
-import { postgresImageBuild } from "../infra/platform/images";
+import { PGBOUNCER_EXPORTER_IMAGE_CONTEXT, pgbouncerExporterImageBuild, postgresImageBuild } from "../infra/platform/images";
 import { BACKUP_JOBS, SCHEDULED_JOBS, maintenanceScheduleSql } from "../infra/topology/maintenanceSchedule";
 import { BACKUP_ROLE, archiveCommand, backupCrontab, renderPgbackrestConf } from "../infra/topology/pgbackrest";
 import { DockerCluster } from "../infra/platform/docker";
@@ -459,12 +459,12 @@ describe("Pulumi program (mocks)", function () {
       run = await deployed("prod", PROD);
     });
 
-    it("registers an RDS primary, a replica per config and one PgBouncer service, and no Docker resource", () => {
+    it("registers an RDS primary, a replica per config and one PgBouncer service, and no Docker resource but the exporter's image", () => {
       expect(of(run, RDS).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-replica-1"]);
       expect(of(run, ECS_SERVICE)).to.have.length(1);
       expect(of(run, ECS_SERVICE)[0].inputs).to.include({ launchType: "FARGATE", desiredCount: 2 });
       expect(of(run, "aws:lb/loadBalancer:LoadBalancer")[0].inputs).to.include({ internal: true, loadBalancerType: "network" });
-      expect(run.registrations.filter((r) => r.type.startsWith("docker:"))).to.deep.equal([]);
+      expect(run.registrations.filter((r) => r.type.startsWith("docker:")).map((r) => `${r.type} ${r.name}`)).to.deep.equal([`${BUILT_IMAGE} nbdb-pooler-pgbouncer-exporter-image`]);
       expect(named(run, "pulumi:providers:aws", "nbdb-aws").inputs.region).to.equal("eu-west-1");
     });
 
@@ -561,13 +561,15 @@ describe("Pulumi program (mocks)", function () {
       expect(env.PGBOUNCER_TLS_CERT).to.equal("-----BEGIN CERTIFICATE----- nbdb-pooler-tls-cert");
       // The certificate names the load balancer, and is issued by the stack's own CA.
       const request = named(run, "tls:index/certRequest:CertRequest", "nbdb-pooler-tls-request").inputs;
-      expect(request.dnsNames).to.deep.equal(["nbdb-pooler-0123.elb.eu-west-1.amazonaws.com"]);
+      // And the loopback, where the exporter in the task verifies PgBouncer.
+      expect(request.dnsNames).to.deep.equal(["nbdb-pooler-0123.elb.eu-west-1.amazonaws.com", "localhost"]);
+      expect(request.ipAddresses).to.deep.equal(["127.0.0.1"]);
       const cert = named(run, "tls:index/locallySignedCert:LocallySignedCert", "nbdb-pooler-tls-cert").inputs;
       expect(cert.allowedUses).to.include("server_auth");
       expect(cert.earlyRenewalHours).to.be.greaterThan(0);
       expect(named(run, "aws:secretsmanager/secretVersion:SecretVersion", "nbdb-pooler-tls-key").secretInputs).to.include("secretString");
       const policy = JSON.parse(named(run, "aws:iam/rolePolicy:RolePolicy", "nbdb-pooler-read-auth-file").inputs.policy);
-      expect(policy.Statement[0].Resource).to.deep.equal(["arn:aws:mock:::nbdb-pooler-auth-file", "arn:aws:mock:::nbdb-pooler-tls-key"]);
+      expect(policy.Statement[0].Resource).to.deep.equal(["arn:aws:mock:::nbdb-pooler-auth-file", "arn:aws:mock:::nbdb-pooler-tls-key", "arn:aws:mock:::nbdb-pooler-monitor-password"]);
     });
 
     it("connects the database layer to RDS with verify-full and the RDS CA bundle, never sslmode=require (issue 15 item 1)", () => {
@@ -587,13 +589,92 @@ describe("Pulumi program (mocks)", function () {
       const [version] = of(run, "aws:secretsmanager/secretVersion:SecretVersion");
       expect(version.secretInputs).to.include("secretString");
       const lines = version.inputs.secretString.trim().split("\n");
-      expect(lines).to.have.length(4);
+      expect(lines).to.have.length(5);
       expect(lines[1]).to.equal(`"nb_app" "${stableScramVerifier("nb_app", "pw-nbdb-nb_app")}"`);
       expect(lines[2]).to.equal(`"nb_auditor" "${stableScramVerifier("nb_auditor", "pw-nbdb-nb_auditor")}"`);
       // The read-only entry's login, for its reads on the replicas.
       expect(lines[3]).to.equal(`"nb_readonly" "${stableScramVerifier("nb_readonly", "pw-nbdb-nb_readonly")}"`);
+      // The PgBouncer exporter's console login (a stats user).
+      expect(lines[4]).to.equal(`"nb_monitor" "${stableScramVerifier("nb_monitor", "pw-nbdb-nb_monitor")}"`);
       expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_app");
       expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_readonly");
+      expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_monitor");
+    });
+
+    describe("PgBouncer's exporter: a sidecar in the pooler's task", () => {
+      const sidecar = (r: Run = run) => JSON.parse(of(r, TASK)[0].inputs.containerDefinitions).find((c: any) => c.name === "pgbouncer-exporter");
+
+      it("runs beside PgBouncer on its console as nb_monitor over verify-full against the pooler's CA at the loopback, its password an ECS secret", () => {
+        const c = sidecar();
+        const env = Object.fromEntries(c.environment.map((e: any) => [e.name, e.value]));
+        expect(env.PGBOUNCER_EXPORTER_CONFIG).to.equal(
+          pgbouncerExporterYaml({ listenHost: "0.0.0.0", listenPort: 9127, pooler: { host: "127.0.0.1", port: 6432 }, caFile: "/etc/pgbouncer-exporter/pooler-ca.crt" }),
+        );
+        expect(env.PGBOUNCER_EXPORTER_CONFIG).to.include("dsn: postgresql://nb_monitor:$(NBDB_MONITOR_PASSWORD)@127.0.0.1:6432/pgbouncer?sslmode=verify-full&sslrootcert=/etc/pgbouncer-exporter/pooler-ca.crt");
+        // The pooler's CA (the one its certificate chains to), written at start beside the config.
+        expect(env.PGBOUNCER_EXPORTER_POOLER_CA).to.equal("-----BEGIN CERTIFICATE----- nbdb-pooler-ca");
+        expect(c.command[0]).to.include("> /etc/pgbouncer-exporter/config.yaml").and.include("> /etc/pgbouncer-exporter/pooler-ca.crt").and.include("exec pgbouncer-exporter --config=/etc/pgbouncer-exporter/config.yaml");
+        expect(c.secrets).to.deep.equal([{ name: "NBDB_MONITOR_PASSWORD", valueFrom: "arn:aws:mock:::nbdb-pooler-monitor-password" }]);
+        const secret = named(run, "aws:secretsmanager/secretVersion:SecretVersion", "nbdb-pooler-monitor-password");
+        expect(secret.inputs.secretString).to.equal("pw-nbdb-nb_monitor");
+        expect(secret.secretInputs).to.include("secretString");
+        expect(JSON.stringify(c)).to.not.include("pw-");
+        // A rotated password starts new tasks.
+        expect(env.NBDB_MONITOR_PASSWORD_SHA256).to.match(/^[0-9a-f]{64}$/);
+      });
+
+      it("never stops the pooler: not essential, started once PgBouncer is healthy, restarted by ECS, logging to the task's log group", () => {
+        const c = sidecar();
+        expect(c).to.include({ essential: false });
+        expect(c.dependsOn).to.deep.equal([{ containerName: "pgbouncer", condition: "HEALTHY" }]);
+        expect(c.restartPolicy).to.deep.equal({ enabled: true });
+        expect(c.portMappings).to.deep.equal([{ containerPort: 9127, protocol: "tcp" }]);
+        expect(c.logConfiguration.options).to.deep.equal({ "awslogs-group": "/neuralblitz/nbdb-pooler", "awslogs-region": "eu-west-1", "awslogs-stream-prefix": "pgbouncer-exporter" });
+        const [pgbouncer] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+        expect(pgbouncer).to.include({ name: "pgbouncer", essential: true });
+        // No target of the load balancer: the service balances PgBouncer's port only.
+        expect(of(run, ECS_SERVICE)[0].inputs.loadBalancers.map((b: any) => [b.containerName, b.containerPort])).to.deep.equal([["pgbouncer", 6432]]);
+      });
+
+      it("opens the exporter's port to allowedCidrs only", () => {
+        const group = named(run, "aws:ec2/securityGroup:SecurityGroup", "nbdb-pooler");
+        const metrics = group.inputs.ingress.filter((r: any) => r.fromPort === 9127 || r.toPort === 9127);
+        expect(metrics).to.deep.equal([{ description: "metrics", protocol: "tcp", fromPort: 9127, toPort: 9127, cidrBlocks: PROD.aws.allowedCidrs }]);
+        expect(named(run, "aws:ec2/securityGroup:SecurityGroup", "nbdb-database").inputs.ingress.some((r: any) => r.fromPort === 9127)).to.equal(false);
+      });
+
+      it("builds its image from the shared context for Fargate's x86_64 and pushes it to the stack's ECR repository, with ECR's credentials; the task runs it by digest", () => {
+        const repository = named(run, "aws:ecr/repository:Repository", "nbdb-pooler-pgbouncer-exporter");
+        expect(repository.inputs).to.deep.include({ name: "nbdb-pooler-pgbouncer-exporter", imageScanningConfiguration: { scanOnPush: true }, forceDelete: false });
+        const image = named(run, BUILT_IMAGE, "nbdb-pooler-pgbouncer-exporter-image");
+        const build = pgbouncerExporterImageBuild();
+        expect(image.inputs.imageName).to.equal(`123456789012.dkr.ecr.eu-west-1.amazonaws.com/nbdb-pooler-pgbouncer-exporter:${build.tag}`);
+        expect(image.inputs.build).to.deep.include({ context: PGBOUNCER_EXPORTER_IMAGE_CONTEXT, platform: "linux/amd64", args: build.args });
+        expect(image.inputs.build.args.REQUIREMENTS).to.equal(PGBOUNCER_EXPORTER_REQUIREMENTS.join(" "));
+        expect(image.inputs.skipPush).to.not.equal(true);
+        expect(image.inputs.registry).to.deep.equal({ server: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/nbdb-pooler-pgbouncer-exporter", username: "AWS", password: "mock-ecr-token" });
+        expect(image.secretInputs).to.include("registry");
+        expect(sidecar().image).to.equal(`sha256:built-${image.inputs.imageName}`);
+        // Under the stack's AWS provider, like every AWS resource.
+        expect(repository.provider).to.include("nbdb-aws");
+      });
+
+      it("runs the image the config pins instead, building and pushing nothing", async () => {
+        const pinnedRef = `123456789012.dkr.ecr.eu-west-1.amazonaws.com/neuralblitz-pgbouncer-exporter:2.1.2@${DIGEST}`;
+        const pinned = await deployed("prod", withKey(PROD, "images.pgbouncerExporter", pinnedRef));
+        expect(sidecar(pinned).image).to.equal(pinnedRef);
+        expect(of(pinned, BUILT_IMAGE)).to.deep.equal([]);
+        expect(of(pinned, "aws:ecr/repository:Repository")).to.deep.equal([]);
+        // A protected stack refuses a tag alone, as for every image.
+        const tagged = await deploy("prod", withKey(PROD, "images.pgbouncerExporter", "neuralblitz-pgbouncer-exporter:2.1.2"));
+        expect(String(tagged.error)).to.include("images.pgbouncerExporter").and.include("pinned by digest");
+        expect(tagged.registrations.filter((r) => r.type.startsWith("aws:"))).to.deep.equal([]);
+      });
+
+      it("exports no metric to CloudWatch, so it adds no alarm: the pooler's alarms stay the load balancer's", () => {
+        const alarms = of(run, "aws:cloudwatch/metricAlarm:MetricAlarm");
+        expect(alarms.filter((a) => !["AWS/RDS", "AWS/NetworkELB"].includes(a.inputs.namespace))).to.deep.equal([]);
+      });
     });
 
     it("alarms on replica lag, free storage, connections and wraparound per instance, with the config's default thresholds", () => {

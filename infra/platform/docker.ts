@@ -20,6 +20,7 @@ import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
 import {
   PGBOUNCER_EXPORTER_IMAGE_CONTEXT,
   PGBOUNCER_EXPORTER_IMAGE_UID,
+  PGBOUNCER_EXPORTER_LOCAL_REPOSITORY,
   PGBOUNCER_IMAGE_UID,
   POSTGRES_EXPORTER_IMAGE_UID,
   POSTGRES_IMAGE_CONTEXT,
@@ -355,7 +356,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         const build = pgbouncerExporterImageBuild();
         image = new docker.Image(
           `${name}-pgbouncer-exporter-image`,
-          { imageName: build.imageName, skipPush: true, build: { context: PGBOUNCER_EXPORTER_IMAGE_CONTEXT, dockerfile: `${PGBOUNCER_EXPORTER_IMAGE_CONTEXT}/Dockerfile`, args: build.args } },
+          { imageName: `${PGBOUNCER_EXPORTER_LOCAL_REPOSITORY}:${build.tag}`, skipPush: true, build: { context: PGBOUNCER_EXPORTER_IMAGE_CONTEXT, dockerfile: `${PGBOUNCER_EXPORTER_IMAGE_CONTEXT}/Dockerfile`, args: build.args } },
           { parent: this },
         ).repoDigest;
       }

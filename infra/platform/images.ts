@@ -72,14 +72,14 @@ export const PGBOUNCER_EXPORTER_IMAGE_CONTEXT = path.join(__dirname, "pgbouncerE
 /** The uid the built exporter image runs as (nobody). */
 export const PGBOUNCER_EXPORTER_IMAGE_UID = "65534";
 
-export interface ImageBuild {
-  /** `<name>:<tag>`: the tag carries a hash of every build argument, so another set is another image. */
-  readonly imageName: string;
-  readonly args: Record<string, string>;
-}
+/** The exporter's local image name on Docker hosts (AWS pushes to the stack's ECR repository). */
+export const PGBOUNCER_EXPORTER_LOCAL_REPOSITORY = "neuralblitz-pgbouncer-exporter";
 
-/** The exporter's image: its build arguments, and a name (`repository`, a registry's on AWS) whose tag changes with them. */
-export function pgbouncerExporterImageBuild(repository = "neuralblitz-pgbouncer-exporter"): ImageBuild {
+/**
+ * The exporter's image: its build arguments, and its tag, which carries the exporter's version and a
+ * hash of every argument, so another set of pins is another image, never a stale one of the same name.
+ */
+export function pgbouncerExporterImageBuild(): { tag: string; args: { BASE_IMAGE: string; REQUIREMENTS: string; DRIVER: string; IMPORT_CHECK: string } } {
   const args = {
     BASE_IMAGE: PGBOUNCER_EXPORTER_BASE_IMAGE,
     REQUIREMENTS: PGBOUNCER_EXPORTER_REQUIREMENTS.join(" "),
@@ -87,7 +87,7 @@ export function pgbouncerExporterImageBuild(repository = "neuralblitz-pgbouncer-
     IMPORT_CHECK: PGBOUNCER_EXPORTER_IMPORT_CHECK,
   };
   const hash = createHash("sha256").update(JSON.stringify(args)).digest("hex").slice(0, 12);
-  return { imageName: `${repository}:${PGBOUNCER_EXPORTER_VERSION}-${hash}`, args };
+  return { tag: `${PGBOUNCER_EXPORTER_VERSION}-${hash}`, args };
 }
 
 /** `<name>:<tag>@sha256:<64 hex>`: what a pinned image reference looks like. */
