@@ -435,7 +435,9 @@ function imageConfig(p: Problems, v: unknown, protect: boolean, postgresVersion:
     const pinRequired = protect && !((key === "postgres" || key === "postgresExporter") && platform === "aws");
     if (typeof value === "string" && PINNED_IMAGE.test(value)) return value;
     if (typeof value === "string" && TAGGED_IMAGE.test(value) && !pinRequired) return value;
-    const lookup = `docker buildx imagetools inspect ${typeof value === "string" && TAGGED_IMAGE.test(value) ? value : fallback} (the Digest line)`;
+    const inspect = `docker buildx imagetools inspect ${typeof value === "string" && TAGGED_IMAGE.test(value) ? value : fallback} (the Digest line)`;
+    // The exporter's default is the program's own build, which no registry holds: there is nothing to look up but the stack's own push.
+    const lookup = key === "pgbouncerExporter" ? `${inspect}, or remove images.pgbouncerExporter to have the program build the image (pulumi config rm --path images.pgbouncerExporter)` : inspect;
     p.add(
       `images.${key}`,
       i[key],

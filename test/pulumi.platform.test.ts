@@ -667,7 +667,7 @@ describe("Pulumi program (mocks)", function () {
         expect(of(pinned, "aws:ecr/repository:Repository")).to.deep.equal([]);
         // A protected stack refuses a tag alone, as for every image.
         const tagged = await deploy("prod", withKey(PROD, "images.pgbouncerExporter", "neuralblitz-pgbouncer-exporter:2.1.2"));
-        expect(String(tagged.error)).to.include("images.pgbouncerExporter").and.include("pinned by digest");
+        expect(String(tagged.error)).to.include("images.pgbouncerExporter").and.include("pinned by digest").and.include("pulumi config rm --path images.pgbouncerExporter");
         expect(tagged.registrations.filter((r) => r.type.startsWith("aws:"))).to.deep.equal([]);
       });
 
@@ -1037,6 +1037,7 @@ describe("Pulumi program (mocks)", function () {
       ["a protected Docker stack without digests", "dev", withKey(DEV, "deletionProtection", true), "neuralblitz-db:images.postgres = (unset): a protected stack"],
       ["an image of another major version", "dev", withKey(DEV, "images.postgres", `postgres:16.13-bookworm@${DIGEST}`), "neuralblitz-db:images.postgres = \"postgres:16.13-bookworm@sha256:abab"],
       ["a malformed exporter image", "dev", withKey(DEV, "images.postgresExporter", "exporter"), 'neuralblitz-db:images.postgresExporter = "exporter": expected <name>:<tag>'],
+      ["a malformed PgBouncer exporter image", "dev", withKey(DEV, "images.pgbouncerExporter", "exporter"), 'neuralblitz-db:images.pgbouncerExporter = "exporter": expected <name>:<tag>'],
       ["a malformed digest", "dev", withKey(DEV, "images.pgbouncer", "edoburu/pgbouncer:v1@sha256:xyz"), 'neuralblitz-db:images.pgbouncer = "edoburu/pgbouncer:v1@sha256:xyz": expected <name>:<tag>'],
       ["a protected review stack", "review-42", { deletionProtection: true }, "neuralblitz-db:deletionProtection = true: review stacks are always destroyable"],
       ["a review stack name too long for AWS names", "review-pull-request-12345", {}, "stack name 'review-pull-request-12345'"],
