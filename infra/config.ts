@@ -13,7 +13,7 @@ import { ROLE_TIMEOUT_DEFAULTS, RoleTimeouts, TimedRole } from "../schema/roles"
 import { PARTITIONED_TABLES, PREMAKE_RANGE, PartitionOverride, PartitionPolicy, PartitionedTableName, RETENTION_DAYS_RANGE, partitionPolicies } from "../schema/tables";
 import { connectionBudgetProblem } from "./topology/connectionBudget";
 import { POOLED_LOGINS } from "./platform/types";
-import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_EXPORTER_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag } from "./platform/images";
+import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_EXPORTER_IMAGE, POSTGRES_IMAGES, TAGGED_IMAGE, imageTag, PGBOUNCER_EXPORTER_LOCAL_REPOSITORY, pgbouncerExporterImageBuild } from "./platform/images";
 
 export const PROJECT = "neuralblitz-db";
 /** Fixed so that replica slots and senders never need the primary's restart when scaling. */
@@ -114,6 +114,11 @@ export interface ImageConfig {
   readonly pgbouncer: string;
   /** Docker stacks only: PostgreSQL's metrics exporter (docs/monitoring.md). */
   readonly postgresExporter: string;
+  /**
+   * PgBouncer's metrics exporter (Docker and AWS): a reference to run instead of the image the
+   * program builds (infra/platform/pgbouncerExporterImage/); absent, the program builds it.
+   */
+  readonly pgbouncerExporter?: string;
 }
 
 interface CommonConfig {
@@ -423,14 +428,16 @@ function awsConfig(p: Problems, v: unknown, deletionProtection: boolean, now = n
  * tag must be of the stack's major version.
  */
 function imageConfig(p: Problems, v: unknown, protect: boolean, postgresVersion: PostgresVersion, platform: string): ImageConfig {
-  const i = object(p, "images", v, ["postgres", "pgbouncer", "postgresExporter"], false);
-  const ref = (key: "postgres" | "pgbouncer" | "postgresExporter", fallback: string): string => {
+  const i = object(p, "images", v, ["postgres", "pgbouncer", "postgresExporter", "pgbouncerExporter"], false);
+  const ref = (key: "postgres" | "pgbouncer" | "postgresExporter" | "pgbouncerExporter", fallback: string): string => {
     const value = i[key] ?? fallback;
-    // RDS runs no PostgreSQL image and no exporter container: only a given one is checked, for its form.
-    const pinRequired = protect && !(key !== "pgbouncer" && platform === "aws");
+    // RDS runs no PostgreSQL image and no PostgreSQL exporter container: only a given one is checked, for its form.
+    const pinRequired = protect && !((key === "postgres" || key === "postgresExporter") && platform === "aws");
     if (typeof value === "string" && PINNED_IMAGE.test(value)) return value;
     if (typeof value === "string" && TAGGED_IMAGE.test(value) && !pinRequired) return value;
-    const lookup = `docker buildx imagetools inspect ${typeof value === "string" && TAGGED_IMAGE.test(value) ? value : fallback} (the Digest line)`;
+    const inspect = `docker buildx imagetools inspect ${typeof value === "string" && TAGGED_IMAGE.test(value) ? value : fallback} (the Digest line)`;
+    // The exporter's default is the program's own build, which no registry holds: there is nothing to look up but the stack's own push.
+    const lookup = key === "pgbouncerExporter" ? `${inspect}, or remove images.pgbouncerExporter to have the program build the image (pulumi config rm --path images.pgbouncerExporter)` : inspect;
     p.add(
       `images.${key}`,
       i[key],
@@ -445,7 +452,14 @@ function imageConfig(p: Problems, v: unknown, protect: boolean, postgresVersion:
   if (i.postgres !== undefined && major !== undefined && major !== postgresVersion) {
     p.add("images.postgres", i.postgres, `its tag is PostgreSQL ${major}, but postgresVersion is ${postgresVersion}`);
   }
-  return { postgres, pgbouncer: ref("pgbouncer", PGBOUNCER_IMAGE), postgresExporter: ref("postgresExporter", POSTGRES_EXPORTER_IMAGE) };
+  // The PgBouncer exporter has no default reference: absent, the program builds the image (by digest on AWS).
+  const pgbouncerExporter = i.pgbouncerExporter === undefined ? undefined : ref("pgbouncerExporter", `${PGBOUNCER_EXPORTER_LOCAL_REPOSITORY}:${pgbouncerExporterImageBuild().tag}`);
+  return {
+    postgres,
+    pgbouncer: ref("pgbouncer", PGBOUNCER_IMAGE),
+    postgresExporter: ref("postgresExporter", POSTGRES_EXPORTER_IMAGE),
+    ...(pgbouncerExporter !== undefined ? { pgbouncerExporter } : {}),
+  };
 }
 
 /** `own` over `base`, key by key, nested objects included (a review stack's own docker.poolerPort keeps dev's docker.nodeCpus). */

@@ -12,7 +12,8 @@ import { status, up } from "../scripts/local/stack";
 import { localContext } from "../scripts/local/context";
 import { poolerVersion, stopPooler } from "../scripts/local/pooler";
 import { chownToServer, run, waitFor } from "../scripts/local/system";
-import { PGBOUNCER_EXPORTER_REQUIREMENTS, builtPgbouncer, debianMirrors, ensurePgbouncerExporter, hasSupportedPgbouncer, installedPgbouncerExporter } from "../scripts/local/setup";
+import { PGBOUNCER_EXPORTER_REQUIREMENTS } from "../infra/topology/monitoring";
+import { builtPgbouncer, debianMirrors, ensurePgbouncerExporter, hasSupportedPgbouncer, installedPgbouncerExporter } from "../scripts/local/setup";
 import { UNREACHABLE_CHECKOUT_HOME, reachableBy, requireStack, stackDir } from "../scripts/local/state";
 import { query, uniqueStack } from "./helpers";
 

@@ -6,7 +6,18 @@ import { expect } from "chai";
 import * as fs from "fs";
 import { SESSION_POOL_SIZE, connectionUrl, readonlyPoolDatabase, sessionPoolDatabase } from "../client/outputs";
 import { POOLER_DEFAULTS } from "../infra/topology/pgbouncerIni";
-import { MONITOR_ROLE, PROJECT_METRICS } from "../infra/topology/monitoring";
+import {
+  MONITOR_ROLE,
+  PGBOUNCER_EXPORTER_DRIVER_VERSION,
+  PGBOUNCER_EXPORTER_IMAGE_DRIVER,
+  PGBOUNCER_EXPORTER_IMPORT_CHECK,
+  PROJECT_METRICS,
+  pgbouncerExporterYaml,
+} from "../infra/topology/monitoring";
+import { installedPgbouncerExporter } from "../scripts/local/setup";
+import { execFile } from "child_process";
+import * as path from "path";
+import { promisify } from "util";
 import { DATABASE, LOGIN_ROLES, ROLES } from "../schema/roles";
 import { exporterPid, installedExporters } from "../scripts/local/monitoring";
 import { localContext } from "../scripts/local/context";
@@ -144,6 +155,16 @@ describe("monitoring: the local stack's exporters and the project's metrics", fu
     expect(argv).to.not.contain(passwords.nb_monitor);
   });
 
+  it("runs PgBouncer's exporter on the shared config (the containers' renderer): the pooler on 127.0.0.1, verify-full against the stack's CA", async function () {
+    const ctx = localContext(stack, () => undefined);
+    const argv = fs.readFileSync(`/proc/${exporterPid(ctx, "pgbouncer-exporter")!}/cmdline`, "utf8");
+    const config = fs.readFileSync(/--config=([^\0]+)/.exec(argv)![1], "utf8");
+    const { ports } = requireStack(stack);
+    const port = Number(new URL(urls["pgbouncer-exporter"]).port);
+    expect(config).to.equal(pgbouncerExporterYaml({ listenHost: HOST, listenPort: port, pooler: { host: HOST, port: ports.pooler }, caFile: caFile(stack) }));
+    expect(config).to.include(`@${HOST}:${ports.pooler}/pgbouncer?sslmode=verify-full&sslrootcert=${caFile(stack)}`);
+  });
+
   it("up restarts a killed PgBouncer exporter on its kept port", async function () {
     const ctx = localContext(stack, () => undefined);
     const pid = exporterPid(ctx, "pgbouncer-exporter")!;
@@ -189,5 +210,18 @@ describe("monitoring: the local stack's exporters and the project's metrics", fu
         await new Promise((r) => squatter.close(r));
       }
     }
+  });
+});
+
+describe("monitoring: the PgBouncer exporter's local environment runs what the images install", function () {
+  this.timeout(60_000);
+
+  it("has the psycopg2 release the Docker and AWS images pin (Debian's python3-psycopg2, on libpq 15)", async function () {
+    const bin = installedPgbouncerExporter();
+    if (!bin) throw new Error("the PgBouncer exporter is missing: sudo npx nbdb setup --for-tests");
+    const python = path.join(path.dirname(bin), "python");
+    const { stdout } = await promisify(execFile)(python, ["-c", `${PGBOUNCER_EXPORTER_IMPORT_CHECK}; print(psycopg2.__version__.split()[0], psycopg2.__libpq_version__ // 10000)`]);
+    expect(stdout.trim()).to.equal(`${PGBOUNCER_EXPORTER_DRIVER_VERSION} 15`);
+    expect(PGBOUNCER_EXPORTER_IMAGE_DRIVER).to.equal(`psycopg2-binary==${PGBOUNCER_EXPORTER_DRIVER_VERSION}`);
   });
 });

@@ -3,7 +3,13 @@
 // invalid config value stops it before any resource is registered.
 import { expect } from "chai";
 import { ALARM_DEFAULTS } from "../infra/config";
-import { postgresExporterQueries } from "../infra/topology/monitoring";
+import {
+  PGBOUNCER_EXPORTER_DRIVER_VERSION,
+  PGBOUNCER_EXPORTER_IMPORT_CHECK,
+  PGBOUNCER_EXPORTER_REQUIREMENTS,
+  pgbouncerExporterYaml,
+  postgresExporterQueries,
+} from "../infra/topology/monitoring";
 import { X509Certificate } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
@@ -13,7 +19,7 @@ import { majorVersionProvider } from "../infra/dynamic/majorVersion";
 import { stableScramVerifier } from "../infra/topology/scram";
 import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
-import { postgresImageBuild } from "../infra/platform/images";
+import { PGBOUNCER_EXPORTER_IMAGE_CONTEXT, pgbouncerExporterImageBuild, postgresImageBuild } from "../infra/platform/images";
 import { BACKUP_JOBS, SCHEDULED_JOBS, maintenanceScheduleSql } from "../infra/topology/maintenanceSchedule";
 import { BACKUP_ROLE, archiveCommand, backupCrontab, renderPgbackrestConf } from "../infra/topology/pgbackrest";
 import { DockerCluster } from "../infra/platform/docker";
@@ -107,8 +113,8 @@ describe("Pulumi program (mocks)", function () {
       run = await deployed("dev", DEV);
     });
 
-    it("registers a primary, one replica per config, a pooler, a backup container and the metrics exporter, with their volumes, network and images", () => {
-      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-backup", "nbdb-postgres-exporter"]);
+    it("registers a primary, one replica per config, a pooler, a backup container and the two metrics exporters, with their volumes, network and images", () => {
+      expect(of(run, CONTAINER).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-pooler", "nbdb-backup", "nbdb-postgres-exporter", "nbdb-pgbouncer-exporter"]);
       expect(of(run, VOLUME).map((r) => r.name)).to.have.members(["nbdb-primary-data", "nbdb-replica-0-data", "nbdb-backup-repo"]);
       expect(of(run, NETWORK)).to.have.length(1);
       expect(of(run, IMAGE).map((r) => r.inputs.name)).to.have.members(["edoburu/pgbouncer:v1.24.1-p1", "prometheuscommunity/postgres-exporter:v0.11.1"]);
@@ -118,7 +124,7 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("builds the servers' image from the pinned postgres image plus Debian's postgresql-<major>-cron and pgbackrest, never pushed", () => {
-      const [image] = of(run, BUILT_IMAGE);
+      const image = named(run, BUILT_IMAGE, "nbdb-postgres-image");
       expect(image.inputs.skipPush).to.equal(true);
       expect(image.inputs.build.args).to.deep.equal({ BASE_IMAGE: "postgres:15.17-bookworm", PACKAGES: "postgresql-15-cron pgbackrest cron" });
       expect(image.inputs.imageName).to.match(/^neuralblitz-postgres:15\.17-bookworm-[0-9a-f]{12}$/);
@@ -272,7 +278,47 @@ describe("Pulumi program (mocks)", function () {
       expect(ini).to.include("pool_mode = transaction");
       expect(ini).to.include("max_client_conn = 1000");
       expect(ini).to.include("default_pool_size = 20");
-      expect(uploaded(pooler, "/etc/pgbouncer/userlist.txt")).to.equal('"nb_pgbouncer" "pw-nbdb-nb_pgbouncer"\n');
+      // nb_monitor's verifier (never its password) for the PgBouncer exporter's console login, as the local stack's.
+      expect(uploaded(pooler, "/etc/pgbouncer/userlist.txt")).to.equal(`"nb_pgbouncer" "pw-nbdb-nb_pgbouncer"\n"nb_monitor" "${stableScramVerifier("nb_monitor", "pw-nbdb-nb_monitor")}"\n`);
+      expect(ini).to.match(/^stats_users = nb_pgbouncer, nb_monitor$/m);
+    });
+
+    it("builds PgBouncer's exporter image from the pinned Python 3.11 base with exactly the shared pins, none resolved (--no-deps), never pushed", () => {
+      const image = named(run, BUILT_IMAGE, "nbdb-pgbouncer-exporter-image");
+      expect(image.inputs.skipPush).to.equal(true);
+      expect(image.inputs.build.args).to.deep.equal({
+        BASE_IMAGE: "python:3.11-slim-bookworm",
+        REQUIREMENTS: PGBOUNCER_EXPORTER_REQUIREMENTS.join(" "),
+        DRIVER: `psycopg2-binary==${PGBOUNCER_EXPORTER_DRIVER_VERSION}`,
+        IMPORT_CHECK: PGBOUNCER_EXPORTER_IMPORT_CHECK,
+      });
+      expect(image.inputs.build.args.REQUIREMENTS).to.equal("prometheus-pgbouncer-exporter==2.1.2 prometheus-client==0.8.0 python-json-logger==0.1.11 PyYAML==6.0.2");
+      expect(image.inputs.imageName).to.match(/^neuralblitz-pgbouncer-exporter:2\.1\.2-[0-9a-f]{12}$/);
+      // The Dockerfile installs exactly those, without resolving, on that base, and runs as nobody.
+      const dockerfile = fs.readFileSync(image.inputs.build.dockerfile, "utf8");
+      expect(path.dirname(image.inputs.build.dockerfile)).to.equal(image.inputs.build.context);
+      expect(dockerfile).to.match(/^FROM \$\{BASE_IMAGE\}$/m).and.match(/pip install --no-deps .*\$\{DRIVER\} \$\{REQUIREMENTS\}/).and.match(/^USER 65534:65534$/m);
+      expect(dockerfile).to.include('python -c "${IMPORT_CHECK}"');
+      expect(named(run, CONTAINER, "nbdb-pgbouncer-exporter").inputs.image).to.equal(`sha256:built-${image.inputs.imageName}`);
+    });
+
+    it("runs PgBouncer's exporter on the pooler container's console as nb_monitor over verify-full with the stack's CA, its password in a file", () => {
+      const c = named(run, CONTAINER, "nbdb-pgbouncer-exporter");
+      const config = uploaded(c, "/etc/pgbouncer-exporter/config.yaml");
+      expect(config).to.equal(
+        pgbouncerExporterYaml({ listenHost: "0.0.0.0", listenPort: 9127, pooler: { host: "nbdb-pooler", port: 6432 }, caFile: "/etc/pgbouncer-exporter/pooler-ca.crt" }),
+      );
+      expect(config).to.include("  - dsn: postgresql://nb_monitor:$(NBDB_MONITOR_PASSWORD)@nbdb-pooler:6432/pgbouncer?sslmode=verify-full&sslrootcert=/etc/pgbouncer-exporter/pooler-ca.crt\n");
+      expect(uploaded(c, "/etc/pgbouncer-exporter/pooler-ca.crt")).to.equal("mock CA certificate of nbdb");
+      expect(c.inputs.uploads.find((u: any) => u.file === "/etc/pgbouncer-exporter/password")).to.include({ content: "pw-nbdb-nb_monitor", permissions: "0600", owner: "65534" });
+      expect(c.secretInputs).to.include("uploads");
+      // The password reaches the variable the config names from the file at start: not in the environment or the command.
+      expect(c.inputs.entrypoints.join("\n")).to.include('NBDB_MONITOR_PASSWORD="$(cat /etc/pgbouncer-exporter/password)"').and.include("exec pgbouncer-exporter --config=/etc/pgbouncer-exporter/config.yaml");
+      expect(JSON.stringify([c.inputs.envs ?? [], c.inputs.entrypoints, c.inputs.command ?? []])).to.not.include("pw-nbdb-nb_monitor");
+      expect(c.inputs.networksAdvanced).to.deep.equal(named(run, CONTAINER, "nbdb-pooler").inputs.networksAdvanced);
+      expect(c.inputs.ports).to.deep.equal([{ internal: 9127, ip: "127.0.0.1" }]);
+      expect(c.inputs.restart).to.equal("unless-stopped");
+      expect(c.dependencies).to.include(named(run, CONTAINER, "nbdb-pooler").urn);
     });
 
     it("publishes the configured ports on 127.0.0.1 and exports them in the outputs.json shape", async () => {
@@ -386,9 +432,16 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("pulls images by digest where the config pins them, the tag kept beside it (issue 15 item 10)", async () => {
-      const images = { postgres: `postgres:15.17-bookworm@${DIGEST}`, pgbouncer: `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`, postgresExporter: `prometheuscommunity/postgres-exporter:v0.11.1@${DIGEST}` };
+      const images = {
+        postgres: `postgres:15.17-bookworm@${DIGEST}`,
+        pgbouncer: `edoburu/pgbouncer:v1.25.2-p0@${DIGEST}`,
+        postgresExporter: `prometheuscommunity/postgres-exporter:v0.11.1@${DIGEST}`,
+        pgbouncerExporter: `registry.example/neuralblitz-pgbouncer-exporter:2.1.2@${DIGEST}`,
+      };
       const pinned = await deployed("dev", withKey(DEV, "images", images));
-      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([images.pgbouncer, images.postgresExporter]);
+      expect(of(pinned, IMAGE).map((r) => r.inputs.name)).to.have.members([images.pgbouncer, images.postgresExporter, images.pgbouncerExporter]);
+      // A pinned PgBouncer exporter is pulled, not built.
+      expect(named(pinned, CONTAINER, "nbdb-pgbouncer-exporter").inputs.image).to.equal(`sha256:${images.pgbouncerExporter}`);
       expect(of(pinned, BUILT_IMAGE).map((r) => r.inputs.build.args.BASE_IMAGE)).to.deep.equal([images.postgres]);
       const prod = await deployed("prod", PROD);
       const [container] = JSON.parse(of(prod, TASK)[0].inputs.containerDefinitions);
@@ -406,12 +459,12 @@ describe("Pulumi program (mocks)", function () {
       run = await deployed("prod", PROD);
     });
 
-    it("registers an RDS primary, a replica per config and one PgBouncer service, and no Docker resource", () => {
+    it("registers an RDS primary, a replica per config and one PgBouncer service, and no Docker resource but the exporter's image", () => {
       expect(of(run, RDS).map((r) => r.name)).to.have.members(["nbdb-primary", "nbdb-replica-0", "nbdb-replica-1"]);
       expect(of(run, ECS_SERVICE)).to.have.length(1);
       expect(of(run, ECS_SERVICE)[0].inputs).to.include({ launchType: "FARGATE", desiredCount: 2 });
       expect(of(run, "aws:lb/loadBalancer:LoadBalancer")[0].inputs).to.include({ internal: true, loadBalancerType: "network" });
-      expect(run.registrations.filter((r) => r.type.startsWith("docker:"))).to.deep.equal([]);
+      expect(run.registrations.filter((r) => r.type.startsWith("docker:")).map((r) => `${r.type} ${r.name}`)).to.deep.equal([`${BUILT_IMAGE} nbdb-pooler-pgbouncer-exporter-image`]);
       expect(named(run, "pulumi:providers:aws", "nbdb-aws").inputs.region).to.equal("eu-west-1");
     });
 
@@ -508,13 +561,15 @@ describe("Pulumi program (mocks)", function () {
       expect(env.PGBOUNCER_TLS_CERT).to.equal("-----BEGIN CERTIFICATE----- nbdb-pooler-tls-cert");
       // The certificate names the load balancer, and is issued by the stack's own CA.
       const request = named(run, "tls:index/certRequest:CertRequest", "nbdb-pooler-tls-request").inputs;
-      expect(request.dnsNames).to.deep.equal(["nbdb-pooler-0123.elb.eu-west-1.amazonaws.com"]);
+      // And the loopback, where the exporter in the task verifies PgBouncer.
+      expect(request.dnsNames).to.deep.equal(["nbdb-pooler-0123.elb.eu-west-1.amazonaws.com", "localhost"]);
+      expect(request.ipAddresses).to.deep.equal(["127.0.0.1"]);
       const cert = named(run, "tls:index/locallySignedCert:LocallySignedCert", "nbdb-pooler-tls-cert").inputs;
       expect(cert.allowedUses).to.include("server_auth");
       expect(cert.earlyRenewalHours).to.be.greaterThan(0);
       expect(named(run, "aws:secretsmanager/secretVersion:SecretVersion", "nbdb-pooler-tls-key").secretInputs).to.include("secretString");
       const policy = JSON.parse(named(run, "aws:iam/rolePolicy:RolePolicy", "nbdb-pooler-read-auth-file").inputs.policy);
-      expect(policy.Statement[0].Resource).to.deep.equal(["arn:aws:mock:::nbdb-pooler-auth-file", "arn:aws:mock:::nbdb-pooler-tls-key"]);
+      expect(policy.Statement[0].Resource).to.deep.equal(["arn:aws:mock:::nbdb-pooler-auth-file", "arn:aws:mock:::nbdb-pooler-tls-key", "arn:aws:mock:::nbdb-pooler-monitor-password"]);
     });
 
     it("connects the database layer to RDS with verify-full and the RDS CA bundle, never sslmode=require (issue 15 item 1)", () => {
@@ -534,13 +589,92 @@ describe("Pulumi program (mocks)", function () {
       const [version] = of(run, "aws:secretsmanager/secretVersion:SecretVersion");
       expect(version.secretInputs).to.include("secretString");
       const lines = version.inputs.secretString.trim().split("\n");
-      expect(lines).to.have.length(4);
+      expect(lines).to.have.length(5);
       expect(lines[1]).to.equal(`"nb_app" "${stableScramVerifier("nb_app", "pw-nbdb-nb_app")}"`);
       expect(lines[2]).to.equal(`"nb_auditor" "${stableScramVerifier("nb_auditor", "pw-nbdb-nb_auditor")}"`);
       // The read-only entry's login, for its reads on the replicas.
       expect(lines[3]).to.equal(`"nb_readonly" "${stableScramVerifier("nb_readonly", "pw-nbdb-nb_readonly")}"`);
+      // The PgBouncer exporter's console login (a stats user).
+      expect(lines[4]).to.equal(`"nb_monitor" "${stableScramVerifier("nb_monitor", "pw-nbdb-nb_monitor")}"`);
       expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_app");
       expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_readonly");
+      expect(version.inputs.secretString).to.not.include("pw-nbdb-nb_monitor");
+    });
+
+    describe("PgBouncer's exporter: a sidecar in the pooler's task", () => {
+      const sidecar = (r: Run = run) => JSON.parse(of(r, TASK)[0].inputs.containerDefinitions).find((c: any) => c.name === "pgbouncer-exporter");
+
+      it("runs beside PgBouncer on its console as nb_monitor over verify-full against the pooler's CA at the loopback, its password an ECS secret", () => {
+        const c = sidecar();
+        const env = Object.fromEntries(c.environment.map((e: any) => [e.name, e.value]));
+        expect(env.PGBOUNCER_EXPORTER_CONFIG).to.equal(
+          pgbouncerExporterYaml({ listenHost: "0.0.0.0", listenPort: 9127, pooler: { host: "127.0.0.1", port: 6432 }, caFile: "/etc/pgbouncer-exporter/pooler-ca.crt" }),
+        );
+        expect(env.PGBOUNCER_EXPORTER_CONFIG).to.include("dsn: postgresql://nb_monitor:$(NBDB_MONITOR_PASSWORD)@127.0.0.1:6432/pgbouncer?sslmode=verify-full&sslrootcert=/etc/pgbouncer-exporter/pooler-ca.crt");
+        // The pooler's CA (the one its certificate chains to), written at start beside the config.
+        expect(env.PGBOUNCER_EXPORTER_POOLER_CA).to.equal("-----BEGIN CERTIFICATE----- nbdb-pooler-ca");
+        expect(c.command[0]).to.include("> /etc/pgbouncer-exporter/config.yaml").and.include("> /etc/pgbouncer-exporter/pooler-ca.crt").and.include("exec pgbouncer-exporter --config=/etc/pgbouncer-exporter/config.yaml");
+        expect(c.secrets).to.deep.equal([{ name: "NBDB_MONITOR_PASSWORD", valueFrom: "arn:aws:mock:::nbdb-pooler-monitor-password" }]);
+        const secret = named(run, "aws:secretsmanager/secretVersion:SecretVersion", "nbdb-pooler-monitor-password");
+        expect(secret.inputs.secretString).to.equal("pw-nbdb-nb_monitor");
+        expect(secret.secretInputs).to.include("secretString");
+        expect(JSON.stringify(c)).to.not.include("pw-");
+        // A rotated password starts new tasks.
+        expect(env.NBDB_MONITOR_PASSWORD_SHA256).to.match(/^[0-9a-f]{64}$/);
+      });
+
+      it("never stops the pooler: not essential, started once PgBouncer is healthy, restarted by ECS, logging to the task's log group", () => {
+        const c = sidecar();
+        expect(c).to.include({ essential: false });
+        expect(c.dependsOn).to.deep.equal([{ containerName: "pgbouncer", condition: "HEALTHY" }]);
+        expect(c.restartPolicy).to.deep.equal({ enabled: true });
+        expect(c.portMappings).to.deep.equal([{ containerPort: 9127, protocol: "tcp" }]);
+        expect(c.logConfiguration.options).to.deep.equal({ "awslogs-group": "/neuralblitz/nbdb-pooler", "awslogs-region": "eu-west-1", "awslogs-stream-prefix": "pgbouncer-exporter" });
+        const [pgbouncer] = JSON.parse(of(run, TASK)[0].inputs.containerDefinitions);
+        expect(pgbouncer).to.include({ name: "pgbouncer", essential: true });
+        // No target of the load balancer: the service balances PgBouncer's port only.
+        expect(of(run, ECS_SERVICE)[0].inputs.loadBalancers.map((b: any) => [b.containerName, b.containerPort])).to.deep.equal([["pgbouncer", 6432]]);
+      });
+
+      it("opens the exporter's port to allowedCidrs only", () => {
+        const group = named(run, "aws:ec2/securityGroup:SecurityGroup", "nbdb-pooler");
+        const metrics = group.inputs.ingress.filter((r: any) => r.fromPort === 9127 || r.toPort === 9127);
+        expect(metrics).to.deep.equal([{ description: "metrics", protocol: "tcp", fromPort: 9127, toPort: 9127, cidrBlocks: PROD.aws.allowedCidrs }]);
+        expect(named(run, "aws:ec2/securityGroup:SecurityGroup", "nbdb-database").inputs.ingress.some((r: any) => r.fromPort === 9127)).to.equal(false);
+      });
+
+      it("builds its image from the shared context for Fargate's x86_64 and pushes it to the stack's ECR repository, with ECR's credentials; the task runs it by digest", () => {
+        const repository = named(run, "aws:ecr/repository:Repository", "nbdb-pooler-pgbouncer-exporter");
+        expect(repository.inputs).to.deep.include({ name: "nbdb-pooler-pgbouncer-exporter", imageScanningConfiguration: { scanOnPush: true }, forceDelete: false });
+        const image = named(run, BUILT_IMAGE, "nbdb-pooler-pgbouncer-exporter-image");
+        const build = pgbouncerExporterImageBuild();
+        expect(image.inputs.imageName).to.equal(`123456789012.dkr.ecr.eu-west-1.amazonaws.com/nbdb-pooler-pgbouncer-exporter:${build.tag}`);
+        expect(image.inputs.build).to.deep.include({ context: PGBOUNCER_EXPORTER_IMAGE_CONTEXT, platform: "linux/amd64", args: build.args });
+        expect(image.inputs.build.args.REQUIREMENTS).to.equal(PGBOUNCER_EXPORTER_REQUIREMENTS.join(" "));
+        expect(image.inputs.skipPush).to.not.equal(true);
+        expect(image.inputs.registry).to.deep.equal({ server: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/nbdb-pooler-pgbouncer-exporter", username: "AWS", password: "mock-ecr-token" });
+        expect(image.secretInputs).to.include("registry");
+        expect(sidecar().image).to.equal(`sha256:built-${image.inputs.imageName}`);
+        // Under the stack's AWS provider, like every AWS resource.
+        expect(repository.provider).to.include("nbdb-aws");
+      });
+
+      it("runs the image the config pins instead, building and pushing nothing", async () => {
+        const pinnedRef = `123456789012.dkr.ecr.eu-west-1.amazonaws.com/neuralblitz-pgbouncer-exporter:2.1.2@${DIGEST}`;
+        const pinned = await deployed("prod", withKey(PROD, "images.pgbouncerExporter", pinnedRef));
+        expect(sidecar(pinned).image).to.equal(pinnedRef);
+        expect(of(pinned, BUILT_IMAGE)).to.deep.equal([]);
+        expect(of(pinned, "aws:ecr/repository:Repository")).to.deep.equal([]);
+        // A protected stack refuses a tag alone, as for every image.
+        const tagged = await deploy("prod", withKey(PROD, "images.pgbouncerExporter", "neuralblitz-pgbouncer-exporter:2.1.2"));
+        expect(String(tagged.error)).to.include("images.pgbouncerExporter").and.include("pinned by digest").and.include("pulumi config rm --path images.pgbouncerExporter");
+        expect(tagged.registrations.filter((r) => r.type.startsWith("aws:"))).to.deep.equal([]);
+      });
+
+      it("exports no metric to CloudWatch, so it adds no alarm: the pooler's alarms stay the load balancer's", () => {
+        const alarms = of(run, "aws:cloudwatch/metricAlarm:MetricAlarm");
+        expect(alarms.filter((a) => !["AWS/RDS", "AWS/NetworkELB"].includes(a.inputs.namespace))).to.deep.equal([]);
+      });
     });
 
     it("alarms on replica lag, free storage, connections and wraparound per instance, with the config's default thresholds", () => {
@@ -688,7 +822,7 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("takes dev's platform, replica count and pooler settings from Pulumi.dev.yaml", async () => {
-      expect(of(run, CONTAINER)).to.have.length(4 + DEV.replicas);
+      expect(of(run, CONTAINER)).to.have.length(5 + DEV.replicas);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include(`default_pool_size = ${DEV.pooler.defaultPoolSize}`);
     });
 
@@ -704,8 +838,10 @@ describe("Pulumi program (mocks)", function () {
         "nbdb-backup-review-42",
         "nbdb-backup-repo-review-42",
         "nbdb-postgres-exporter-review-42",
+        "nbdb-pgbouncer-exporter-review-42",
       ]);
       expect(uploaded(named(run, CONTAINER, "nbdb-pooler"), "/etc/pgbouncer/pgbouncer.ini")).to.include("host=nbdb-primary-review-42 ");
+      expect(uploaded(named(run, CONTAINER, "nbdb-pgbouncer-exporter"), "/etc/pgbouncer-exporter/config.yaml")).to.include("@nbdb-pooler-review-42:6432/pgbouncer?");
     });
 
     it("lets Docker choose the published ports, so it runs beside dev, and exports the chosen ones", async () => {
@@ -901,6 +1037,7 @@ describe("Pulumi program (mocks)", function () {
       ["a protected Docker stack without digests", "dev", withKey(DEV, "deletionProtection", true), "neuralblitz-db:images.postgres = (unset): a protected stack"],
       ["an image of another major version", "dev", withKey(DEV, "images.postgres", `postgres:16.13-bookworm@${DIGEST}`), "neuralblitz-db:images.postgres = \"postgres:16.13-bookworm@sha256:abab"],
       ["a malformed exporter image", "dev", withKey(DEV, "images.postgresExporter", "exporter"), 'neuralblitz-db:images.postgresExporter = "exporter": expected <name>:<tag>'],
+      ["a malformed PgBouncer exporter image", "dev", withKey(DEV, "images.pgbouncerExporter", "exporter"), 'neuralblitz-db:images.pgbouncerExporter = "exporter": expected <name>:<tag>'],
       ["a malformed digest", "dev", withKey(DEV, "images.pgbouncer", "edoburu/pgbouncer:v1@sha256:xyz"), 'neuralblitz-db:images.pgbouncer = "edoburu/pgbouncer:v1@sha256:xyz": expected <name>:<tag>'],
       ["a protected review stack", "review-42", { deletionProtection: true }, "neuralblitz-db:deletionProtection = true: review stacks are always destroyable"],
       ["a review stack name too long for AWS names", "review-pull-request-12345", {}, "stack name 'review-pull-request-12345'"],

@@ -103,6 +103,8 @@ function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number
       return { ...i, address: `${i.identifier}.c0ffee.eu-west-1.rds.amazonaws.com`, port: 5432 };
     case "aws:lb/loadBalancer:LoadBalancer":
       return { ...i, dnsName: `${i.name}-0123.elb.eu-west-1.amazonaws.com`, arn: `arn:aws:elasticloadbalancing:::${args.name}`, arnSuffix: `net/${i.name}/0123` };
+    case "aws:ecr/repository:Repository":
+      return { ...i, registryId: "123456789012", repositoryUrl: `123456789012.dkr.ecr.eu-west-1.amazonaws.com/${i.name}` };
     case "aws:lb/targetGroup:TargetGroup":
       return { ...i, arnSuffix: `targetgroup/${args.name}/4567` };
     case "pulumi-nodejs:dynamic/neuralblitz:LocalTopology": {
@@ -150,7 +152,11 @@ export async function installMocks(stack: string, config: Config, secretKeys: re
   await pulumi.runtime.setMocks(
     {
       newResource: (args) => ({ id: `${args.name}-id`, state: mockState(args, () => port++) }),
-      call: () => ({}),
+      // ECR's registry login for a pushed image; every other invoke answers nothing.
+      call: (args) =>
+        args.token === "aws:ecr/getAuthorizationToken:getAuthorizationToken"
+          ? { userName: "AWS", password: "mock-ecr-token", proxyEndpoint: `https://${args.inputs.registryId}.dkr.ecr.eu-west-1.amazonaws.com` }
+          : {},
     },
     PROJECT,
     stack,

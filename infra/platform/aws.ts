@@ -9,6 +9,7 @@ import { DATABASE } from "../../schema/roles";
 import { AwsConfig, ImageConfig, PoolerConfig, PostgresVersion } from "../config";
 import { AwsPooler } from "./awsPooler";
 import { POOLER_PORT, poolerFootprint } from "./poolerContainer";
+import { PGBOUNCER_EXPORTER_PORT } from "../topology/monitoring";
 import { poolerAlarm, rdsAlarms } from "./awsAlarms";
 import { connectionBudget } from "../topology/connectionBudget";
 import { rdsParameters } from "./rdsParameters";
@@ -67,6 +68,8 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
         ingress: [
           { description: "clients", protocol: "tcp", fromPort: POOLER_PORT, toPort: POOLER_PORT, cidrBlocks: allowed },
           { description: "load balancer to tasks", protocol: "tcp", fromPort: POOLER_PORT, toPort: POOLER_PORT, self: true },
+          // PgBouncer's metrics exporter in each task, scraped at the task's address (no listener of the load balancer).
+          { description: "metrics", protocol: "tcp", fromPort: PGBOUNCER_EXPORTER_PORT, toPort: PGBOUNCER_EXPORTER_PORT, cidrBlocks: allowed },
         ],
         // Image pulls, Secrets Manager, logs and the database.
         egress: [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] }],
@@ -177,6 +180,8 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
         image: args.images.pgbouncer,
         physicalSuffix: args.physicalSuffix,
         protectData: args.protectData,
+        monitorPassword: args.passwords.monitor,
+        exporterImage: args.images.pgbouncerExporter,
       },
       { parent: this },
     );

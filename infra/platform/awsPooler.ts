@@ -4,6 +4,7 @@
 // would hand clients task IPs that their drivers and caches keep after the tasks are gone.
 import { X509Certificate, createHash } from "crypto";
 import * as aws from "@pulumi/aws";
+import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
 import { PoolerConfig } from "../config";
@@ -13,6 +14,10 @@ import {
   POOLER_AUTH_FILE, POOLER_CERT_FILE, POOLER_HEALTHCHECK, POOLER_INI_FILE, POOLER_KEY_FILE, POOLER_PORT, POOLER_SERVER_CA_FILE, containerPoolerIni,
 } from "./poolerContainer";
 import { rdsCaBundle } from "./rdsCa";
+import { MONITOR_ROLE, PGBOUNCER_EXPORTER_PASSWORD_VARIABLE } from "../topology/monitoring";
+import { LOOPBACK_NAMES } from "../topology/tls";
+import { PGBOUNCER_EXPORTER_IMAGE_CONTEXT, pgbouncerExporterImageBuild } from "./images";
+import { ECS_EXPORTER_CA_VARIABLE, ECS_EXPORTER_CONFIG_VARIABLE, ECS_EXPORTER_START, PGBOUNCER_EXPORTER_PORT, containerExporterYaml } from "./pgbouncerExporterContainer";
 import { POOLED_LOGINS, PoolerEndpoint, PooledLogin } from "./types";
 
 export interface AwsPoolerArgs {
@@ -37,9 +42,16 @@ export interface AwsPoolerArgs {
   readonly physicalSuffix: string;
   /** Keep a deleted secret recoverable for 30 days; otherwise delete it at once, so the name can be reused. */
   readonly protectData: boolean;
+  /** nb_monitor's password: with it, PgBouncer's metrics exporter runs beside PgBouncer in each task. */
+  readonly monitorPassword?: pulumi.Input<string>;
+  /** The exporter's image reference (images.pgbouncerExporter); absent, the program builds it and pushes it to an ECR repository. */
+  readonly exporterImage?: string;
 }
 
 const CONTAINER = "pgbouncer";
+const EXPORTER_CONTAINER = "pgbouncer-exporter";
+/** The sidecar reaches PgBouncer in its own task (awsvpc: one network namespace) on the loopback, which the pooler's certificate names. */
+const EXPORTER_POOLER_HOST = LOOPBACK_NAMES.ipAddresses[0];
 
 /**
  * The image's files are written from the task's environment at start: the ini, the RDS CA and the
@@ -101,6 +113,8 @@ export class AwsPooler extends pulumi.ComponentResource {
     const logins: { role: string; password: pulumi.Input<string> }[] = [
       ...POOLED_LOGINS.map((role) => ({ role, password: args.pooledLogins[role] })),
       ...(args.readonlyLogin !== undefined ? [{ role: "nb_readonly", password: args.readonlyLogin }] : []),
+      // The exporter's console login (a stats user), as on the other platforms.
+      ...(args.monitorPassword !== undefined ? [{ role: MONITOR_ROLE, password: args.monitorPassword }] : []),
     ];
     const authFileText = pulumi
       .all([args.authPassword, pulumi.all(logins.map((l) => pulumi.output(l.password)))])
@@ -148,7 +162,13 @@ export class AwsPooler extends pulumi.ComponentResource {
     const request = new tls.CertRequest(
       `${name}-tls-request`,
       // The name in the subjectAltName only: load balancer names can be longer than a common name may be (64).
-      { privateKeyPem: key.privateKeyPem, subject: { organization: "neuralblitz-db", organizationalUnit: physical }, dnsNames: [loadBalancer.dnsName] },
+      // The loopback too: the exporter in the task verifies PgBouncer there.
+      {
+        privateKeyPem: key.privateKeyPem,
+        subject: { organization: "neuralblitz-db", organizationalUnit: physical },
+        dnsNames: [loadBalancer.dnsName, ...LOOPBACK_NAMES.dnsNames],
+        ipAddresses: [...LOOPBACK_NAMES.ipAddresses],
+      },
       parent,
     );
     const certificate = new tls.LocallySignedCert(
@@ -169,6 +189,13 @@ export class AwsPooler extends pulumi.ComponentResource {
       parent,
     );
     new aws.secretsmanager.SecretVersion(`${name}-tls-key`, { secretId: tlsKey.id, secretString: key.privateKeyPem }, parent);
+    // nb_monitor's password for the exporter, URL-encoded as its DSN takes it: ECS puts it into the variable the config names.
+    const monitorSecretText = args.monitorPassword === undefined ? undefined : pulumi.secret(pulumi.output(args.monitorPassword).apply(encodeURIComponent));
+    const monitorSecret =
+      monitorSecretText === undefined
+        ? undefined
+        : new aws.secretsmanager.Secret(`${name}-monitor-password`, { namePrefix: `${physical}-monitor-password-`, recoveryWindowInDays: args.protectData ? 30 : 0 }, parent);
+    if (monitorSecret) new aws.secretsmanager.SecretVersion(`${name}-monitor-password`, { secretId: monitorSecret.id, secretString: monitorSecretText! }, parent);
 
     new aws.iam.RolePolicy(
       `${name}-read-auth-file`,
@@ -176,7 +203,7 @@ export class AwsPooler extends pulumi.ComponentResource {
         role: executionRole.id,
         policy: pulumi.jsonStringify({
           Version: "2012-10-17",
-          Statement: [{ Effect: "Allow", Action: "secretsmanager:GetSecretValue", Resource: [authFile.arn, tlsKey.arn] }],
+          Statement: [{ Effect: "Allow", Action: "secretsmanager:GetSecretValue", Resource: [authFile.arn, tlsKey.arn, ...(monitorSecret ? [monitorSecret.arn] : [])] }],
         }),
       },
       parent,
@@ -188,6 +215,34 @@ export class AwsPooler extends pulumi.ComponentResource {
     const ini = pulumi
       .all([args.serverHost, args.serverPort, args.replicaHosts ?? []])
       .apply(([host, port, replicaHosts]) => containerPoolerIni({ host, port, tls: true, clientTls: true, replicaHosts }, args.pooler, "auth_file"));
+    // PgBouncer's metrics exporter beside it, on its console as nb_monitor over TLS verify-full against
+    // the pooler's CA at the loopback. Not essential: a failing exporter never stops the pooler; ECS
+    // restarts it. Its port is open to allowedCidrs only (the cluster's security group); logs go to
+    // the task's log group. No metric of it reaches CloudWatch: Prometheus scrapes it (docs/monitoring.md).
+    const exporter =
+      monitorSecret === undefined
+        ? undefined
+        : {
+            name: EXPORTER_CONTAINER,
+            image: args.exporterImage ?? this.pushedExporterImage(name, physical, args.protectData),
+            essential: false,
+            entryPoint: ["/bin/sh", "-c"],
+            command: [ECS_EXPORTER_START],
+            portMappings: [{ containerPort: PGBOUNCER_EXPORTER_PORT, protocol: "tcp" }],
+            environment: [
+              { name: ECS_EXPORTER_CONFIG_VARIABLE, value: containerExporterYaml(EXPORTER_POOLER_HOST) },
+              { name: ECS_EXPORTER_CA_VARIABLE, value: ca.certPem },
+              // A rotated password starts new tasks (ECS reads secrets at start only).
+              { name: `${PGBOUNCER_EXPORTER_PASSWORD_VARIABLE}_SHA256`, value: digest(monitorSecretText!) },
+            ],
+            secrets: [{ name: PGBOUNCER_EXPORTER_PASSWORD_VARIABLE, valueFrom: monitorSecret.arn }],
+            dependsOn: [{ containerName: CONTAINER, condition: "HEALTHY" }],
+            restartPolicy: { enabled: true },
+            logConfiguration: {
+              logDriver: "awslogs",
+              options: { "awslogs-group": logs.name, "awslogs-region": args.region, "awslogs-stream-prefix": EXPORTER_CONTAINER },
+            },
+          };
     const taskDefinition = new aws.ecs.TaskDefinition(
       `${name}-task`,
       {
@@ -223,6 +278,7 @@ export class AwsPooler extends pulumi.ComponentResource {
               options: { "awslogs-group": logs.name, "awslogs-region": args.region, "awslogs-stream-prefix": CONTAINER },
             },
           },
+          ...(exporter ? [exporter] : []),
         ]),
       },
       parent,
@@ -270,5 +326,29 @@ export class AwsPooler extends pulumi.ComponentResource {
     this.caCertificate = ca.certPem;
     this.alarmDimensions = pulumi.output({ loadBalancer: loadBalancer.arnSuffix, targetGroup: targets.arnSuffix });
     this.registerOutputs({ endpoint: this.endpoint });
+  }
+
+  /**
+   * The exporter's image built from the shared context and pushed to an ECR repository of the stack
+   * (Fargate's x86_64), with the registry's credentials from ECR; the task runs it by digest.
+   */
+  private pushedExporterImage(name: string, physical: string, protectData: boolean): pulumi.Output<string> {
+    const repository = new aws.ecr.Repository(
+      `${name}-pgbouncer-exporter`,
+      { name: `${physical}-pgbouncer-exporter`, imageScanningConfiguration: { scanOnPush: true }, forceDelete: !protectData },
+      { parent: this, deleteBeforeReplace: true },
+    );
+    const token = aws.ecr.getAuthorizationTokenOutput({ registryId: repository.registryId }, { parent: this });
+    const build = pgbouncerExporterImageBuild();
+    const image = new docker.Image(
+      `${name}-pgbouncer-exporter-image`,
+      {
+        imageName: pulumi.interpolate`${repository.repositoryUrl}:${build.tag}`,
+        build: { context: PGBOUNCER_EXPORTER_IMAGE_CONTEXT, dockerfile: `${PGBOUNCER_EXPORTER_IMAGE_CONTEXT}/Dockerfile`, args: build.args, platform: "linux/amd64" },
+        registry: { server: repository.repositoryUrl, username: token.userName, password: pulumi.secret(token.password) },
+      },
+      { parent: this },
+    );
+    return image.repoDigest;
   }
 }

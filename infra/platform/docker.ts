@@ -17,8 +17,20 @@ import { TlsCertificates } from "../dynamic/tlsCertificates";
 import { LOOPBACK_NAMES } from "../topology/tls";
 import { connectionUrl } from "../../client/outputs";
 import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
-import { PGBOUNCER_IMAGE_UID, POSTGRES_EXPORTER_IMAGE_UID, POSTGRES_IMAGE_CONTEXT, POSTGRES_IMAGE_UID, postgresImageBuild } from "./images";
+import {
+  PGBOUNCER_EXPORTER_IMAGE_CONTEXT,
+  PGBOUNCER_EXPORTER_IMAGE_UID,
+  PGBOUNCER_EXPORTER_LOCAL_REPOSITORY,
+  PGBOUNCER_IMAGE_UID,
+  POSTGRES_EXPORTER_IMAGE_UID,
+  POSTGRES_IMAGE_CONTEXT,
+  POSTGRES_IMAGE_UID,
+  pgbouncerExporterImageBuild,
+  postgresImageBuild,
+} from "./images";
 import { MONITOR_ROLE, postgresExporterQueries } from "../topology/monitoring";
+import { stableScramVerifier } from "../topology/scram";
+import { DOCKER_EXPORTER_START, EXPORTER_CA_FILE, EXPORTER_CONFIG_FILE, EXPORTER_PASSWORD_FILE, PGBOUNCER_EXPORTER_PORT, containerExporterYaml } from "./pgbouncerExporterContainer";
 import {
   POOLER_AUTH_FILE,
   POOLER_CERT_FILE,
@@ -288,7 +300,11 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           ...tlsUploads("pooler", { ca: POOLER_SERVER_CA_FILE, cert: POOLER_CERT_FILE, key: POOLER_KEY_FILE }, PGBOUNCER_IMAGE_UID),
           {
             file: POOLER_AUTH_FILE,
-            content: pulumi.output(args.passwords.poolerAuth).apply(renderPgbouncerAuthFile),
+            // With nb_monitor's SCRAM verifier (never its password), as the local stack's: the PgBouncer
+            // exporter logs in to the admin console as that stats user.
+            content: pulumi
+              .all([args.passwords.poolerAuth, args.passwords.monitor])
+              .apply(([poolerAuth, monitor]) => renderPgbouncerAuthFile(poolerAuth, monitor === undefined ? {} : { [MONITOR_ROLE]: stableScramVerifier(MONITOR_ROLE, monitor) })),
             owner: PGBOUNCER_IMAGE_UID,
             permissions: "0600",
           },
@@ -325,6 +341,46 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           ],
         },
         { parent: this, dependsOn: [primary] },
+      );
+    }
+
+    // PgBouncer's metrics exporter on the pooler's admin console as nb_monitor, over TLS verify-full
+    // against the stack's CA (the pooler's certificate names its container), as the local stack runs
+    // it; its password as a file, never in the environment Docker shows; published on 127.0.0.1 on a
+    // port Docker picks. The image: the program's build of the shared pins, or the config's reference.
+    if (args.passwords.monitor !== undefined) {
+      let image: pulumi.Output<string>;
+      if (args.images.pgbouncerExporter !== undefined) {
+        image = new docker.RemoteImage(`${name}-pgbouncer-exporter-image`, { name: args.images.pgbouncerExporter, keepLocally: true }, { parent: this }).imageId;
+      } else {
+        const build = pgbouncerExporterImageBuild();
+        image = new docker.Image(
+          `${name}-pgbouncer-exporter-image`,
+          { imageName: `${PGBOUNCER_EXPORTER_LOCAL_REPOSITORY}:${build.tag}`, skipPush: true, build: { context: PGBOUNCER_EXPORTER_IMAGE_CONTEXT, dockerfile: `${PGBOUNCER_EXPORTER_IMAGE_CONTEXT}/Dockerfile`, args: build.args } },
+          { parent: this },
+        ).repoDigest;
+      }
+      new docker.Container(
+        `${name}-pgbouncer-exporter`,
+        {
+          name: physical(`${name}-pgbouncer-exporter`),
+          image,
+          restart: "unless-stopped",
+          networksAdvanced,
+          ports: [{ internal: PGBOUNCER_EXPORTER_PORT, ip: PUBLISH_ADDRESS }],
+          entrypoints: ["/bin/sh", "-c", DOCKER_EXPORTER_START, "pgbouncer-exporter-start"],
+          uploads: [
+            { file: EXPORTER_CONFIG_FILE, content: pooler.name.apply(containerExporterYaml), owner: PGBOUNCER_EXPORTER_IMAGE_UID, permissions: "0600" },
+            { file: EXPORTER_CA_FILE, content: certificates.caCert, owner: PGBOUNCER_EXPORTER_IMAGE_UID, permissions: "0600" },
+            {
+              file: EXPORTER_PASSWORD_FILE,
+              content: pulumi.output(args.passwords.monitor).apply(encodeURIComponent),
+              owner: PGBOUNCER_EXPORTER_IMAGE_UID,
+              permissions: "0600",
+            },
+          ],
+        },
+        { parent: this, dependsOn: [pooler] },
       );
     }
 

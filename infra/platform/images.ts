@@ -6,6 +6,7 @@
 import { createHash } from "crypto";
 import * as path from "path";
 import { PostgresVersion } from "../config";
+import { PGBOUNCER_EXPORTER_IMAGE_DRIVER, PGBOUNCER_EXPORTER_IMPORT_CHECK, PGBOUNCER_EXPORTER_REQUIREMENTS, PGBOUNCER_EXPORTER_VERSION } from "../topology/monitoring";
 
 /**
  * The official image, whose entrypoint initialises the primary; the replicas run the shared
@@ -59,6 +60,35 @@ export const PGBOUNCER_IMAGE_UID = "70";
 export const POSTGRES_EXPORTER_IMAGE = "prometheuscommunity/postgres-exporter:v0.11.1";
 /** The uid the exporter image runs as (nobody). */
 export const POSTGRES_EXPORTER_IMAGE_UID = "65534";
+
+/**
+ * PgBouncer's metrics exporter on Docker and AWS stacks: an image the program builds (never pulled
+ * by tag) from the official Python image of the local stack's Python (Debian 12's 3.11), with the
+ * pins of infra/topology/monitoring.ts. A stack may run a reference of its own instead
+ * (`images.pgbouncerExporter`, an image built from this context).
+ */
+export const PGBOUNCER_EXPORTER_BASE_IMAGE = "python:3.11-slim-bookworm";
+export const PGBOUNCER_EXPORTER_IMAGE_CONTEXT = path.join(__dirname, "pgbouncerExporterImage");
+/** The uid the built exporter image runs as (nobody). */
+export const PGBOUNCER_EXPORTER_IMAGE_UID = "65534";
+
+/** The exporter's local image name on Docker hosts (AWS pushes to the stack's ECR repository). */
+export const PGBOUNCER_EXPORTER_LOCAL_REPOSITORY = "neuralblitz-pgbouncer-exporter";
+
+/**
+ * The exporter's image: its build arguments, and its tag, which carries the exporter's version and a
+ * hash of every argument, so another set of pins is another image, never a stale one of the same name.
+ */
+export function pgbouncerExporterImageBuild(): { tag: string; args: { BASE_IMAGE: string; REQUIREMENTS: string; DRIVER: string; IMPORT_CHECK: string } } {
+  const args = {
+    BASE_IMAGE: PGBOUNCER_EXPORTER_BASE_IMAGE,
+    REQUIREMENTS: PGBOUNCER_EXPORTER_REQUIREMENTS.join(" "),
+    DRIVER: PGBOUNCER_EXPORTER_IMAGE_DRIVER,
+    IMPORT_CHECK: PGBOUNCER_EXPORTER_IMPORT_CHECK,
+  };
+  const hash = createHash("sha256").update(JSON.stringify(args)).digest("hex").slice(0, 12);
+  return { tag: `${PGBOUNCER_EXPORTER_VERSION}-${hash}`, args };
+}
 
 /** `<name>:<tag>@sha256:<64 hex>`: what a pinned image reference looks like. */
 export const PINNED_IMAGE = /^[a-z0-9]+([._\/-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}@sha256:[0-9a-f]{64}$/;

@@ -183,7 +183,7 @@ export function renderPgbouncerIni(c: PgbouncerConfig): string {
     "server_idle_timeout = 600",
     "server_check_query = select 1",
     // Read-only console logins (every SHOW but SHOW FDS; no PAUSE, RELOAD, SHUTDOWN...): the auth user
-    // (nbdb status) and the metrics exporter's login, whose secret only the local stack's auth file holds.
+    // (nbdb status) and the metrics exporter's login, whose SCRAM verifier the platforms' auth files hold.
     `stats_users = ${AUTH_USER}, ${MONITOR_ROLE}`,
     ...(c.adminUsers?.length ? [`admin_users = ${c.adminUsers.join(", ")}`] : []),
     "log_connections = 0",

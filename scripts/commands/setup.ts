@@ -1,6 +1,7 @@
 // nbdb setup: install what the local stack (and the test suite) needs on this machine.
 import { PGBOUNCER_VERSION } from "../../infra/topology/pgbouncerVersion";
-import { PGBOUNCER_EXPORTER_VERSION, SERVER_PACKAGES, TEST_PACKAGES, ensureSystem, ensureTestSystem } from "../local/setup";
+import { PGBOUNCER_EXPORTER_VERSION } from "../../infra/topology/monitoring";
+import { SERVER_PACKAGES, TEST_PACKAGES, ensureSystem, ensureTestSystem } from "../local/setup";
 import { findBinaries } from "../local/system";
 import { defineCommand } from "./command";
 

@@ -8,6 +8,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import * as lockfile from "proper-lockfile";
+import { PGBOUNCER_EXPORTER_IMPORT_CHECK, PGBOUNCER_EXPORTER_REQUIREMENTS, PGBOUNCER_EXPORTER_VERSION } from "../../infra/topology/monitoring";
 import { PGBOUNCER_DEBIAN_SOURCE, PGBOUNCER_VERSION, parsePgbouncerVersion } from "../../infra/topology/pgbouncerVersion";
 import { UserError } from "../errors";
 
@@ -348,22 +349,12 @@ export async function ensureTestSystem(log: (line: string) => void): Promise<Set
   return { installed };
 }
 
-/**
+/*
  * PgBouncer's metrics exporter (test/monitoring.test.ts; `nbdb up` runs it wherever it is installed):
- * the Python prometheus-pgbouncer-exporter, the version that reads PgBouncer 1.8+'s SHOW STATS
- * (Debian 12 packages 1.7, which stops at start against 1.24: KeyError 'total_requests'). Installed
- * with its dependencies, every one pinned exactly and none resolved by pip (--no-deps), into a
- * private virtual environment. Its PostgreSQL driver is Debian's python3-psycopg2 (2.9.5, seen
- * through --system-site-packages): the psycopg2 2.8.5 the exporter names does not build on
- * Python 3.11, and 2.9 keeps the API it uses (connect, DictCursor).
+ * the pins of infra/topology/monitoring.ts (PGBOUNCER_EXPORTER_REQUIREMENTS), installed with
+ * --no-deps into a private virtual environment of Debian's Python; its PostgreSQL driver is Debian's
+ * python3-psycopg2, seen through --system-site-packages (PGBOUNCER_EXPORTER_DRIVER_VERSION says why).
  */
-export const PGBOUNCER_EXPORTER_VERSION = "2.1.2";
-export const PGBOUNCER_EXPORTER_REQUIREMENTS = [
-  `prometheus-pgbouncer-exporter==${PGBOUNCER_EXPORTER_VERSION}`,
-  "prometheus-client==0.8.0",
-  "python-json-logger==0.1.11",
-  "PyYAML==6.0.2",
-] as const;
 /** Debian's Python: the virtual environment is made with it (never another Python on the PATH). */
 const DEBIAN_PYTHON = "/usr/bin/python3";
 
@@ -402,7 +393,7 @@ export async function ensurePgbouncerExporter(log: (line: string) => void): Prom
     await sh(DEBIAN_PYTHON, ["-m", "venv", "--system-site-packages", prefix]);
     await sh(path.join(prefix, "bin", "pip"), ["install", "--quiet", "--no-deps", "--no-cache-dir", "--disable-pip-version-check", ...PGBOUNCER_EXPORTER_REQUIREMENTS]);
     // The driver comes from Debian; the exporter's own modules must import with it.
-    await sh(path.join(prefix, "bin", "python"), ["-c", "import psycopg2, prometheus_client, pythonjsonlogger, yaml, prometheus_pgbouncer_exporter.collector"]);
+    await sh(path.join(prefix, "bin", "python"), ["-c", PGBOUNCER_EXPORTER_IMPORT_CHECK]);
     fs.writeFileSync(markerIn(prefix), PGBOUNCER_EXPORTER_REQUIREMENTS.join("\n") + "\n");
     log(`installed prometheus-pgbouncer-exporter ${PGBOUNCER_EXPORTER_VERSION}: ${exporterBinIn(prefix)}`);
     return exporterBinIn(prefix);
