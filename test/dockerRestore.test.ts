@@ -13,6 +13,8 @@ import { Client } from "pg";
 import { RESTORE_PENDING_FILE, RESTORE_REFUSED_EXIT, RESTORED_FILE, restoreScript } from "../infra/topology/pgbackrest";
 import { restoreFinishSql } from "../infra/platform/dockerPrimaryInit";
 import { stableScramVerifier } from "../infra/topology/scram";
+import { restoredSchemaSql } from "../infra/database/layer";
+import { ROLES, roleSql } from "../schema/roles";
 import { backup } from "../scripts/ops/backup";
 import { runPgbackrest } from "../scripts/local/backupRepo";
 import { localContext } from "../scripts/local/context";
@@ -137,6 +139,11 @@ describe("Docker point-in-time restore script (docker.restoreFrom) on a real pgB
       expect((await c.query("SELECT pg_catalog.pg_is_in_recovery() AS r")).rows[0].r).to.equal(false);
       const verifiers = Object.fromEntries((await c.query("SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname IN ('nb_replicator', 'nb_backup')")).rows.map((r) => [r.rolname, r.rolpassword]));
       expect(verifiers).to.deep.equal({ nb_replicator: stableScramVerifier("nb_replicator", passwords.replication), nb_backup: stableScramVerifier("nb_backup", passwords.backup) });
+      // What the database layer then runs on a restored primary instead of creating roles and schema anew.
+      await c.query(roleSql(ROLES.find((r) => r.name === "nb_app")!, stableScramVerifier("nb_app", "restored-app-pw")));
+      await c.query(restoredSchemaSql());
+      expect((await c.query("SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = 'nb_app'")).rows[0].rolpassword).to.equal(stableScramVerifier("nb_app", "restored-app-pw"));
+      expect(await labels(c)).to.deep.equal(["dockpitr-1-before"]);
     } finally {
       await c.end();
     }

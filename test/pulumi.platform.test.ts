@@ -18,6 +18,7 @@ import { BACKUP_JOBS, SCHEDULED_JOBS, maintenanceScheduleSql } from "../infra/to
 import { BACKUP_ROLE, RESTORE_REFUSED_EXIT, archiveCommand, backupCrontab, renderPgbackrestConf, restoreScript } from "../infra/topology/pgbackrest";
 import { DockerCluster, restoreOutcome } from "../infra/platform/docker";
 import { restoreFinishSql } from "../infra/platform/dockerPrimaryInit";
+import { restoredSchemaSql } from "../infra/database/layer";
 import { AwsCluster } from "../infra/platform/aws";
 import { pulumiCaFile } from "../infra/stack";
 import { Config, DEV, PROD, Registration, Run, deploy, deployed, installMocks, named, of, registrationsDone, stackConfigFile, value, withKey } from "./pulumiMocks";
@@ -753,6 +754,21 @@ describe("Pulumi program (mocks)", function () {
       expect(() => restoreOutcome(RESTORE_REFUSED_EXIT, "nbdb-restore")).to.throw(/already holds a database .*pulumi config rm --path docker\.restoreFrom\. Nothing was changed/);
       expect(() => restoreOutcome(75, "nbdb-restore-review-7")).to.throw(/failed \(exit code 75\); docker logs nbdb-restore-review-7 says why.*pulumi up --replace/);
       expect(() => restoreOutcome(undefined, "nbdb-restore")).to.throw(/failed/);
+    });
+
+    it("converges the restored roles and schema with idempotent SQL and this stack's passwords, never creating them again", () => {
+      // Creating a role or schema the restored database already holds would fail pulumi up.
+      expect(of(run, "postgresql:index/role:Role")).to.deep.equal([]);
+      expect(of(run, "postgresql:index/schema:Schema")).to.deep.equal([]);
+      const roles = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-restored-roles");
+      expect(roles.inputs.sql).to.include(`ALTER ROLE nb_app WITH LOGIN`).and.include(stableScramVerifier("nb_app", "pw-nbdb-nb_app"));
+      expect(roles.inputs.sql).to.include("IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'nb_owner')");
+      expect(roles.inputs.sql).to.not.include("rolname = 'nb_replicator'");
+      expect(roles.secretInputs).to.include("sql");
+      const schema = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-restored-schema");
+      expect(schema.inputs.sql).to.equal(restoredSchemaSql());
+      expect(schema.dependencies).to.include(named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-admin-setup").urn);
+      expect(named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-admin-setup").dependencies).to.include(roles.urn);
     });
 
     it("creates a new, empty database without the key: no restore container, the primary waits for nothing", async () => {

@@ -154,11 +154,13 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly serverCa: pulumi.Output<string>;
   readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string };
   readonly platformRoles = INIT_SCRIPT_ROLES;
+  readonly restored: boolean;
 
   constructor(name: string, args: DockerClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:DockerCluster", name, {}, opts);
     const physical = (logical: string) => `${logical}${args.physicalSuffix}`;
     const { docker: cfg } = args;
+    this.restored = cfg.restoreFrom !== undefined;
 
     // One CA per stack; each server's certificate names its container (how the other containers
     // reach it) and the loopback addresses its published port is reached on from this host.
