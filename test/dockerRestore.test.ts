@@ -6,7 +6,6 @@
 // restore (or anything else). No Docker engine runs here: the container's wiring is mock-tested in
 // test/pulumi.platform.test.ts.
 import { expect } from "chai";
-import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
@@ -22,23 +21,7 @@ import { backupPaths } from "../scripts/local/pgbackrest";
 import { up } from "../scripts/local/stack";
 import { stackDir } from "../scripts/local/state";
 import { chownToServer, freePort, run, sleep } from "../scripts/local/system";
-import { query, uniqueStack } from "./helpers";
-
-/** A digest of every file's path, mode and content under `dir`: equal only when nothing in it changed. */
-function treeDigest(dir: string): string {
-  const h = createHash("sha256");
-  const walk = (d: string): void => {
-    for (const name of fs.readdirSync(d).sort()) {
-      const f = path.join(d, name);
-      const st = fs.lstatSync(f);
-      h.update(`${path.relative(dir, f)}\0${st.mode}\0`);
-      if (st.isDirectory()) walk(f);
-      else if (st.isFile()) h.update(fs.readFileSync(f));
-    }
-  };
-  walk(dir);
-  return h.digest("hex");
-}
+import { query, uniqueStack, treeDigest } from "./helpers";
 
 describe("Docker point-in-time restore script (docker.restoreFrom) on a real pgBackRest repository", function () {
   this.timeout(600_000);

@@ -752,7 +752,7 @@ describe("Pulumi program (mocks)", function () {
     it("starts the primary only after a restore that succeeded, and refuses a volume holding a database no restore made", () => {
       expect(() => restoreOutcome(0, "nbdb-restore")).to.not.throw();
       expect(() => restoreOutcome(RESTORE_REFUSED_EXIT, "nbdb-restore")).to.throw(/already holds a database .*pulumi config rm --path docker\.restoreFrom\. Nothing was changed/);
-      expect(() => restoreOutcome(75, "nbdb-restore-review-7")).to.throw(/failed \(exit code 75\); docker logs nbdb-restore-review-7 says why.*pulumi up --replace/);
+      expect(() => restoreOutcome(75, "nbdb-restore-review-7")).to.throw(/failed \(exit code 75\); docker logs nbdb-restore-review-7 says why.*pulumi up --replace <the URN of nbdb-restore/);
       expect(() => restoreOutcome(undefined, "nbdb-restore")).to.throw(/failed/);
     });
 

@@ -112,7 +112,7 @@ const RESTORE_ENTRYPOINT = ['set -eu', 'mkdir -p "$PGDATA" && chown postgres:pos
  * now or before) lets it start; anything else stops `pulumi up` before the primary is created or
  * changed, so an empty volume never becomes a fresh database in place of the restore.
  */
-export function restoreOutcome(exitCode: number | undefined, container: string): void {
+export function restoreOutcome(exitCode: number | undefined, container: string, resource = "nbdb-restore"): void {
   if (exitCode === 0) return;
   if (exitCode === RESTORE_REFUSED_EXIT) {
     throw new Error(
@@ -122,7 +122,7 @@ export function restoreOutcome(exitCode: number | undefined, container: string):
   }
   throw new Error(
     `docker.restoreFrom: the restore into the primary's data volume failed (exit code ${exitCode}); docker logs ${container} says why. ` +
-      `Fix the cause, then run it again (it resumes): pulumi up --replace "$(pulumi stack --show-urns | grep -o 'urn:[^ ]*::${container.replace(/-[^-]*$/, "")}-restore')"`,
+      `Fix the cause, then run it again (it resumes): pulumi up --replace <the URN of ${resource}, which pulumi stack --show-urns lists>`,
   );
 }
 
@@ -272,7 +272,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       cfg.primaryPort,
       {
         // The image's initdb must never run in place of a restore that failed or was refused: the primary waits for it.
-        envs: restore ? restore.exitCode.apply((code) => (restoreOutcome(code, physical(`${name}-restore`)), primaryEnvs)) : primaryEnvs,
+        envs: restore ? restore.exitCode.apply((code) => (restoreOutcome(code, physical(`${name}-restore`), `${name}-restore`), primaryEnvs)) : primaryEnvs,
         uploads: [
           { file: HBA_FILE, content: HBA },
           { file: ADMIN_PASSWORD_FILE, content: args.passwords.admin, owner: POSTGRES_IMAGE_UID, permissions: "0600" },
