@@ -50,9 +50,9 @@ describe("Docker point-in-time restore script (docker.restoreFrom) on a real pgB
     return f;
   };
   /** Runs the script as the container would (the settings as its arguments); its output and exit code. */
-  const runScript = async (dir: string) => {
+  const runScript = async (dir: string, file = scriptFile) => {
     const c = ctx();
-    const r = await run("/bin/sh", ["-c", 'sh "$0" "$@" 2>&1; echo "exit code $?"', scriptFile, "-c", `hba_file=${trustHba}`], {
+    const r = await run("/bin/sh", ["-c", 'sh "$0" "$@" 2>&1; echo "exit code $?"', file, "-c", `hba_file=${trustHba}`], {
       as: c.user,
       env: { PGDATA: dir, PATH: `${c.bins.pgBinDir}:${process.env.PATH}` },
       timeoutMs: 300_000,
@@ -148,6 +148,29 @@ describe("Docker point-in-time restore script (docker.restoreFrom) on a real pgB
     expect(resumed).to.not.include("restoring stanza");
     expect(fs.existsSync(path.join(dir, RESTORED_FILE))).to.equal(true);
     expect(fs.existsSync(path.join(dir, RESTORE_PENDING_FILE))).to.equal(false);
+  });
+
+  it("restores to the newest archived WAL for time \"latest\" (pgBackRest's default type), promoted and finished", async function () {
+    const latest = serverFile(
+      "restore-latest.sh",
+      restoreScript({ configFile: backupPaths(ctx()).config, stanza: source, target: "latest", socketDir, port: scriptPort, superuser: "postgres", database: "neuralblitz", finishSqlFile: path.join(work, "finish.sql") }),
+    );
+    const dir = serverDir("latest-data");
+    const log = await runScript(dir, latest);
+    if (!log.includes("exit code 0")) console.log(log);
+    expect(log).to.include("restored, promoted and finished").and.include("exit code 0");
+    await pgCtl(["-D", dir, "-w", "-l", path.join(socketDir, "latest.log"), "-o", `-c port=${scriptPort} -c listen_addresses= -c unix_socket_directories=${socketDir} -c hba_file=${trustHba} -c archive_mode=off`, "start"]);
+    started.push(dir);
+    const c = new Client({ host: socketDir, port: scriptPort, user: "postgres", database: "neuralblitz" });
+    await c.connect();
+    try {
+      expect(await labels(c)).to.deep.equal(["dockpitr-1-before", "dockpitr-2-after"]);
+      expect((await c.query("SELECT pg_catalog.pg_is_in_recovery() AS r")).rows[0].r).to.equal(false);
+    } finally {
+      await c.end();
+    }
+    await pgCtl(["-D", dir, "-w", "-m", "fast", "stop"]);
+    started.pop();
   });
 
   it("refuses, changing nothing, a directory holding a database no restore made, or other files", async function () {
