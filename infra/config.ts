@@ -53,6 +53,20 @@ export interface DockerConfig {
   /** Each server's memory limit, which its settings are sized for. */
   readonly nodeMemoryMb: number;
   readonly nodeCpus: number;
+  /**
+   * Create this stack's primary as another Docker stack on the same host was at a point in time,
+   * from that stack's pgBackRest repository volume; read only when the primary's volume is empty.
+   */
+  readonly restoreFrom?: DockerRestoreFrom;
+}
+
+export interface DockerRestoreFrom {
+  /** The source stack's name (a Pulumi stack of this project on the same Docker host). */
+  readonly stack: string;
+  /** The source's physical suffix (its volumes', stanza's and containers' names end with it). */
+  readonly sourceSuffix: string;
+  /** A UTC time (2026-12-01T22:30:00Z), or "latest": every WAL segment the source archived. */
+  readonly time: string;
 }
 
 export interface AwsConfig {
@@ -181,7 +195,10 @@ function partitionsConfig(p: Problems, v: unknown): PartitionConfig {
   return partitionPolicies(overrides);
 }
 const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
-const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus"];
+const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus", "restoreFrom"];
+const DOCKER_RESTORE_KEYS = ["stack", "time"];
+/** A Pulumi stack name. */
+const STACK_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 const AWS_KEYS = [
   "region", "instanceClass", "allocatedStorageGb", "maxAllocatedStorageGb", "backupRetentionDays", "multiAz",
   "vpcId", "subnetIds", "allowedCidrs", "poolerTasks", "applyImmediately", "restoreFrom", "alarms",
@@ -202,6 +219,11 @@ function alarmConfig(p: Problems, v: unknown): AwsAlarmConfig {
   };
 }
 const RESTORE_KEYS = ["source", "time"];
+
+/** What every physical name of a stack ends with: `-<stack>` on review stacks, so they sit beside dev. */
+export function physicalSuffix(stack: string): string {
+  return stack.startsWith("review-") ? `-${stack}` : "";
+}
 /** RDS's longest backup retention: no point in time older than this can be restored. */
 const MAX_BACKUP_RETENTION_DAYS = 35;
 /** A protected (production) stack keeps at least a week of point-in-time recovery. */
@@ -338,12 +360,15 @@ export function isProtectedStack(stack: string, root: string = PROJECT_DIR): boo
   return stackFileValues(stack, root)?.deletionProtection === true;
 }
 
-/** Dev's settings as a review stack's base; dev's published ports would clash with dev's own containers. */
+/**
+ * Dev's settings as a review stack's base; dev's published ports would clash with dev's own
+ * containers, and dev's restore source is dev's own history, not the review stack's.
+ */
 function devValues(): Values {
   const values = stackFileValues("dev");
   if (!values) throw new Error(`review stacks take dev's settings from ${DEV_CONFIG_FILE}, which is missing. Restore it: git checkout -- Pulumi.dev.yaml`);
   if (isObject(values.docker)) {
-    values.docker = Object.fromEntries(Object.entries(values.docker).filter(([k]) => !DOCKER_PORT_KEYS.includes(k)));
+    values.docker = Object.fromEntries(Object.entries(values.docker).filter(([k]) => !DOCKER_PORT_KEYS.includes(k) && k !== "restoreFrom"));
   }
   return values;
 }
@@ -351,7 +376,7 @@ function devValues(): Values {
 const AWS_ID = (prefix: string) => new RegExp(`^${prefix}-[0-9a-f]{8,17}$`);
 const CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(3[0-2]|[12]?\d)$/;
 
-function dockerConfig(p: Problems, v: unknown): DockerConfig {
+function dockerConfig(p: Problems, v: unknown, stack: string, now = new Date()): DockerConfig {
   const d = object(p, "docker", v, DOCKER_KEYS, false);
   const port = (k: string) => optionalInteger(p, `docker.${k}`, d[k], 1024, 65535 - MAX_REPLICAS);
   const config = {
@@ -360,6 +385,7 @@ function dockerConfig(p: Problems, v: unknown): DockerConfig {
     poolerPort: port("poolerPort"),
     nodeMemoryMb: integer(p, "docker.nodeMemoryMb", d.nodeMemoryMb, 256, 65536, 1024),
     nodeCpus: integer(p, "docker.nodeCpus", d.nodeCpus, 1, 64, 2),
+    ...(d.restoreFrom !== undefined ? { restoreFrom: dockerRestoreFrom(p, d.restoreFrom, stack, now) } : {}),
   };
   const { primaryPort, replicaBasePort, poolerPort } = config;
   // The whole replica range is reserved, so scaling up never lands on the primary's or pooler's port.
@@ -378,20 +404,44 @@ function localConfig(p: Problems, v: unknown): LocalConfig {
   return { home: text(p, "local.home", l.home, /^\/\S*$/, "an absolute directory such as /var/tmp/nbdb") };
 }
 
+/** A restore time: UTC with seconds (`…Z`) or "latest", never in the future, at most `maxAgeDays` old where that is bounded. */
+function restoreTime(p: Problems, key: string, time: unknown, now: Date, maxAgeDays?: number): string {
+  if (time === "latest") return time;
+  if (typeof time !== "string" || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/.test(time) || Number.isNaN(Date.parse(time))) {
+    p.add(key, time, 'expected a UTC time such as 2026-12-01T22:30:00Z, or "latest"');
+  } else if (Date.parse(time) > now.getTime()) {
+    p.add(key, time, `is in the future (now is ${now.toISOString()}); use "latest" for the newest restorable time`);
+  } else if (maxAgeDays !== undefined && Date.parse(time) < now.getTime() - maxAgeDays * 86_400_000) {
+    p.add(key, time, `is older than RDS keeps backups (${maxAgeDays} days at most)`);
+  }
+  return typeof time === "string" ? time : "";
+}
+
 function restoreFrom(p: Problems, v: unknown, now: Date): AwsRestoreFrom | undefined {
   if (v === undefined) return undefined;
   const r = object(p, "aws.restoreFrom", v, RESTORE_KEYS, true);
   const source = text(p, "aws.restoreFrom.source", r.source, RDS_IDENTIFIER, "the source RDS instance identifier, such as nbdb-primary");
-  const time = r.time;
-  if (time === "latest") return { source, time };
-  if (typeof time !== "string" || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/.test(time) || Number.isNaN(Date.parse(time))) {
-    p.add("aws.restoreFrom.time", time, 'expected a UTC time such as 2026-12-01T22:30:00Z, or "latest"');
-  } else if (Date.parse(time) > now.getTime()) {
-    p.add("aws.restoreFrom.time", time, `is in the future (now is ${now.toISOString()}); use "latest" for the newest restorable time`);
-  } else if (Date.parse(time) < now.getTime() - MAX_BACKUP_RETENTION_DAYS * 86_400_000) {
-    p.add("aws.restoreFrom.time", time, `is older than RDS keeps backups (${MAX_BACKUP_RETENTION_DAYS} days at most)`);
+  return { source, time: restoreTime(p, "aws.restoreFrom.time", r.time, now, MAX_BACKUP_RETENTION_DAYS) };
+}
+
+/**
+ * docker.restoreFrom: another stack of this project whose repository volume is on this host. Its
+ * physical names must differ from this stack's: a stack restored from itself (or from a stack
+ * whose volumes carry the same names) would mount its own repository.
+ */
+function dockerRestoreFrom(p: Problems, v: unknown, stack: string, now: Date): DockerRestoreFrom {
+  const r = object(p, "docker.restoreFrom", v, DOCKER_RESTORE_KEYS, true);
+  const source = text(p, "docker.restoreFrom.stack", r.stack, STACK_NAME, "the name of the Docker stack to restore from, such as dev");
+  if (source !== "" && physicalSuffix(source) === physicalSuffix(stack)) {
+    p.add(
+      "docker.restoreFrom.stack",
+      source,
+      source === stack
+        ? "names this stack itself; a restore creates a new stack from another one (pulumi stack init <new>, then set the key there)"
+        : `names a stack whose volumes have this stack's own names (nbdb-backup-repo${physicalSuffix(stack)}); restore into a review-<x> stack, which has names of its own`,
+    );
   }
-  return { source, time: typeof time === "string" ? time : "" };
+  return { stack: source, sourceSuffix: physicalSuffix(source), time: restoreTime(p, "docker.restoreFrom.time", r.time, now) };
 }
 
 function awsConfig(p: Problems, v: unknown, deletionProtection: boolean, now = new Date()): AwsConfig {
@@ -497,7 +547,7 @@ export function loadConfig(): StackConfig {
   const common: CommonConfig = {
     stack,
     review,
-    nameSuffix: review ? `-${stack}` : "",
+    nameSuffix: physicalSuffix(stack),
     replicas: integer(p, "replicas", values.replicas, 0, MAX_REPLICAS, 1),
     postgresVersion,
     deletionProtection,
@@ -513,7 +563,7 @@ export function loadConfig(): StackConfig {
   };
   const config: StackConfig =
     platform === "docker"
-      ? { ...common, platform, docker: dockerConfig(p, values.docker) }
+      ? { ...common, platform, docker: dockerConfig(p, values.docker, stack) }
       : platform === "local"
         ? { ...common, platform, local: localConfig(p, values.local) }
         : { ...common, platform, aws: awsConfig(p, values.aws, deletionProtection) };

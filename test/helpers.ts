@@ -1,5 +1,7 @@
 // Shared test helpers: real stacks on free ports, and one-shot queries.
-import { randomBytes } from "crypto";
+import { createHash, randomBytes } from "crypto";
+import * as fs from "fs";
+import * as path from "path";
 import { Client } from "pg";
 
 /** A stack name no other test uses. */
@@ -38,4 +40,20 @@ export async function asSuperuser(out: { connections: { admin: string } }, sql: 
   } finally {
     await c.end();
   }
+}
+
+/** A digest of every file's path, mode and content under `dir`: equal only when nothing in it changed. */
+export function treeDigest(dir: string): string {
+  const h = createHash("sha256");
+  const walk = (d: string): void => {
+    for (const name of fs.readdirSync(d).sort()) {
+      const f = path.join(d, name);
+      const st = fs.lstatSync(f);
+      h.update(`${path.relative(dir, f)}\0${st.mode}\0`);
+      if (st.isDirectory()) walk(f);
+      else if (st.isFile()) h.update(fs.readFileSync(f));
+    }
+  };
+  walk(dir);
+  return h.digest("hex");
 }

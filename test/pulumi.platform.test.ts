@@ -21,8 +21,10 @@ import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
 import { PGBOUNCER_EXPORTER_IMAGE_CONTEXT, pgbouncerExporterImageBuild, postgresImageBuild } from "../infra/platform/images";
 import { BACKUP_JOBS, SCHEDULED_JOBS, maintenanceScheduleSql } from "../infra/topology/maintenanceSchedule";
-import { BACKUP_ROLE, archiveCommand, backupCrontab, renderPgbackrestConf } from "../infra/topology/pgbackrest";
-import { DockerCluster } from "../infra/platform/docker";
+import { BACKUP_ROLE, RESTORE_REFUSED_EXIT, archiveCommand, backupCrontab, renderPgbackrestConf, restoreScript } from "../infra/topology/pgbackrest";
+import { DockerCluster, restoreOutcome } from "../infra/platform/docker";
+import { restoreFinishSql } from "../infra/platform/dockerPrimaryInit";
+import { restoredSchemaSql } from "../infra/database/layer";
 import { AwsCluster } from "../infra/platform/aws";
 import { pulumiCaFile } from "../infra/stack";
 import { Config, DEV, PROD, Registration, Run, deploy, deployed, installMocks, named, of, registrationsDone, stackConfigFile, value, withKey } from "./pulumiMocks";
@@ -815,6 +817,101 @@ describe("Pulumi program (mocks)", function () {
     });
   });
 
+  describe("a Docker stack restored to a point in time of another (docker.restoreFrom)", () => {
+    const at = new Date(Date.now() - 3600_000).toISOString().replace(/\.\d+Z$/, "Z");
+    let run: Run & { outputs: StackOutputs };
+    before(async () => {
+      run = await deployed("review-7", { docker: { restoreFrom: { stack: "dev", time: at } } });
+    });
+
+    it("restores the new primary's empty volume from the source's repository volume, mounted read-only, before the primary starts", () => {
+      const restore = named(run, CONTAINER, "nbdb-restore");
+      const primary = named(run, CONTAINER, "nbdb-primary");
+      expect(restore.inputs.name).to.equal("nbdb-restore-review-7");
+      expect(restore.inputs.volumes).to.deep.include.members([
+        { volumeName: "nbdb-primary-data-review-7", containerPath: "/var/lib/postgresql/data" },
+        { volumeName: "nbdb-backup-repo", containerPath: "/var/lib/pgbackrest-source", readOnly: true },
+      ]);
+      // It runs to its end while pulumi up waits, once: no restart, not kept running.
+      expect(restore.inputs).to.include({ restart: "no", mustRun: false, attach: true });
+      expect(primary.dependencies).to.include(restore.urn);
+      expect(restore.dependencies).to.include(named(run, VOLUME, "nbdb-primary-data").urn);
+      // The same volume, which the primary then runs on; its own repository stays its own.
+      expect(primary.inputs.volumes).to.deep.include.members([
+        { volumeName: "nbdb-primary-data-review-7", containerPath: "/var/lib/postgresql/data" },
+        { volumeName: "nbdb-backup-repo-review-7", containerPath: "/var/lib/pgbackrest" },
+      ]);
+      expect(primary.inputs.command.join(" ")).to.include("--stanza=nbdb-review-7 ");
+    });
+
+    it("runs the shared restore script with the source's stanza and the time, after the image's server settings", () => {
+      const restore = named(run, CONTAINER, "nbdb-restore");
+      expect(uploaded(restore, "/etc/postgresql/neuralblitz/restore.sh")).to.equal(
+        restoreScript({
+          configFile: "/etc/postgresql/neuralblitz/pgbackrest-source.conf",
+          stanza: "nbdb",
+          target: at,
+          socketDir: "/var/run/postgresql",
+          port: 5432,
+          superuser: "postgres",
+          database: "neuralblitz",
+          finishSqlFile: "/etc/postgresql/neuralblitz/restore-finish.sql",
+        }),
+      );
+      const conf = uploaded(restore, "/etc/postgresql/neuralblitz/pgbackrest-source.conf");
+      expect(conf).to.include("[nbdb]\n").and.include("repo1-path=/var/lib/pgbackrest-source\n");
+      expect(restore.inputs.entrypoints[2]).to.include('exec gosu postgres sh /etc/postgresql/neuralblitz/restore.sh "$@"');
+      // The primary's settings (max_connections and the rest must be at least the source's to recover).
+      const primary = named(run, CONTAINER, "nbdb-primary");
+      const settings = (args: string[]) => args.filter((_, i) => args[i - 1] === "-c").filter((kv) => !/^archive_(mode|command)=/.test(kv));
+      expect(restore.inputs.command[0]).to.equal("-c");
+      expect(settings(restore.inputs.command)).to.deep.equal(settings(primary.inputs.command));
+      expect(uploaded(restore, "/etc/postgresql/neuralblitz/pg_hba.conf")).to.include("local all postgres peer");
+    });
+
+    it("finishes the restored primary with this stack's platform passwords, as a secret file", () => {
+      const restore = named(run, CONTAINER, "nbdb-restore");
+      expect(uploaded(restore, "/etc/postgresql/neuralblitz/restore-finish.sql")).to.equal(
+        restoreFinishSql({ admin: "pw-nbdb-admin", replication: "pw-nbdb-nb_replicator", poolerAuth: "pw-nbdb-nb_pgbouncer", backup: "pw-nbdb-nb_backup" }),
+      );
+      expect(restore.secretInputs).to.include("uploads");
+      expect(restoreFinishSql({ admin: "a", replication: "r", poolerAuth: "p", backup: "b" })).to.include(`ALTER ROLE postgres WITH PASSWORD '${stableScramVerifier("postgres", "a")}'`).and.include("ALTER SYSTEM RESET ALL");
+    });
+
+    it("reads the key only at creation: a later edit never reaches the restore container", () => {
+      const restore = named(run, CONTAINER, "nbdb-restore");
+      expect(restore.ignoreChanges).to.include.members(["uploads", "volumes", "command", "entrypoints", "image"]);
+    });
+
+    it("starts the primary only after a restore that succeeded, and refuses a volume holding a database no restore made", () => {
+      expect(() => restoreOutcome(0, "nbdb-restore")).to.not.throw();
+      expect(() => restoreOutcome(RESTORE_REFUSED_EXIT, "nbdb-restore")).to.throw(/already holds a database .*pulumi config rm --path docker\.restoreFrom\. Nothing was changed/);
+      expect(() => restoreOutcome(75, "nbdb-restore-review-7")).to.throw(/failed \(exit code 75\); docker logs nbdb-restore-review-7 says why.*pulumi up --replace <the URN of nbdb-restore/);
+      expect(() => restoreOutcome(undefined, "nbdb-restore")).to.throw(/failed/);
+    });
+
+    it("converges the restored roles and schema with idempotent SQL and this stack's passwords, never creating them again", () => {
+      // Creating a role or schema the restored database already holds would fail pulumi up.
+      expect(of(run, "postgresql:index/role:Role")).to.deep.equal([]);
+      expect(of(run, "postgresql:index/schema:Schema")).to.deep.equal([]);
+      const roles = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-restored-roles");
+      expect(roles.inputs.sql).to.include(`ALTER ROLE nb_app WITH LOGIN`).and.include(stableScramVerifier("nb_app", "pw-nbdb-nb_app"));
+      expect(roles.inputs.sql).to.include("IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'nb_owner')");
+      expect(roles.inputs.sql).to.not.include("rolname = 'nb_replicator'");
+      expect(roles.secretInputs).to.include("sql");
+      const schema = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-restored-schema");
+      expect(schema.inputs.sql).to.equal(restoredSchemaSql());
+      expect(schema.dependencies).to.include(named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-admin-setup").urn);
+      expect(named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-admin-setup").dependencies).to.include(roles.urn);
+    });
+
+    it("creates a new, empty database without the key: no restore container, the primary waits for nothing", async () => {
+      const plain = await deployed("review-7", {});
+      expect(of(plain, CONTAINER).map((r) => r.name)).to.not.include("nbdb-restore");
+      expect(named(plain, CONTAINER, "nbdb-primary").inputs.envs).to.include("POSTGRES_INITDB_ARGS=--data-checksums");
+    });
+  });
+
   describe("review-42: dev's settings, suffixed and destroyable", () => {
     let run: Run & { outputs: StackOutputs };
     before(async () => {
@@ -1021,6 +1118,12 @@ describe("Pulumi program (mocks)", function () {
       ["a malformed restore source", "prod", withKey(PROD, "aws.restoreFrom", { source: "Prod_DB", time: "latest" }), 'neuralblitz-db:aws.restoreFrom.source = "Prod_DB"'],
       ["a restore without a source", "prod", withKey(PROD, "aws.restoreFrom", { time: "latest" }), "neuralblitz-db:aws.restoreFrom.source = (unset)"],
       ["a misspelt restore key", "prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary", time: "latest", at: "x" }), 'neuralblitz-db:aws.restoreFrom.at = "x": unknown key'],
+      ["a Docker restore from the stack itself", "dev", withKey(DEV, "docker.restoreFrom", { stack: "dev", time: "latest" }), 'neuralblitz-db:docker.restoreFrom.stack = "dev": names this stack itself'],
+      ["a Docker restore from a stack with this stack's names", "dev", withKey(DEV, "docker.restoreFrom", { stack: "staging", time: "latest" }), 'neuralblitz-db:docker.restoreFrom.stack = "staging": names a stack whose volumes have this stack\'s own names'],
+      ["a Docker restore time in the future", "dev", withKey(DEV, "docker.restoreFrom", { stack: "review-3", time: "2099-01-01T00:00:00Z" }), 'neuralblitz-db:docker.restoreFrom.time = "2099-01-01T00:00:00Z": is in the future'],
+      ["a Docker restore time without its zone", "dev", withKey(DEV, "docker.restoreFrom", { stack: "review-3", time: "2026-12-01 10:00" }), 'neuralblitz-db:docker.restoreFrom.time = "2026-12-01 10:00": expected a UTC time'],
+      ["a Docker restore without a source", "dev", withKey(DEV, "docker.restoreFrom", { time: "latest" }), "neuralblitz-db:docker.restoreFrom.stack = (unset)"],
+      ["a misspelt Docker restore key", "dev", withKey(DEV, "docker.restoreFrom", { source: "review-3", time: "latest" }), 'neuralblitz-db:docker.restoreFrom.source = "review-3": unknown key'],
       ["a malformed VPC id", "prod", withKey(PROD, "aws.vpcId", "vpc-xyz"), 'neuralblitz-db:aws.vpcId = "vpc-xyz"'],
       ["a single subnet", "prod", withKey(PROD, "aws.subnetIds", ["subnet-0a1b2c3d4e5f60001"]), "neuralblitz-db:aws.subnetIds = "],
       ["a malformed CIDR", "prod", withKey(PROD, "aws.allowedCidrs", ["10.0.0.0/33"]), 'neuralblitz-db:aws.allowedCidrs = ["10.0.0.0/33"]'],

@@ -82,7 +82,8 @@ function mockState(args: pulumi.runtime.MockResourceArgs, nextPort: () => number
   const i = args.inputs;
   switch (args.type) {
     case "docker:index/container:Container":
-      return { ...i, ports: (i.ports ?? []).map((p: any) => ({ ...p, external: p.external ?? nextPort() })) };
+      // A container the provider attaches to (runs to its end) reports how it exited: here, successfully.
+      return { ...i, ports: (i.ports ?? []).map((p: any) => ({ ...p, external: p.external ?? nextPort() })), ...(i.attach ? { exitCode: 0 } : {}) };
     case "docker:index/remoteImage:RemoteImage":
       return { ...i, imageId: `sha256:${i.name}` };
     case "docker:index/image:Image":

@@ -7,7 +7,6 @@
 // paths (the one comparison of database system identifiers); failover then makes the replica's data
 // the primary's again.
 import { expect } from "chai";
-import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { replicaBootstrapScript, REPLICATION_USER } from "../infra/topology/replicaBootstrap";
@@ -19,23 +18,7 @@ import { up } from "../scripts/local/stack";
 import { failover } from "../scripts/local/switchover";
 import { HOST, LocalStackOutputs, caFile, loadState, stackDir } from "../scripts/local/state";
 import { chownToServer, freePort, run } from "../scripts/local/system";
-import { query, rejection, uniqueStack } from "./helpers";
-
-/** A digest of every file's path, mode and content under `dir`: equal only when nothing in it changed. */
-function treeDigest(dir: string): string {
-  const h = createHash("sha256");
-  const walk = (d: string): void => {
-    for (const name of fs.readdirSync(d).sort()) {
-      const f = path.join(d, name);
-      const st = fs.lstatSync(f);
-      h.update(`${path.relative(dir, f)}\0${st.mode}\0`);
-      if (st.isDirectory()) walk(f);
-      else if (st.isFile()) h.update(fs.readFileSync(f));
-    }
-  };
-  walk(dir);
-  return h.digest("hex");
-}
+import { query, rejection, uniqueStack, treeDigest } from "./helpers";
 
 describe("replica bootstrap on an existing data directory", function () {
   const stack = uniqueStack("bootstrap");

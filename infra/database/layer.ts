@@ -4,7 +4,7 @@
 import * as postgresql from "@pulumi/postgresql";
 import * as pulumi from "@pulumi/pulumi";
 import { DEFAULT_PRIVILEGES, GRANTS, OBJECT_OWNER } from "../../schema/privileges";
-import { DATABASE, LoginRoleName, ROLES, ROLE_TIMEOUT_DEFAULTS, RoleName, RoleSpec, RoleTimeouts, SCHEMA, TimedRole, roleSettingsSql } from "../../schema/roles";
+import { DATABASE, LoginRoleName, ROLES, ROLE_TIMEOUT_DEFAULTS, RoleName, RoleSpec, RoleTimeouts, SCHEMA, TimedRole, ident, roleSettingsSql, roleSql } from "../../schema/roles";
 import { loadCatalog } from "../bundles/catalog";
 import { PartitionConfig } from "../config";
 import { AdminSql } from "../dynamic/adminSql";
@@ -61,6 +61,19 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     const adminUrl = pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.serverCaFile));
     const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, cluster.serverCaFile));
 
+    // A restored primary (Cluster.restored) holds the source's roles: the local stack's idempotent
+    // role SQL (schema/roles.ts roleSql) converges them, with this stack's passwords as SCRAM verifiers.
+    const restoredRoles = (): pulumi.Resource[] => {
+      const specs = ROLES.filter((r) => !cluster.platformRoles.includes(r.name));
+      const logins = specs.filter((r) => r.login).map((r) => r.name as LoginRoleName);
+      const text = pulumi
+        .all(logins.map((r) => args.passwords[r]))
+        .apply((pw) => specs.map((spec) => roleSql(spec, spec.login ? stableScramVerifier(spec.name, pw[logins.indexOf(spec.name as LoginRoleName)]) : undefined, args.timeouts ?? ROLE_TIMEOUT_DEFAULTS)).join("\n"));
+      const roles = new AdminSql(`${name}-restored-roles`, { sql: pulumi.secret(text), connection: adminUrl }, { parent: this });
+      const platformRoles = cluster.platformRolesSql ? [new AdminSql(`${name}-platform-roles`, { sql: cluster.platformRolesSql, connection: adminUrl }, { parent: this })] : [];
+      return [roles, ...platformRoles];
+    };
+
     const grants = grantResources(GRANTS);
     // The provider serializes grants per role and per database only, so two Grants on one object for
     // different roles would update its ACL at once and fail with "tuple concurrently updated"
@@ -80,6 +93,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     // is the plan's, never this file's.
     const steps: { readonly [K in PlanStepId]: (after: pulumi.Resource[]) => pulumi.Resource[] } = {
       roles: () => {
+        if (cluster.restored) return restoredRoles();
         const roles = new Map<string, postgresql.Role>();
         for (const spec of ROLES.filter((r) => !cluster.platformRoles.includes(r.name))) {
           const memberOf = (spec as RoleSpec).memberOf ?? [];
@@ -105,11 +119,13 @@ export class DatabaseLayer extends pulumi.ComponentResource {
       // it (the provider drops with RESTRICT otherwise, and SqlBundle.delete drops nothing, so destroy
       // would fail). Where the stack keeps its bundles (dev, prod), never cascade.
       schema: (after) => [
-        new postgresql.Schema(
+        cluster.restored
+          ? new AdminSql(`${name}-restored-schema`, { sql: restoredSchemaSql(), connection: adminUrl }, { parent: this, dependsOn: after })
+          : new postgresql.Schema(
           `${name}-schema`,
           { name: SCHEMA, database: DATABASE, owner: OBJECT_OWNER, dropCascade: !args.protectedStack && !args.protectData },
           { ...data, dependsOn: after },
-        ),
+          ),
       ],
       // CONNECT and USAGE come before the bundles: nb_migrator needs CONNECT once PUBLIC has lost it.
       access: (after) => [
@@ -162,4 +178,9 @@ function roleArgs(spec: RoleSpec & { name: RoleName }, password: pulumi.Output<s
     validUntil: "infinity",
     password: password && pulumi.secret(password.apply((p) => stableScramVerifier(spec.name, p))),
   };
+}
+
+/** The schema of a restored primary exists already: made sure of, and owned as the model says, without creating it again. */
+export function restoredSchemaSql(): string {
+  return [`CREATE SCHEMA IF NOT EXISTS ${ident(SCHEMA)} AUTHORIZATION ${ident(OBJECT_OWNER)};`, `ALTER SCHEMA ${ident(SCHEMA)} OWNER TO ${ident(OBJECT_OWNER)};`].join("\n");
 }

@@ -2,13 +2,14 @@
 // containers on one network, each server's data in a named volume, ports published on 127.0.0.1;
 // the servers run an image the program builds from the pinned postgres image (pg_cron, pgBackRest),
 // and a backup container takes pgBackRest backups on the shared schedule into a repository volume
-// the primary archives its WAL to.
+// the primary archives its WAL to. With docker.restoreFrom, a one-shot restore container first makes
+// the new stack's empty primary volume another stack's database as of a point in time.
 import { REPLICATION_USER } from "../topology/replicaBootstrap";
-import { archiveCommand, backupCrontab, BACKUP_ROLE, renderPgbackrestConf } from "../topology/pgbackrest";
+import { archiveCommand, backupCrontab, BACKUP_ROLE, RESTORE_REFUSED_EXIT, renderPgbackrestConf, restoreScript } from "../topology/pgbackrest";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { DATABASE } from "../../schema/roles";
-import { DockerConfig, ImageConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../config";
+import { DockerConfig, DockerRestoreFrom, ImageConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../config";
 import { renderHba, serverSettings, settingsArgs } from "../topology/postgresSettings";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
 import { replicaBootstrapScript, replicaSlotName, slotWatchScript } from "../topology/replicaBootstrap";
@@ -16,7 +17,7 @@ import { ReplicationSlot } from "../dynamic/replicationSlot";
 import { TlsCertificates } from "../dynamic/tlsCertificates";
 import { LOOPBACK_NAMES } from "../topology/tls";
 import { connectionUrl } from "../../client/outputs";
-import { INIT_SCRIPT_ROLES, primaryInitSql } from "./dockerPrimaryInit";
+import { INIT_SCRIPT_ROLES, primaryInitSql, restoreFinishSql } from "./dockerPrimaryInit";
 import {
   PGBOUNCER_EXPORTER_IMAGE_CONTEXT,
   PGBOUNCER_EXPORTER_IMAGE_UID,
@@ -76,6 +77,13 @@ const BACKUP_PASSFILE = `${CONF_DIR}/backup.pgpass`;
 const BACKUP_REPO_DIR = "/var/lib/pgbackrest";
 const BACKUP_LOG_DIR = "/var/log/pgbackrest";
 const BACKUP_CRONTAB = "/etc/cron.d/neuralblitz-backup";
+// A point-in-time restore (docker.restoreFrom): the source's repository, mounted read-only, its
+// pgBackRest configuration, the script and the SQL that finishes the restored primary.
+const SOURCE_REPO_DIR = "/var/lib/pgbackrest-source";
+const SOURCE_PGBACKREST_CONF = `${CONF_DIR}/pgbackrest-source.conf`;
+const RESTORE_SCRIPT_FILE = `${CONF_DIR}/restore.sh`;
+const RESTORE_FINISH_SQL_FILE = `${CONF_DIR}/restore-finish.sql`;
+const SOCKET_DIR = "/var/run/postgresql";
 const REPLICATION_PASSWORD_FILE = `${CONF_DIR}/replication-password`;
 const REPLICA_BOOTSTRAP_FILE = `${CONF_DIR}/replica-bootstrap.sh`;
 const REPLICA_SLOT_WATCH_FILE = `${CONF_DIR}/replica-slot-watch.sh`;
@@ -108,6 +116,28 @@ const REPLICA_ENTRYPOINT = [
   'exec docker-entrypoint.sh "$@"',
 ].join("\n");
 
+/** Runs as root: the restore script as postgres on the (new, empty) data volume; the settings are its arguments. */
+const RESTORE_ENTRYPOINT = ['set -eu', 'mkdir -p "$PGDATA" && chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"', `exec gosu postgres sh ${RESTORE_SCRIPT_FILE} "$@"`].join("\n");
+
+/**
+ * What the restore container's exit code means for the primary, which waits for it: 0 (restored
+ * now or before) lets it start; anything else stops `pulumi up` before the primary is created or
+ * changed, so an empty volume never becomes a fresh database in place of the restore.
+ */
+export function restoreOutcome(exitCode: number | undefined, container: string, resource = "nbdb-restore"): void {
+  if (exitCode === 0) return;
+  if (exitCode === RESTORE_REFUSED_EXIT) {
+    throw new Error(
+      `docker.restoreFrom: the primary's data volume already holds a database (or other files) that no restore of this stack made; ` +
+        `the key only creates a new stack's primary. Remove it: pulumi config rm --path docker.restoreFrom. Nothing was changed (docker logs ${container} says what it found).`,
+    );
+  }
+  throw new Error(
+    `docker.restoreFrom: the restore into the primary's data volume failed (exit code ${exitCode}); docker logs ${container} says why. ` +
+      `Fix the cause, then run it again (it resumes): pulumi up --replace <the URN of ${resource}, which pulumi stack --show-urns lists>`,
+  );
+}
+
 function publishedPort(container: docker.Container, internal: number): pulumi.Output<number> {
   return container.ports.apply((ports) => {
     const external = ports?.find((p) => p.internal === internal)?.external;
@@ -136,11 +166,13 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly serverCa: pulumi.Output<string>;
   readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string };
   readonly platformRoles = INIT_SCRIPT_ROLES;
+  readonly restored: boolean;
 
   constructor(name: string, args: DockerClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:DockerCluster", name, {}, opts);
     const physical = (logical: string) => `${logical}${args.physicalSuffix}`;
     const { docker: cfg } = args;
+    this.restored = cfg.restoreFrom !== undefined;
 
     // One CA per stack; each server's certificate names its container (how the other containers
     // reach it) and the loopback addresses its published port is reached on from this host.
@@ -202,9 +234,15 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       hba_file: HBA_FILE,
     });
     const dataVolumes = new Map<string, docker.Volume>();
-    const server = (node: string, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = [], opts: { archive?: { command: string }; volumes?: docker.types.input.ContainerVolume[] } = {}) => {
+    const dataVolume = (node: string): docker.Volume => {
+      const existing = dataVolumes.get(node);
+      if (existing) return existing;
       const volume = new docker.Volume(`${name}-${node}-data`, { name: physical(`${name}-${node}-data`) }, { parent: this, protect: args.protectData, dependsOn: guard });
       dataVolumes.set(node, volume);
+      return volume;
+    };
+    const server = (node: string, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = [], opts: { archive?: { command: string }; volumes?: docker.types.input.ContainerVolume[] } = {}) => {
+      const volume = dataVolume(node);
       const container = new docker.Container(
         `${name}-${node}`,
         {
@@ -230,12 +268,23 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
     const initSql = pulumi
       .all([args.passwords.replication, args.passwords.poolerAuth, args.passwords.backup])
       .apply(([replication, poolerAuth, backup]) => primaryInitSql({ replication, poolerAuth, backup }));
+    const primaryEnvs = [`POSTGRES_USER=${ADMIN_USER}`, `POSTGRES_DB=${DATABASE}`, `POSTGRES_PASSWORD_FILE=${ADMIN_PASSWORD_FILE}`, "POSTGRES_INITDB_ARGS=--data-checksums"];
+    const restore = cfg.restoreFrom && this.restoreContainer(name, physical, cfg.restoreFrom, {
+      image: postgresImage.repoDigest,
+      volume: dataVolume("primary"),
+      command: settingsArgs({ ...settingsOf(), cluster_name: physical(`${name}-primary`) }),
+      memory: cfg.nodeMemoryMb,
+      uploads: [{ file: HBA_FILE, content: HBA }, ...serverTlsUploads("primary")],
+      passwords: args.passwords,
+      dependsOn: guard,
+    });
     // The primary archives every finished WAL segment into the repository volume (the replicas do not archive).
     const primary = server(
       "primary",
       cfg.primaryPort,
       {
-        envs: [`POSTGRES_USER=${ADMIN_USER}`, `POSTGRES_DB=${DATABASE}`, `POSTGRES_PASSWORD_FILE=${ADMIN_PASSWORD_FILE}`, "POSTGRES_INITDB_ARGS=--data-checksums"],
+        // The image's initdb must never run in place of a restore that failed or was refused: the primary waits for it.
+        envs: restore ? restore.exitCode.apply((code) => (restoreOutcome(code, physical(`${name}-restore`), `${name}-restore`), primaryEnvs)) : primaryEnvs,
         uploads: [
           { file: HBA_FILE, content: HBA },
           { file: ADMIN_PASSWORD_FILE, content: args.passwords.admin, owner: POSTGRES_IMAGE_UID, permissions: "0600" },
@@ -244,7 +293,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           { file: "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql", content: initSql },
         ],
       },
-      [],
+      restore ? [restore] : [],
       { archive: { command: archiveCommand(PGBACKREST_CONF, stanza, DATA_DIR) }, volumes: [{ volumeName: backupRepo.name, containerPath: BACKUP_REPO_DIR }] },
     );
 
@@ -439,5 +488,78 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       pulumi.all([this.primary, args.passwords.admin]).apply(([e, password]) => ({ ...e, username: ADMIN_USER, password, superuser: true })),
     );
     this.registerOutputs({ primary: this.primary, replicas: this.replicas, pooler: this.pooler });
+  }
+
+  /**
+   * docker.restoreFrom: a container that runs once, before the primary, on its data volume: the
+   * source stack's repository volume mounted read-only, pgBackRest's restore to the time (the
+   * renderer the local stack's restore uses), promotion, this stack's platform passwords, then it
+   * exits. Read only at creation (ignoreChanges): editing the key later changes nothing, and a
+   * container made again later finds the restore done (the script's marker) and exits at once.
+   */
+  private restoreContainer(
+    name: string,
+    physical: (logical: string) => string,
+    from: DockerRestoreFrom,
+    c: {
+      image: pulumi.Input<string>;
+      volume: docker.Volume;
+      command: string[];
+      memory: number;
+      uploads: docker.types.input.ContainerUpload[];
+      passwords: PlatformPasswords;
+      dependsOn: pulumi.Resource[];
+    },
+  ): docker.Container {
+    const sourceStanza = `${name}${from.sourceSuffix}`;
+    const sourceConf = renderPgbackrestConf({
+      stanza: sourceStanza,
+      repoPath: SOURCE_REPO_DIR,
+      logPath: "/var/log/pgbackrest",
+      lockPath: "/tmp/pgbackrest",
+      spoolPath: "/var/spool/pgbackrest",
+      pgPath: DATA_DIR,
+      pgPort: POSTGRES_PORT,
+    });
+    const script = restoreScript({
+      configFile: SOURCE_PGBACKREST_CONF,
+      stanza: sourceStanza,
+      target: from.time,
+      socketDir: SOCKET_DIR,
+      port: POSTGRES_PORT,
+      superuser: ADMIN_USER,
+      database: DATABASE,
+      finishSqlFile: RESTORE_FINISH_SQL_FILE,
+    });
+    const finishSql = pulumi
+      .all([c.passwords.admin, c.passwords.replication, c.passwords.poolerAuth, c.passwords.backup])
+      .apply(([admin, replication, poolerAuth, backup]) => restoreFinishSql({ admin, replication, poolerAuth, backup }));
+    return new docker.Container(
+      `${name}-restore`,
+      {
+        name: physical(`${name}-restore`),
+        image: c.image,
+        // Runs to its end while `pulumi up` waits (attach); its exit code gates the primary (restoreOutcome).
+        restart: "no",
+        mustRun: false,
+        attach: true,
+        logs: true,
+        memory: c.memory,
+        volumes: [
+          { volumeName: c.volume.name, containerPath: DATA_DIR },
+          // The source stack's own repository volume, which this stack never writes to.
+          { volumeName: `${name}-backup-repo${from.sourceSuffix}`, containerPath: SOURCE_REPO_DIR, readOnly: true },
+        ],
+        entrypoints: ["/bin/sh", "-c", RESTORE_ENTRYPOINT, "restore-entrypoint"],
+        command: c.command,
+        uploads: [
+          ...c.uploads,
+          { file: SOURCE_PGBACKREST_CONF, content: sourceConf },
+          { file: RESTORE_SCRIPT_FILE, content: script },
+          { file: RESTORE_FINISH_SQL_FILE, content: pulumi.secret(finishSql), owner: POSTGRES_IMAGE_UID, permissions: "0600" },
+        ],
+      },
+      { parent: this, dependsOn: [...c.dependsOn, c.volume], ignoreChanges: ["image", "memory", "volumes", "entrypoints", "command", "uploads"] },
+    );
   }
 }

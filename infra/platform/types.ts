@@ -50,6 +50,12 @@ export interface Cluster {
   readonly dataKey?: pulumi.Output<string>;
   /** Roles of schema/roles.ts the database layer must not create: the platform creates them, or has no use for them. */
   readonly platformRoles: readonly RoleName[];
+  /**
+   * The primary is another stack's database restored to a point in time (docker.restoreFrom): its
+   * roles and schema exist before the database layer runs, which therefore converges them with
+   * idempotent SQL instead of creating them (creating an existing role fails).
+   */
+  readonly restored?: boolean;
 }
 
 /** The superuser the platform creates (POSTGRES_USER on Docker, the RDS master user). */

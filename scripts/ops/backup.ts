@@ -7,7 +7,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
 import { withClient } from "../db";
-import { BACKUP_ROLE } from "../../infra/topology/pgbackrest";
+import { BACKUP_ROLE, restoreArgs } from "../../infra/topology/pgbackrest";
 import { LocalContext, localContext } from "../local/context";
 import { UserError } from "../errors";
 import { backupPassword, restorePendingFile, runPgbackrest } from "../local/backupRepo";
@@ -140,11 +140,6 @@ export function parseRestoreTime(text: string, now = new Date()): Date {
   return t;
 }
 
-/** The target as PostgreSQL's recovery_target_time (and pgBackRest) read it: a space, the zone as +00. */
-function pgTime(text: string): string {
-  return text.trim().replace("T", " ").replace(/Z$/, "+00");
-}
-
 export interface RestoreOptions {
   readonly stack: string;
   readonly to: string;
@@ -212,20 +207,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
     log(`restoring stack ${opts.stack} as of ${opts.to} (from backup ${from.label})`);
     const bin = requirePgbackrest();
     const srcConfig = backupPaths(srcCtx).config;
+    // WAL comes from the source's repository, into the directory's final place.
     await run(
       bin,
-      [
-        `--config=${srcConfig}`,
-        `--stanza=${opts.stack}`,
-        `--pg1-path=${staging}`,
-        `--set=${from.label}`,
-        "--type=time",
-        `--target=${pgTime(opts.to)}`,
-        "--target-action=promote",
-        // WAL comes from the source's repository, into the directory's final place.
-        `--recovery-option=restore_command=${bin} --config=${srcConfig} --pg1-path=${dir} --stanza=${opts.stack} archive-get %f "%p"`,
-        "restore",
-      ],
+      restoreArgs({ configFile: srcConfig, stanza: opts.stack, pgPath: staging, finalPgPath: dir, set: from.label, target: opts.to, bin }),
       { as: ctx.user, timeoutMs: 6 * 60 * 60_000 },
     );
     writePrivate(restorePendingFile(ctx), JSON.stringify({ source: opts.stack, to: opts.to }) + "\n");
