@@ -84,16 +84,34 @@ describe("operations", function () {
         env: process.env,
         stdio: "ignore",
       });
-      // Scale 3 has 120 users: once they are committed, the run is loading its metrics day by day.
+      // The metrics load beside the business tables, one day (10,714 rows at scale 3) per transaction,
+      // after the previous seed's 12,502 are deleted: once whole days of this run are committed, and
+      // before the last of its 14, the run is halfway.
       await waitFor("the seed to be loading metrics", 60_000, async () => {
-        const [r] = await query<{ users: string }>(out.connections.admin, "SELECT count(*) AS users FROM neuralblitz.users WHERE username LIKE 'seed\\_%'");
-        return Number(r.users) === 120 ? true : undefined;
+        const [r] = await query<{ n: string }>(out.connections.admin, "SELECT count(*) AS n FROM neuralblitz.metrics WHERE source LIKE 'seed-%'");
+        const days = Number(r.n) / 10_714;
+        return Number.isInteger(days) && days >= 1 && days < 14 ? true : undefined;
       });
       child.kill("SIGKILL");
       await new Promise((r) => child.once("exit", r));
       expect(isSeeded(stack)).to.equal(false);
       await seed({ stack, scale: 0.25, seed: 8, asOf: AS_OF, progressTo: null });
       expect(await fingerprint(out.connections.admin)).to.deep.equal(clean);
+    });
+
+    it("loads the business tables and the metrics at the same time, on two connections of nb_migrator", async function () {
+      const running = seed({ stack, scale: 3, seed: 9, asOf: AS_OF, progressTo: null });
+      const both = await waitFor("both loads to be running", 60_000, async () => {
+        const sessions = await query<{ application_name: string; usename: string }>(
+          out.connections.admin,
+          "SELECT application_name, usename FROM pg_stat_activity WHERE application_name IN ('nbdb-seed', 'nbdb-seed-metrics') AND xact_start IS NOT NULL",
+        );
+        return sessions.length === 2 ? sessions : undefined;
+      });
+      await running;
+      expect(both.map((s) => s.application_name).sort()).to.deep.equal(["nbdb-seed", "nbdb-seed-metrics"]);
+      expect(both.map((s) => s.usename)).to.deep.equal(["nb_migrator", "nb_migrator"]);
+      await seed({ stack, scale: 0.25, seed: 8, asOf: AS_OF, progressTo: null });
     });
 
     it("refuses a stack marked as production unless named exactly", function () {

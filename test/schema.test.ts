@@ -84,6 +84,26 @@ describe("schema", function () {
     ).to.match(/monitoring_alerts_fired/);
   });
 
+  it("accepts exactly the metric names of its format: a-z or _, then at most 127 of a-z 0-9 _ . :", async function () {
+    const accepted = async (name: string): Promise<boolean> => {
+      const c = new Client({ connectionString: admin });
+      await c.connect();
+      try {
+        await c.query("BEGIN");
+        await c.query("INSERT INTO neuralblitz.metrics (ts, name, value, source) VALUES (now(), $1, 1, 'schema-test')", [name]);
+        return true;
+      } catch (e) {
+        if (/metrics_name_format/.test((e as Error).message)) return false;
+        throw e;
+      } finally {
+        await c.query("ROLLBACK").catch(() => undefined);
+        await c.end();
+      }
+    };
+    for (const name of ["a", "_", "cpu.utilization", "api:errors_5xx", "a".repeat(128)]) expect(await accepted(name), name).to.equal(true);
+    for (const name of ["", "a".repeat(129), "Cpu", "9cpu", ".cpu", "cpu-usage", "cpu load", "cpu\n", "é"]) expect(await accepted(name), name).to.equal(false);
+  });
+
   it("cascades and sets null as the bundle headers declare", async function () {
     const temp = await newUser("cascade-victim");
     const [net] = await sql<{ id: string }>(`INSERT INTO neuralblitz.reality_networks (user_id, name) VALUES ($1, 'n1') RETURNING id`, [temp]);

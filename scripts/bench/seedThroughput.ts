@@ -1,6 +1,6 @@
 // Seed throughput: `nbdb seed` (generation in the client, COPY and batched INSERT into the real,
 // indexed, audited tables, the audit trail's entries, RLS switched off for the owner per
-// transaction) against COPY of exactly the rows it loaded into unindexed copies of those tables
+// transaction, business tables and metrics on two connections at once, ANALYZE of every table) against COPY of exactly the rows it loaded into unindexed copies of those tables
 // (no constraint, trigger or audit), both in rows/s. The seed is deterministic (--seed 1, the day
 // fixed), so every round loads the same rows; the bench removes them again afterwards, and it
 // refuses to run on a stack that holds seed data it did not put there (it would replace it).
@@ -110,7 +110,7 @@ export const seedThroughput: Benchmark = {
             unit: "× COPY rows/s",
             met: value.median >= GOAL,
             method:
-              `seed() in process as nbdb seed runs it (--seed 1, the day fixed, as nb_migrator: client-side generation, COPY and INSERT into the indexed, audited tables under their triggers) against COPY FROM STDIN of the rows it loaded, captured once, ` +
+              `seed() in process as nbdb seed runs it (--seed 1, the day fixed, as nb_migrator: client-side generation, COPY and INSERT into the indexed, audited tables under their triggers, business tables and metrics on two connections at once, then ANALYZE of every table) against COPY FROM STDIN of the rows it loaded, captured once, ` +
               `into unindexed copies (superuser, straight to the primary, TRUNCATEd untimed before each round), sides alternated over ${rounds} rounds after one untimed seed; the previous seed's rows are removed (untimed) before each seed.`,
             details: { seedRowsPerSecond: spread(sides.subject), copyRowsPerSecond: spread(sides.baseline), seededRows, copiedRows },
             evidence: [`rows per table: ${Object.entries(loaded).map(([t, n]) => `${t} ${n}`).join(", ")}`],

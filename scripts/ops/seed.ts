@@ -1,6 +1,7 @@
 // `nbdb seed`: realistic, deterministic development data in every table. Bulk rows go in with
 // COPY (pg-copy-streams); the business tables in one transaction, metrics one day per
-// transaction. A re-run first removes the previous seed data (users named seed_*, metrics from
+// transaction, the two at the same time on two connections (each is a server process of its own,
+// so they load on two cores) and each ANALYZEd on its connection when loaded. A re-run first removes the previous seed data (users named seed_*, metrics from
 // seed-* sources, alert rules seed-*), so it replaces and never duplicates; data that is not the
 // seed's stays. Seed data goes in as nb_migrator (acting as nb_owner, no user context), so its
 // audit entries name nb_migrator. The audit trail follows from the triggers.
@@ -15,10 +16,8 @@ import { isProtectedStack } from "../../infra/config";
 import { TABLES } from "../../schema/tables";
 import { UserError } from "../errors";
 import { readDataKey, readOutputs, stackDir } from "../local/state";
-import { Progress, progress } from "./progress";
+import { Reporter, progressReporter } from "./progress";
 import { Random, copyLine, passwordHash, pgArray, pick, seededRandom, sha256Hex, uuid } from "./seedData";
-
-type Reporter = (label: string, total: number) => Progress;
 
 const DAY = 86_400_000;
 const USER_TABLES = TABLES.filter((t) => t.userData).map((t) => t.name);
@@ -146,16 +145,19 @@ function generate(rand: Random, scale: number, asOf: number): Generated {
   return g;
 }
 
+// A metric line is its time, name, value, labels and source; all but the time and the value are one
+// of a few texts, written once here (copyLine escapes them) instead of once per row.
+const METRIC_FIELDS = METRICS.map((metric) => `\t${copyLine([metric]).slice(0, -1)}\t`);
+const HOST_FIELDS = HOSTS.map((host, h) => `\t${copyLine([{ host, region: REGIONS[h % REGIONS.length] }, `seed-${host}`])}`);
+
 /** Metric rows for one day, in time order (BRIN-friendly), as COPY lines in batches. */
 function* metricLines(rand: Random, dayStart: number, rows: number): Generator<string> {
   const step = DAY / rows;
   let batch = "";
   for (let i = 0; i < rows; i++) {
-    const metric = METRICS[i % METRICS.length];
-    const host = HOSTS[Math.floor(i / METRICS.length) % HOSTS.length];
     const ts = new Date(dayStart + i * step);
     const wave = 50 + 40 * Math.sin((ts.getTime() / DAY) * 2 * Math.PI);
-    batch += copyLine([ts, metric, Math.round((wave + rand() * 10) * 1000) / 1000, { host, region: REGIONS[HOSTS.indexOf(host) % REGIONS.length] }, `seed-${host}`]);
+    batch += ts.toISOString() + METRIC_FIELDS[i % METRICS.length] + Math.round((wave + rand() * 10) * 1000) / 1000 + HOST_FIELDS[Math.floor(i / METRICS.length) % HOSTS.length];
     if (i % 2000 === 1999) {
       yield batch;
       batch = "";
@@ -180,7 +182,7 @@ async function copyLines(client: Client, table: string, columns: string, lines: 
 }
 
 async function copyInto(client: Client, report: Reporter, table: string, columns: string, lines: Iterable<string>, count: number): Promise<number> {
-  const bar = report(table, count);
+  const bar = report.step(table, count);
   const sent = await copyLines(client, table, columns, lines, (n) => bar.advance(n));
   bar.finish();
   return sent;
@@ -206,7 +208,7 @@ async function loadBusinessTables(client: Client, report: Reporter, g: Generated
     for (const t of USER_TABLES) await client.query(`ALTER TABLE neuralblitz.${t} NO FORCE ROW LEVEL SECURITY`);
     await removePreviousSeed(client);
     const u = g.users;
-    const users = report("users", u.length);
+    const users = report.step("users", u.length);
     await client.query(
       `INSERT INTO neuralblitz.users (id, username, email_encrypted, email_hmac, password_hash, mfa_secret_encrypted, status, last_login_at, created_at, deleted_at)
        SELECT id, username, neuralblitz.encrypt_secret(email), neuralblitz.lookup_hash(email), password_hash, neuralblitz.encrypt_secret(mfa),
@@ -231,7 +233,7 @@ async function loadBusinessTables(client: Client, report: Reporter, g: Generated
     rows.reality_nodes = await copyInto(client, report, "reality_nodes", "id, network_id, user_id, coordinates, status, health, last_heartbeat", chunks(g.nodes), g.nodes.length);
     rows.quantum_neurons = await copyInto(client, report, "quantum_neurons", "id, user_id, network_id, label, state, amplitude, phase, coherence, entangled_ids", chunks(g.neurons), g.neurons.length);
     // State changes through the optimistic-locking function's path: each writes a history row.
-    const changes = report("quantum_neuron_history", g.neurons.length * 3);
+    const changes = report.step("quantum_neuron_history", g.neurons.length * 3);
     for (let round = 1; round <= 3; round++) {
       await client.query(
         `UPDATE neuralblitz.quantum_neurons
@@ -254,7 +256,7 @@ async function loadBusinessTables(client: Client, report: Reporter, g: Generated
 
 async function loadMetrics(client: Client, report: Reporter, rand: Random, scale: number, asOf: number): Promise<number> {
   const perDay = Math.max(100, Math.round((50_000 * scale) / HISTORY_DAYS));
-  const bar = report("metrics", perDay * HISTORY_DAYS);
+  const bar = report.step("metrics", perDay * HISTORY_DAYS);
   let total = 0;
   await client.query(`DELETE FROM neuralblitz.metrics WHERE source LIKE 'seed-%'`);
   for (let d = HISTORY_DAYS; d >= 1; d--) {
@@ -290,17 +292,34 @@ export async function seed(opts: SeedOptions): Promise<SeedReport> {
   fs.rmSync(seedMarkerFile(opts.stack), { force: true });
   // As nb_migrator, never a superuser: seeding runs the owner's triggers, which must never run with
   // more rights than the owner's.
-  await withClient(outputs.connections.migrator, async (client) => {
-    // Partitions for the whole seeded range, so no row lands in a DEFAULT partition.
-    await client.query(
+  const migrator = outputs.connections.migrator;
+  // Partitions for the whole seeded range, so no row lands in a DEFAULT partition.
+  await withClient(migrator, (client) =>
+    client.query(
       `SELECT count(*) FROM generate_series($1::timestamptz, $2::timestamptz, interval '7 days') AS d, neuralblitz.run_partition_maintenance(d)`,
       [new Date(asOf - (HISTORY_DAYS + 1) * DAY), new Date(asOf)],
-    );
-    const report: Reporter = (label, total) => progress(label, total, opts.progressTo === undefined ? process.stderr : opts.progressTo);
-    await loadBusinessTables(client, report, generated, dataKey, rows);
-    rows.metrics = await loadMetrics(client, report, rand, opts.scale, asOf);
-    for (const t of TABLES.filter((x) => x.name !== "golden_dag_audit")) await client.query(`ANALYZE neuralblitz.${t.name}`);
-  }, "nbdb-seed");
+    ), "nbdb-seed");
+  const report = progressReporter(opts.progressTo === undefined ? process.stderr : opts.progressTo);
+  // The business tables and the metrics share no row, lock or random number (`generated` holds the
+  // business rows; the metrics draw from `rand` after it), so they load at the same time and the data
+  // is the same as one after the other. Both finish (or fail) before the seed returns.
+  const analyze = async (client: Client, tables: readonly string[]) => {
+    for (const t of tables) await client.query(`ANALYZE neuralblitz.${t}`);
+  };
+  const loaded = await Promise.allSettled([
+    withClient(migrator, async (client) => {
+      await loadBusinessTables(client, report, generated, dataKey, rows);
+      await analyze(client, TABLES.map((t) => t.name).filter((t) => t !== "golden_dag_audit" && t !== "metrics"));
+    }, "nbdb-seed"),
+    withClient(migrator, async (client) => {
+      const metrics = await loadMetrics(client, report, rand, opts.scale, asOf);
+      await analyze(client, ["metrics"]);
+      return metrics;
+    }, "nbdb-seed-metrics"),
+  ]);
+  report.close();
+  for (const r of loaded) if (r.status === "rejected") throw r.reason;
+  rows.metrics = (loaded[1] as PromiseFulfilledResult<number>).value;
   fs.writeFileSync(seedMarkerFile(opts.stack), JSON.stringify({ seed: opts.seed, scale: opts.scale, asOf: new Date(asOf).toISOString(), completedAt: new Date().toISOString() }, null, 2) + "\n", { mode: 0o600 });
   return { rows, durationMs: Date.now() - started };
 }

@@ -156,9 +156,12 @@ BEGIN
       RETURN NULL;
     END IF;
   END IF;
+  -- Redacted by assignments, not inside the INSERT: there each row would plan golden_dag_redact()
+  -- again (a SQL function called from a new executor is planned per call), half the trigger's cost.
+  v_old := neuralblitz.golden_dag_redact(v_old);
+  v_new := neuralblitz.golden_dag_redact(v_new);
   INSERT INTO neuralblitz.golden_dag_audit (recorded_at, table_name, operation, row_pk, db_role, app_user_id, old_values, new_values)
-  VALUES (pg_catalog.clock_timestamp(), TG_TABLE_NAME, TG_OP, v_pk, session_user, v_user,
-          neuralblitz.golden_dag_redact(v_old), neuralblitz.golden_dag_redact(v_new));
+  VALUES (pg_catalog.clock_timestamp(), TG_TABLE_NAME, TG_OP, v_pk, session_user, v_user, v_old, v_new);
   RETURN NULL;
 END
 $$;
