@@ -7,7 +7,7 @@ import { expect } from "chai";
 import { Client } from "pg";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs } from "../scripts/local/state";
-import { query, uniqueStack } from "./helpers";
+import { addAuditedRows, query, uniqueStack } from "./helpers";
 
 interface Finding {
   id: number;
@@ -24,17 +24,6 @@ describe("audit verification findings, full and since a recorded head", function
   /** Three entries chained one after another after the recorded head, and the chain's last two. */
   let previous: number, entry: number, after: number, penultimate: number, last: number;
 
-  async function addAuditedRows(rule: string, n: number): Promise<void> {
-    await query(
-      out.connections.admin,
-      `INSERT INTO neuralblitz.monitoring_alerts (rule, metric, condition, threshold, severity)
-       SELECT $1 || '-' || g, 'm', '>', g, 'info' FROM generate_series(1, $2::int) AS g`,
-      [rule, n],
-    );
-    await query(out.connections.auditor, "SELECT neuralblitz.seal_golden_dag(interval '0')");
-  }
-
-  /** Both verifications' findings after `tamper` (statements as a superuser skipping triggers), which is then rolled back. */
   /** The rows the last tampering statement returned. */
   let tampered: Record<string, unknown>[] = [];
 
@@ -58,10 +47,10 @@ describe("audit verification findings, full and since a recorded head", function
 
   before(async function () {
     out = (await up({ stack, replicas: 0 })).outputs;
-    await addAuditedRows("before-head", 10);
+    await addAuditedRows(out, "before-head", 10);
     const head = (await query<{ last_id: string; hash: string }>(out.connections.admin, "SELECT last_id, encode(last_hash, 'hex') AS hash FROM neuralblitz.golden_dag_head"))[0];
     recorded = { id: Number(head.last_id), hash: head.hash };
-    await addAuditedRows("after-head", 10);
+    await addAuditedRows(out, "after-head", 10);
     // Chain order from the recorded head, as the seals link it.
     const chain = (
       await query<{ entry_id: string }>(

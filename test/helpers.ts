@@ -39,3 +39,14 @@ export async function asSuperuser(out: { connections: { admin: string } }, sql: 
     await c.end();
   }
 }
+
+/** n audited rows (monitoring_alerts named <rule>-<i>), their entries then sealed by the auditor. */
+export async function addAuditedRows(out: { connections: { admin: string; auditor: string } }, rule: string, n: number): Promise<void> {
+  await query(
+    out.connections.admin,
+    `INSERT INTO neuralblitz.monitoring_alerts (rule, metric, condition, threshold, severity)
+     SELECT $1 || '-' || g, 'm', '>', g, 'info' FROM generate_series(1, $2::int) AS g`,
+    [rule, n],
+  );
+  await query(out.connections.auditor, "SELECT neuralblitz.seal_golden_dag(interval '0')");
+}

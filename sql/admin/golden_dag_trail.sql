@@ -370,6 +370,39 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION neuralblitz.seal_golden_dag(interval, interval, interval) FROM PUBLIC;
 
+-- The checks both verifications make, as UNION ALL branches of query text over their CTEs a (the
+-- entries) and head (the chain head): p_sealed the seals checked (all of them, or those walked),
+-- each against its entry; p_unsealed the entries looked at for a missing seal; p_ddl the entries
+-- whose DDL may have left an unaudited window. The one owner of these findings' texts.
+CREATE OR REPLACE FUNCTION neuralblitz.golden_dag_checks_sql(p_sealed text, p_unsealed text, p_ddl text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT pg_catalog.format($q$
+    SELECT x.entry_id AS id, CASE WHEN a.id IS NULL THEN 'missing: sealed into the chain, but gone from the trail'
+                                  ELSE 'content altered: the entry does not hash to its sealed entry_hash' END AS reason
+      FROM %1$s x LEFT JOIN a ON a.id = x.entry_id
+     WHERE a.id IS NULL OR x.entry_hash <> pg_catalog.sha256(x.prev_hash || neuralblitz.golden_dag_canonical(
+             a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id,
+             a.old_values, a.new_values, x.prev_id))
+    UNION ALL
+    SELECT e.id, 'not sealed: committed over a day ago, but not in the chain (run neuralblitz.seal_golden_dag(p_window => ''30 days''))'
+      FROM %2$s e WHERE e.recorded_at < pg_catalog.now() - interval '1 day'
+       AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = e.id)
+    UNION ALL
+    SELECT x.entry_id, 'head mismatch: the chain head holds another hash for this entry'
+      FROM %1$s x JOIN head h ON h.last_id = x.entry_id WHERE x.entry_hash <> h.last_hash
+    UNION ALL
+    SELECT x.entry_id, 'beyond the head: sealed after the entry the head names'
+      FROM neuralblitz.golden_dag_seals x JOIN head h ON x.prev_id = h.last_id
+    UNION ALL
+    SELECT e.id, pg_catalog.format('unaudited window: %%s by %%s at %%s left the audit trigger %%s and the TRUNCATE guard %%s on %%s: changes to it until they were on again are not in the trail',
+                                   e.new_values ->> 'command', e.db_role, e.recorded_at, e.new_values ->> 'audit_trigger', e.new_values ->> 'truncate_guard', e.table_name)
+      FROM %3$s e WHERE e.operation = 'DDL' AND (e.new_values ->> 'audit_trigger' <> 'enabled' OR e.new_values ->> 'truncate_guard' <> 'enabled')
+  $q$, p_sealed, p_unsealed, p_ddl)
+$fn$;
+REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_checks_sql(text, text, text) FROM PUBLIC;
+
 -- The set-based pass over the chain that verify_golden_dag() runs, as query text over a source
 -- of entries (the trail, and the archived partitions verify_golden_dag() adds). Its own function
 -- so the audit benchmark runs exactly this query over a bench copy.
@@ -387,17 +420,8 @@ AS $fn$
   WITH a AS NOT MATERIALIZED (%s),
   head AS (SELECT last_id, last_hash FROM neuralblitz.golden_dag_head),
   broken AS (
-    -- Every seal with its entry (read once, in both keys' order): gone, or hashing to another value.
-    SELECT x.entry_id AS id, CASE WHEN a.id IS NULL THEN 'missing: sealed into the chain, but gone from the trail'
-                                  ELSE 'content altered: the entry does not hash to its sealed entry_hash' END AS reason
-      FROM neuralblitz.golden_dag_seals x LEFT JOIN a ON a.id = x.entry_id
-     WHERE a.id IS NULL OR x.entry_hash <> pg_catalog.sha256(x.prev_hash || neuralblitz.golden_dag_canonical(
-             a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id,
-             a.old_values, a.new_values, x.prev_id))
-    UNION ALL
-    SELECT a.id, 'not sealed: committed over a day ago, but not in the chain (run neuralblitz.seal_golden_dag(p_window => ''30 days''))'
-      FROM a WHERE a.recorded_at < pg_catalog.now() - interval '1 day'
-       AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = a.id)
+    -- Every seal with its entry (both read in id order), the entries old enough, the head, DDL.
+    %s
     UNION ALL
     -- Every link, both ways it can break, in one join.
     SELECT CASE WHEN p.entry_id IS NULL THEN x.prev_id ELSE x.entry_id END,
@@ -413,19 +437,9 @@ AS $fn$
     UNION ALL
     SELECT h.last_id, 'missing: the chain head names it, but it is not in the chain'
       FROM head h WHERE h.last_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = h.last_id)
-    UNION ALL
-    SELECT x.entry_id, 'head mismatch: the chain head holds another hash for this entry'
-      FROM neuralblitz.golden_dag_seals x JOIN head h ON h.last_id = x.entry_id WHERE x.entry_hash <> h.last_hash
-    UNION ALL
-    SELECT x.entry_id, 'beyond the head: sealed after the entry the head names'
-      FROM neuralblitz.golden_dag_seals x JOIN head h ON x.prev_id = h.last_id
-    UNION ALL
-    SELECT a.id, pg_catalog.format('unaudited window: %%s by %%s at %%s left the audit trigger %%s and the TRUNCATE guard %%s on %%s: changes to it until they were on again are not in the trail',
-                                   a.new_values ->> 'command', a.db_role, a.recorded_at, a.new_values ->> 'audit_trigger', a.new_values ->> 'truncate_guard', a.table_name)
-      FROM a WHERE a.operation = 'DDL' AND (a.new_values ->> 'audit_trigger' <> 'enabled' OR a.new_values ->> 'truncate_guard' <> 'enabled')
   )
   SELECT id, reason FROM broken ORDER BY id, reason
-  $q$, p_source)
+  $q$, p_source, neuralblitz.golden_dag_checks_sql('neuralblitz.golden_dag_seals', 'a', 'a'))
 $fn$;
 REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_verify_sql(text) FROM PUBLIC;
 
@@ -525,37 +539,18 @@ AS $fn$
   a AS MATERIALIZED (SELECT e.* FROM (%s) e WHERE e.id BETWEEN (SELECT min(entry_id) FROM walked) AND (SELECT max(entry_id) FROM walked)),
   head AS (SELECT last_id, last_hash FROM neuralblitz.golden_dag_head),
   broken AS (
-    SELECT w.entry_id AS id, CASE WHEN a.id IS NULL THEN 'missing: sealed into the chain, but gone from the trail'
-                                  ELSE 'content altered: the entry does not hash to its sealed entry_hash' END AS reason
-      FROM walked w LEFT JOIN a ON a.id = w.entry_id
-     WHERE a.id IS NULL OR w.entry_hash <> pg_catalog.sha256(w.prev_hash || neuralblitz.golden_dag_canonical(
-             a.id, a.recorded_at, a.table_name, a.operation, a.row_pk, a.db_role, a.app_user_id,
-             a.old_values, a.new_values, w.prev_id))
+    -- The walked seals with their entries, the entries after the recorded one, the head, DDL walked.
+    %s
     UNION ALL
     SELECT w.entry_id, pg_catalog.format('link broken: prev_hash is not the hash of entry %%s', w.prev_id)
       FROM walked w WHERE w.entry_id <> $1 AND w.prev_hash <> w.pred_hash
     UNION ALL
     SELECT h.last_id, pg_catalog.format('head not reached: the chain from the recorded entry %%s does not lead to the head', $1)
       FROM head h WHERE NOT EXISTS (SELECT 1 FROM walked w WHERE w.entry_id = h.last_id)
-    UNION ALL
-    SELECT w.entry_id, 'head mismatch: the chain head holds another hash for this entry'
-      FROM walked w JOIN head h ON h.last_id = w.entry_id WHERE w.entry_hash <> h.last_hash
-    UNION ALL
-    SELECT x.entry_id, 'beyond the head: sealed after the entry the head names'
-      FROM neuralblitz.golden_dag_seals x JOIN head h ON x.prev_id = h.last_id
-    UNION ALL
-    SELECT e.id, 'not sealed: committed over a day ago, but not in the chain (run neuralblitz.seal_golden_dag(p_window => ''30 days''))'
-      FROM neuralblitz.golden_dag_audit e
-     WHERE e.id > $1 AND e.recorded_at < pg_catalog.now() - interval '1 day'
-       AND NOT EXISTS (SELECT 1 FROM neuralblitz.golden_dag_seals x WHERE x.entry_id = e.id)
-    UNION ALL
-    SELECT a.id, pg_catalog.format('unaudited window: %%s by %%s at %%s left the audit trigger %%s and the TRUNCATE guard %%s on %%s: changes to it until they were on again are not in the trail',
-                                   a.new_values ->> 'command', a.db_role, a.recorded_at, a.new_values ->> 'audit_trigger', a.new_values ->> 'truncate_guard', a.table_name)
-      FROM walked w JOIN a ON a.id = w.entry_id
-     WHERE w.entry_id <> $1 AND a.operation = 'DDL' AND (a.new_values ->> 'audit_trigger' <> 'enabled' OR a.new_values ->> 'truncate_guard' <> 'enabled')
   )
   SELECT id, reason FROM broken ORDER BY id, reason
-  $q$, p_source)
+  $q$, p_source, neuralblitz.golden_dag_checks_sql('walked', '(SELECT id, recorded_at FROM neuralblitz.golden_dag_audit WHERE id > $1)',
+                                                   '(SELECT a.* FROM walked w JOIN a ON a.id = w.entry_id WHERE w.entry_id <> $1)'))
 $fn$;
 REVOKE EXECUTE ON FUNCTION neuralblitz.golden_dag_verify_since_sql(text) FROM PUBLIC;
 
