@@ -227,7 +227,7 @@ export const auditVerify: Benchmark = {
           evidence: hashing
             ? [
                 `EXPLAIN ANALYZE of its body under the function's settings (${settings.map((s) => `${s.name}=${s.value}`).join(", ")}): ${Math.round(explained["Execution Time"])} ms in all, ` +
-                  `of which ${Math.round(hashing["Actual Total Time"])} ms merging each seal with its entry and recomputing its hash (the first check${workers > 0 ? `, with ${workers} parallel worker${workers > 1 ? "s" : ""} per check` : ", in one process"}); ` +
+                  `of which ${Math.round(hashing["Actual Total Time"])} ms merging each seal with its entry and recomputing its hash (the first check${workers > 0 ? `, with up to ${workers} parallel worker${workers > 1 ? "s" : ""} beside the leader per check` : ", in one process"}); ` +
                   "the rest is the unsealed-entry, link, beginning, head and unaudited-window checks",
               ]
             : [],
