@@ -74,6 +74,7 @@ export const FUNCTIONS = {
   sealGoldenDag: "seal_golden_dag(interval,interval,interval)",
   archiveGoldenDagPartition: "archive_golden_dag_partition(text)",
   goldenDagVerifySql: "golden_dag_verify_sql(text)",
+  goldenDagChecksSql: "golden_dag_checks_sql(text,text,text)",
   goldenDagSealLag: "golden_dag_seal_lag()",
   goldenDagVerifySinceSql: "golden_dag_verify_since_sql(text)",
   goldenDagEntriesSql: "golden_dag_entries_sql()",
@@ -112,6 +113,8 @@ export const GRANTS: readonly GrantSpec[] = [
   // verify_golden_dag() runs with the auditor's rights (no SECURITY DEFINER needed) and recomputes hashes with it.
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagCanonical, privileges: ["EXECUTE"] },
   { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagVerifySql, privileges: ["EXECUTE"] },
+  // The checks the full and the incremental verification share (both query builders call it).
+  { role: "nb_auditor", objectType: "function", object: FUNCTIONS.goldenDagChecksSql, privileges: ["EXECUTE"] },
   // Incremental verification since a recorded head (nbdb audit verify --since-head), with the same rights.
   ...[FUNCTIONS.verifyGoldenDagSince, FUNCTIONS.goldenDagVerifySinceSql, FUNCTIONS.goldenDagEntriesSql].map(
     (object): GrantSpec => ({ role: "nb_auditor", objectType: "function", object, privileges: ["EXECUTE"] }),

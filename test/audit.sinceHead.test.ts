@@ -7,7 +7,7 @@ import * as path from "path";
 import { RecordedHead, verifyAuditTrail } from "../scripts/ops/audit";
 import { up } from "../scripts/local/stack";
 import { LocalStackOutputs } from "../scripts/local/state";
-import { asSuperuser, query, uniqueStack } from "./helpers";
+import { addAuditedRows, asSuperuser, query, uniqueStack } from "./helpers";
 
 const NBDB = path.join(__dirname, "..", "bin", "nbdb.js");
 
@@ -17,16 +17,6 @@ function nbdb(args: string[]): Promise<{ code: number; stdout: string; stderr: s
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     ),
   );
-}
-
-async function addAuditedRows(out: LocalStackOutputs, rule: string, n: number): Promise<void> {
-  await query(
-    out.connections.admin,
-    `INSERT INTO neuralblitz.monitoring_alerts (rule, metric, condition, threshold, severity)
-     SELECT $1 || '-' || g, 'm', '>', g, 'info' FROM generate_series(1, $2::int) AS g`,
-    [rule, n],
-  );
-  await query(out.connections.auditor, "SELECT neuralblitz.seal_golden_dag(interval '0')");
 }
 
 describe("nbdb audit verify --since-head", function () {

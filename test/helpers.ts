@@ -57,3 +57,14 @@ export function treeDigest(dir: string): string {
   walk(dir);
   return h.digest("hex");
 }
+
+/** n audited rows (monitoring_alerts named <rule>-<i>), their entries then sealed by the auditor. */
+export async function addAuditedRows(out: { connections: { admin: string; auditor: string } }, rule: string, n: number): Promise<void> {
+  await query(
+    out.connections.admin,
+    `INSERT INTO neuralblitz.monitoring_alerts (rule, metric, condition, threshold, severity)
+     SELECT $1 || '-' || g, 'm', '>', g, 'info' FROM generate_series(1, $2::int) AS g`,
+    [rule, n],
+  );
+  await query(out.connections.auditor, "SELECT neuralblitz.seal_golden_dag(interval '0')");
+}
