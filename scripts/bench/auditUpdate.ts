@@ -69,7 +69,7 @@ export const auditUpdate: Benchmark = {
   id: "audit-update",
   title: "audited single-row UPDATE",
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const seconds = sized(ctx, { quick: 1, full: 4 });
+    const seconds = sized(ctx, { quick: 1, full: 3 });
     const { users, neuronsPerUser } = benchUsers(ctx);
     const neurons = users * neuronsPerUser;
     const admin = ctx.outputs.connections.admin;

@@ -50,7 +50,7 @@ export const manyClients: Benchmark = {
   async run(ctx: BenchContext): Promise<Figure[]> {
     // The pooled side runs a fixed number of transactions per client (about `seconds` of work at the
     // rate seen here): its 1,000 logins would otherwise eat into a fixed duration.
-    const { clients, seconds, perClient } = sized(ctx, { quick: { clients: 50, seconds: 1, perClient: 20 }, full: { clients: 1000, seconds: 8, perClient: 30 } });
+    const { clients, seconds, perClient } = sized(ctx, { quick: { clients: 50, seconds: 1, perClient: 20 }, full: { clients: 1000, seconds: 5, perClient: 20 } });
     const { users } = benchUsers(ctx);
     // BEGIN and set_user_context in one round trip, as client withUser sends them (its pipeline is
     // one message here: see perUserScript).

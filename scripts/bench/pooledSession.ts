@@ -111,7 +111,7 @@ export const pooledSession: Benchmark = {
   id: "session",
   title: "cost of the pooled-session design",
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const seconds = sized(ctx, { quick: 1, full: 3 });
+    const seconds = sized(ctx, { quick: 1, full: 2 });
     const { users } = benchUsers(ctx);
     await withClient(ctx.outputs.connections.admin, (c) => c.query(UNBOUND_SETUP));
     const app = ctx.outputs.connections.app;
