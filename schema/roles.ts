@@ -108,11 +108,22 @@ export function ident(name: string): string {
  * (never a plain password). Used by the local stack; the Pulumi stacks declare Role resources
  * from the same ROLES list.
  */
-export function roleSql(role: RoleSpec, scramVerifier?: string, timeouts: Readonly<Record<TimedRole, RoleTimeouts>> = ROLE_TIMEOUT_DEFAULTS): string {
+/**
+ * `bySuperuser: false` (RDS's master user): ALTER ROLE leaves out SUPERUSER, REPLICATION and BYPASSRLS,
+ * which PostgreSQL lets only a superuser name, even to turn them off; such an administrator cannot
+ * have turned them on either.
+ */
+export function roleSql(
+  role: RoleSpec,
+  scramVerifier?: string,
+  timeouts: Readonly<Record<TimedRole, RoleTimeouts>> = ROLE_TIMEOUT_DEFAULTS,
+  opts: { readonly bySuperuser?: boolean } = {},
+): string {
+  const bySuperuser = opts.bySuperuser ?? true;
   const attrs = [
     role.login ? "LOGIN" : "NOLOGIN",
-    role.replication ? "REPLICATION" : "NOREPLICATION",
-    "NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS INHERIT",
+    bySuperuser ? (role.replication ? "REPLICATION" : "NOREPLICATION") : "",
+    bySuperuser ? "NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS INHERIT" : "NOCREATEDB NOCREATEROLE INHERIT",
     `CONNECTION LIMIT ${role.connectionLimit ?? -1}`,
     // A password never expires silently (VALID UNTIL set by anyone is undone).
     "VALID UNTIL 'infinity'",

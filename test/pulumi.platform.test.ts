@@ -805,6 +805,19 @@ describe("Pulumi program (mocks)", function () {
       expect(named(run, RDS, "nbdb-replica-0").inputs.replicateSourceDb).to.equal("nbdb-primary");
     });
 
+    it("converges the restored instance's roles and schema with idempotent SQL the master user may run, never creating them again", async () => {
+      // The instance comes with the source's roles and schema: creating them would fail pulumi up.
+      const run = await deployed("prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: at }));
+      expect(of(run, "postgresql:index/role:Role")).to.deep.equal([]);
+      expect(of(run, "postgresql:index/schema:Schema")).to.deep.equal([]);
+      const roles = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-restored-roles");
+      expect(roles.inputs.sql).to.include("ALTER ROLE nb_app WITH LOGIN").and.include(stableScramVerifier("nb_app", "pw-nbdb-nb_app"));
+      // RDS's master is no superuser: PostgreSQL refuses it these attributes, even to turn them off.
+      expect(roles.inputs.sql).to.not.match(/SUPERUSER|REPLICATION|BYPASSRLS/);
+      expect(roles.inputs.sql).to.not.include("rolname = 'nb_replicator'");
+      expect(named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-restored-schema").inputs.sql).to.equal(restoredSchemaSql());
+    });
+
     it("takes the latest restorable time when asked", async () => {
       const run = await deployed("prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: "latest" }));
       expect(named(run, RDS, "nbdb-primary").inputs.restoreToPointInTime).to.deep.equal({ sourceDbInstanceIdentifier: "nbdb-primary-old", useLatestRestorableTime: true });

@@ -8,6 +8,7 @@ import { expect } from "chai";
 import { randomBytes } from "crypto";
 import * as fs from "fs";
 import { adminSetupSql } from "../infra/database/adminSetup";
+import { restoredSchemaSql } from "../infra/database/layer";
 import { partitionMaintenanceBundle } from "../infra/database/partitionMaintenance";
 import { Bundle, loadCatalog } from "../infra/bundles/catalog";
 import { adminSqlProvider } from "../infra/dynamic/adminSql";
@@ -70,6 +71,30 @@ describe("the aws platform's database layer on an RDS-like server", function () 
 
   after(async function () {
     await rds?.stop();
+  });
+
+  it("converges a restored instance's existing roles and schema as the master user (aws.restoreFrom), changing only what the model says", async function () {
+    // What the layer runs on an RDS instance restored from another stack's backups: the roles and
+    // the schema are there already (created in before()), and the master may not name SUPERUSER,
+    // REPLICATION or BYPASSRLS. Run twice: idempotent.
+    const specs = ROLES.filter((r) => r.name !== "nb_replicator");
+    const newPasswords = Object.fromEntries(specs.filter((r) => r.login).map((r) => [r.name, randomBytes(12).toString("hex")]));
+    const converge = specs.map((r) => roleSql(r, r.login ? stableScramVerifier(r.name, newPasswords[r.name]) : undefined, undefined, { bySuperuser: false }));
+    for (let i = 0; i < 2; i++) await sql(rds.adminUrl, [...converge, restoredSchemaSql()]);
+    try {
+      // This stack's passwords now log in; nothing gained an attribute only a superuser gives.
+      expect(await query(rds.url("nb_app", newPasswords.nb_app), "SELECT current_user AS u")).to.deep.equal([{ u: "nb_app" }]);
+      const attrs = await query<{ n: number }>(
+        rds.rootUrl,
+        `SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY($1) AND (rolsuper OR rolreplication OR rolbypassrls OR rolcreaterole OR rolcreatedb)`,
+        [specs.map((r) => r.name)],
+      );
+      expect(attrs).to.deep.equal([{ n: 0 }]);
+      expect(await query(rds.rootUrl, "SELECT nspowner::regrole::text AS owner FROM pg_namespace WHERE nspname = 'neuralblitz'")).to.deep.equal([{ owner: "nb_owner" }]);
+    } finally {
+      // The other tests log in with the passwords of before().
+      await sql(rds.adminUrl, specs.filter((r) => r.login).map((r) => `ALTER ROLE ${r.name} PASSWORD '${stableScramVerifier(r.name, passwords[r.name])}'`));
+    }
   });
 
   it("gives the administrator RDS's rights only: no superuser, no pg_authid", async function () {

@@ -10,7 +10,7 @@ import { PartitionConfig } from "../config";
 import { AdminSql } from "../dynamic/adminSql";
 import { sqlBundles } from "../dynamic/sqlBundle";
 import { connectionUrl } from "../outputs";
-import { Cluster } from "../platform/types";
+import { AdminLogin, Cluster } from "../platform/types";
 import { JOB_ROLE, maintenanceScheduleSql } from "../topology/maintenanceSchedule";
 import { DIRECT_ROOM } from "../topology/connectionBudget";
 import { stableScramVerifier } from "../topology/scram";
@@ -66,9 +66,16 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     const restoredRoles = (): pulumi.Resource[] => {
       const specs = ROLES.filter((r) => !cluster.platformRoles.includes(r.name));
       const logins = specs.filter((r) => r.login).map((r) => r.name as LoginRoleName);
-      const text = pulumi
-        .all(logins.map((r) => args.passwords[r]))
-        .apply((pw) => specs.map((spec) => roleSql(spec, spec.login ? stableScramVerifier(spec.name, pw[logins.indexOf(spec.name as LoginRoleName)]) : undefined, args.timeouts ?? ROLE_TIMEOUT_DEFAULTS)).join("\n"));
+      // RDS's master user is no superuser: its role SQL leaves out what only a superuser may name.
+      const text = pulumi.all([admin, pulumi.all(logins.map((r) => args.passwords[r]))]).apply(([a, pw]: [AdminLogin, string[]]) =>
+        specs
+          .map((spec) =>
+            roleSql(spec, spec.login ? stableScramVerifier(spec.name, pw[logins.indexOf(spec.name as LoginRoleName)]) : undefined, args.timeouts ?? ROLE_TIMEOUT_DEFAULTS, {
+              bySuperuser: a.superuser,
+            }),
+          )
+          .join("\n"),
+      );
       const roles = new AdminSql(`${name}-restored-roles`, { sql: pulumi.secret(text), connection: adminUrl }, { parent: this });
       const platformRoles = cluster.platformRolesSql ? [new AdminSql(`${name}-platform-roles`, { sql: cluster.platformRolesSql, connection: adminUrl }, { parent: this })] : [];
       return [roles, ...platformRoles];

@@ -47,11 +47,14 @@ export class AwsCluster extends pulumi.ComponentResource implements Cluster {
   readonly poolerTls: Cluster["poolerTls"];
   // RDS replicas stream through RDS's own replication user, and REPLICATION needs a superuser RDS does not give.
   readonly platformRoles = [REPLICATION_USER] as const;
+  /** aws.restoreFrom: the instance comes with the source's roles and schema (Cluster.restored). */
+  readonly restored: boolean;
 
   constructor(name: string, args: AwsClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:AwsCluster", name, {}, opts);
     const physical = (logical: string) => `${logical}${args.physicalSuffix}`;
     const { aws: cfg } = args;
+    this.restored = cfg.restoreFrom !== undefined;
     const allowed = [...cfg.allowedCidrs];
 
     // Fixed physical names cannot exist twice: a forced replacement of such a resource must delete the

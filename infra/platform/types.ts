@@ -51,7 +51,7 @@ export interface Cluster {
   /** Roles of schema/roles.ts the database layer must not create: the platform creates them, or has no use for them. */
   readonly platformRoles: readonly RoleName[];
   /**
-   * The primary is another stack's database restored to a point in time (docker.restoreFrom): its
+   * The primary is another stack's database restored to a point in time (docker.restoreFrom, aws.restoreFrom): its
    * roles and schema exist before the database layer runs, which therefore converges them with
    * idempotent SQL instead of creating them (creating an existing role fails).
    */
