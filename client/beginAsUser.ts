@@ -9,11 +9,9 @@
 // ReadyForQuery that ends it.
 import { Connection, PoolClient, Submittable } from "pg";
 
-export const SET_USER_CONTEXT_SQL = "SELECT neuralblitz.set_user_context($1, $2)";
+const SET_USER_CONTEXT_SQL = "SELECT neuralblitz.set_user_context($1, $2)";
 
 class BeginAsUser implements Submittable {
-  private failed?: Error;
-
   constructor(
     private readonly begin: string,
     private readonly values: readonly [string, string | null],
@@ -47,14 +45,14 @@ class BeginAsUser implements Submittable {
   handleCopyInResponse(): void {}
   handleCopyData(): void {}
 
+  // An ErrorResponse is followed by its ReadyForQuery, a lost connection is not: answer at the
+  // error; `done` answers only once, so the ReadyForQuery after an error changes nothing.
   handleError(e: Error): void {
-    // An ErrorResponse is followed by its ReadyForQuery; a lost connection is not: answer now.
-    this.failed = e;
     this.done(e);
   }
 
   handleReadyForQuery(): void {
-    if (!this.failed) this.done();
+    this.done();
   }
 }
 
