@@ -1,0 +1,510 @@
+// `nbdb switchover` and `nbdb failover` on a Docker stack (`--pulumi-stack`, docs/switchover.md
+// "Docker stacks"). The containers keep their roles (names, certificates, ports, the pooler's
+// `[databases]` line, the outputs); the data volumes change hands: config `docker.dataVolumes` says
+// which role's volume each container mounts (infra/config.ts). The steps a `pulumi up` cannot order
+// (the primary stopped cleanly, the target confirmed past its shutdown checkpoint, promoted, every
+// replica's slot made on it) run here through the docker CLI; then a `pulumi up` of exactly the
+// containers whose mount changes makes the promoted volume the primary container's and the old
+// primary's volume replica-<target>'s, whose bootstrap rewinds it into a standby
+// (infra/topology/replicaBootstrap.ts).
+//
+// The config key is the record of the operation: it is written before anything stops, and a crash
+// anywhere leaves the config naming other volumes than the containers mount, which `--resume`
+// finishes (the target was promoted) or undoes (it was not). Every docker and pulumi call goes
+// through one injectable runner, so the tests check the exact sequence without a Docker engine.
+import { execFile } from "child_process";
+import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
+import { UserError } from "../errors";
+import { pulumiCli } from "./target";
+
+/** One program run: its exit code and output; never throws for a non-zero exit. */
+export type Runner = (file: string, args: readonly string[], opts?: { readonly timeoutMs?: number }) => Promise<{ code: number; stdout: string; stderr: string }>;
+
+/** The real runner: the docker CLI on PATH, the pulumi CLI where `pulumiCli` finds it. */
+export const systemRunner: Runner = (file, args, opts = {}) =>
+  new Promise((resolve) =>
+    execFile(
+      file === "pulumi" ? (pulumiCli() ?? "pulumi") : file,
+      [...args],
+      { maxBuffer: 64 * 1024 * 1024, timeout: opts.timeoutMs ?? 10 * 60_000, env: { ...process.env, PULUMI_SKIP_UPDATE_CHECK: "1" } },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as NodeJS.ErrnoException).code === "number" ? ((err as unknown as { code: number }).code) : 127) : 0;
+        resolve({ code, stdout: String(stdout), stderr: String(stderr || (err && code === 127 ? err.message : "")) });
+      },
+    ),
+  );
+
+/** A container of the stack, as the program's `docker` output names it. */
+export interface DockerNode {
+  readonly container: string;
+}
+
+/** The program's `docker` stack output (infra/platform/docker.ts, docs/contracts.md "Outputs"). */
+export interface DockerStackOutput {
+  readonly primary: DockerNode;
+  readonly replicas: readonly DockerNode[];
+  /** Each role's own data volume (role -> volume name). */
+  readonly volumes: Readonly<Record<string, string>>;
+  readonly dataDir: string;
+}
+
+export interface DockerRoleChangeOptions {
+  /** The Pulumi stack (run in the Pulumi project's directory). */
+  readonly stack: string;
+  readonly log?: (line: string) => void;
+  readonly runner?: Runner;
+  /** How the command waits between polls (tests pass one that does not). */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+export interface DockerRoleChangeResult {
+  readonly kind: "switchover" | "failover" | "resume";
+  readonly stack: string;
+  /** The role whose data the primary container now mounts; undefined when a resume undid the change. */
+  readonly primaryData?: string;
+  readonly steps: string[];
+}
+
+/** How long the target may take to replay the old primary's last WAL, and a container to stop. */
+const REPLAY_TIMEOUT_MS = 60_000;
+const STOP_TIMEOUT_S = 120;
+const STREAM_TIMEOUT_MS = 120_000;
+const POLL_MS = 500;
+
+type Role = string;
+const PRIMARY: Role = "primary";
+const replicaRole = (i: number): Role => `replica-${i}`;
+
+/** An LSN (X/Y) as a number that orders like it. */
+function lsnValue(lsn: string): bigint {
+  const [hi, lo] = lsn.split("/");
+  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
+}
+
+interface ContainerState {
+  readonly exists: boolean;
+  readonly running: boolean;
+  readonly status: string;
+  readonly image?: string;
+  /** The volume mounted on the data directory. */
+  readonly volume?: string;
+}
+
+/** What the stack is now: each role's container, the volume it mounts, and what the config asks. */
+interface Survey {
+  readonly roles: readonly Role[];
+  readonly containers: ReadonlyMap<Role, ContainerState>;
+  /** role -> the role whose volume its container mounts now (undefined: none of the stack's). */
+  readonly mounted: ReadonlyMap<Role, Role | undefined>;
+  /** role -> the role whose volume the config gives it. */
+  readonly wanted: ReadonlyMap<Role, Role>;
+  readonly pending: boolean;
+}
+
+class DockerStack {
+  readonly run: Runner;
+  readonly log: (line: string) => void;
+  readonly sleep: (ms: number) => Promise<void>;
+  constructor(
+    readonly stack: string,
+    readonly out: DockerStackOutput,
+    opts: DockerRoleChangeOptions,
+  ) {
+    this.run = opts.runner ?? systemRunner;
+    this.log = opts.log ?? (() => undefined);
+    this.sleep = opts.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+  }
+
+  get roles(): Role[] {
+    return [PRIMARY, ...this.out.replicas.map((_, i) => replicaRole(i))];
+  }
+
+  node(role: Role): DockerNode {
+    if (role === PRIMARY) return this.out.primary;
+    return this.out.replicas[Number(role.slice("replica-".length))];
+  }
+
+  /** A docker command that must succeed; its failure names the command and what docker said. */
+  async docker(args: readonly string[], timeoutMs?: number): Promise<string> {
+    const r = await this.run("docker", args, { timeoutMs });
+    if (r.code !== 0) throw new Error(`docker ${args.slice(0, 2).join(" ")} failed (exit code ${r.code}): ${(r.stderr || r.stdout).trim().split("\n").slice(-2).join(" ")}`);
+    return r.stdout;
+  }
+
+  async pulumi(args: readonly string[], timeoutMs?: number): Promise<string> {
+    const r = await this.run("pulumi", [...args, "--stack", this.stack, "--non-interactive"], { timeoutMs });
+    if (r.code !== 0) throw new Error(`pulumi ${args.slice(0, 2).join(" ")} --stack ${this.stack} failed (exit code ${r.code}): ${(r.stderr || r.stdout).trim().split("\n").slice(-3).join(" ")}`);
+    return r.stdout;
+  }
+
+  async inspect(container: string): Promise<ContainerState> {
+    const r = await this.run("docker", ["container", "inspect", container]);
+    if (r.code !== 0) return { exists: false, running: false, status: "missing" };
+    const [c] = JSON.parse(r.stdout) as { State: { Status: string; Running: boolean }; Image: string; Mounts?: { Type: string; Name?: string; Destination: string }[] }[];
+    const mount = (c.Mounts ?? []).find((m) => m.Destination === this.out.dataDir && m.Type === "volume");
+    return { exists: true, running: c.State.Running && c.State.Status === "running", status: c.State.Status, image: c.Image, volume: mount?.Name };
+  }
+
+  /** One query as the server's OS user over its socket (peer), read-only functions of pg_catalog only: its rows as comma-separated fields. */
+  async sql(role: Role, query: string): Promise<string[][]> {
+    const out = await this.docker(["exec", "-u", "postgres", this.node(role).container, "psql", "-X", "-At", "-F", ",", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", query]);
+    return out.split("\n").filter((l) => l !== "").map((l) => l.split(","));
+  }
+
+  /** The config's volume map (role -> role); absent key: every role its own. */
+  async configuredVolumes(): Promise<Record<Role, Role>> {
+    const r = await this.run("pulumi", ["config", "get", "--path", "docker.dataVolumes", "--json", "--stack", this.stack]);
+    if (r.code !== 0) {
+      if (/not found|no value/i.test(r.stderr + r.stdout)) return {};
+      throw new Error(`pulumi config get docker.dataVolumes --stack ${this.stack} failed: ${(r.stderr || r.stdout).trim()}`);
+    }
+    const v = JSON.parse(r.stdout) as unknown;
+    return v && typeof v === "object" && !Array.isArray(v) ? (v as Record<Role, Role>) : {};
+  }
+
+  /** Writes every role's entry in one command (set-all): the file never holds half a change. */
+  async writeVolumes(map: ReadonlyMap<Role, Role>): Promise<void> {
+    const args = ["config", "set-all", "--path"];
+    for (const [role, home] of map) args.push("--plaintext", `docker.dataVolumes["${role}"]=${home}`);
+    await this.pulumi(args);
+  }
+
+  async survey(): Promise<Survey> {
+    const roles = this.roles;
+    const byVolume = new Map(Object.entries(this.out.volumes).map(([role, volume]) => [volume, role]));
+    const containers = new Map<Role, ContainerState>();
+    const mounted = new Map<Role, Role | undefined>();
+    for (const role of roles) {
+      const state = await this.inspect(this.node(role).container);
+      containers.set(role, state);
+      mounted.set(role, state.volume === undefined ? undefined : byVolume.get(state.volume));
+    }
+    const cfg = await this.configuredVolumes();
+    const wanted = new Map(roles.map((r) => [r, typeof cfg[r] === "string" ? cfg[r] : r]));
+    const pending = roles.some((r) => containers.get(r)!.exists && mounted.get(r) !== wanted.get(r));
+    return { roles, containers, mounted, wanted, pending };
+  }
+
+  /** The data directory's control file (and whether it is a standby's), read from the volume by a throw-away container. */
+  async volumeState(volume: string, image: string): Promise<{ state: string; checkpoint: string; standbySignal: boolean }> {
+    const script = `LC_ALL=C pg_controldata /d; if [ -e /d/standby.signal ]; then echo 'standby.signal: present'; fi`;
+    // A volume without a cluster has no control file: its state reads as "".
+    const { stdout: out } = await this.run("docker", ["run", "--rm", "--network", "none", "-u", "postgres", "-v", `${volume}:/d:ro`, "--entrypoint", "/bin/sh", image, "-c", script]);
+    const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(out)?.[1]?.trim() ?? "";
+    return { state: field("Database cluster state"), checkpoint: field("Latest checkpoint location"), standbySignal: /^standby\.signal: present$/m.test(out) };
+  }
+
+  async waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    let last = "";
+    for (let tries = 0; ; tries++) {
+      try {
+        const v = await probe();
+        if (v !== undefined) return v;
+      } catch (e) {
+        last = ` (last: ${(e as Error).message})`;
+      }
+      if (Date.now() > deadline || tries * POLL_MS > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last}`);
+      await this.sleep(POLL_MS);
+    }
+  }
+
+  async isInRecovery(role: Role): Promise<boolean> {
+    const [[r]] = await this.sql(role, "SELECT pg_catalog.pg_is_in_recovery()");
+    return r === "t";
+  }
+
+  async promote(role: Role): Promise<void> {
+    const c = this.node(role).container;
+    await this.docker(["exec", "-u", "postgres", c, "pg_ctl", "promote", "-D", this.out.dataDir, "--wait", "--timeout=120"], 130_000);
+    await this.waitFor(`${role} to accept writes`, 60_000, async () => ((await this.isInRecovery(role)) ? undefined : true));
+  }
+
+  /** Every replica's slot on the server of `role`, WAL reserved now (slots are not replicated). */
+  async ensureSlots(role: Role): Promise<void> {
+    const values = this.out.replicas.map((_, i) => `('${replicaSlotName(i)}')`).join(", ");
+    if (values === "") return;
+    await this.sql(
+      role,
+      `SELECT pg_catalog.pg_create_physical_replication_slot(s.name, true) FROM (VALUES ${values}) AS s(name) ` +
+        `WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots r WHERE r.slot_name = s.name)`,
+    );
+  }
+
+  /**
+   * `pulumi up` of the stack: the containers whose mount the config changed are replaced (and the
+   * backup container, which reads the primary's volume); nothing else has changes, which the
+   * commands made sure of before they began (`refuseUndeployed`).
+   */
+  async deploy(roles: readonly Role[]): Promise<void> {
+    this.log(`pulumi up: ${roles.join(", ")} onto their new volumes`);
+    await this.pulumi(["up", "--yes", "--skip-preview"], 30 * 60_000);
+  }
+
+  /** Refuses (nothing changed) a stack whose program or config has changes not deployed: the closing `pulumi up` must change only the volumes. */
+  async refuseUndeployed(): Promise<void> {
+    const r = await this.run("pulumi", ["preview", "--expect-no-changes", "--stack", this.stack, "--non-interactive"], { timeoutMs: 10 * 60_000 });
+    if (r.code === 0) return;
+    throw new UserError(
+      `Pulumi stack '${this.stack}' has changes that are not deployed (pulumi preview --expect-no-changes failed: ${(r.stderr || r.stdout).trim().split("\n").slice(-2).join(" ")}); ` +
+        `the switchover ends with a pulumi up, which must change nothing else. Deploy them first (pulumi up), then run it again. Nothing was changed.`,
+    );
+  }
+
+  /** Whether the volume of `home` holds a primary's cluster (not a standby's): asked of a running container that mounts it, else read from the volume. */
+  async isPrimaryData(survey: Survey, home: Role): Promise<boolean | undefined> {
+    const running = survey.roles.find((r) => survey.mounted.get(r) === home && survey.containers.get(r)!.running);
+    if (running !== undefined) return this.isInRecovery(running).then((r) => !r, () => undefined);
+    const image = [...survey.containers.values()].find((c) => c.image)?.image;
+    if (!image) return undefined;
+    const v = await this.volumeState(this.out.volumes[home], image);
+    if (v.state === "") return undefined;
+    return !v.standbySignal && (v.state === "in production" || v.state === "shut down" || v.state === "in crash recovery");
+  }
+
+  /** After the deploy: the primary container writes, and each replica streams from it (a line of the steps; never a failure, the bootstrap may still be rewinding). */
+  async check(steps: string[]): Promise<void> {
+    if (await this.isInRecovery(PRIMARY)) throw new Error(`the primary container ${this.out.primary.container} runs a standby after the deploy`);
+    await this.ensureSlots(PRIMARY);
+    const names = this.out.replicas.map((_, i) => replicaApplicationName(i));
+    try {
+      await this.waitFor("every replica to stream from the new primary", STREAM_TIMEOUT_MS, async () => {
+        const rows = await this.sql(PRIMARY, "SELECT application_name FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'");
+        const streaming = new Set(rows.map((r) => r[0]));
+        return names.every((n) => streaming.has(n)) ? true : undefined;
+      });
+      steps.push(`every replica streams from the new primary (${names.join(", ") || "none"})`);
+    } catch (e) {
+      steps.push(`not every replica streams yet (${(e as Error).message}); docker logs <replica container> says why, npx nbdb switchover --pulumi-stack ${this.stack} --resume checks again`);
+    }
+  }
+}
+
+/** The program's `docker` output of a Pulumi stack; a clear error for a stack of another platform. */
+async function dockerStack(opts: DockerRoleChangeOptions): Promise<DockerStack> {
+  const run = opts.runner ?? systemRunner;
+  const r = await run("pulumi", ["stack", "output", "docker", "--json", "--stack", opts.stack]);
+  let out: DockerStackOutput | undefined;
+  if (r.code === 0) {
+    try {
+      out = JSON.parse(r.stdout) as DockerStackOutput;
+    } catch {
+      out = undefined;
+    }
+  }
+  if (!out || typeof out !== "object" || !out.primary || !Array.isArray(out.replicas) || !out.volumes) {
+    const said = (r.stderr || r.stdout).trim().split("\n").slice(-1)[0] ?? "";
+    throw new UserError(
+      `Pulumi stack '${opts.stack}' has no 'docker' output${said ? ` (${said})` : ""}: switchover and failover with --pulumi-stack are for Docker stacks of this program, deployed with pulumi up ` +
+        `from the Pulumi project's directory (run nbdb there). On AWS, RDS Multi-AZ fails over by itself (docs/switchover.md); a local stack takes --stack.`,
+    );
+  }
+  return new DockerStack(opts.stack, out, opts);
+}
+
+function describeMap(map: ReadonlyMap<Role, Role | undefined>): string {
+  return [...map].filter(([r, h]) => r !== h).map(([r, h]) => `${r} mounts ${h ?? "another"}'s data`).join(", ") || "every role mounts its own data";
+}
+
+function refusePending(s: DockerStack, survey: Survey): void {
+  if (!survey.pending) return;
+  throw new UserError(
+    `an earlier switchover or failover of Docker stack '${s.stack}' is unfinished: the config's docker.dataVolumes says ${describeMap(survey.wanted)}, the containers: ${describeMap(survey.mounted)}. ` +
+      `Nothing was changed now. Finish or undo it first: npx nbdb switchover --pulumi-stack ${s.stack} --resume`,
+  );
+}
+
+/** The roles' volumes with the primary's and `target`'s exchanged: every role listed. */
+function exchanged(current: ReadonlyMap<Role, Role | undefined>, roles: readonly Role[], target: Role): Map<Role, Role> {
+  const next = new Map(roles.map((r) => [r, current.get(r) ?? r]));
+  const primaryHome = next.get(PRIMARY)!;
+  next.set(PRIMARY, next.get(target)!);
+  next.set(target, primaryHome);
+  return next;
+}
+
+/** The roles whose container must mount another volume to match `map`. */
+function changedRoles(survey: Survey, map: ReadonlyMap<Role, Role>): Role[] {
+  return survey.roles.filter((r) => survey.mounted.get(r) !== map.get(r));
+}
+
+/** From a promoted target on: its slots, the target stopped, the containers deployed on their new volumes, checked. */
+async function rollForward(s: DockerStack, survey: Survey, target: Role, map: ReadonlyMap<Role, Role>, steps: string[]): Promise<void> {
+  if ((await s.inspect(s.node(target).container)).running) {
+    await s.ensureSlots(target);
+    steps.push(`made every replica's slot on ${target} (${s.out.replicas.map((_, i) => replicaSlotName(i)).join(", ")})`);
+    await s.docker(["stop", "-t", String(STOP_TIMEOUT_S), s.node(target).container], (STOP_TIMEOUT_S + 30) * 1000);
+  }
+  const roles = changedRoles(survey, map);
+  await s.deploy(roles);
+  steps.push(`pulumi up: ${roles.map((r) => `${r} on ${map.get(r)}'s data`).join(", ")}; the backup container reads the primary's`);
+  await s.check(steps);
+}
+
+export async function dockerSwitchover(opts: DockerRoleChangeOptions & { readonly to?: string }): Promise<DockerRoleChangeResult> {
+  const s = await dockerStack(opts);
+  const survey = await s.survey();
+  refusePending(s, survey);
+  await s.refuseUndeployed();
+  if (s.out.replicas.length === 0) throw new UserError(`Docker stack '${s.stack}' has no replica to switch over to; add one first (pulumi config set replicas 1, pulumi up).`);
+  const primary = survey.containers.get(PRIMARY)!;
+  if (!primary.running) {
+    throw new UserError(`the primary container ${s.out.primary.container} of stack '${s.stack}' is ${primary.status}: a switchover needs it running. Start it (pulumi up), or, if it is lost, promote a replica: npx nbdb failover --pulumi-stack ${s.stack}`);
+  }
+  const rows = await s.sql(PRIMARY, "SELECT application_name, state, COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), replay_lsn), -1) FROM pg_catalog.pg_stat_replication").catch((e: Error) => {
+    throw new UserError(`the primary of stack '${s.stack}' does not answer (${e.message}); nothing was changed.`);
+  });
+  const lag = new Map(rows.filter((r) => r[1] === "streaming" && Number(r[2]) >= 0).map((r) => [r[0], Number(r[2])]));
+  const healthy = s.out.replicas.map((_, i) => replicaRole(i)).filter((r, i) => survey.containers.get(r)!.running && lag.has(replicaApplicationName(i)));
+  let target: Role;
+  if (opts.to !== undefined) {
+    const m = /^replica-(\d+)$/.exec(opts.to.trim());
+    if (!m || Number(m[1]) >= s.out.replicas.length) throw new UserError(`--to must name a replica of stack '${s.stack}' (${s.out.replicas.map((_, i) => replicaRole(i)).join(", ")}), got '${opts.to}'.`);
+    target = replicaRole(Number(m[1]));
+    if (!healthy.includes(target)) {
+      throw new UserError(`${target} of stack '${s.stack}' is not streaming from the primary, so it may miss commits; nothing was changed. Choose another (${healthy.join(", ") || "none streams"}), or repair it with pulumi up.`);
+    }
+  } else {
+    if (healthy.length === 0) throw new UserError(`no replica of stack '${s.stack}' streams from the primary; nothing was changed. docker logs <replica container> says why; pulumi up repairs them.`);
+    const lagOf = (r: Role) => lag.get(replicaApplicationName(Number(r.slice("replica-".length))))!;
+    target = healthy.reduce((a, b) => (lagOf(b) < lagOf(a) ? b : a));
+  }
+  const before = new Map(survey.roles.map((r) => [r, survey.mounted.get(r) ?? r]));
+  const map = exchanged(survey.mounted, survey.roles, target);
+  const steps: string[] = [];
+  // The record first: from here a crash leaves the config naming other volumes than the containers mount.
+  await s.writeVolumes(map);
+  steps.push(`recorded in the stack's config: docker.dataVolumes primary=${map.get(PRIMARY)}, ${target}=${map.get(target)}`);
+  try {
+    s.log(`stopping the primary container (a fast shutdown: its walsenders send every WAL record first)`);
+    await s.docker(["stop", "-t", String(STOP_TIMEOUT_S), s.out.primary.container], (STOP_TIMEOUT_S + 30) * 1000);
+    const last = await s.volumeState(primary.volume!, primary.image!);
+    if (last.state !== "shut down") throw new Error(`the primary did not shut down cleanly (pg_controldata: ${last.state || "unreadable"})`);
+    await s.waitFor(`${target} to replay the old primary's last WAL (${last.checkpoint})`, REPLAY_TIMEOUT_MS, async () => {
+      const [[past]] = await s.sql(target, `SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '${last.checkpoint}'::pg_lsn) > 0`);
+      return past === "t" ? true : undefined;
+    });
+    steps.push(`stopped the primary at its shutdown checkpoint ${last.checkpoint}; ${target} replayed past it`);
+  } catch (e) {
+    await s.writeVolumes(before);
+    await s.docker(["start", s.out.primary.container]);
+    throw new UserError(`switchover to ${target} refused and undone (the config restored, the primary started again): ${(e as Error).message}`);
+  }
+  try {
+    await s.promote(target);
+    steps.push(`promoted ${target}`);
+    await rollForward(s, survey, target, map, steps);
+  } catch (e) {
+    throw new Error(`switchover to ${target} stopped after the primary's shutdown (${(e as Error).message}); no committed transaction is lost. Finish it: npx nbdb switchover --pulumi-stack ${s.stack} --resume`);
+  }
+  return { kind: "switchover", stack: s.stack, primaryData: map.get(PRIMARY), steps };
+}
+
+export async function dockerFailover(opts: DockerRoleChangeOptions): Promise<DockerRoleChangeResult> {
+  const s = await dockerStack(opts);
+  const survey = await s.survey();
+  refusePending(s, survey);
+  await s.refuseUndeployed();
+  const primary = survey.containers.get(PRIMARY)!;
+  if (primary.running) {
+    const ready = await s.run("docker", ["exec", s.out.primary.container, "pg_isready", "-q", "-h", "127.0.0.1"]);
+    if (ready.code === 0) {
+      throw new UserError(
+        `the primary container ${s.out.primary.container} of stack '${s.stack}' is running and accepts connections: a failover is for a primary that is gone, and would lose what the replicas have not received. ` +
+          `For a planned change of primary without loss: npx nbdb switchover --pulumi-stack ${s.stack} [--to replica-N]`,
+      );
+    }
+  }
+  const positions: { role: Role; lsn: bigint; text: string }[] = [];
+  for (const role of survey.roles.filter((r) => r !== PRIMARY && survey.containers.get(r)!.running)) {
+    const rows = await s.sql(role, "SELECT pg_catalog.pg_is_in_recovery(), COALESCE(pg_catalog.pg_last_wal_receive_lsn(), pg_catalog.pg_last_wal_replay_lsn())").catch(() => undefined);
+    const [standby, lsn] = rows?.[0] ?? [];
+    if (standby === "t" && lsn) positions.push({ role, lsn: lsnValue(lsn), text: lsn });
+  }
+  if (positions.length === 0) {
+    throw new UserError(`no replica container of stack '${s.stack}' runs a standby to be promoted; nothing was changed. If the primary's volume is intact, pulumi up starts it again.`);
+  }
+  const best = positions.reduce((a, b) => (b.lsn > a.lsn ? b : a));
+  const steps = [`most advanced replica: ${best.role} (received up to ${best.text}; ${positions.map((p) => `${p.role} ${p.text}`).join(", ")})`];
+  const map = exchanged(survey.mounted, survey.roles, best.role);
+  // The old primary's container must not come back on its own (restart policy) while its volume changes hands.
+  if (primary.exists) await s.docker(["stop", "-t", String(STOP_TIMEOUT_S), s.out.primary.container], (STOP_TIMEOUT_S + 30) * 1000);
+  await s.writeVolumes(map);
+  steps.push(`recorded in the stack's config: docker.dataVolumes primary=${map.get(PRIMARY)}, ${best.role}=${map.get(best.role)}`);
+  try {
+    await s.promote(best.role);
+    steps.push(`promoted ${best.role}`);
+    await rollForward(s, survey, best.role, map, steps);
+  } catch (e) {
+    throw new Error(`failover to ${best.role} stopped (${(e as Error).message}). Finish or undo it: npx nbdb switchover --pulumi-stack ${s.stack} --resume`);
+  }
+  return { kind: "failover", stack: s.stack, primaryData: map.get(PRIMARY), steps };
+}
+
+/**
+ * After a crash, a failed step or a `pulumi up` run in between: the primary container must mount a
+ * primary's data. When the volume the config gives it holds a promoted cluster, the change is
+ * finished (the containers deployed onto the config's volumes); when it holds a standby's, nothing
+ * was promoted, the old primary's volume still has every commit, and the change is undone (the
+ * config names that volume for the primary again, the containers follow it). Either way every
+ * server container runs at the end.
+ */
+export async function dockerResume(opts: DockerRoleChangeOptions): Promise<DockerRoleChangeResult> {
+  const s = await dockerStack(opts);
+  const survey = await s.survey();
+  const steps: string[] = [];
+  const home = survey.wanted.get(PRIMARY)!;
+  let map: ReadonlyMap<Role, Role> = survey.wanted;
+  const promoted = await s.isPrimaryData(survey, home);
+  if (promoted === false) {
+    // The one volume that holds a primary's cluster (the old primary's) goes back to the primary container.
+    const primaries: Role[] = [];
+    for (const h of survey.roles.map((r) => survey.wanted.get(r)!)) if (h !== home && (await s.isPrimaryData(survey, h))) primaries.push(h);
+    if (primaries.length !== 1) {
+      throw new UserError(
+        `stack '${s.stack}': the primary container's volume (${home}'s) holds a standby, and ${primaries.length === 0 ? "no other volume holds a primary's data" : `several do (${primaries.join(", ")})`}; ` +
+          `nothing was changed. Promote the replica with the most data by hand (docs/switchover.md, "Docker stacks"), or ask the volumes with docker run --rm -v <volume>:/d <image> pg_controldata /d.`,
+      );
+    }
+    const holder = survey.roles.find((r) => survey.wanted.get(r) === primaries[0])!;
+    map = exchanged(survey.wanted, survey.roles, holder);
+    await s.writeVolumes(map);
+    steps.push(`${home}'s data was never promoted: undone, the primary container mounts ${primaries[0]}'s again (it has every commit); the config records it`);
+  }
+  const changed = changedRoles(survey, map);
+  if (changed.length > 0 && promoted === undefined) {
+    throw new UserError(
+      `stack '${s.stack}': the config gives the primary container ${home}'s volume, which no container mounts and whose control file cannot be read; nothing was changed. ` +
+        `Check the volumes (docker volume ls) and the containers (docker ps -a), then run this again.`,
+    );
+  }
+  if (changed.length > 0) {
+    if (promoted !== false) steps.push(`${home}'s data is promoted: finishing the change the config records (${describeMap(map)})`);
+    const target = survey.roles.find((r) => r !== PRIMARY && survey.mounted.get(r) === map.get(PRIMARY));
+    if (target !== undefined && promoted !== false) {
+      await rollForward(s, survey, target, map, steps);
+    } else {
+      for (const r of changed) if (survey.containers.get(r)!.exists) await s.docker(["stop", "-t", String(STOP_TIMEOUT_S), s.node(r).container], (STOP_TIMEOUT_S + 30) * 1000);
+      await s.deploy(changed);
+      steps.push(`pulumi up: ${changed.map((r) => `${r} on ${map.get(r)}'s data`).join(", ")}`);
+    }
+  }
+  for (const role of survey.roles) {
+    const c = await s.inspect(s.node(role).container);
+    if (c.exists && !c.running) {
+      await s.docker(["start", s.node(role).container]);
+      steps.push(`started ${role} (${s.node(role).container})`);
+    }
+  }
+  if (steps.length === 0) steps.push("nothing to finish: every container mounts the volume the config gives it and runs");
+  return { kind: "resume", stack: s.stack, primaryData: map.get(PRIMARY), steps };
+}
+
+/** The lines the commands print for a Docker stack. */
+export function describeDockerRoleChange(r: DockerRoleChangeResult): string[] {
+  const end =
+    r.kind === "resume"
+      ? `stack ${r.stack}: the primary container mounts ${r.primaryData ?? "its own"}'s data.`
+      : `${r.kind} done on Docker stack ${r.stack}: the primary container mounts ${r.primaryData}'s data; the pooler, the container names and the outputs are unchanged.`;
+  return [...r.steps.map((l) => `- ${l}`), end];
+}

@@ -1,0 +1,359 @@
+// `nbdb switchover` / `failover` on a Docker stack (scripts/ops/dockerRoleChange.ts): no Docker engine
+// runs here, so the docker and pulumi CLIs are a model of one Docker host (containers, their volumes,
+// each volume's cluster) behind the module's runner. The model acts as the program and the images
+// do: `pulumi up` replaces a container whose volume the config changed; the primary container refuses
+// a standby's volume (its entrypoint guard); a replica container rewinds a primary's volume into a
+// standby (the shared bootstrap). The tests check the order of the steps that make a switchover lose
+// nothing, the refusals that change nothing, and that `--resume` heals each interrupted state.
+import { expect } from "chai";
+import { DockerStackOutput, Runner, dockerFailover, dockerResume, dockerSwitchover } from "../scripts/ops/dockerRoleChange";
+import { rejection } from "./helpers";
+
+interface Volume {
+  /** pg_controldata's "Database cluster state" while stopped; "in production" / "in archive recovery" while running. */
+  state: string;
+  standby: boolean;
+  /** WAL written (a primary) or replayed (a standby). */
+  lsn: number;
+  slots: Set<string>;
+}
+interface Container {
+  role: string;
+  volume: string;
+  status: "running" | "exited" | "restarting";
+}
+
+const hex = (n: number) => `0/${n.toString(16).toUpperCase()}`;
+const unhex = (lsn: string) => parseInt(lsn.split("/")[1], 16);
+
+class DockerHost {
+  readonly calls: string[] = [];
+  readonly containers = new Map<string, Container>();
+  readonly volumes = new Map<string, Volume>();
+  config: Record<string, string> = {};
+  /** What a replica has received beyond its replay, by container (failover picks the most). */
+  received = new Map<string, number>();
+  /** The target replays the primary's shutdown checkpoint (false: it lags forever). */
+  replays = true;
+  previewClean = true;
+  /** The call (a prefix of its line) at which the runner dies, as a crashed nbdb would. */
+  crashAt?: string;
+
+  constructor(readonly replicas: number) {
+    for (const role of this.roles) {
+      this.volumes.set(this.volumeOf(role), { state: role === "primary" ? "in production" : "in archive recovery", standby: role !== "primary", lsn: 1000, slots: new Set() });
+      this.containers.set(this.containerOf(role), { role, volume: this.volumeOf(role), status: "running" });
+    }
+    const primary = this.volumes.get(this.volumeOf("primary"))!;
+    for (let i = 0; i < replicas; i++) primary.slots.add(`replica_${i}`);
+  }
+
+  get roles(): string[] {
+    return ["primary", ...Array.from({ length: this.replicas }, (_, i) => `replica-${i}`)];
+  }
+  containerOf = (role: string) => `nbdb-${role}-review-x`;
+  volumeOf = (role: string) => `nbdb-${role}-data-review-x`;
+
+  get output(): DockerStackOutput {
+    return {
+      primary: { container: this.containerOf("primary") },
+      replicas: this.roles.slice(1).map((r) => ({ container: this.containerOf(r) })),
+      volumes: Object.fromEntries(this.roles.map((r) => [r, this.volumeOf(r)])),
+      dataDir: "/var/lib/postgresql/data",
+    };
+  }
+
+  /** Which role's volume each container mounts. */
+  get mounts(): Record<string, string> {
+    const byVolume = new Map(this.roles.map((r) => [this.volumeOf(r), r]));
+    return Object.fromEntries([...this.containers.values()].map((c) => [c.role, byVolume.get(c.volume)!]));
+  }
+
+  running(role: string): Container | undefined {
+    const c = this.containers.get(this.containerOf(role));
+    return c?.status === "running" ? c : undefined;
+  }
+
+  private stop(c: Container): void {
+    if (c.status !== "running") return void (c.status = "exited");
+    c.status = "exited";
+    const v = this.volumes.get(c.volume)!;
+    v.state = v.standby ? "shut down in recovery" : "shut down";
+    if (!v.standby) {
+      v.lsn += 8; // the shutdown checkpoint, sent to every streaming standby before the server exits
+      for (const r of this.roles.slice(1)) {
+        const s = this.running(r);
+        const sv = s && this.volumes.get(s.volume)!;
+        if (sv?.standby && this.replays) sv.lsn = v.lsn + 1;
+      }
+    }
+  }
+
+  /** A container starting on its volume, as its entrypoint would. */
+  private start(c: Container): void {
+    const v = this.volumes.get(c.volume)!;
+    if (c.role === "primary") {
+      if (v.standby) return void (c.status = "restarting"); // the entrypoint guard: never a primary on a standby's data
+      v.state = "in production";
+    } else if (!v.standby) {
+      // The bootstrap: a primary's data rewound (needs the primary to run), made a standby of it.
+      const p = this.running("primary");
+      if (!p || this.volumes.get(p.volume)!.standby) return void (c.status = "restarting");
+      v.standby = true;
+      v.state = "in archive recovery";
+    } else {
+      v.state = "in archive recovery";
+    }
+    c.status = "running";
+  }
+
+  private sql(c: Container, q: string): string {
+    const v = this.volumes.get(c.volume)!;
+    if (q.includes("pg_stat_replication")) {
+      const streaming = this.roles.slice(1).filter((r) => {
+        const s = this.running(r);
+        return s && this.volumes.get(s.volume)!.standby && !v.standby;
+      });
+      if (q.includes("application_name, state")) return streaming.map((r) => `${r},streaming,${r === "replica-1" ? 0 : 4096}\n`).join("");
+      return streaming.map((r) => `${r}\n`).join("");
+    }
+    if (q.includes("pg_last_wal_replay_lsn(), '")) {
+      const checkpoint = unhex(/'([0-9A-F/]+)'::pg_lsn/.exec(q)![1]);
+      return v.lsn > checkpoint ? "t\n" : "f\n";
+    }
+    if (q.includes("pg_create_physical_replication_slot")) {
+      for (const m of q.matchAll(/\('(replica_\d+)'\)/g)) v.slots.add(m[1]);
+      return "";
+    }
+    if (q.includes("pg_last_wal_receive_lsn")) return `${v.standby ? "t" : "f"},${hex(v.lsn + (this.received.get(c.role) ?? 0))}\n`;
+    if (q.includes("pg_is_in_recovery()")) return v.standby ? "t\n" : "f\n";
+    throw new Error(`the model has no answer to: ${q}`);
+  }
+
+  /** The module's runner, over this model. */
+  runner: Runner = async (file, args) => {
+    const line = `${file} ${args.join(" ")}`;
+    this.calls.push(line);
+    if (this.crashAt !== undefined && line.startsWith(this.crashAt)) throw new Error(`crashed at: ${line}`);
+    const ok = (stdout = "") => ({ code: 0, stdout, stderr: "" });
+    const fail = (stderr: string, code = 1) => ({ code, stdout: "", stderr });
+    if (file === "pulumi") {
+      if (args[0] === "stack" && args[1] === "output") return ok(JSON.stringify(this.output));
+      if (args[0] === "preview") return this.previewClean ? ok() : fail("error: no changes were expected but changes were proposed");
+      if (args[0] === "config" && args[1] === "get") return Object.keys(this.config).length ? ok(JSON.stringify(this.config)) : fail("error: configuration key 'docker.dataVolumes' not found for stack 'review-x'");
+      if (args[0] === "config" && args[1] === "set-all") {
+        for (const a of args) {
+          const m = /^docker\.dataVolumes\["([^"]+)"\]=(.+)$/.exec(a);
+          if (m) this.config[m[1]] = m[2];
+        }
+        return ok();
+      }
+      if (args[0] === "up") {
+        // The program: each container on the volume the config gives its role; replaced ones start (the primary first: the replicas depend on it).
+        const replaced = [...this.containers.values()].filter((c) => c.volume !== this.volumeOf(this.config[c.role] ?? c.role));
+        for (const c of replaced) {
+          this.stop(c);
+          c.volume = this.volumeOf(this.config[c.role] ?? c.role);
+        }
+        for (const c of replaced.sort((a) => (a.role === "primary" ? -1 : 1))) this.start(c);
+        const broken = replaced.filter((c) => c.status !== "running");
+        return broken.length ? fail(`error: container ${broken[0].role} did not become healthy`) : ok();
+      }
+    }
+    if (file === "docker") {
+      const name = args[0] === "exec" ? args[args[1] === "-u" ? 3 : 1] : args[args.length - 1];
+      if (args[0] === "container" && args[1] === "inspect") {
+        const c = this.containers.get(args[2]);
+        if (!c) return fail(`Error: No such container: ${args[2]}`);
+        return ok(JSON.stringify([{ State: { Status: c.status, Running: c.status === "running" }, Image: "sha256:image", Mounts: [{ Type: "volume", Name: c.volume, Destination: "/var/lib/postgresql/data" }] }]));
+      }
+      if (args[0] === "run") {
+        const volume = args[args.indexOf("-v") + 1].split(":")[0];
+        const v = this.volumes.get(volume)!;
+        return ok(`Database cluster state:               ${v.state}\nLatest checkpoint location:           ${hex(v.lsn)}\n${v.standby ? "standby.signal: present\n" : ""}`);
+      }
+      const c = this.containers.get(name);
+      if (!c) return fail(`Error: No such container: ${name}`);
+      if (args[0] === "stop") return this.stop(c), ok(name);
+      if (args[0] === "start") return this.start(c), c.status === "running" ? ok(name) : fail("container restarting");
+      if (args[0] === "exec") {
+        if (c.status !== "running") return fail(`Error: container ${name} is not running`);
+        const v = this.volumes.get(c.volume)!;
+        if (args.includes("pg_isready")) return ok();
+        if (args.includes("pg_ctl")) {
+          v.standby = false;
+          v.state = "in production";
+          return ok("server promoted");
+        }
+        return ok(this.sql(c, args[args.indexOf("-c") + 1]));
+      }
+    }
+    throw new Error(`the model does not know: ${line}`);
+  };
+
+  options(extra: { to?: string } = {}) {
+    return { stack: "review-x", runner: this.runner, sleep: async () => undefined, ...extra };
+  }
+
+  /** The index of the first call starting with `prefix`. */
+  at(prefix: string): number {
+    const i = this.calls.findIndex((c) => c.startsWith(prefix));
+    expect(i, `a call ${prefix}`).to.be.greaterThan(-1);
+    return i;
+  }
+}
+
+const PROMOTE = "docker exec -u postgres nbdb-replica-1-review-x pg_ctl promote";
+
+describe("switchover and failover of a Docker stack (docker CLI and pulumi under a model of the host)", function () {
+  it("switchover: the record first, the primary stopped cleanly, the target past its shutdown checkpoint, promoted, its slots, then pulumi up swaps the volumes", async function () {
+    const host = new DockerHost(2);
+    const r = await dockerSwitchover(host.options({ to: "replica-1" }));
+    const set = host.at("pulumi config set-all");
+    const stop = host.at("docker stop -t 120 nbdb-primary-review-x");
+    const control = host.at("docker run --rm --network none -u postgres -v nbdb-primary-data-review-x:/d:ro");
+    const replayed = host.calls.findIndex((c) => c.includes("pg_last_wal_replay_lsn(), '"));
+    const promote = host.at(PROMOTE);
+    const slots = host.calls.findIndex((c) => c.includes("pg_create_physical_replication_slot"));
+    const stopTarget = host.at("docker stop -t 120 nbdb-replica-1-review-x");
+    const up = host.at("pulumi up --yes");
+    expect([set, stop, control, replayed, promote, slots, stopTarget, up]).to.deep.equal([set, stop, control, replayed, promote, slots, stopTarget, up].sort((a, b) => a - b));
+    expect(host.calls[slots]).to.include("nbdb-replica-1-review-x").and.include("replica_0").and.include("replica_1");
+    expect(host.config).to.deep.equal({ primary: "replica-1", "replica-0": "replica-0", "replica-1": "primary" });
+    expect(host.mounts).to.deep.equal({ primary: "replica-1", "replica-0": "replica-0", "replica-1": "primary" });
+    // The old primary's data is a standby now, the promoted data the primary's; every container runs.
+    expect(host.volumes.get(host.volumeOf("primary"))!.standby).to.equal(true);
+    expect(host.volumes.get(host.volumeOf("replica-1"))!.standby).to.equal(false);
+    expect([...host.containers.values()].every((c) => c.status === "running")).to.equal(true);
+    expect([...host.volumes.get(host.volumeOf("replica-1"))!.slots]).to.include.members(["replica_0", "replica_1"]);
+    expect(r.primaryData).to.equal("replica-1");
+    expect(r.steps.join("\n")).to.include("every replica streams from the new primary");
+  });
+
+  it("switchover without --to promotes the replica with the least lag", async function () {
+    const host = new DockerHost(2);
+    await dockerSwitchover(host.options());
+    expect(host.mounts.primary).to.equal("replica-1");
+  });
+
+  it("a second switchover moves the volumes on from where the first left them (a cycle of three)", async function () {
+    const host = new DockerHost(2);
+    await dockerSwitchover(host.options({ to: "replica-1" }));
+    await dockerSwitchover(host.options({ to: "replica-0" }));
+    expect(host.config).to.deep.equal({ primary: "replica-0", "replica-0": "replica-1", "replica-1": "primary" });
+    expect(host.mounts).to.deep.equal(host.config);
+    expect(host.volumes.get(host.volumeOf("replica-0"))!.standby).to.equal(false);
+  });
+
+  it("a target that does not replay the primary's last WAL: refused and undone, nothing promoted, the config as it was", async function () {
+    const host = new DockerHost(1);
+    host.replays = false;
+    const message = await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
+    expect(message).to.include("refused and undone").and.include("replay the old primary's last WAL");
+    expect(host.calls.some((c) => c.includes("pg_ctl promote"))).to.equal(false);
+    expect(host.calls.some((c) => c.startsWith("pulumi up"))).to.equal(false);
+    expect(host.config).to.deep.equal({ primary: "primary", "replica-0": "replica-0" });
+    expect(host.running("primary")).to.not.equal(undefined);
+    expect(host.volumes.get(host.volumeOf("primary"))!.standby).to.equal(false);
+  });
+
+  for (const [what, prepare, expected] of [
+    ["a replica that does not stream", (h: DockerHost) => (h.containers.get(h.containerOf("replica-0"))!.status = "exited"), "is not streaming from the primary"],
+    ["undeployed changes of the stack", (h: DockerHost) => (h.previewClean = false), "has changes that are not deployed"],
+    ["a stopped primary", (h: DockerHost) => (h.containers.get(h.containerOf("primary"))!.status = "exited"), "npx nbdb failover --pulumi-stack review-x"],
+  ] as const) {
+    it(`switchover refuses ${what}, changing nothing`, async function () {
+      const host = new DockerHost(1);
+      prepare(host);
+      const before = JSON.stringify([...host.containers.values()]);
+      expect(await rejection(dockerSwitchover(host.options({ to: "replica-0" })))).to.include(expected);
+      expect(host.calls.filter((c) => /^docker (stop|start|run)|^pulumi (config set|up)/.test(c))).to.deep.equal([]);
+      expect(JSON.stringify([...host.containers.values()])).to.equal(before);
+    });
+  }
+
+  it("switchover refuses an unfinished earlier change (the config names other volumes than the containers mount) and names --resume", async function () {
+    const host = new DockerHost(1);
+    host.config = { primary: "replica-0", "replica-0": "primary" };
+    const message = await rejection(dockerSwitchover(host.options()));
+    expect(message).to.include("unfinished").and.include("npx nbdb switchover --pulumi-stack review-x --resume");
+    expect(host.calls.filter((c) => /^docker (stop|start)|^pulumi (config set|up)/.test(c))).to.deep.equal([]);
+  });
+
+  it("a stack without the docker output (another platform) is refused with what to do", async function () {
+    const host = new DockerHost(1);
+    const runner: Runner = async (file, args) => (file === "pulumi" && args[0] === "stack" ? { code: 0, stdout: "", stderr: "" } : host.runner(file, args));
+    expect(await rejection(dockerSwitchover({ stack: "prod", runner }))).to.include("has no 'docker' output").and.include("Multi-AZ");
+  });
+
+  describe("failover", function () {
+    it("refuses while the primary accepts connections, changing nothing", async function () {
+      const host = new DockerHost(1);
+      expect(await rejection(dockerFailover(host.options()))).to.include("is running and accepts connections").and.include("npx nbdb switchover --pulumi-stack review-x");
+      expect(host.calls.filter((c) => /^docker (stop|start)|^pulumi (config set|up)/.test(c))).to.deep.equal([]);
+    });
+
+    it("the primary gone: the replica that received the most WAL is promoted, the old primary's volume re-attached as that replica", async function () {
+      const host = new DockerHost(2);
+      host.containers.get(host.containerOf("primary"))!.status = "restarting";
+      host.received.set("replica-0", 64);
+      const r = await dockerFailover(host.options());
+      expect(r.steps[0]).to.include("most advanced replica: replica-0");
+      expect(host.at("docker stop -t 120 nbdb-primary-review-x")).to.be.lessThan(host.at("pulumi config set-all"));
+      expect(host.at("pulumi config set-all")).to.be.lessThan(host.at("docker exec -u postgres nbdb-replica-0-review-x pg_ctl promote"));
+      expect(host.mounts).to.deep.equal({ primary: "replica-0", "replica-0": "primary", "replica-1": "replica-1" });
+      expect(host.volumes.get(host.volumeOf("primary"))!.standby).to.equal(true);
+      expect([...host.containers.values()].every((c) => c.status === "running")).to.equal(true);
+    });
+  });
+
+  describe("--resume heals an interrupted change", function () {
+    it("after the promotion (nbdb died before pulumi up): finished, the volumes exchanged", async function () {
+      const host = new DockerHost(1);
+      host.crashAt = "docker stop -t 120 nbdb-replica-0-review-x";
+      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
+      host.crashAt = undefined;
+      expect(host.volumes.get(host.volumeOf("replica-0"))!.standby).to.equal(false);
+      const r = await dockerResume(host.options());
+      expect(r.steps.join("\n")).to.include("is promoted: finishing");
+      expect(host.mounts).to.deep.equal({ primary: "replica-0", "replica-0": "primary" });
+      expect(host.volumes.get(host.volumeOf("primary"))!.standby).to.equal(true);
+      expect([...host.containers.values()].every((c) => c.status === "running")).to.equal(true);
+    });
+
+    it("before the promotion (the primary stopped, the config written): undone, the old primary running with every commit", async function () {
+      const host = new DockerHost(1);
+      host.crashAt = PROMOTE.replace("replica-1", "replica-0");
+      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
+      host.crashAt = undefined;
+      expect(host.running("primary")).to.equal(undefined);
+      const r = await dockerResume(host.options());
+      expect(r.steps.join("\n")).to.include("was never promoted: undone");
+      expect(host.calls.some((c) => c.startsWith("pulumi up"))).to.equal(false);
+      expect(host.config).to.deep.equal({ primary: "primary", "replica-0": "replica-0" });
+      expect(host.running("primary")).to.not.equal(undefined);
+      expect(host.volumes.get(host.volumeOf("primary"))!.standby).to.equal(false);
+    });
+
+    it("a pulumi up run by hand before the promotion (the primary container refuses the standby's volume): the volumes moved back", async function () {
+      const host = new DockerHost(1);
+      host.crashAt = PROMOTE.replace("replica-1", "replica-0");
+      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
+      host.crashAt = undefined;
+      await host.runner("pulumi", ["up", "--yes"]);
+      expect(host.containers.get(host.containerOf("primary"))!.status).to.equal("restarting");
+      const r = await dockerResume(host.options());
+      expect(r.steps.join("\n")).to.include("was never promoted: undone");
+      expect(host.mounts).to.deep.equal({ primary: "primary", "replica-0": "replica-0" });
+      expect(host.volumes.get(host.volumeOf("primary"))!.standby).to.equal(false);
+      expect([...host.containers.values()].every((c) => c.status === "running")).to.equal(true);
+    });
+
+    it("with nothing interrupted: says so and changes nothing", async function () {
+      const host = new DockerHost(1);
+      const r = await dockerResume(host.options());
+      expect(r.steps).to.deep.equal(["nothing to finish: every container mounts the volume the config gives it and runs"]);
+      expect(host.calls.filter((c) => /^docker (stop|start)|^pulumi (config set|up)/.test(c))).to.deep.equal([]);
+    });
+  });
+});
