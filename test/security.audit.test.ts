@@ -226,6 +226,8 @@ describe("no superuser runs code the owner controls", function () {
   });
 
   it("leaves nb_migrator no superuser after its trojaned functions met every nbdb command", async function () {
+    // Nine commands, a whole bench --quick among them: more than the suite's 180 s on a loaded machine.
+    this.timeout(420_000);
     // The issue's attack, in every trigger function and the RLS helper nb_owner owns: the moment a
     // superuser (session or current user) runs it, make nb_migrator a superuser.
     const trojan = `IF (SELECT bool_or(r.rolsuper) FROM pg_catalog.pg_roles r WHERE r.rolname IN (session_user, current_user)) THEN
