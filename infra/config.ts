@@ -149,6 +149,11 @@ interface CommonConfig {
   /** Role-level timeouts of nb_app and nb_readonly (schema/roles.ts; defaults ROLE_TIMEOUT_DEFAULTS). */
   readonly timeouts: Readonly<Record<TimedRole, RoleTimeouts>>;
   readonly images: ImageConfig;
+  /**
+   * The key of the encrypted columns, a secret of the stack's config; absent: generated per stack
+   * (infra/credentials.ts). Required on a stack restored from another, whose data the source's key encrypted.
+   */
+  readonly dataKey?: string;
 }
 
 export type StackConfig = CommonConfig &
@@ -160,7 +165,7 @@ export type StackConfig = CommonConfig &
 
 type Values = Record<string, unknown>;
 
-const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "timeouts", "images", "docker", "aws", "local"];
+const TOP_LEVEL_KEYS = ["platform", "replicas", "postgresVersion", "deletionProtection", "pooler", "partitions", "timeouts", "images", "dataKey", "docker", "aws", "local"];
 const TIMED_ROLES: readonly TimedRole[] = ["nb_app", "nb_readonly"];
 const TIMEOUT_KEYS = ["statementMs", "lockMs", "idleInTransactionMs"] as const;
 
@@ -367,6 +372,8 @@ export function isProtectedStack(stack: string, root: string = PROJECT_DIR): boo
 function devValues(): Values {
   const values = stackFileValues("dev");
   if (!values) throw new Error(`review stacks take dev's settings from ${DEV_CONFIG_FILE}, which is missing. Restore it: git checkout -- Pulumi.dev.yaml`);
+  // A review stack has a key of its own (dev's is a secret of dev's, and encrypts dev's data).
+  delete values.dataKey;
   if (isObject(values.docker)) {
     values.docker = Object.fromEntries(Object.entries(values.docker).filter(([k]) => !DOCKER_PORT_KEYS.includes(k) && k !== "restoreFrom"));
   }
@@ -560,6 +567,7 @@ export function loadConfig(): StackConfig {
     },
     timeouts: timeoutsConfig(p, values.timeouts),
     partitions: partitionsConfig(p, values.partitions),
+    ...(values.dataKey !== undefined ? { dataKey: dataKeyConfig(p, values.dataKey) } : {}),
   };
   const config: StackConfig =
     platform === "docker"
@@ -572,11 +580,42 @@ export function loadConfig(): StackConfig {
   if (platform === "local" && values.partitions !== undefined) {
     p.refused("partitions", values.partitions, "the local platform keeps the local stack's partition policy (schema/tables.ts), which nbdb up applies");
   }
+  checkRestoredDataKey(p, config);
   checkConnectionBudget(p, config);
   if (p.list.length > 0) {
     throw new Error(`invalid config for stack '${stack}' (${p.list.length} problem${p.list.length > 1 ? "s" : ""}):\n  - ${p.list.join("\n  - ")}`);
   }
   return deepFreeze(config);
+}
+
+const DATA_KEY = /^[\x21-\x7e]{32,1024}$/;
+
+/** `dataKey`: 32 to 1024 printable characters without spaces, set as a secret (its value is never printed). */
+function dataKeyConfig(p: Problems, v: unknown): string | undefined {
+  if (typeof v === "string" && DATA_KEY.test(v)) return v;
+  p.add("dataKey", v, "must be 32 to 1024 printable characters without spaces, set as a secret (pulumi config set --secret dataKey ...)");
+  return undefined;
+}
+
+/**
+ * A stack restored from another holds rows whose encrypted columns the source's key encrypted: a
+ * generated key of its own could read none of them, so the stack must be given that key.
+ */
+function checkRestoredDataKey(p: Problems, config: StackConfig): void {
+  if (config.dataKey !== undefined) return;
+  const source =
+    config.platform === "docker" && config.docker.restoreFrom
+      ? { key: "docker.restoreFrom", read: `pulumi stack output --stack ${config.docker.restoreFrom.stack} --show-secrets dataKey` }
+      : config.platform === "aws" && config.aws.restoreFrom
+        ? { key: "aws.restoreFrom", read: `pulumi stack output --stack <the stack of ${config.aws.restoreFrom.source}> --show-secrets dataKey` }
+        : undefined;
+  if (!source) return;
+  p.add(
+    "dataKey",
+    undefined,
+    `${source.key} restores rows whose encrypted columns the source stack's data key encrypted; give this stack that key (a stack restored earlier that has written rows with its own key since: its own, pulumi stack output --show-secrets dataKey). ` +
+      `The fix: pulumi config set --secret dataKey "$(${source.read})"; the fix below is its short form`,
+  );
 }
 
 /**

@@ -2,6 +2,7 @@
 // chosen platform, put the database layer (roles, grants, SQL bundles) on its primary, and describe
 // it in the outputs. infra/index.ts runs it for the engine; tests run it under mocks, once per scenario.
 import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
 import * as path from "path";
 import { PROJECT, StackConfig, loadConfig } from "./config";
 import { StackPasswords } from "./credentials";
@@ -61,5 +62,7 @@ export function createStack(): StackOutputs {
     protectedStack: !config.review,
     protectData: config.deletionProtection,
   });
-  return stackOutputs(config.stack, cluster, rolePasswords, cluster.dataKey ?? passwords.dataKey);
+  // The config's key (a restored stack's: the source's) before the generated one.
+  const dataKey = config.dataKey !== undefined ? pulumi.secret(config.dataKey) : passwords.dataKey;
+  return stackOutputs(config.stack, cluster, rolePasswords, cluster.dataKey ?? dataKey);
 }

@@ -56,6 +56,8 @@ const NETWORK = "docker:index/network:Network";
 const IMAGE = "docker:index/remoteImage:RemoteImage";
 const BUILT_IMAGE = "docker:index/image:Image";
 const RDS = "aws:rds/instance:Instance";
+/** A restored stack's data key: the source's, given in its config. */
+const SOURCE_KEY = "source-data-key-0123456789abcdef0123456789abcdef";
 const ECS_SERVICE = "aws:ecs/service:Service";
 const TASK = "aws:ecs/taskDefinition:TaskDefinition";
 
@@ -795,7 +797,7 @@ describe("Pulumi program (mocks)", function () {
     const at = new Date(Date.now() - 3600_000).toISOString().replace(/\.\d+Z$/, "Z");
 
     it("creates the primary from the source at that time, its own identifier, password and replicas; the restore source is never re-read", async () => {
-      const run = await deployed("prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: at }));
+      const run = await deployed("prod", withKey(withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: at }), "dataKey", SOURCE_KEY));
       const primary = named(run, RDS, "nbdb-primary");
       expect(primary.inputs.restoreToPointInTime).to.deep.equal({ sourceDbInstanceIdentifier: "nbdb-primary-old", restoreTime: at });
       expect(primary.inputs).to.include({ identifier: "nbdb-primary", password: "pw-nbdb-admin", backupRetentionPeriod: 14, deletionProtection: true });
@@ -807,7 +809,7 @@ describe("Pulumi program (mocks)", function () {
 
     it("converges the restored instance's roles and schema with idempotent SQL the master user may run, never creating them again", async () => {
       // The instance comes with the source's roles and schema: creating them would fail pulumi up.
-      const run = await deployed("prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: at }));
+      const run = await deployed("prod", withKey(withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: at }), "dataKey", SOURCE_KEY));
       expect(of(run, "postgresql:index/role:Role")).to.deep.equal([]);
       expect(of(run, "postgresql:index/schema:Schema")).to.deep.equal([]);
       const roles = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-restored-roles");
@@ -819,7 +821,7 @@ describe("Pulumi program (mocks)", function () {
     });
 
     it("takes the latest restorable time when asked", async () => {
-      const run = await deployed("prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: "latest" }));
+      const run = await deployed("prod", withKey(withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: "latest" }), "dataKey", SOURCE_KEY));
       expect(named(run, RDS, "nbdb-primary").inputs.restoreToPointInTime).to.deep.equal({ sourceDbInstanceIdentifier: "nbdb-primary-old", useLatestRestorableTime: true });
     });
 
@@ -834,7 +836,12 @@ describe("Pulumi program (mocks)", function () {
     const at = new Date(Date.now() - 3600_000).toISOString().replace(/\.\d+Z$/, "Z");
     let run: Run & { outputs: StackOutputs };
     before(async () => {
-      run = await deployed("review-7", { docker: { restoreFrom: { stack: "dev", time: at } } });
+      run = await deployed("review-7", { docker: { restoreFrom: { stack: "dev", time: at } }, dataKey: SOURCE_KEY });
+    });
+
+    it("exports the source's data key given in its config (a secret), which encrypted the restored columns", async () => {
+      expect(await pulumi.isSecret(run.outputs.dataKey)).to.equal(true);
+      expect(await value(run.outputs.dataKey)).to.equal(SOURCE_KEY);
     });
 
     it("restores the new primary's empty volume from the source's repository volume, mounted read-only, before the primary starts", () => {
@@ -1125,6 +1132,14 @@ describe("Pulumi program (mocks)", function () {
       ["no backups", "prod", withKey(PROD, "aws.backupRetentionDays", 0), "neuralblitz-db:aws.backupRetentionDays = 0"],
       ["too short a retention for a protected stack", "prod", withKey(PROD, "aws.backupRetentionDays", 3), "neuralblitz-db:aws.backupRetentionDays = 3: a protected stack"],
       ["a retention RDS does not offer", "prod", withKey(PROD, "aws.backupRetentionDays", 36), "neuralblitz-db:aws.backupRetentionDays = 36"],
+      [
+        "a Docker restore without the source's data key",
+        "review-7",
+        { docker: { restoreFrom: { stack: "dev", time: "latest" } } },
+        'neuralblitz-db:dataKey = (unset): docker.restoreFrom restores rows whose encrypted columns the source stack\'s data key encrypted; give this stack that key (a stack restored earlier that has written rows with its own key since: its own, pulumi stack output --show-secrets dataKey). The fix: pulumi config set --secret dataKey "$(pulumi stack output --stack dev --show-secrets dataKey)"',
+      ],
+      ["an RDS restore without the source's data key", "prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary-old", time: "latest" }), "neuralblitz-db:dataKey = (unset): aws.restoreFrom restores rows"],
+      ["a data key too short to be one", "dev", withKey(DEV, "dataKey", "short"), "neuralblitz-db:dataKey = \"short\": must be 32 to 1024 printable characters without spaces"],
       ["a restore time in the future", "prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary", time: "2099-01-01T00:00:00Z" }), "neuralblitz-db:aws.restoreFrom.time = \"2099-01-01T00:00:00Z\": is in the future"],
       ["a restore time older than any backup", "prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary", time: "2020-01-01T00:00:00Z" }), "is older than RDS keeps backups"],
       ["a restore time without its zone", "prod", withKey(PROD, "aws.restoreFrom", { source: "nbdb-primary", time: "2026-12-01 10:00" }), "neuralblitz-db:aws.restoreFrom.time = \"2026-12-01 10:00\": expected a UTC time"],
