@@ -1,7 +1,8 @@
 // The Docker program's side of switchover and failover, under the Pulumi SDK's mocks: docker.dataVolumes
 // says which role's data volume each server container mounts (the volumes change hands, the containers
 // keep their roles), every inconsistent or dangerous mapping is refused before anything is registered,
-// and the primary refuses a standby's data (its entrypoint guard, run here for real with /bin/sh).
+// the primary refuses a standby's data (its entrypoint guard, run here for real with /bin/sh), and the
+// fixed-name containers are replaced delete-first.
 import { expect } from "chai";
 import { spawnSync } from "child_process";
 import * as fs from "fs";
@@ -172,6 +173,15 @@ describe("Docker data volumes change hands by config (docker.dataVolumes)", func
         expect(r.stderr).to.include("docker.dataVolumes was changed by hand or a switchover is unfinished").and.include("npx nbdb switchover --pulumi-stack dev --resume finishes or undoes it. Nothing was changed.");
       } finally {
         fs.rmSync(path.join(dir, "data", "standby.signal"));
+      }
+    });
+  });
+
+  describe("replacement", () => {
+    it("replaces every fixed-name container by deleting the old one first", async () => {
+      const run = await deployed("review-7", { replicas: 2, docker: { dataVolumes: SWITCHED_TO_REPLICA_1 } });
+      for (const name of ["nbdb-primary", "nbdb-replica-0", "nbdb-replica-1", "nbdb-pooler", "nbdb-backup", "nbdb-postgres-exporter", "nbdb-pgbouncer-exporter"]) {
+        expect(named(run, CONTAINER, name).deleteBeforeReplace, name).to.equal(true);
       }
     });
   });

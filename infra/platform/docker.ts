@@ -268,6 +268,8 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       ]),
     );
     const dataVolume = (role: ServerRole): docker.Volume => dataVolumes.get(role)!;
+    // A fixed container name cannot be taken by the replacement while the old container holds it.
+    const replaceable = { parent: this, deleteBeforeReplace: true };
     const server = (node: ServerRole, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = [], opts: { archive?: { command: string }; volumes?: docker.types.input.ContainerVolume[] } = {}) => {
       const volume = dataVolume(mountedVolume(cfg, node));
       const container = new docker.Container(
@@ -287,7 +289,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           waitTimeout: 600,
           ...extra,
         },
-        { parent: this, dependsOn: [...guard, ...dependsOn] },
+        { ...replaceable, dependsOn: [...guard, ...dependsOn] },
       );
       return container;
     };
@@ -391,7 +393,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         wait: true,
         waitTimeout: 120,
       },
-      { parent: this },
+      replaceable,
     );
 
     // PostgreSQL's metrics exporter with the project's queries, as nb_monitor over verified TLS (its
@@ -418,7 +420,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
             { file: `${EXPORTER_DIR}/password`, content: args.passwords.monitor, owner: POSTGRES_EXPORTER_IMAGE_UID, permissions: "0600" },
           ],
         },
-        { parent: this, dependsOn: [primary] },
+        { ...replaceable, dependsOn: [primary] },
       );
     }
 
@@ -458,7 +460,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
             },
           ],
         },
-        { parent: this, dependsOn: [pooler] },
+        { ...replaceable, dependsOn: [pooler] },
       );
     }
 
@@ -504,7 +506,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           },
         ],
       },
-      { parent: this, dependsOn: [primary] },
+      { ...replaceable, dependsOn: [primary] },
     );
 
     // The init script ran once, at initdb: the same SQL again, whenever a password changes.
