@@ -2,7 +2,7 @@
 // says which role's data volume each server container mounts (the volumes change hands, the containers
 // keep their roles), every inconsistent or dangerous mapping is refused before anything is registered,
 // the primary refuses a standby's data (its entrypoint guard, run here for real with /bin/sh), and the
-// fixed-name containers are replaced delete-first.
+// fixed-name containers are replaced delete-first, and the `docker` output names the containers and URNs.
 import { expect } from "chai";
 import { spawnSync } from "child_process";
 import * as fs from "fs";
@@ -12,7 +12,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { reviewBase } from "../infra/config";
 import { DATA_DIR, standbyDataMessage } from "../infra/platform/docker";
 import { StackOutputs } from "../infra/outputs";
-import { Config, DEV, Registration, Run, deploy, deployed, named, of, value, withKey } from "./pulumiMocks";
+import { DockerContainers } from "../infra/platform/types";
+import { Config, DEV, PROD, Registration, Run, deploy, deployed, named, of, stackConfigFile, value, withKey } from "./pulumiMocks";
 
 const CONTAINER = "docker:index/container:Container";
 const VOLUME = "docker:index/volume:Volume";
@@ -183,6 +184,36 @@ describe("Docker data volumes change hands by config (docker.dataVolumes)", func
       for (const name of ["nbdb-primary", "nbdb-replica-0", "nbdb-replica-1", "nbdb-pooler", "nbdb-backup", "nbdb-postgres-exporter", "nbdb-pgbouncer-exporter"]) {
         expect(named(run, CONTAINER, name).deleteBeforeReplace, name).to.equal(true);
       }
+    });
+  });
+
+  describe("the docker stack output", () => {
+    let run: Run & { outputs: StackOutputs };
+    before(async () => {
+      run = await deployed("review-7", { replicas: 2, docker: { dataVolumes: SWITCHED_TO_REPLICA_1 } });
+    });
+
+    it("names each container and its URN, and the data directory, so nbdb can target and inspect exactly those", async () => {
+      const c = (name: string) => {
+        const r = named(run, CONTAINER, name);
+        return { container: r.inputs.name, urn: r.urn };
+      };
+      const out: DockerContainers = await value(run.outputs.docker!);
+      expect(out).to.deep.equal({
+        primary: c("nbdb-primary"),
+        replicas: [c("nbdb-replica-0"), c("nbdb-replica-1")],
+        pooler: c("nbdb-pooler"),
+        backup: c("nbdb-backup"),
+        dataDir: "/var/lib/postgresql/data",
+      });
+      expect(out.primary.container).to.equal("nbdb-primary-review-7");
+      expect(out.primary.urn).to.match(/::nbdb-primary$/).and.include("docker:index/container:Container");
+      expect(await pulumi.isSecret(run.outputs.docker!)).to.equal(false);
+    });
+
+    it("is null on AWS and local stacks", async () => {
+      expect((await deployed("prod", PROD)).outputs.docker).to.equal(null);
+      expect((await deployed("local", stackConfigFile("local"))).outputs.docker).to.equal(null);
     });
   });
 });

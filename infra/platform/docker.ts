@@ -44,7 +44,7 @@ import {
   poolerFootprint,
 } from "./poolerContainer";
 import { connectionBudget } from "../topology/connectionBudget";
-import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
+import { ADMIN_USER, AdminLogin, Cluster, DockerContainers, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
 
 export interface DockerClusterArgs {
   /** The Pulumi stack's name, which the primary's refusal names in the command that heals it. */
@@ -194,6 +194,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string };
   readonly platformRoles = INIT_SCRIPT_ROLES;
   readonly restored: boolean;
+  readonly docker: pulumi.Output<DockerContainers>;
 
   constructor(name: string, args: DockerClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:DockerCluster", name, {}, opts);
@@ -475,7 +476,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       PGSSLROOTCERT: CA_FILE,
       PGPASSFILE: BACKUP_PASSFILE,
     }));
-    new docker.Container(
+    const backup = new docker.Container(
       `${name}-backup`,
       {
         name: physical(`${name}-backup`),
@@ -519,6 +520,15 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
     this.admin = pulumi.secret(
       pulumi.all([this.primary, args.passwords.admin]).apply(([e, password]) => ({ ...e, username: ADMIN_USER, password, superuser: true })),
     );
+    // For nbdb's switchover/failover: each container's name (docker inspect, docker exec) and URN (pulumi up --target).
+    const ref = (c: docker.Container) => pulumi.all([c.name, c.urn]).apply(([container, urn]) => ({ container, urn }));
+    this.docker = pulumi.all([ref(primary), pulumi.all(replicas.map(ref)), ref(pooler), ref(backup)]).apply(([p, r, b, k]) => ({
+      primary: p,
+      replicas: r,
+      pooler: b,
+      backup: k,
+      dataDir: DATA_DIR,
+    }));
     this.registerOutputs({ primary: this.primary, replicas: this.replicas, pooler: this.pooler });
   }
 
