@@ -58,6 +58,27 @@ export interface DockerConfig {
    * from that stack's pgBackRest repository volume; read only when the primary's volume is empty.
    */
   readonly restoreFrom?: DockerRestoreFrom;
+  /**
+   * docker.dataVolumes, normalized: which role's data volume each server container mounts, only the
+   * entries that differ from the role itself (`{ primary: "replica-1", "replica-1": "primary" }`
+   * after a switchover to replica-1); an empty object when the key only holds identity entries,
+   * absent when the stack has no key (every container on its own volume, as before the key existed).
+   * Written by `nbdb switchover`/`failover`; read it through mountedVolume().
+   */
+  readonly dataVolumes?: Readonly<Partial<Record<ServerRole, ServerRole>>>;
+}
+
+/** A server container's role, which names its container and its data volume. */
+export type ServerRole = "primary" | `replica-${number}`;
+
+/** The server roles of a stack with `replicas` replicas, the primary first. */
+export function serverRoles(replicas: number): ServerRole[] {
+  return ["primary", ...Array.from({ length: replicas }, (_, i) => `replica-${i}` as const)];
+}
+
+/** The role whose data volume the container of `role` mounts (its own unless docker.dataVolumes says otherwise). */
+export function mountedVolume(docker: Pick<DockerConfig, "dataVolumes">, role: ServerRole): ServerRole {
+  return docker.dataVolumes?.[role] ?? role;
 }
 
 export interface DockerRestoreFrom {
@@ -200,8 +221,10 @@ function partitionsConfig(p: Problems, v: unknown): PartitionConfig {
   return partitionPolicies(overrides);
 }
 const DOCKER_PORT_KEYS = ["primaryPort", "replicaBasePort", "poolerPort"];
-const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus", "restoreFrom"];
+const DOCKER_KEYS = [...DOCKER_PORT_KEYS, "nodeMemoryMb", "nodeCpus", "restoreFrom", "dataVolumes"];
 const DOCKER_RESTORE_KEYS = ["stack", "time"];
+/** Docker keys about the stack's own volumes, which a review stack never takes from dev. */
+const DOCKER_OWN_KEYS = ["restoreFrom", "dataVolumes"];
 /** A Pulumi stack name. */
 const STACK_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 const AWS_KEYS = [
@@ -253,10 +276,18 @@ class Problems {
     this.push(key, value, why, "rm", key);
   }
 
+  /** A value whose fix is no config edit: `fix` says what to run instead. */
+  blocked(key: string, value: unknown, why: string, fix: string): void {
+    this.list.push(`${PROJECT}:${key} = ${this.shown(key, value)}: ${why} (fix: ${fix})`);
+  }
+
   private push(key: string, value: unknown, allowed: string, verb: "set" | "rm", args: string): void {
-    const shown = value === undefined ? "(unset)" : isSecretKey(key) ? "[secret]" : JSON.stringify(value);
     const path = key.includes(".") ? "--path " : "";
-    this.list.push(`${PROJECT}:${key} = ${shown}: ${allowed} (fix: pulumi config ${verb} ${path}${args})`);
+    this.list.push(`${PROJECT}:${key} = ${this.shown(key, value)}: ${allowed} (fix: pulumi config ${verb} ${path}${args})`);
+  }
+
+  private shown(key: string, value: unknown): string {
+    return value === undefined ? "(unset)" : isSecretKey(key) ? "[secret]" : JSON.stringify(value);
   }
 }
 
@@ -367,23 +398,30 @@ export function isProtectedStack(stack: string, root: string = PROJECT_DIR): boo
 
 /**
  * Dev's settings as a review stack's base; dev's published ports would clash with dev's own
- * containers, and dev's restore source is dev's own history, not the review stack's.
+ * containers, dev's restore source is dev's own history, not the review stack's, and which volume
+ * each of dev's containers mounts (docker.dataVolumes) is a fact of dev's volumes alone.
  */
 function devValues(): Values {
   const values = stackFileValues("dev");
   if (!values) throw new Error(`review stacks take dev's settings from ${DEV_CONFIG_FILE}, which is missing. Restore it: git checkout -- Pulumi.dev.yaml`);
-  // A review stack has a key of its own (dev's is a secret of dev's, and encrypts dev's data).
-  delete values.dataKey;
-  if (isObject(values.docker)) {
-    values.docker = Object.fromEntries(Object.entries(values.docker).filter(([k]) => !DOCKER_PORT_KEYS.includes(k) && k !== "restoreFrom"));
-  }
-  return values;
+  return reviewBase(values);
+}
+
+/**
+ * What a review stack takes of dev's settings (`values`): all but dev's published ports, its
+ * docker.restoreFrom and docker.dataVolumes, and its dataKey (a secret of dev's, which encrypts dev's data).
+ */
+export function reviewBase(values: Values): Values {
+  const { dataKey: _dataKey, ...rest } = values;
+  if (!isObject(rest.docker)) return rest;
+  return { ...rest, docker: Object.fromEntries(Object.entries(rest.docker).filter(([k]) => !DOCKER_PORT_KEYS.includes(k) && !DOCKER_OWN_KEYS.includes(k))) };
 }
 
 const AWS_ID = (prefix: string) => new RegExp(`^${prefix}-[0-9a-f]{8,17}$`);
 const CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(3[0-2]|[12]?\d)$/;
 
-function dockerConfig(p: Problems, v: unknown, stack: string, now = new Date()): DockerConfig {
+/** `replicas` is the stack's replica count (MAX_REPLICAS when that key is itself invalid, so nothing counts as removed). */
+function dockerConfig(p: Problems, v: unknown, stack: string, replicas: number, now = new Date()): DockerConfig {
   const d = object(p, "docker", v, DOCKER_KEYS, false);
   const port = (k: string) => optionalInteger(p, `docker.${k}`, d[k], 1024, 65535 - MAX_REPLICAS);
   const config = {
@@ -393,6 +431,7 @@ function dockerConfig(p: Problems, v: unknown, stack: string, now = new Date()):
     nodeMemoryMb: integer(p, "docker.nodeMemoryMb", d.nodeMemoryMb, 256, 65536, 1024),
     nodeCpus: integer(p, "docker.nodeCpus", d.nodeCpus, 1, 64, 2),
     ...(d.restoreFrom !== undefined ? { restoreFrom: dockerRestoreFrom(p, d.restoreFrom, stack, now) } : {}),
+    ...(d.dataVolumes !== undefined ? { dataVolumes: dockerDataVolumes(p, d.dataVolumes, stack, replicas) } : {}),
   };
   const { primaryPort, replicaBasePort, poolerPort } = config;
   // The whole replica range is reserved, so scaling up never lands on the primary's or pooler's port.
@@ -403,6 +442,67 @@ function dockerConfig(p: Problems, v: unknown, stack: string, now = new Date()):
   }
   if (primaryPort !== undefined && primaryPort === poolerPort) p.add("docker.poolerPort", poolerPort, "must differ from docker.primaryPort");
   return config;
+}
+
+const SERVER_ROLE = /^(primary|replica-(0|[1-9]\d*))$/;
+const roleIndex = (role: string): number => (role === "primary" ? -1 : Number(role.slice("replica-".length)));
+const SERVER_ROLES_TEXT = `primary or replica-<i> with i from 0 to ${MAX_REPLICAS - 1}`;
+
+/**
+ * docker.dataVolumes: role -> the role whose data volume its container mounts, as `nbdb switchover`
+ * and `failover` write it (every role of the stack, identity entries included). Checked: the shape,
+ * that the non-identity entries exchange volumes (a bijection: no volume mounted twice, none left
+ * unmounted), and that no such entry names a role `replicas` removes (its volume would be deleted
+ * with the role, though another container's data is in it). Identity entries of removed roles are
+ * ignored. Returns only the non-identity entries.
+ */
+function dockerDataVolumes(p: Problems, v: unknown, stack: string, replicas: number): Partial<Record<ServerRole, ServerRole>> {
+  const key = (role: string) => `docker.dataVolumes.${role}`;
+  if (!isObject(v)) {
+    p.add("docker.dataVolumes", v, `expected an object from each server role (${SERVER_ROLES_TEXT}) to the role whose data volume its container mounts; nbdb switchover and failover write it`);
+    return {};
+  }
+  const moved = new Map<ServerRole, ServerRole>();
+  for (const [k, target] of Object.entries(v)) {
+    const validKey = SERVER_ROLE.test(k) && roleIndex(k) < MAX_REPLICAS;
+    if (!validKey) p.refused(key(k), target, `not a server role: the keys are ${SERVER_ROLES_TEXT}`);
+    if (typeof target !== "string" || !SERVER_ROLE.test(target) || roleIndex(target) >= MAX_REPLICAS) {
+      p.add(key(k), target, `expected the role whose data volume the ${k} container mounts: ${SERVER_ROLES_TEXT}`);
+    } else if (validKey && target !== k) {
+      moved.set(k as ServerRole, target as ServerRole);
+    }
+  }
+  // Written by nbdb in one command: anything else is a hand edit or a partial write, which the message says.
+  const rewrite = `write every role's entry in one command, each volume mounted once, as nbdb switchover does: pulumi config set-all --path --plaintext 'docker.dataVolumes["primary"]=<role>' --plaintext 'docker.dataVolumes["replica-0"]=<role>' …; docker inspect <container> shows which volume each container mounts now`;
+  const mountedBy = new Map<ServerRole, ServerRole[]>();
+  for (const [role, target] of moved) mountedBy.set(target, [...(mountedBy.get(target) ?? []), role]);
+  for (const [target, roles] of mountedBy) {
+    // The target's own container still mounts it unless the target has an entry of its own.
+    const mounts = moved.has(target) ? roles : [...roles, target];
+    if (mounts.length > 1) {
+      const own = moved.has(target) ? "" : ` (docker.dataVolumes.${target} is unset or ${target})`;
+      p.blocked(key(roles[roles.length - 1]), target, `${target}'s data volume would be mounted by ${mounts.length} containers: ${mounts.join(", ")}${own}`, rewrite);
+    }
+  }
+  for (const role of moved.keys()) {
+    if (!mountedBy.has(role)) p.blocked(key(role), moved.get(role), `${role}'s own data volume would be mounted by no container: no entry names ${role}`, rewrite);
+  }
+  // Removing a role deletes its container and its volume: refused while either holds another role's data.
+  const removed = [...new Set([...moved.keys(), ...moved.values()])].filter((role) => roleIndex(role) >= replicas).sort();
+  for (const role of removed) {
+    const mounts = moved.get(role);
+    const holder = mountedBy.get(role)?.[0];
+    const facts = [mounts && `whose container mounts ${mounts}'s data`, holder && `whose data the ${holder} container mounts`].filter(Boolean).join(" and ");
+    // A switchover to X exchanges the primary's and X's volumes: first bring the removed role's data to the primary, then hand it back.
+    const steps = [...(holder !== undefined && holder !== "primary" ? [holder] : []), role].map((to) => `npx nbdb switchover --pulumi-stack ${stack} --to ${to}`);
+    p.blocked(
+      key(mounts ? role : holder ?? role),
+      mounts ?? role,
+      `replicas: ${replicas} removes ${role}, ${facts}; its volume would be deleted with it`,
+      `switch the primary back first (${steps.join(", then ")}), or keep ${role}: pulumi config set replicas ${roleIndex(role) + 1}`,
+    );
+  }
+  return Object.fromEntries(moved);
 }
 
 function localConfig(p: Problems, v: unknown): LocalConfig {
@@ -551,11 +651,14 @@ export function loadConfig(): StackConfig {
   if (review && deletionProtection) p.add("deletionProtection", true, "review stacks are always destroyable; remove the key");
   const postgresVersion = choice(p, "postgresVersion", values.postgresVersion, POSTGRES_VERSIONS, "15");
   const platform = choice(p, "platform", values.platform, PLATFORMS);
+  const problemsBefore = p.list.length;
+  const replicas = integer(p, "replicas", values.replicas, 0, MAX_REPLICAS, 1);
+  const replicasValid = p.list.length === problemsBefore;
   const common: CommonConfig = {
     stack,
     review,
     nameSuffix: physicalSuffix(stack),
-    replicas: integer(p, "replicas", values.replicas, 0, MAX_REPLICAS, 1),
+    replicas,
     postgresVersion,
     deletionProtection,
     images: imageConfig(p, values.images, deletionProtection, postgresVersion, platform),
@@ -571,7 +674,7 @@ export function loadConfig(): StackConfig {
   };
   const config: StackConfig =
     platform === "docker"
-      ? { ...common, platform, docker: dockerConfig(p, values.docker, stack) }
+      ? { ...common, platform, docker: dockerConfig(p, values.docker, stack, replicasValid ? replicas : MAX_REPLICAS) }
       : platform === "local"
         ? { ...common, platform, local: localConfig(p, values.local) }
         : { ...common, platform, aws: awsConfig(p, values.aws, deletionProtection) };

@@ -13,3 +13,5 @@ export const connections = outputs.connections;
 export const dataKey = outputs.dataKey;
 // The CAs the connection URLs verify against (public): write them where the URLs' sslrootcert points.
 export const tls = outputs.tls;
+// Docker stacks only (null elsewhere): each container's name and URN, for nbdb switchover/failover.
+export const docker = outputs.docker;

@@ -4,7 +4,7 @@ import * as fs from "fs";
 import * as pulumi from "@pulumi/pulumi";
 import { connectionUrl as databaseUrl, stackConnections } from "../client/outputs";
 import { DATABASE, LoginRoleName } from "../schema/roles";
-import { Cluster, Endpoint, PoolerEndpoint } from "./platform/types";
+import { Cluster, DockerContainers, Endpoint, PoolerEndpoint } from "./platform/types";
 
 export interface Connections {
   readonly app: string;
@@ -28,6 +28,11 @@ export interface StackOutputs {
    * URLs name) and their certificates (PEM), for clients on other machines; absent where there is no TLS.
    */
   readonly tls: pulumi.Output<{ readonly serverCaFile?: string; readonly serverCa?: string; readonly poolerCaFile?: string; readonly poolerCa?: string }>;
+  /**
+   * Docker stacks: the containers' names and URNs, for nbdb's switchover and failover; null on the
+   * others (an undefined stack output makes Pulumi warn on every update).
+   */
+  readonly docker: pulumi.Output<DockerContainers> | null;
 }
 
 /** A connection URL to the project database (verify-full against `caFile` where given); the database layer uses it too, for the administrator and nb_migrator. */
@@ -72,5 +77,6 @@ export function stackOutputs(
         ...(poolerCa ? { poolerCa } : {}),
       };
     }),
+    docker: cluster.docker ?? null,
   };
 }

@@ -37,7 +37,7 @@ function buildCluster(config: StackConfig, passwords: StackPasswords): Cluster {
     protectData: config.deletionProtection,
     images: config.images,
   };
-  if (config.platform === "docker") return new DockerCluster(NAME, { ...common, docker: config.docker, caFile: pulumiCaFile(config.stack) });
+  if (config.platform === "docker") return new DockerCluster(NAME, { ...common, stack: config.stack, docker: config.docker, caFile: pulumiCaFile(config.stack) });
   // The local stack's own processes; no image, so the major version is the machine's PostgreSQL.
   if (config.platform === "local") return new LocalCluster(NAME, { stack: config.stack, replicas: config.replicas, home: config.local.home, protectData: config.deletionProtection });
   // The region comes from the stack's config, not the machine's environment; tags say whose it is.

@@ -55,9 +55,12 @@ class DockerHost {
   volumeOf = (role: string) => `nbdb-${role}-data-review-x`;
 
   get output(): DockerStackOutput {
+    const ref = (role: string) => ({ container: this.containerOf(role), urn: `urn:pulumi:review-x::neuralblitz-db::docker:index/container:Container::nbdb-${role}` });
     return {
-      primary: { container: this.containerOf("primary") },
-      replicas: this.roles.slice(1).map((r) => ({ container: this.containerOf(r) })),
+      primary: ref("primary"),
+      replicas: this.roles.slice(1).map(ref),
+      pooler: ref("pooler"),
+      backup: ref("backup"),
       volumes: Object.fromEntries(this.roles.map((r) => [r, this.volumeOf(r)])),
       dataDir: "/var/lib/postgresql/data",
     };

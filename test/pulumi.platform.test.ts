@@ -1081,7 +1081,7 @@ describe("Pulumi program (mocks)", function () {
 
   describe("the platform's admin login (for the database layer)", () => {
     for (const [stack, make] of [
-      ["dev", () => new DockerCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, backup: "bk" }, physicalSuffix: "", protectData: false, images: IMAGES, caFile: "/tmp/nbdb-ca.crt" })],
+      ["dev", () => new DockerCluster("c", { stack: "dev", postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, docker: { nodeMemoryMb: 512, nodeCpus: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, backup: "bk" }, physicalSuffix: "", protectData: false, images: IMAGES, caFile: "/tmp/nbdb-ca.crt" })],
       ["prod", () => new AwsCluster("c", { postgresVersion: "15", replicas: 0, pooler: { poolMode: "transaction", maxClientConnections: 10, defaultPoolSize: 5 }, aws: { ...PROD.aws, alarms: ALARM_DEFAULTS, multiAz: false, poolerTasks: 1 }, passwords: { admin: "a", replication: "r", poolerAuth: "p", pooledLogins: { nb_app: "app", nb_auditor: "aud" }, backup: "bk" }, physicalSuffix: "", protectData: false, images: IMAGES })],
     ] as const) {
       it(`is a secret on ${stack}`, async () => {

@@ -5,11 +5,11 @@
 // the primary archives its WAL to. With docker.restoreFrom, a one-shot restore container first makes
 // the new stack's empty primary volume another stack's database as of a point in time.
 import { REPLICATION_USER } from "../topology/replicaBootstrap";
-import { archiveCommand, backupCrontab, BACKUP_ROLE, RESTORE_REFUSED_EXIT, renderPgbackrestConf, restoreScript } from "../topology/pgbackrest";
+import { archiveCommand, backupCrontab, BACKUP_ROLE, RESTORE_REFUSED_EXIT, renderPgbackrestConf, restoreScript, shellQuote } from "../topology/pgbackrest";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { DATABASE } from "../../schema/roles";
-import { DockerConfig, DockerRestoreFrom, ImageConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion } from "../config";
+import { DockerConfig, DockerRestoreFrom, ImageConfig, MAX_REPLICAS, PoolerConfig, PostgresVersion, ServerRole, mountedVolume, serverRoles } from "../config";
 import { renderHba, serverSettings, settingsArgs } from "../topology/postgresSettings";
 import { renderPgbouncerAuthFile } from "../topology/pgbouncerIni";
 import { replicaBootstrapScript, replicaSlotName, slotWatchScript } from "../topology/replicaBootstrap";
@@ -44,9 +44,11 @@ import {
   poolerFootprint,
 } from "./poolerContainer";
 import { connectionBudget } from "../topology/connectionBudget";
-import { ADMIN_USER, AdminLogin, Cluster, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
+import { ADMIN_USER, AdminLogin, Cluster, DockerContainers, Endpoint, POSTGRES_PORT, PlatformPasswords, PoolerEndpoint } from "./types";
 
 export interface DockerClusterArgs {
+  /** The Pulumi stack's name, which the primary's refusal names in the command that heals it. */
+  readonly stack: string;
   readonly postgresVersion: PostgresVersion;
   readonly replicas: number;
   readonly pooler: PoolerConfig;
@@ -66,7 +68,8 @@ export interface DockerClusterArgs {
 
 /** Dev databases are reachable from this host only. */
 const PUBLISH_ADDRESS = "127.0.0.1";
-const DATA_DIR = "/var/lib/postgresql/data";
+/** Where every server container mounts its data volume (the image's PGDATA). */
+export const DATA_DIR = "/var/lib/postgresql/data";
 const CONF_DIR = "/etc/postgresql/neuralblitz";
 const HBA_FILE = `${CONF_DIR}/pg_hba.conf`;
 const ADMIN_PASSWORD_FILE = `${CONF_DIR}/admin-password`;
@@ -115,6 +118,30 @@ const REPLICA_ENTRYPOINT = [
   `(PGPASSWORD="$(cat ${REPLICATION_PASSWORD_FILE})" exec gosu postgres sh ${REPLICA_SLOT_WATCH_FILE}) &`,
   'exec docker-entrypoint.sh "$@"',
 ].join("\n");
+
+/** Why the primary container refused to start: its volume holds a standby's data (standbyGuardEntrypoint). */
+export function standbyDataMessage(stack: string, container: string): string {
+  return (
+    `${container}: the data volume this container mounts holds a standby's data (standby.signal in ${DATA_DIR}), and the primary must never start on it: ` +
+    `docker.dataVolumes was changed by hand or a switchover is unfinished. npx nbdb switchover --pulumi-stack ${stack} --resume finishes or undoes it. Nothing was changed.`
+  );
+}
+
+/**
+ * The primary container's entrypoint where the stack has docker.dataVolumes (runs as root, before the
+ * image's): a volume holding standby.signal is a replica's data (a switchover not finished, or the key
+ * edited by hand), on which the primary would start as a standby; it stops with the message and exit
+ * code 1 instead, changing nothing. Otherwise the image's entrypoint, unchanged.
+ */
+export function standbyGuardEntrypoint(stack: string, container: string): string {
+  return [
+    'if [ -e "$PGDATA/standby.signal" ]; then',
+    `  echo ${shellQuote(standbyDataMessage(stack, container))} >&2`,
+    "  exit 1",
+    "fi",
+    'exec docker-entrypoint.sh "$@"',
+  ].join("\n");
+}
 
 /** Runs as root: the restore script as postgres on the (new, empty) data volume; the settings are its arguments. */
 const RESTORE_ENTRYPOINT = ['set -eu', 'mkdir -p "$PGDATA" && chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"', `exec gosu postgres sh ${RESTORE_SCRIPT_FILE} "$@"`].join("\n");
@@ -167,6 +194,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
   readonly poolerTls: { readonly caCertificate: pulumi.Output<string>; readonly caFile: string };
   readonly platformRoles = INIT_SCRIPT_ROLES;
   readonly restored: boolean;
+  readonly docker: pulumi.Output<DockerContainers>;
 
   constructor(name: string, args: DockerClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neuralblitz:platform:DockerCluster", name, {}, opts);
@@ -233,16 +261,18 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       ...serverSettings(sizing, MAX_REPLICAS, { maxConnections, tls: { certFile: CERT_FILE, keyFile: KEY_FILE }, pgCron: { database: DATABASE }, archive }),
       hba_file: HBA_FILE,
     });
-    const dataVolumes = new Map<string, docker.Volume>();
-    const dataVolume = (node: string): docker.Volume => {
-      const existing = dataVolumes.get(node);
-      if (existing) return existing;
-      const volume = new docker.Volume(`${name}-${node}-data`, { name: physical(`${name}-${node}-data`) }, { parent: this, protect: args.protectData, dependsOn: guard });
-      dataVolumes.set(node, volume);
-      return volume;
-    };
-    const server = (node: string, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = [], opts: { archive?: { command: string }; volumes?: docker.types.input.ContainerVolume[] } = {}) => {
-      const volume = dataVolume(node);
+    // One volume per role, named for it; which of them a role's container mounts is docker.dataVolumes' (mountedVolume).
+    const dataVolumes = new Map<ServerRole, docker.Volume>(
+      serverRoles(args.replicas).map((role) => [
+        role,
+        new docker.Volume(`${name}-${role}-data`, { name: physical(`${name}-${role}-data`) }, { parent: this, protect: args.protectData, dependsOn: guard }),
+      ]),
+    );
+    const dataVolume = (role: ServerRole): docker.Volume => dataVolumes.get(role)!;
+    // A fixed container name cannot be taken by the replacement while the old container holds it.
+    const replaceable = { parent: this, deleteBeforeReplace: true };
+    const server = (node: ServerRole, hostPort: number | undefined, extra: Partial<docker.ContainerArgs>, dependsOn: pulumi.Resource[] = [], opts: { archive?: { command: string }; volumes?: docker.types.input.ContainerVolume[] } = {}) => {
+      const volume = dataVolume(mountedVolume(cfg, node));
       const container = new docker.Container(
         `${name}-${node}`,
         {
@@ -260,7 +290,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           waitTimeout: 600,
           ...extra,
         },
-        { parent: this, dependsOn: [...guard, ...dependsOn] },
+        { ...replaceable, dependsOn: [...guard, ...dependsOn] },
       );
       return container;
     };
@@ -285,6 +315,8 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       {
         // The image's initdb must never run in place of a restore that failed or was refused: the primary waits for it.
         envs: restore ? restore.exitCode.apply((code) => (restoreOutcome(code, physical(`${name}-restore`), `${name}-restore`), primaryEnvs)) : primaryEnvs,
+        // Once volumes may change hands (the key exists), the primary refuses a standby's data; without it, as before.
+        ...(cfg.dataVolumes !== undefined ? { entrypoints: ["/bin/sh", "-c", standbyGuardEntrypoint(args.stack, physical(`${name}-primary`)), "primary-entrypoint"] } : {}),
         uploads: [
           { file: HBA_FILE, content: HBA },
           { file: ADMIN_PASSWORD_FILE, content: args.passwords.admin, owner: POSTGRES_IMAGE_UID, permissions: "0600" },
@@ -362,7 +394,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         wait: true,
         waitTimeout: 120,
       },
-      { parent: this },
+      replaceable,
     );
 
     // PostgreSQL's metrics exporter with the project's queries, as nb_monitor over verified TLS (its
@@ -389,7 +421,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
             { file: `${EXPORTER_DIR}/password`, content: args.passwords.monitor, owner: POSTGRES_EXPORTER_IMAGE_UID, permissions: "0600" },
           ],
         },
-        { parent: this, dependsOn: [primary] },
+        { ...replaceable, dependsOn: [primary] },
       );
     }
 
@@ -429,7 +461,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
             },
           ],
         },
-        { parent: this, dependsOn: [pooler] },
+        { ...replaceable, dependsOn: [pooler] },
       );
     }
 
@@ -444,7 +476,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       PGSSLROOTCERT: CA_FILE,
       PGPASSFILE: BACKUP_PASSFILE,
     }));
-    new docker.Container(
+    const backup = new docker.Container(
       `${name}-backup`,
       {
         name: physical(`${name}-backup`),
@@ -452,7 +484,8 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         restart: "unless-stopped",
         networksAdvanced,
         volumes: [
-          { volumeName: dataVolumes.get("primary")!.name, containerPath: DATA_DIR, readOnly: true },
+          // The volume the primary container mounts, whichever role's it is.
+          { volumeName: dataVolume(mountedVolume(cfg, "primary")).name, containerPath: DATA_DIR, readOnly: true },
           { volumeName: backupRepo.name, containerPath: BACKUP_REPO_DIR },
         ],
         envs: backupEnv.apply((env) => Object.entries(env).map(([k, v]) => `${k}=${v}`)),
@@ -474,7 +507,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           },
         ],
       },
-      { parent: this, dependsOn: [primary] },
+      { ...replaceable, dependsOn: [primary] },
     );
 
     // The init script ran once, at initdb: the same SQL again, whenever a password changes.
@@ -487,6 +520,17 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
     this.admin = pulumi.secret(
       pulumi.all([this.primary, args.passwords.admin]).apply(([e, password]) => ({ ...e, username: ADMIN_USER, password, superuser: true })),
     );
+    // For nbdb's switchover/failover: each container's name (docker inspect, docker exec) and URN (pulumi up --target).
+    const ref = (c: docker.Container) => pulumi.all([c.name, c.urn]).apply(([container, urn]) => ({ container, urn }));
+    const volumeNames = pulumi.all(Object.fromEntries([...dataVolumes].map(([role, v]) => [role, v.name])));
+    this.docker = pulumi.all([ref(primary), pulumi.all(replicas.map(ref)), ref(pooler), ref(backup), volumeNames]).apply(([p, r, b, k, volumes]) => ({
+      primary: p,
+      replicas: r,
+      pooler: b,
+      backup: k,
+      volumes,
+      dataDir: DATA_DIR,
+    }));
     this.registerOutputs({ primary: this.primary, replicas: this.replicas, pooler: this.pooler });
   }
 

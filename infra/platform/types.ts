@@ -56,6 +56,27 @@ export interface Cluster {
    * idempotent SQL instead of creating them (creating an existing role fails).
    */
   readonly restored?: boolean;
+  /** Docker stacks only: the server, pooler and backup containers, for nbdb's switchover and failover. */
+  readonly docker?: pulumi.Output<DockerContainers>;
+}
+
+/** A container of a Docker stack: its name (docker inspect/exec) and its resource's URN (pulumi up --target). */
+export interface ContainerRef {
+  readonly container: string;
+  readonly urn: string;
+}
+
+/** The `docker` stack output (docs/contracts.md, "Outputs"). */
+export interface DockerContainers {
+  readonly primary: ContainerRef;
+  /** Replica i is element i. */
+  readonly replicas: ContainerRef[];
+  readonly pooler: ContainerRef;
+  readonly backup: ContainerRef;
+  /** Each server role's own data volume, by name (role -> volume); which one a container mounts is docker.dataVolumes'. */
+  readonly volumes: Readonly<Record<string, string>>;
+  /** Where every server container mounts its data volume. */
+  readonly dataDir: string;
 }
 
 /** The superuser the platform creates (POSTGRES_USER on Docker, the RDS master user). */

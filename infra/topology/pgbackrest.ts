@@ -51,7 +51,8 @@ export function renderPgbackrestConf(c: PgbackrestConfig): string {
   ].join("\n");
 }
 
-function shellQuote(s: string): string {
+/** A shell word: single-quoted, so nothing in it is expanded. */
+export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 

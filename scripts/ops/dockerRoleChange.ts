@@ -14,6 +14,7 @@
 // through one injectable runner, so the tests check the exact sequence without a Docker engine.
 import { execFile } from "child_process";
 import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
+import { ContainerRef, DockerContainers } from "../../infra/platform/types";
 import { UserError } from "../errors";
 import { pulumiCli } from "./target";
 
@@ -34,19 +35,9 @@ export const systemRunner: Runner = (file, args, opts = {}) =>
     ),
   );
 
-/** A container of the stack, as the program's `docker` output names it. */
-export interface DockerNode {
-  readonly container: string;
-}
-
 /** The program's `docker` stack output (infra/platform/docker.ts, docs/contracts.md "Outputs"). */
-export interface DockerStackOutput {
-  readonly primary: DockerNode;
-  readonly replicas: readonly DockerNode[];
-  /** Each role's own data volume (role -> volume name). */
-  readonly volumes: Readonly<Record<string, string>>;
-  readonly dataDir: string;
-}
+export type DockerStackOutput = DockerContainers;
+type DockerNode = ContainerRef;
 
 export interface DockerRoleChangeOptions {
   /** The Pulumi stack (run in the Pulumi project's directory). */
