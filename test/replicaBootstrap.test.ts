@@ -11,13 +11,13 @@ import * as fs from "fs";
 import * as path from "path";
 import { replicaBootstrapScript, REPLICATION_USER } from "../infra/topology/replicaBootstrap";
 import { replicationSlotProvider } from "../infra/dynamic/replicationSlot";
-import { localContext } from "../scripts/local/context";
+import { bin, localContext } from "../scripts/local/context";
 import { createRoles, createSchema, ensureDatabase } from "../scripts/local/bootstrap";
 import { controlData, dataDir, initPrimary, replicaName, runningPid, startNode, stopNode } from "../scripts/local/postgresNode";
 import { up } from "../scripts/local/stack";
 import { failover } from "../scripts/local/switchover";
 import { HOST, LocalStackOutputs, caFile, loadState, stackDir } from "../scripts/local/state";
-import { chownToServer, freePort, run } from "../scripts/local/system";
+import { chownToServer, freePort, run, waitFor } from "../scripts/local/system";
 import { query, rejection, uniqueStack, treeDigest } from "./helpers";
 
 describe("replica bootstrap on an existing data directory", function () {
@@ -49,7 +49,9 @@ describe("replica bootstrap on an existing data directory", function () {
     fs.mkdirSync(dir, { mode: 0o700 });
     fs.writeFileSync(path.join(dir, "PG_VERSION"), "15\n");
     fs.writeFileSync(path.join(dir, "postgresql.auto.conf"), `primary_conninfo = 'user=nb_replicator password=OLDsecret-1 host=${HOST} port=${out.primary.port} application_name=replica-3'\nprimary_slot_name = 'replica_3'\n`);
-    for (const f of ["", "PG_VERSION", "postgresql.auto.conf"]) chownToServer(path.join(dir, f), ctx().user);
+    // A replica's: a standby.signal (a whole cluster without one is a former primary, tested below).
+    fs.writeFileSync(path.join(dir, "standby.signal"), "");
+    for (const f of ["", "PG_VERSION", "postgresql.auto.conf", "standby.signal"]) chownToServer(path.join(dir, f), ctx().user);
     return dir;
   }
 
@@ -99,6 +101,81 @@ describe("replica bootstrap on an existing data directory", function () {
     const log = await bootstrap(5, dir, await freePort());
     expect(log).to.include("primary not reachable; starting from the existing data directory").and.include("data directory already holds a cluster");
     expect(treeDigest(path.join(dir, "global"))).to.equal(before);
+  });
+
+  describe("on a former primary's data directory (a whole cluster of the primary's, no standby.signal: a Docker switchover or failover gives it to a replica)", function () {
+    const dir = () => path.join(stackDir(stack), "replica-6");
+    let port: number;
+    /** The superuser's URL of database postgres on the server at `p`. */
+    const postgresAt = (p: number) => {
+      const u = new URL(out.connections.admin.replace(`:${out.primary.port}/`, `:${p}/`));
+      u.pathname = "/postgres";
+      return u.toString();
+    };
+    const pgCtl = (...args: string[]) => run(bin(ctx(), "pg_ctl"), args, { as: ctx().user, timeoutMs: 120_000 });
+    /** The copy on its own port: no socket, no archiving into the stack's repository. */
+    const startCopy = () => pgCtl("start", "--wait", `--pgdata=${dir()}`, `--log=${path.join(`${dir()}-log`, "server.log")}`, "-o", `-p ${port} -c unix_socket_directories= -c archive_mode=off -c cluster_name=nbdb-test-copy`);
+    const rows = async (url: string) => (await query<{ x: number }>(url, "SELECT x FROM public.bootstrap_rows ORDER BY x")).map((r) => r.x);
+
+    before(async function () {
+      port = await freePort([out.primary.port, out.replicas[0].port]);
+      await query(postgresAt(out.primary.port), "CREATE TABLE public.bootstrap_rows (x int); INSERT INTO public.bootstrap_rows VALUES (1)");
+      // A replica of the stack's primary, taken by the script, then promoted: a primary of the same cluster.
+      for (const d of [dir(), `${dir()}-log`]) {
+        fs.mkdirSync(d, { mode: 0o700 });
+        chownToServer(d, ctx().user);
+      }
+      expect(await bootstrap(6, dir())).to.include("base backup taken");
+      await startCopy();
+      await pgCtl("promote", "--wait", `--pgdata=${dir()}`);
+      // Both diverge: a row only the former primary has, and one only the primary has.
+      await query(postgresAt(port), "INSERT INTO public.bootstrap_rows VALUES (2)");
+      await query(postgresAt(out.primary.port), "INSERT INTO public.bootstrap_rows VALUES (3)");
+      await pgCtl("stop", "--wait", "--mode=fast", `--pgdata=${dir()}`);
+      expect(fs.existsSync(path.join(dir(), "standby.signal"))).to.equal(false);
+    });
+
+    after(async function () {
+      await pgCtl("stop", "--wait", "--mode=immediate", `--pgdata=${dir()}`).catch(() => undefined);
+      await query(out.connections.admin, "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = 'replica_6'");
+    });
+
+    it("refuses when the primary cannot be asked (exit 1): the directory is byte for byte as it was, no standby.signal", async function () {
+      const before = treeDigest(dir());
+      const message = await rejection(bootstrap(6, dir(), await freePort([port])));
+      expect(message).to.include("holds a former primary (no standby.signal)").and.include("cannot be asked about it").and.include("does not start");
+      expect(treeDigest(dir())).to.equal(before);
+      expect(fs.existsSync(path.join(dir(), "standby.signal"))).to.equal(false);
+    });
+
+    it("refuses when the primary is itself in recovery (exit 1), changing nothing", async function () {
+      const before = treeDigest(dir());
+      const message = await rejection(bootstrap(6, dir(), out.replicas[0].port));
+      expect(message).to.include("is itself in recovery").and.include("does not start");
+      expect(treeDigest(dir())).to.equal(before);
+    });
+
+    it("rewinds it as nb_replicator (not a superuser) and re-attaches it: it streams from the primary, the row only it had gone", async function () {
+      const [role] = await query<{ rolsuper: boolean }>(out.connections.admin, `SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = '${REPLICATION_USER}'`);
+      expect(role.rolsuper).to.equal(false);
+      const log = await bootstrap(6, dir());
+      expect(log).to.include("is re-attached (rewound) as a standby").and.not.include("base backup taken");
+      expect(fs.existsSync(path.join(dir(), "standby.signal"))).to.equal(true);
+      const auto = fs.readFileSync(path.join(dir(), "postgresql.auto.conf"), "utf8");
+      expect(auto.match(/^primary_conninfo/gm)).to.have.length(1);
+      expect(auto).to.include(`port=${out.primary.port} user=${REPLICATION_USER} `).and.include(`password=${password} application_name=replica-6'`);
+      expect(auto).to.include("primary_slot_name = 'replica_6'");
+      await startCopy();
+      await waitFor("the re-attached replica to stream", 60_000, async () =>
+        (await query(out.connections.admin, "SELECT 1 FROM pg_catalog.pg_stat_replication WHERE application_name = 'replica-6' AND state = 'streaming'")).length > 0 || undefined,
+      );
+      const [recovery] = await query<{ r: boolean }>(postgresAt(port), "SELECT pg_catalog.pg_is_in_recovery() AS r");
+      expect(recovery.r).to.equal(true);
+      await query(postgresAt(out.primary.port), "INSERT INTO public.bootstrap_rows VALUES (4)");
+      await waitFor("the replica to replay row 4", 60_000, async () => ((await rows(postgresAt(port))).includes(4) ? true : undefined));
+      expect(await rows(postgresAt(port))).to.deep.equal([1, 3, 4]);
+      await pgCtl("stop", "--wait", "--mode=fast", `--pgdata=${dir()}`);
+    });
   });
 
   describe("when the primary is a new, empty cluster on the same port", function () {
