@@ -176,6 +176,53 @@ describe("replica bootstrap on an existing data directory", function () {
       expect(await rows(postgresAt(port))).to.deep.equal([1, 3, 4]);
       await pgCtl("stop", "--wait", "--mode=fast", `--pgdata=${dir()}`);
     });
+
+    it("takes a new base backup of the primary when pg_rewind fails (here: the former primary's WAL is gone)", async function () {
+      await startCopy();
+      await pgCtl("promote", "--wait", `--pgdata=${dir()}`);
+      await pgCtl("stop", "--wait", "--mode=fast", `--pgdata=${dir()}`);
+      const wal = path.join(dir(), "pg_wal");
+      for (const f of fs.readdirSync(wal)) if (fs.statSync(path.join(wal, f)).isFile()) fs.rmSync(path.join(wal, f));
+      const log = await bootstrap(6, dir());
+      expect(log).to.include("pg_rewind of the former primary").and.include("failed").and.include("taking a new base backup").and.include("base backup taken");
+      expect(fs.existsSync(path.join(dir(), "standby.signal"))).to.equal(true);
+      expect((await controlData(ctx(), dir())).systemIdentifier).to.equal(originalId);
+    });
+
+    it("re-attaches a cleanly stopped former primary after a switchover with no rewind required", async function () {
+      // A (replica-6's directory) promoted, B a standby of it, A stopped cleanly (B has its last WAL), B promoted: A is B's former primary.
+      const other = path.join(stackDir(stack), "replica-7");
+      const otherPort = await freePort([out.primary.port, out.replicas[0].port, port]);
+      fs.mkdirSync(other, { mode: 0o700 });
+      chownToServer(other, ctx().user);
+      const startOther = () => pgCtl("start", "--wait", `--pgdata=${other}`, `--log=${path.join(`${dir()}-log`, "other.log")}`, "-o", `-p ${otherPort} -c unix_socket_directories= -c archive_mode=off`);
+      const streamsTo = (p: number, name: string) =>
+        waitFor(`${name} to stream from the server on port ${p}`, 60_000, async () =>
+          (await query(postgresAt(p), "SELECT 1 FROM pg_catalog.pg_stat_replication WHERE application_name = $1 AND state = 'streaming'", [name])).length > 0 || undefined,
+        );
+      try {
+        await startCopy();
+        expect(await bootstrap(7, other, port)).to.include("base backup taken");
+        await startOther();
+        const receivedTimeline = async () => (await query<{ tli: number | null }>(postgresAt(otherPort), "SELECT received_tli AS tli FROM pg_catalog.pg_stat_wal_receiver WHERE status = 'streaming'"))[0]?.tli ?? undefined;
+        const before = await waitFor("replica-7 to stream", 60_000, receivedTimeline);
+        await pgCtl("promote", "--wait", `--pgdata=${dir()}`);
+        // B follows A onto its new timeline before A stops.
+        await waitFor("replica-7 to follow the promotion", 60_000, async () => ((await receivedTimeline()) ?? 0) > before || undefined);
+        await pgCtl("stop", "--wait", "--mode=fast", `--pgdata=${dir()}`);
+        await pgCtl("promote", "--wait", `--pgdata=${other}`);
+        // What a switchover does after the promotion, so that pg_rewind reads B's new timeline from its control file.
+        await query(postgresAt(otherPort), "CHECKPOINT");
+        const log = await bootstrap(6, dir(), otherPort);
+        expect(log).to.include("is re-attached (no rewind required) as a standby");
+        expect(fs.existsSync(path.join(dir(), "standby.signal"))).to.equal(true);
+        expect(fs.readFileSync(path.join(dir(), "postgresql.auto.conf"), "utf8")).to.include(`port=${otherPort} user=${REPLICATION_USER} `);
+        await startCopy();
+        await streamsTo(otherPort, "replica-6");
+      } finally {
+        await pgCtl("stop", "--wait", "--mode=immediate", `--pgdata=${other}`).catch(() => undefined);
+      }
+    });
   });
 
   describe("when the primary is a new, empty cluster on the same port", function () {
