@@ -5,11 +5,13 @@
 // A primary that is another cluster (initdb'd anew on the same port after its data was lost) never
 // makes a replica discard its data: the script refuses, and so do the local stack's `up` and rebuild
 // paths (the one comparison of database system identifiers); failover then makes the replica's data
-// the primary's again.
+// the primary's again. A former primary's directory (a whole cluster of the primary's without
+// standby.signal: what a Docker switchover or failover hands a replica) is rewound as nb_replicator
+// and re-attached, never started as a second primary (issue 18 item 2).
 import { expect } from "chai";
 import * as fs from "fs";
 import * as path from "path";
-import { replicaBootstrapScript, REPLICATION_USER } from "../infra/topology/replicaBootstrap";
+import { REWIND_FUNCTIONS, replicaBootstrapScript, REPLICATION_USER } from "../infra/topology/replicaBootstrap";
 import { replicationSlotProvider } from "../infra/dynamic/replicationSlot";
 import { bin, localContext } from "../scripts/local/context";
 import { createRoles, createSchema, ensureDatabase } from "../scripts/local/bootstrap";
@@ -54,6 +56,20 @@ describe("replica bootstrap on an existing data directory", function () {
     for (const f of ["", "PG_VERSION", "postgresql.auto.conf", "standby.signal"]) chownToServer(path.join(dir, f), ctx().user);
     return dir;
   }
+
+  it("up grants nb_replicator pg_rewind's functions in database postgres again on an existing stack; it stays no superuser", async function () {
+    const postgresDb = new URL(out.connections.admin);
+    postgresDb.pathname = "/postgres";
+    const granted = async () =>
+      Promise.all(REWIND_FUNCTIONS.map(async (f) => (await query<{ ok: boolean }>(postgresDb.toString(), "SELECT pg_catalog.has_function_privilege($1, $2, 'EXECUTE') AS ok", [REPLICATION_USER, f]))[0].ok));
+    expect(await granted()).to.deep.equal([true, true, true, true]);
+    await query(postgresDb.toString(), REWIND_FUNCTIONS.map((f) => `REVOKE EXECUTE ON FUNCTION ${f} FROM ${REPLICATION_USER};`).join("\n"));
+    expect(await granted()).to.deep.equal([false, false, false, false]);
+    await up({ stack });
+    expect(await granted()).to.deep.equal([true, true, true, true]);
+    const [role] = await query<{ rolsuper: boolean }>(out.connections.admin, `SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = '${REPLICATION_USER}'`);
+    expect(role.rolsuper).to.equal(false);
+  });
 
   it("keeps a replica whose slot the primary holds, with the current replication password", async function () {
     await query(out.connections.admin, "SELECT pg_create_physical_replication_slot('replica_3', true)");
@@ -155,9 +171,7 @@ describe("replica bootstrap on an existing data directory", function () {
       expect(treeDigest(dir())).to.equal(before);
     });
 
-    it("rewinds it as nb_replicator (not a superuser) and re-attaches it: it streams from the primary, the row only it had gone", async function () {
-      const [role] = await query<{ rolsuper: boolean }>(out.connections.admin, `SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = '${REPLICATION_USER}'`);
-      expect(role.rolsuper).to.equal(false);
+    it("rewinds it as nb_replicator (no superuser: the grants above) and re-attaches it: it streams from the primary, the row only it had gone", async function () {
       const log = await bootstrap(6, dir());
       expect(log).to.include("is re-attached (rewound) as a standby").and.not.include("base backup taken");
       expect(fs.existsSync(path.join(dir(), "standby.signal"))).to.equal(true);
