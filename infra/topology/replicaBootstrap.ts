@@ -48,7 +48,7 @@ function replicationConninfo(b: ReplicaBootstrap): string {
  * the old primary): what pg_basebackup --write-recovery-conf writes for a new one, as
  * postgresql.auto.conf lines. The password must be of the characters the bootstrap script rewrites.
  */
-export function standbySettings(b: ReplicaBootstrap, password: string): Record<"primary_conninfo" | "primary_slot_name", string> {
+function standbySettings(b: ReplicaBootstrap, password: string): Record<"primary_conninfo" | "primary_slot_name", string> {
   return {
     primary_conninfo: `${replicationConninfo(b)} password=${conninfoValue(password)} application_name=${replicaApplicationName(b.index)}`,
     primary_slot_name: replicaSlotName(b.index),
@@ -56,7 +56,7 @@ export function standbySettings(b: ReplicaBootstrap, password: string): Record<"
 }
 
 /** One postgresql.auto.conf line, `key = 'value'` (a quote inside doubled), as ALTER SYSTEM writes it. */
-export function autoConfLine(key: string, value: string): string {
+function autoConfLine(key: string, value: string): string {
   return `${key} = '${value.replace(/'/g, "''")}'`;
 }
 
