@@ -233,7 +233,9 @@ function formerPrimaryBranch(b: ReplicaBootstrap): string[] {
  * slot, when it is taken again; a partial one (an interrupted backup) is emptied and taken again. The physical slot is created
  * first, so the primary keeps the WAL the replica needs from the backup's start on. A whole cluster
  * that is not a copy of the primary's (another database system identifier: a primary initdb'd anew)
- * is never discarded: the script refuses (exit 1) and the replica does not start.
+ * is never discarded: the script refuses (exit 1) and the replica does not start. A whole copy
+ * without standby.signal is a former primary: rewound and re-attached (formerPrimaryBranch), never
+ * started as it is.
  */
 export function replicaBootstrapScript(b: ReplicaBootstrap): string {
   const slot = replicaSlotName(b.index);
