@@ -16,6 +16,8 @@ interface Volume {
   /** WAL written (a primary) or replayed (a standby). */
   lsn: number;
   slots: Set<string>;
+  /** A checkpoint since the promotion: the control file names the new timeline. */
+  checkpointed?: boolean;
 }
 interface Container {
   role: string;
@@ -45,6 +47,7 @@ class DockerHost {
       this.containers.set(this.containerOf(role), { role, volume: this.volumeOf(role), status: "running" });
     }
     const primary = this.volumes.get(this.volumeOf("primary"))!;
+    primary.checkpointed = true;
     for (let i = 0; i < replicas; i++) primary.slots.add(`replica_${i}`);
   }
 
@@ -101,7 +104,8 @@ class DockerHost {
     } else if (!v.standby) {
       // The bootstrap: a primary's data rewound (needs the primary to run), made a standby of it.
       const p = this.running("primary");
-      if (!p || this.volumes.get(p.volume)!.standby) return void (c.status = "restarting");
+      const pv = p && this.volumes.get(p.volume)!;
+      if (!pv || pv.standby || !pv.checkpointed) return void (c.status = "restarting");
       v.standby = true;
       v.state = "in archive recovery";
     } else {
@@ -130,6 +134,11 @@ class DockerHost {
     }
     if (q.includes("pg_last_wal_receive_lsn")) return `${v.standby ? "t" : "f"},${hex(v.lsn + (this.received.get(c.role) ?? 0))}\n`;
     if (q.includes("pg_is_in_recovery()")) return v.standby ? "t\n" : "f\n";
+    if (q === "CHECKPOINT") {
+      if (v.standby) throw new Error("CHECKPOINT on a standby: the model expects it on the promoted target only");
+      v.checkpointed = true;
+      return "";
+    }
     throw new Error(`the model has no answer to: ${q}`);
   }
 
@@ -217,10 +226,12 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
     const control = host.at("docker run --rm --network none -u postgres -v nbdb-primary-data-review-x:/d:ro");
     const replayed = host.calls.findIndex((c) => c.includes("pg_last_wal_replay_lsn(), '"));
     const promote = host.at(PROMOTE);
+    const checkpoint = host.calls.findIndex((c) => c.endsWith("-c CHECKPOINT"));
     const slots = host.calls.findIndex((c) => c.includes("pg_create_physical_replication_slot"));
     const stopTarget = host.at("docker stop -t 120 nbdb-replica-1-review-x");
     const up = host.at("pulumi up --yes");
-    expect([set, stop, control, replayed, promote, slots, stopTarget, up]).to.deep.equal([set, stop, control, replayed, promote, slots, stopTarget, up].sort((a, b) => a - b));
+    const order = [set, stop, control, replayed, promote, checkpoint, slots, stopTarget, up];
+    expect(order).to.deep.equal([...order].sort((a, b) => a - b));
     expect(host.calls[slots]).to.include("nbdb-replica-1-review-x").and.include("replica_0").and.include("replica_1");
     expect(host.config).to.deep.equal({ primary: "replica-1", "replica-0": "replica-0", "replica-1": "primary" });
     expect(host.mounts).to.deep.equal({ primary: "replica-1", "replica-0": "replica-0", "replica-1": "primary" });

@@ -195,7 +195,7 @@ describe("database layer (mocks)", function () {
         const policy = (b: Registration) => b.inputs.bundleName === PARTITION_MAINTENANCE_BUNDLE;
         const adminSql = (...names: string[]) => of(run, ADMIN_SQL).filter((r) => names.includes(r.name));
         const byStep: Record<PlanStepId, Registration[]> = {
-          roles: [...of(run, ROLE), ...adminSql("nbdb-platform-roles", "nbdb-role-settings")],
+          roles: [...of(run, ROLE), ...adminSql("nbdb-platform-roles", "nbdb-rewind-grants", "nbdb-role-settings")],
           database: adminSql("nbdb-admin-setup"),
           schema: of(run, SCHEMA_RESOURCE),
           access: of(run, GRANT).filter((g) => !g.inputs.objects),

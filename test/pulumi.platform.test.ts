@@ -17,6 +17,7 @@ import { RDS_CA_FILE } from "../infra/platform/rdsCa";
 import { connectionBudget } from "../infra/topology/connectionBudget";
 import { majorVersionProvider } from "../infra/dynamic/majorVersion";
 import { stableScramVerifier } from "../infra/topology/scram";
+import { REWIND_FUNCTIONS, rewindGrantsSql } from "../infra/topology/replicaBootstrap";
 import * as pulumi from "@pulumi/pulumi";
 import { StackOutputs } from "../infra/outputs";
 import { PGBOUNCER_EXPORTER_IMAGE_CONTEXT, pgbouncerExporterImageBuild, postgresImageBuild } from "../infra/platform/images";
@@ -1047,6 +1048,18 @@ describe("Pulumi program (mocks)", function () {
       expect(step.inputs.sql).to.not.include("pw-nbdb");
       const prod = await deployed("prod", PROD);
       expect(prod.registrations.filter((r) => r.name === "nbdb-platform-roles")).to.deep.equal([]);
+    });
+
+    it("grants the replication role pg_rewind's functions in database postgres on Docker (the bootstrap rewinds a former primary as it), after the platform roles", async () => {
+      const run = await deployed("dev", DEV);
+      const step = named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-rewind-grants");
+      expect(step.inputs.sql).to.equal(rewindGrantsSql());
+      for (const f of REWIND_FUNCTIONS) expect(step.inputs.sql).to.include(`GRANT EXECUTE ON FUNCTION ${f} TO nb_replicator;`);
+      expect(new URL(step.inputs.connection).pathname).to.equal("/postgres");
+      expect(step.secretInputs).to.include("connection");
+      expect(step.dependencies).to.include(named(run, "pulumi-nodejs:dynamic/neuralblitz:AdminSql", "nbdb-platform-roles").urn);
+      const prod = await deployed("prod", PROD);
+      expect(prod.registrations.filter((r) => r.name === "nbdb-rewind-grants")).to.deep.equal([]);
     });
   });
 

@@ -10,6 +10,8 @@ import { PartitionConfig } from "../config";
 import { AdminSql } from "../dynamic/adminSql";
 import { sqlBundles } from "../dynamic/sqlBundle";
 import { connectionUrl } from "../outputs";
+import { connectionUrl as databaseUrl } from "../../client/outputs";
+import { REPLICATION_USER, rewindGrantsSql } from "../topology/replicaBootstrap";
 import { AdminLogin, Cluster } from "../platform/types";
 import { JOB_ROLE, maintenanceScheduleSql } from "../topology/maintenanceSchedule";
 import { DIRECT_ROOM } from "../topology/connectionBudget";
@@ -59,6 +61,15 @@ export class DatabaseLayer extends pulumi.ComponentResource {
     const data = { ...sql, protect: args.protectData };
 
     const adminUrl = pulumi.all([cluster.primary, admin]).apply(([at, a]) => connectionUrl(a.username, a.password, at, cluster.serverCaFile));
+    // Where the platform creates the replication role itself by SQL (Docker; RDS streams by itself, the
+    // local stack grants them in `up`), the replica bootstrap rewinds a former primary as that role (a
+    // switchover or failover hands the old primary's volume to a replica): pg_rewind's functions are
+    // granted in database postgres, where it connects (a function's privileges are per database).
+    const rewindGrants = (after: pulumi.Resource[]): pulumi.Resource[] => {
+      if (!cluster.platformRolesSql || !cluster.platformRoles.includes(REPLICATION_USER)) return [];
+      const url = pulumi.all([cluster.primary, admin]).apply(([at, a]) => databaseUrl(a.username, a.password, at, "postgres", cluster.serverCaFile));
+      return [new AdminSql(`${name}-rewind-grants`, { sql: rewindGrantsSql(), connection: url }, { parent: this, dependsOn: after })];
+    };
     const migratorUrl = pulumi.all([cluster.primary, args.passwords.nb_migrator]).apply(([at, password]) => connectionUrl("nb_migrator", password, at, cluster.serverCaFile));
 
     // A restored primary (Cluster.restored) holds the source's roles: the local stack's idempotent
@@ -78,7 +89,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
       );
       const roles = new AdminSql(`${name}-restored-roles`, { sql: pulumi.secret(text), connection: adminUrl }, { parent: this });
       const platformRoles = cluster.platformRolesSql ? [new AdminSql(`${name}-platform-roles`, { sql: cluster.platformRolesSql, connection: adminUrl }, { parent: this })] : [];
-      return [roles, ...platformRoles];
+      return [roles, ...platformRoles, ...rewindGrants(platformRoles)];
     };
 
     const grants = grantResources(GRANTS);
@@ -117,7 +128,7 @@ export class DatabaseLayer extends pulumi.ComponentResource {
           { sql: ROLES.map((r) => roleSettingsSql(r, args.timeouts ?? ROLE_TIMEOUT_DEFAULTS)).join("\n"), connection: adminUrl },
           { parent: this, dependsOn: [...allRoles, ...platformRoles] },
         );
-        return [...allRoles, ...platformRoles, settings];
+        return [...allRoles, ...platformRoles, ...rewindGrants(platformRoles), settings];
       },
       database: (after) => [
         new AdminSql(`${name}-admin-setup`, { sql: adminSetupSql(DATABASE, { pgCron: cluster.pgCron }), connection: adminUrl }, { parent: this, dependsOn: after }),

@@ -48,11 +48,51 @@ function replicationConninfo(b: ReplicaBootstrap): string {
  * the old primary): what pg_basebackup --write-recovery-conf writes for a new one, as
  * postgresql.auto.conf lines. The password must be of the characters the bootstrap script rewrites.
  */
-export function standbySettings(b: ReplicaBootstrap, password: string): Record<"primary_conninfo" | "primary_slot_name", string> {
+function standbySettings(b: ReplicaBootstrap, password: string): Record<"primary_conninfo" | "primary_slot_name", string> {
   return {
     primary_conninfo: `${replicationConninfo(b)} password=${conninfoValue(password)} application_name=${replicaApplicationName(b.index)}`,
     primary_slot_name: replicaSlotName(b.index),
   };
+}
+
+/** One postgresql.auto.conf line, `key = 'value'` (a quote inside doubled), as ALTER SYSTEM writes it. */
+function autoConfLine(key: string, value: string): string {
+  return `${key} = '${value.replace(/'/g, "''")}'`;
+}
+
+/** Stands for the password while standbySettings() is rendered for the script (conninfoValue leaves it unquoted). */
+const PASSWORD_SLOT = "NBDB_PASSWORD_SLOT_7f3c";
+
+/**
+ * Shell lines appending standbySettings() to "$auto", the password taken from $PGPASSWORD at run
+ * time (the caller has checked its characters): everything else is rendered here, by the one owner.
+ */
+function appendStandbySettings(b: ReplicaBootstrap): string[] {
+  const lines = Object.entries(standbySettings(b, PASSWORD_SLOT)).map(([k, v]) => autoConfLine(k, v)).join("\n");
+  const parts = lines.split(PASSWORD_SLOT);
+  if (parts.length !== 2) throw new Error(`the replica's standby settings must hold its password once, got: ${lines}`);
+  return [`printf '%s%s%s\\n' ${shellQuote(parts[0])} "$PGPASSWORD" ${shellQuote(parts[1])} >> "$auto"`];
+}
+
+/**
+ * The functions pg_rewind calls on its source server (PostgreSQL 15's signatures, pg_rewind's
+ * libpq source): with EXECUTE on them the replication role rewinds a former primary without being
+ * superuser. Without pg_read_server_files they read only inside the data directory, which a
+ * REPLICATION role may already copy whole by a base backup.
+ */
+export const REWIND_FUNCTIONS = [
+  "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+  "pg_catalog.pg_stat_file(text, boolean)",
+  "pg_catalog.pg_read_binary_file(text)",
+  "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+] as const;
+
+/**
+ * The GRANTs that let the replication role run pg_rewind, idempotent. Function privileges belong to
+ * a database: this runs in database `postgres`, where the bootstrap's pg_rewind connects.
+ */
+export function rewindGrantsSql(role: string = REPLICATION_USER): string {
+  return REWIND_FUNCTIONS.map((f) => `GRANT EXECUTE ON FUNCTION ${f} TO ${role};`).join("\n");
 }
 
 /**
@@ -128,6 +168,64 @@ export function slotWatchScript(b: ReplicaBootstrap, everySeconds = 60): string 
   ].join("\n") + "\n";
 }
 
+/** The replica's password must be one primary_conninfo can hold unquoted (the script writes it there). */
+function passwordCheck(b: ReplicaBootstrap): string {
+  return `case "$PGPASSWORD" in *[!A-Za-z0-9_-]*) echo "replica-${b.index}: the replication password has characters this script does not write into primary_conninfo" >&2; exit 1 ;; esac`;
+}
+
+/**
+ * Shell lines for a data directory that holds a whole cluster of the primary's (the identifier
+ * check has passed) but is no standby (no standby.signal): a former primary, whose volume a Docker
+ * switchover or failover gave to this replica. Started as it is it would be a second primary, so:
+ * not checked (the primary unreachable, or itself in recovery) -> exit 1, nothing changed; else
+ * pg_rewind as the replication role (rewindGrantsSql()) takes back whatever only it had, and it
+ * becomes this replica (standby settings, standby.signal: exit 0); a rewind that fails sets
+ * `rebuild`, and the script takes a new base backup.
+ */
+function formerPrimaryBranch(b: ReplicaBootstrap): string[] {
+  const slot = replicaSlotName(b.index);
+  const where = `${b.primaryHost}:${b.primaryPort}`;
+  const source = `${replicationConninfo(b)} dbname=postgres connect_timeout=10`;
+  const keep = `the directory is kept as it is and this replica does not start (a former primary never starts unchecked; the container's restart policy tries again)`;
+  // With WAL reserved now: the rewound standby replays the WAL pg_rewind copied, then streams from here on.
+  const createSlot =
+    `SELECT pg_catalog.pg_create_physical_replication_slot('${slot}', true) ` +
+    `WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = '${slot}')`;
+  return [
+    `if [ -s "$PGDATA/PG_VERSION" ] && [ -f "$PGDATA/global/pg_control" ] && [ ! -e "$PGDATA/standby.signal" ]; then`,
+    `  if [ -z "$own_id" ]; then echo "replica-${b.index}: $PGDATA holds a cluster whose control file pg_controldata cannot read, and no standby.signal; ${keep}" >&2; exit 1; fi`,
+    `  if [ -n "\${unreachable:-}" ]; then echo "replica-${b.index}: $PGDATA holds a former primary (no standby.signal) and the primary ${where} cannot be asked about it; ${keep}" >&2; exit 1; fi`,
+    `  ${passwordCheck(b)}`,
+    `  in_recovery="$(psql -X -At ${shellQuote(source)} -c 'SELECT pg_catalog.pg_is_in_recovery()' 2>&1)" || { echo "replica-${b.index}: the primary ${where} cannot be asked whether it is in recovery ($in_recovery); ${keep}" >&2; exit 1; }`,
+    `  if [ "$in_recovery" != "f" ]; then echo "replica-${b.index}: the primary ${where} is itself in recovery (a standby), so $PGDATA, a former primary, is not rewound to it; ${keep}" >&2; exit 1; fi`,
+    // pg_rewind (PostgreSQL 15) takes the source's timeline from its control file, which a primary
+    // promoted moments ago shows as its old one until its first checkpoint: a rewind then might
+    // find nothing to take back where there is. It waits for that checkpoint.
+    `  tries=${b.waitSeconds ?? 60}`,
+    `  while :; do`,
+    `    current="$(${replicationCommand(b, "IDENTIFY_SYSTEM")})" || current=""`,
+    `    current="\${current#*,}"; current="\${current%%,*}"`,
+    `    checkpointed="$(psql -X -At ${shellQuote(source)} -c 'SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()' 2>/dev/null)" || checkpointed=""`,
+    `    if [ -n "$current" ] && [ "$current" = "$checkpointed" ]; then break; fi`,
+    `    tries=$((tries - 1)); if [ "$tries" -le 0 ]; then echo "replica-${b.index}: the primary ${where} runs on timeline \${current:-unknown} but its last checkpoint is on timeline \${checkpointed:-unknown} (promoted moments ago: run CHECKPOINT on it), which pg_rewind would misread; ${keep}" >&2; exit 1; fi`,
+    `    sleep 1`,
+    `  done`,
+    `  psql -X -q -v ON_ERROR_STOP=1 ${shellQuote(source)} -c ${shellQuote(createSlot)} >/dev/null`,
+    `  if rewind_out="$(LC_ALL=C pg_rewind --target-pgdata="$PGDATA" --source-server=${shellQuote(source)} 2>&1)"; then`,
+    `    auto="$PGDATA/postgresql.auto.conf"; touch "$auto"`,
+    `    sed -i -e '/^[[:space:]]*primary_conninfo[[:space:]]*=/d' -e '/^[[:space:]]*primary_slot_name[[:space:]]*=/d' "$auto"`,
+    ...appendStandbySettings(b).map((l) => `    ${l}`),
+    `    touch "$PGDATA/standby.signal"`,
+    `    echo "$rewind_out"`,
+    `    case "$rewind_out" in *"no rewind required"*) how="no rewind required" ;; *) how="rewound" ;; esac`,
+    `    echo "replica-${b.index}: the former primary in $PGDATA is re-attached ($how) as a standby of ${where}, slot ${slot}"; exit 0`,
+    `  fi`,
+    `  echo "replica-${b.index}: pg_rewind of the former primary in $PGDATA failed: $rewind_out; taking a new base backup (the system identifier matched: only its un-replicated tail is lost, as a rewind would)" >&2`,
+    `  rebuild=1`,
+    `fi`,
+  ];
+}
+
 /**
  * The script expects PGDATA (the replica's data directory, existing and owned by the server user)
  * and PGPASSWORD. It is idempotent: a data directory that already holds a cluster is kept (with the
@@ -135,7 +233,9 @@ export function slotWatchScript(b: ReplicaBootstrap, everySeconds = 60): string 
  * slot, when it is taken again; a partial one (an interrupted backup) is emptied and taken again. The physical slot is created
  * first, so the primary keeps the WAL the replica needs from the backup's start on. A whole cluster
  * that is not a copy of the primary's (another database system identifier: a primary initdb'd anew)
- * is never discarded: the script refuses (exit 1) and the replica does not start.
+ * is never discarded: the script refuses (exit 1) and the replica does not start. A whole copy
+ * without standby.signal is a former primary: rewound and re-attached (formerPrimaryBranch), never
+ * started as it is.
  */
 export function replicaBootstrapScript(b: ReplicaBootstrap): string {
   const slot = replicaSlotName(b.index);
@@ -149,7 +249,8 @@ export function replicaBootstrapScript(b: ReplicaBootstrap): string {
     `: "\${PGPASSWORD:?PGPASSWORD must hold the replication password}"`,
     // Never another cluster's copy is discarded, for any reason below; an unreachable primary decides nothing.
     ...systemIdentifierCheck(b, `unreachable=1`),
-    `if [ -s "$PGDATA/PG_VERSION" ]; then`,
+    ...formerPrimaryBranch(b),
+    `if [ -z "\${rebuild:-}" ] && [ -s "$PGDATA/PG_VERSION" ]; then`,
     // The primary may have dropped the slot (past max_slot_wal_keep_size: wal_status 'lost'), or
     // never kept it: the replica can then never catch up, so it is taken again. A physical
     // replication connection can tell (READ_REPLICATION_SLOT: no restart_lsn) without any database
@@ -162,7 +263,7 @@ export function replicaBootstrapScript(b: ReplicaBootstrap): string {
     `  esac`,
     `  if [ -z "\${rebuild:-}" ]; then`,
     // pg_basebackup wrote the password into primary_conninfo: a changed replication password must reach it.
-    `    case "$PGPASSWORD" in *[!A-Za-z0-9_-]*) echo "replica-${b.index}: the replication password has characters this script does not write into primary_conninfo" >&2; exit 1 ;; esac`,
+    `    ${passwordCheck(b)}`,
     `    auto="$PGDATA/postgresql.auto.conf"`,
     `    if [ -f "$auto" ] && grep -q '^primary_conninfo' "$auto"; then`,
     `      sed -i "s/password=[A-Za-z0-9_-]*/password=$PGPASSWORD/" "$auto"`,
@@ -172,12 +273,13 @@ export function replicaBootstrapScript(b: ReplicaBootstrap): string {
     `fi`,
     // A whole cluster the primary could not be asked about is never emptied (the next start asks again).
     `if [ -n "\${unreachable:-}" ]; then echo "replica-${b.index}: the primary cannot be asked for its database system identifier; the data directory $PGDATA is kept" >&2; exit 1; fi`,
-    `find "$PGDATA" -mindepth 1 -delete`,
+    // Emptied only once the primary accepts connections: a primary that does not leaves the directory as it was.
     `tries=${b.waitSeconds ?? 60}`,
     `until pg_isready -q -h ${b.primaryHost} -p ${b.primaryPort}; do`,
     `  tries=$((tries - 1)); [ "$tries" -gt 0 ] || { echo "replica-${b.index}: primary ${b.primaryHost}:${b.primaryPort} is not accepting connections" >&2; exit 1; }`,
     "  sleep 1",
     "done",
+    `find "$PGDATA" -mindepth 1 -delete`,
     `psql -X -q -v ON_ERROR_STOP=1 ${shellQuote(`${conn} dbname=postgres`)} -c ${shellQuote(createSlot)}`,
     `pg_basebackup --pgdata="$PGDATA" --dbname=${shellQuote(`${conn} application_name=${replicaApplicationName(b.index)}`)} ` +
       `--slot=${slot} --write-recovery-conf --wal-method=stream --checkpoint=fast --no-password`,

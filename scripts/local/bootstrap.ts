@@ -7,7 +7,7 @@ import { scramSha256Verifier } from "../../infra/topology/scram";
 import { DATABASE, ROLES, RoleSpec, SCHEMA, roleSettings, roleSql } from "../../schema/roles";
 import { Client } from "pg";
 import { withTransaction } from "../db";
-import { REPLICATION_USER } from "../../infra/topology/replicaBootstrap";
+import { REPLICATION_USER, rewindGrantsSql } from "../../infra/topology/replicaBootstrap";
 import { convergeGrants } from "./grants";
 import { withSuperuser } from "./postgresNode";
 import { StackState } from "./state";
@@ -26,12 +26,14 @@ export async function createRoles(state: StackState): Promise<void> {
   });
 }
 
-/** Step `database`: database postgres closed to project roles; on the first run the database, owned by nb_owner, and the pooler's lookup in it. */
+/** Step `database`: database postgres closed to project roles, the replication role's pg_rewind functions there; on the first run the database, owned by nb_owner, and the pooler's lookup in it. */
 export async function ensureDatabase(state: StackState, firstRun: boolean): Promise<void> {
   await withSuperuser(state, state.ports.primary, async (c) => {
     // Database postgres is the administrator's (pg_hba.conf refuses every other login there too).
     // The replica bootstrap creates its slot from there.
     await c.query(`REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC; GRANT CONNECT ON DATABASE postgres TO ${REPLICATION_USER}`);
+    // The replica bootstrap (and the re-attach of a former primary) runs pg_rewind from there as the replication role.
+    await c.query(rewindGrantsSql());
     if (!firstRun) return;
     const exists = await c.query("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", [DATABASE]);
     if (exists.rowCount === 0) await c.query(`CREATE DATABASE ${DATABASE} OWNER nb_owner`);

@@ -308,14 +308,24 @@ export async function bootstrapReplica(ctx: LocalContext, state: StackState, ind
   await killRemains(ctx, node);
   fs.rmSync(dir, { recursive: true, force: true });
   ensureServerDir(ctx, dir);
-  await run("/bin/sh", ["-c", replicaBootstrapScript(replicaOf(state, index))], {
-    as: ctx.user,
-    env: replicaScriptEnv(ctx, state, dir),
-    timeoutMs: 30 * 60_000,
-    describe: `the base backup of ${node} (infra/topology/replicaBootstrap.ts)`,
-  });
+  await runReplicaBootstrap(ctx, state, index, `the base backup of ${node}`);
   writeNodeConf(ctx, state, node);
   markComplete(ctx, node);
+}
+
+/**
+ * The shared replica bootstrap (infra/topology/replicaBootstrap.ts) on replica `index`'s data
+ * directory, as the server user: a base backup into an empty one, a rewind of a former primary's.
+ * Its output; it rejects when the script refuses.
+ */
+export async function runReplicaBootstrap(ctx: LocalContext, state: StackState, index: number, what: string): Promise<string> {
+  const r = await run("/bin/sh", ["-c", replicaBootstrapScript(replicaOf(state, index))], {
+    as: ctx.user,
+    env: replicaScriptEnv(ctx, state, dataDir(ctx, replicaName(index))),
+    timeoutMs: 30 * 60_000,
+    describe: `${what} (infra/topology/replicaBootstrap.ts)`,
+  });
+  return r.stdout + r.stderr;
 }
 
 function pidExists(pid: number): boolean {

@@ -9,7 +9,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { DATABASE } from "../../schema/roles";
-import { REPLICATION_USER, replicaSlotName, replicaApplicationName, standbySettings } from "../../infra/topology/replicaBootstrap";
+import { replicaSlotName, replicaApplicationName } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, localContext } from "./context";
 import { UserError } from "../errors";
 import {
@@ -22,6 +22,7 @@ import {
   markComplete,
   portOf,
   replicaName,
+  runReplicaBootstrap,
   runningPid,
   startNode,
   clearStaleLocks,
@@ -31,7 +32,7 @@ import {
   writeServerFile,
 } from "./postgresNode";
 import { poolerPid, withAdminConsole } from "./pooler";
-import { HOST, LocalStackOutputs, RoleChange, SUPERUSER, StackState, caFile, requireStack, saveState } from "./state";
+import { LocalStackOutputs, RoleChange, StackState, requireStack, saveState } from "./state";
 import { replicationRows, up, withStackLock } from "./stack";
 import { run, waitFor } from "./system";
 
@@ -151,12 +152,11 @@ async function ensureSlots(state: StackState, port: number): Promise<void> {
   });
 }
 
-/** Rewrite postgresql.auto.conf without the standby keys, then with `settings` (when given). */
-function setStandbySettings(ctx: LocalContext, dir: string, settings?: Record<string, string>): void {
+/** Rewrite postgresql.auto.conf without the standby keys: the promoted replica's data as the primary's. */
+function clearStandbySettings(ctx: LocalContext, dir: string): void {
   const file = path.join(dir, "postgresql.auto.conf");
   const kept = (fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "").split("\n").filter((l) => l !== "" && !/^\s*(primary_conninfo|primary_slot_name)\s*=/.test(l));
-  const added = Object.entries(settings ?? {}).map(([k, v]) => `${k} = '${v.replace(/'/g, "''")}'`);
-  writeServerFile(ctx, file, [...kept, ...added].join("\n") + "\n");
+  writeServerFile(ctx, file, kept.join("\n") + "\n");
 }
 
 // ---- the exchange ------------------------------------------------------------------------
@@ -231,7 +231,7 @@ async function rollForward(ctx: LocalContext, state: StackState, steps: string[]
   }
   // swapped: the new primary up on the primary's port, the pooler on it, the old primary re-attached.
   const primaryDir = dataDir(ctx, "primary");
-  setStandbySettings(ctx, primaryDir);
+  clearStandbySettings(ctx, primaryDir);
   writeNodeConf(ctx, state, "primary");
   if (!runningPid(ctx, "primary")) {
     await startNode(ctx, "primary");
@@ -248,9 +248,10 @@ async function rollForward(ctx: LocalContext, state: StackState, steps: string[]
 }
 
 /**
- * The old primary's data (now in replica-<target>/) made a standby of the new primary: pg_rewind
- * takes back whatever it wrote that the new primary never received (none after a switchover);
- * when it cannot, the directory is removed and `up` takes a base backup instead.
+ * The old primary's data (now in replica-<target>/) made a standby of the new primary by the shared
+ * replica bootstrap (infra/topology/replicaBootstrap.ts, the Docker replicas' too): pg_rewind as
+ * nb_replicator takes back whatever it wrote that the new primary never received (none after a
+ * switchover); when it cannot, the script takes a base backup instead.
  */
 async function reattach(ctx: LocalContext, state: StackState, target: number, steps: string[]): Promise<string> {
   const node = replicaName(target);
@@ -259,28 +260,22 @@ async function reattach(ctx: LocalContext, state: StackState, target: number, st
   await stopNode(ctx, node);
   await killRemains(ctx, node);
   clearStaleLocks(ctx, node);
-  const standby = { primaryHost: HOST, primaryPort: state.ports.primary, replicationUser: REPLICATION_USER, index: target, caFile: caFile(state.stack) };
-  // pg_rewind reads the new primary as the superuser (it needs pg_read_binary_file and more); over verified TLS.
-  const source = `host=${HOST} port=${state.ports.primary} user=${SUPERUSER} dbname=postgres sslmode=verify-full sslrootcert='${caFile(state.stack).replace(/'/g, "\\'")}'`;
   try {
-    // pg_rewind wants no standby.signal (it may run the target's crash recovery in single-user mode).
+    // A former primary's directory is one without standby.signal (a re-run after a crash may find one).
     fs.rmSync(path.join(dir, "standby.signal"), { force: true });
-    const r = await run(bin(ctx, "pg_rewind"), [`--target-pgdata=${dir}`, `--source-server=${source}`], {
-      as: ctx.user,
-      env: { PGPASSWORD: state.passwords[SUPERUSER], LC_ALL: "C" },
-      timeoutMs: 30 * 60_000,
-      describe: `pg_rewind of ${node}`,
-    });
-    const rewound = !/no rewind required/.test(r.stdout + r.stderr);
-    // pg_rewind copied the source's configuration files: the replica's own back, then its standby settings.
+    const log = await runReplicaBootstrap(ctx, state, target, `the re-attach of ${node}`);
+    const how = /base backup taken/.test(log) ? "rebuilt" : /no rewind required/.test(log) ? "re-attached" : "rewound";
+    // pg_rewind copied the source's configuration files: the replica's own back.
     fs.rmSync(path.join(dir, PROMOTED_MARKER), { force: true });
     writeNodeConf(ctx, state, node);
-    setStandbySettings(ctx, dir, standbySettings(standby, state.passwords.nb_replicator));
-    writeServerFile(ctx, path.join(dir, "standby.signal"), "");
     markComplete(ctx, node);
     await startNode(ctx, node);
-    steps.push(`${node} (the old primary) re-attached as a standby${rewound ? " after pg_rewind" : " (no rewind needed)"}, slot ${replicaSlotName(target)}`);
-    return rewound ? `rewound and re-attached as ${node}` : `re-attached as ${node}`;
+    if (how === "rebuilt") {
+      steps.push(`${node} (the old primary) could not be rewound; taken anew by a base backup, slot ${replicaSlotName(target)}`);
+      return `could not be rewound: ${node} is built anew by a base backup`;
+    }
+    steps.push(`${node} (the old primary) re-attached as a standby${how === "rewound" ? " after pg_rewind" : " (no rewind needed)"}, slot ${replicaSlotName(target)}`);
+    return how === "rewound" ? `rewound and re-attached as ${node}` : `re-attached as ${node}`;
   } catch (e) {
     await stopNode(ctx, node);
     // Another cluster's data (a primary initdb'd anew, or replaced), or one that cannot be compared, is kept aside.
@@ -293,8 +288,8 @@ async function reattach(ctx: LocalContext, state: StackState, target: number, st
     }
     ctx.log(`${node}: ${(e as Error).message.split("\n")[0]}; removing it for a base backup`);
     fs.rmSync(dir, { recursive: true, force: true });
-    steps.push(`${node} (the old primary) could not be rewound; removed, to be built anew by a base backup`);
-    return `could not be rewound: ${node} is built anew by a base backup`;
+    steps.push(`${node} (the old primary) could not be re-attached; removed, to be built anew by a base backup`);
+    return `could not be re-attached: ${node} is built anew by a base backup`;
   }
 }
 

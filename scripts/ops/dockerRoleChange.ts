@@ -209,6 +209,9 @@ class DockerStack {
     const c = this.node(role).container;
     await this.docker(["exec", "-u", "postgres", c, "pg_ctl", "promote", "-D", this.out.dataDir, "--wait", "--timeout=120"], 130_000);
     await this.waitFor(`${role} to accept writes`, 60_000, async () => ((await this.isInRecovery(role)) ? undefined : true));
+    // Its control file names the new timeline only from its first checkpoint on, and PostgreSQL 15's
+    // pg_rewind reads the source's timeline there: the old primary's bootstrap waits for it.
+    await this.sql(role, "CHECKPOINT");
   }
 
   /** Every replica's slot on the server of `role`, WAL reserved now (slots are not replicated). */
@@ -322,6 +325,8 @@ function changedRoles(survey: Survey, map: ReadonlyMap<Role, Role>): Role[] {
 /** From a promoted target on: its slots, the target stopped, the containers deployed on their new volumes, checked. */
 async function rollForward(s: DockerStack, survey: Survey, target: Role, map: ReadonlyMap<Role, Role>, steps: string[]): Promise<void> {
   if ((await s.inspect(s.node(target).container)).running) {
+    // Again for a resumed change: the promotion's checkpoint may not have run.
+    await s.sql(target, "CHECKPOINT");
     await s.ensureSlots(target);
     steps.push(`made every replica's slot on ${target} (${s.out.replicas.map((_, i) => replicaSlotName(i)).join(", ")})`);
     await s.docker(["stop", "-t", String(STOP_TIMEOUT_S), s.node(target).container], (STOP_TIMEOUT_S + 30) * 1000);
