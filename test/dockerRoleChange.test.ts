@@ -18,6 +18,8 @@ interface Volume {
   slots: Set<string>;
   /** A checkpoint since the promotion: the control file names the new timeline. */
   checkpointed?: boolean;
+  /** pg_ctl promote was asked for and the server has not finished it: it does when it stops. */
+  promoting?: boolean;
 }
 interface Container {
   role: string;
@@ -32,7 +34,18 @@ class DockerHost {
   readonly calls: string[] = [];
   readonly containers = new Map<string, Container>();
   readonly volumes = new Map<string, Volume>();
-  config: Record<string, string> = {};
+  /** docker.dataVolumes as the stack's config holds it (undefined: no key). */
+  config?: Record<string, string>;
+  /** docker.primaryPort, when the config fixes it. */
+  primaryPort?: number;
+  /** The host port Docker published each container's PostgreSQL on. */
+  hostPorts = new Map<string, number>();
+  /** The primary's archiver keeps up (false: it fails, as with a missing stanza). */
+  archiving = true;
+  /** pg_isready's exit code in the primary container (0 accepting, 1 starting up or recovering). */
+  primaryReady = 0;
+  /** The next `pg_ctl promote` is asked for, then nbdb dies before the server finishes it. */
+  dieWhilePromoting = false;
   /** What a replica has received beyond its replay, by container (failover picks the most). */
   received = new Map<string, number>();
   /** The target replays the primary's shutdown checkpoint (false: it lags forever). */
@@ -45,6 +58,7 @@ class DockerHost {
     for (const role of this.roles) {
       this.volumes.set(this.volumeOf(role), { state: role === "primary" ? "in production" : "in archive recovery", standby: role !== "primary", lsn: 1000, slots: new Set() });
       this.containers.set(this.containerOf(role), { role, volume: this.volumeOf(role), status: "running" });
+      this.hostPorts.set(role, 32768 + this.hostPorts.size);
     }
     const primary = this.volumes.get(this.volumeOf("primary"))!;
     primary.checkpointed = true;
@@ -75,6 +89,16 @@ class DockerHost {
     return Object.fromEntries([...this.containers.values()].map((c) => [c.role, byVolume.get(c.volume)!]));
   }
 
+  /** The role each volume would be mounted by under the config. */
+  volumeFor(role: string): string {
+    return this.volumeOf(this.config?.[role] ?? role);
+  }
+
+  /** Servers that accept writes now: never more than one. */
+  get primaries(): string[] {
+    return [...this.containers.values()].filter((c) => c.status === "running" && !this.volumes.get(c.volume)!.standby).map((c) => c.role);
+  }
+
   running(role: string): Container | undefined {
     const c = this.containers.get(this.containerOf(role));
     return c?.status === "running" ? c : undefined;
@@ -84,8 +108,14 @@ class DockerHost {
     if (c.status !== "running") return void (c.status = "exited");
     c.status = "exited";
     const v = this.volumes.get(c.volume)!;
+    if (v.promoting) {
+      // A promotion asked for finishes before the server exits (the worst case for a resume).
+      v.promoting = false;
+      v.standby = false;
+    }
     v.state = v.standby ? "shut down in recovery" : "shut down";
     if (!v.standby) {
+      v.checkpointed = true; // its shutdown checkpoint names its timeline
       v.lsn += 8; // the shutdown checkpoint, sent to every streaming standby before the server exits
       for (const r of this.roles.slice(1)) {
         const s = this.running(r);
@@ -128,6 +158,9 @@ class DockerHost {
       const checkpoint = unhex(/'([0-9A-F/]+)'::pg_lsn/.exec(q)![1]);
       return v.lsn > checkpoint ? "t\n" : "f\n";
     }
+    if (q.includes("pg_switch_wal")) return "000000010000000000000007\n";
+    if (q.includes("pg_stat_archiver")) return this.archiving ? "t,000000010000000000000007,none\n" : "f,000000010000000000000006,000000010000000000000007\n";
+    if (q.includes("pg_drop_replication_slot")) return "";
     if (q.includes("pg_create_physical_replication_slot")) {
       for (const m of q.matchAll(/\('(replica_\d+)'\)/g)) v.slots.add(m[1]);
       return "";
@@ -152,20 +185,42 @@ class DockerHost {
     if (file === "pulumi") {
       if (args[0] === "stack" && args[1] === "output") return ok(JSON.stringify(this.output));
       if (args[0] === "preview") return this.previewClean ? ok() : fail("error: no changes were expected but changes were proposed");
-      if (args[0] === "config" && args[1] === "get") return Object.keys(this.config).length ? ok(JSON.stringify(this.config)) : fail("error: configuration key 'docker.dataVolumes' not found for stack 'review-x'");
+      if (args[0] === "config" && args[1] === "get") {
+        // As the CLI prints --json: the value wrapped.
+        const value = args[3] === "docker.dataVolumes" ? this.config : this.primaryPort;
+        if (value === undefined) return fail(`error: configuration key '${args[3]}' not found for stack 'review-x'`);
+        return ok(JSON.stringify({ value: JSON.stringify(value), ...(typeof value === "object" ? { objectValue: value } : {}), secret: false }, null, 2));
+      }
       if (args[0] === "config" && args[1] === "set-all") {
         for (const a of args) {
           const m = /^docker\.dataVolumes\["([^"]+)"\]=(.+)$/.exec(a);
-          if (m) this.config[m[1]] = m[2];
+          if (m) (this.config ??= {})[m[1]] = m[2];
+          const port = /^docker\.primaryPort=(\d+)$/.exec(a);
+          if (port) this.primaryPort = Number(port[1]);
         }
         return ok();
       }
+      if (args[0] === "config" && args[1] === "rm" && args[3] === "docker.dataVolumes") {
+        this.config = undefined;
+        return ok();
+      }
       if (args[0] === "up") {
-        // The program: each container on the volume the config gives its role; replaced ones start (the primary first: the replicas depend on it).
-        const replaced = [...this.containers.values()].filter((c) => c.volume !== this.volumeOf(this.config[c.role] ?? c.role));
-        for (const c of replaced) {
-          this.stop(c);
-          c.volume = this.volumeOf(this.config[c.role] ?? c.role);
+        // The program (after the refresh): a removed container made again, a container on another
+        // volume than the config gives its role replaced; they start the primary first (the replicas depend on it).
+        const replaced: Container[] = [];
+        for (const role of this.roles) {
+          const name = this.containerOf(role);
+          const c = this.containers.get(name);
+          if (!c) {
+            const made: Container = { role, volume: this.volumeFor(role), status: "exited" };
+            this.containers.set(name, made);
+            if (role !== "primary" || this.primaryPort === undefined) this.hostPorts.set(role, 40000 + this.calls.length);
+            replaced.push(made);
+          } else if (c.volume !== this.volumeFor(role)) {
+            this.stop(c);
+            c.volume = this.volumeFor(role);
+            replaced.push(c);
+          }
         }
         for (const c of replaced.sort((a) => (a.role === "primary" ? -1 : 1))) this.start(c);
         const broken = replaced.filter((c) => c.status !== "running");
@@ -175,9 +230,20 @@ class DockerHost {
     if (file === "docker") {
       const name = args[0] === "exec" ? args[args[1] === "-u" ? 3 : 1] : args[args.length - 1];
       if (args[0] === "container" && args[1] === "inspect") {
+        // The backup container runs the servers' image (and mounts the primary's volume read-only, not modelled).
+        if (args[2] === this.containerOf("backup")) return ok(JSON.stringify([{ State: { Status: "running", Running: true }, Image: "sha256:image", Mounts: [] }]));
         const c = this.containers.get(args[2]);
         if (!c) return fail(`Error: No such container: ${args[2]}`);
-        return ok(JSON.stringify([{ State: { Status: c.status, Running: c.status === "running" }, Image: "sha256:image", Mounts: [{ Type: "volume", Name: c.volume, Destination: "/var/lib/postgresql/data" }] }]));
+        return ok(
+          JSON.stringify([
+            {
+              State: { Status: c.status, Running: c.status === "running" },
+              Image: "sha256:image",
+              Mounts: [{ Type: "volume", Name: c.volume, Destination: "/var/lib/postgresql/data" }],
+              NetworkSettings: { Ports: { "5432/tcp": [{ HostIp: "127.0.0.1", HostPort: String(this.hostPorts.get(c.role)) }] } },
+            },
+          ]),
+        );
       }
       if (args[0] === "run") {
         const volume = args[args.indexOf("-v") + 1].split(":")[0];
@@ -187,11 +253,21 @@ class DockerHost {
       const c = this.containers.get(name);
       if (!c) return fail(`Error: No such container: ${name}`);
       if (args[0] === "stop") return this.stop(c), ok(name);
+      if (args[0] === "rm") {
+        if (c.status === "running") return fail(`Error: cannot remove container ${name}: container is running`);
+        this.containers.delete(name);
+        return ok(name);
+      }
       if (args[0] === "start") return this.start(c), c.status === "running" ? ok(name) : fail("container restarting");
       if (args[0] === "exec") {
         if (c.status !== "running") return fail(`Error: container ${name} is not running`);
         const v = this.volumes.get(c.volume)!;
-        if (args.includes("pg_isready")) return ok();
+        if (args.includes("pg_isready")) return c.role === "primary" && this.primaryReady !== 0 ? { code: this.primaryReady, stdout: "", stderr: "" } : ok();
+        if (args.includes("pg_ctl") && this.dieWhilePromoting) {
+          this.dieWhilePromoting = false;
+          v.promoting = true;
+          throw new Error(`crashed while ${name} promotes`);
+        }
         if (args.includes("pg_ctl")) {
           v.standby = false;
           v.state = "in production";
@@ -229,8 +305,10 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
     const checkpoint = host.calls.findIndex((c) => c.endsWith("-c CHECKPOINT"));
     const slots = host.calls.findIndex((c) => c.includes("pg_create_physical_replication_slot"));
     const stopTarget = host.at("docker stop -t 120 nbdb-replica-1-review-x");
-    const up = host.at("pulumi up --yes");
-    const order = [set, stop, control, replayed, promote, checkpoint, slots, stopTarget, up];
+    const removed = host.at("docker rm nbdb-primary-review-x");
+    const up = host.at("pulumi up --refresh --yes");
+    const archived = host.calls.findIndex((c) => c.includes("pg_switch_wal"));
+    const order = [archived, set, stop, control, replayed, promote, checkpoint, slots, stopTarget, removed, up];
     expect(order).to.deep.equal([...order].sort((a, b) => a - b));
     expect(host.calls[slots]).to.include("nbdb-replica-1-review-x").and.include("replica_0").and.include("replica_1");
     expect(host.config).to.deep.equal({ primary: "replica-1", "replica-0": "replica-0", "replica-1": "primary" });
@@ -241,6 +319,9 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
     expect([...host.containers.values()].every((c) => c.status === "running")).to.equal(true);
     expect([...host.volumes.get(host.volumeOf("replica-1"))!.slots]).to.include.members(["replica_0", "replica_1"]);
     expect(r.primaryData).to.equal("replica-1");
+    // The primary's host port, which Docker chose, is pinned by the record: the new container publishes the same one.
+    expect(host.primaryPort).to.equal(32768);
+    expect(host.hostPorts.get("primary")).to.equal(32768);
     expect(r.steps.join("\n")).to.include("every replica streams from the new primary");
   });
 
@@ -266,9 +347,34 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
     expect(message).to.include("refused and undone").and.include("replay the old primary's last WAL");
     expect(host.calls.some((c) => c.includes("pg_ctl promote"))).to.equal(false);
     expect(host.calls.some((c) => c.startsWith("pulumi up"))).to.equal(false);
-    expect(host.config).to.deep.equal({ primary: "primary", "replica-0": "replica-0" });
+    // The stack had no key: it has none again, so the program's inputs are what they were.
+    expect(host.config).to.equal(undefined);
     expect(host.running("primary")).to.not.equal(undefined);
     expect(host.volumes.get(host.volumeOf("primary"))!.standby).to.equal(false);
+  });
+
+  it("a switchover undone on a stack that had switched before restores its key as it was", async function () {
+    const host = new DockerHost(1);
+    await dockerSwitchover(host.options({ to: "replica-0" }));
+    host.replays = false;
+    await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
+    expect(host.config).to.deep.equal({ primary: "replica-0", "replica-0": "primary" });
+    expect(host.mounts).to.deep.equal(host.config);
+  });
+
+  it("a primary whose WAL archive is behind: refused before anything is recorded or stopped", async function () {
+    const host = new DockerHost(1);
+    host.archiving = false;
+    const message = await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
+    expect(message).to.include("did not archive WAL segment 000000010000000000000007").and.include("last failed 000000010000000000000007").and.include("Nothing was changed");
+    expect(host.calls.filter((c) => /^docker (stop|start|run|rm)|^pulumi (config set|config rm|up)/.test(c))).to.deep.equal([]);
+  });
+
+  it("a configured primary port is left as it is", async function () {
+    const host = new DockerHost(1);
+    host.primaryPort = 15432;
+    await dockerSwitchover(host.options({ to: "replica-0" }));
+    expect(host.calls.find((c) => c.startsWith("pulumi config set-all"))).to.not.include("docker.primaryPort");
   });
 
   for (const [what, prepare, expected] of [
@@ -301,6 +407,13 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
   });
 
   describe("failover", function () {
+    it("refuses while the primary is starting up or recovering from a crash (pg_isready 1): it comes back with every commit", async function () {
+      const host = new DockerHost(1);
+      host.primaryReady = 1;
+      expect(await rejection(dockerFailover(host.options()))).to.include("is starting up (or recovering from a crash)").and.include("Nothing was changed");
+      expect(host.calls.filter((c) => /^docker (stop|start|rm)|^pulumi (config set|up)/.test(c))).to.deep.equal([]);
+    });
+
     it("refuses while the primary accepts connections, changing nothing", async function () {
       const host = new DockerHost(1);
       expect(await rejection(dockerFailover(host.options()))).to.include("is running and accepts connections").and.include("npx nbdb switchover --pulumi-stack review-x");
@@ -361,6 +474,29 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
       expect(host.mounts).to.deep.equal({ primary: "primary", "replica-0": "replica-0" });
       expect(host.volumes.get(host.volumeOf("primary"))!.standby).to.equal(false);
       expect([...host.containers.values()].every((c) => c.status === "running")).to.equal(true);
+    });
+
+    it("nbdb died while the target promoted (still in recovery when asked): the target is stopped before deciding, and the finished promotion is finished, never undone into two primaries", async function () {
+      const host = new DockerHost(1);
+      host.dieWhilePromoting = true;
+      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
+      expect(host.volumes.get(host.volumeOf("replica-0"))!.promoting).to.equal(true);
+      const r = await dockerResume(host.options());
+      expect(r.steps.join("\n")).to.include("is promoted: finishing");
+      expect(host.primaries).to.deep.equal(["primary"]);
+      expect(host.mounts).to.deep.equal({ primary: "replica-0", "replica-0": "primary" });
+      expect([...host.containers.values()].every((c) => c.status === "running")).to.equal(true);
+    });
+
+    it("a container removed before the deploy (nbdb died there): made again by the resume", async function () {
+      const host = new DockerHost(1);
+      host.crashAt = "pulumi up";
+      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
+      host.crashAt = undefined;
+      expect(host.containers.has(host.containerOf("primary"))).to.equal(false);
+      await dockerResume(host.options());
+      expect(host.mounts).to.deep.equal({ primary: "replica-0", "replica-0": "primary" });
+      expect(host.primaries).to.deep.equal(["primary"]);
     });
 
     it("with nothing interrupted: says so and changes nothing", async function () {

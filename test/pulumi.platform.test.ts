@@ -170,7 +170,7 @@ describe("Pulumi program (mocks)", function () {
       expect(adminSetup.inputs.sql).to.include("CREATE EXTENSION IF NOT EXISTS pg_cron");
     });
 
-    it("archives the primary's WAL with pgBackRest into the repository volume, replicas not", () => {
+    it("archives the primary's WAL with pgBackRest into the repository volume; the replicas are set up alike, so one promoted archives its new timeline at once", () => {
       const primary = named(run, CONTAINER, "nbdb-primary");
       const conf = uploaded(primary, "/etc/postgresql/neuralblitz/pgbackrest.conf");
       expect(conf).to.equal(
@@ -178,8 +178,13 @@ describe("Pulumi program (mocks)", function () {
       );
       expect(primary.inputs.command).to.include.members(["archive_mode=on", `archive_command=${archiveCommand("/etc/postgresql/neuralblitz/pgbackrest.conf", "nbdb", "/var/lib/postgresql/data")}`]);
       expect(primary.inputs.volumes).to.deep.include({ volumeName: "nbdb-backup-repo", containerPath: "/var/lib/pgbackrest" });
+      // A standby does not archive with archive_mode=on; promoted by a switchover or failover it pushes the
+      // new timeline's history file and the old timeline's partial last segment, which the backups need.
       const replica = named(run, CONTAINER, "nbdb-replica-0");
-      expect(replica.inputs.command.some((a: string) => a.startsWith("archive_"))).to.equal(false);
+      const archiving = (c: Registration) => c.inputs.command.filter((a: string) => a.startsWith("archive_"));
+      expect(archiving(replica)).to.deep.equal(archiving(primary)).and.to.have.length(2);
+      expect(replica.inputs.volumes).to.deep.include({ volumeName: "nbdb-backup-repo", containerPath: "/var/lib/pgbackrest" });
+      expect(uploaded(replica, "/etc/postgresql/neuralblitz/pgbackrest.conf")).to.equal(conf);
       // pgBackRest's role, with the backup functions only, at initdb and whenever its password changes.
       const init = uploaded(primary, "/docker-entrypoint-initdb.d/10-neuralblitz-platform-roles.sql");
       expect(init).to.include(`ALTER ROLE ${BACKUP_ROLE} WITH LOGIN NOSUPERUSER`).and.include("pg_backup_start").and.not.include("pw-nbdb-nb_backup");

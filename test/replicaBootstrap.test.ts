@@ -144,6 +144,8 @@ describe("replica bootstrap on an existing data directory", function () {
       expect(await bootstrap(6, dir())).to.include("base backup taken");
       await startCopy();
       await pgCtl("promote", "--wait", `--pgdata=${dir()}`);
+      // As a primary it kept a replica's slot, which pg_rewind leaves in its pg_replslot.
+      await query(postgresAt(port), "SELECT pg_catalog.pg_create_physical_replication_slot('replica_0', true)");
       // Both diverge: a row only the former primary has, and one only the primary has.
       await query(postgresAt(port), "INSERT INTO public.bootstrap_rows VALUES (2)");
       await query(postgresAt(out.primary.port), "INSERT INTO public.bootstrap_rows VALUES (3)");
@@ -185,6 +187,9 @@ describe("replica bootstrap on an existing data directory", function () {
       );
       const [recovery] = await query<{ r: boolean }>(postgresAt(port), "SELECT pg_catalog.pg_is_in_recovery() AS r");
       expect(recovery.r).to.equal(true);
+      // No slot of its life as a primary holds WAL on the standby.
+      expect(fs.readdirSync(path.join(dir(), "pg_replslot"))).to.deep.equal([]);
+      expect(await query(postgresAt(port), "SELECT slot_name FROM pg_catalog.pg_replication_slots")).to.deep.equal([]);
       await query(postgresAt(out.primary.port), "INSERT INTO public.bootstrap_rows VALUES (4)");
       await waitFor("the replica to replay row 4", 60_000, async () => ((await rows(postgresAt(port))).includes(4) ? true : undefined));
       expect(await rows(postgresAt(port))).to.deep.equal([1, 3, 4]);

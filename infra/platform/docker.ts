@@ -308,7 +308,8 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       passwords: args.passwords,
       dependsOn: guard,
     });
-    // The primary archives every finished WAL segment into the repository volume (the replicas do not archive).
+    // The primary archives every finished WAL segment into the repository volume; a replica only once promoted.
+    const archive = { command: archiveCommand(PGBACKREST_CONF, stanza, DATA_DIR) };
     const primary = server(
       "primary",
       cfg.primaryPort,
@@ -326,7 +327,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         ],
       },
       restore ? [restore] : [],
-      { archive: { command: archiveCommand(PGBACKREST_CONF, stanza, DATA_DIR) }, volumes: [{ volumeName: backupRepo.name, containerPath: BACKUP_REPO_DIR }] },
+      { archive, volumes: [{ volumeName: backupRepo.name, containerPath: BACKUP_REPO_DIR }] },
     );
 
     // The administrator's URL of the primary from where `pulumi up` runs (its published port).
@@ -343,6 +344,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
             { file: HBA_FILE, content: HBA },
             { file: REPLICATION_PASSWORD_FILE, content: args.passwords.replication, permissions: "0600" },
             ...serverTlsUploads(`replica-${i}`),
+            { file: PGBACKREST_CONF, content: pgbackrestConf },
             {
               file: REPLICA_BOOTSTRAP_FILE,
               content: primary.name.apply((primaryHost) =>
@@ -356,6 +358,10 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           ],
         },
         [primary, new ReplicationSlot(`${name}-replica-${i}-slot`, { slotName: replicaSlotName(i), connection: adminUrl }, { parent: this, dependsOn: [primary] })],
+        // Archiving set up as on the primary (a standby does not archive with archive_mode=on): once
+        // promoted by a switchover or failover, the replica archives its new timeline's history file
+        // and the old timeline's last, partial segment at once, as every local node does.
+        { archive, volumes: [{ volumeName: backupRepo.name, containerPath: BACKUP_REPO_DIR }] },
       ),
     );
 

@@ -216,6 +216,8 @@ function formerPrimaryBranch(b: ReplicaBootstrap): string[] {
     `    sed -i -e '/^[[:space:]]*primary_conninfo[[:space:]]*=/d' -e '/^[[:space:]]*primary_slot_name[[:space:]]*=/d' "$auto"`,
     ...appendStandbySettings(b).map((l) => `    ${l}`),
     `    touch "$PGDATA/standby.signal"`,
+    // pg_rewind leaves pg_replslot as it was: the slots of its life as a primary would hold WAL on the standby.
+    `    find "$PGDATA/pg_replslot" -mindepth 1 -delete 2>/dev/null || true`,
     `    echo "$rewind_out"`,
     `    case "$rewind_out" in *"no rewind required"*) how="no rewind required" ;; *) how="rewound" ;; esac`,
     `    echo "replica-${b.index}: the former primary in $PGDATA is re-attached ($how) as a standby of ${where}, slot ${slot}"; exit 0`,

@@ -14,7 +14,7 @@
 // through one injectable runner, so the tests check the exact sequence without a Docker engine.
 import { execFile } from "child_process";
 import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
-import { ContainerRef, DockerContainers } from "../../infra/platform/types";
+import { ContainerRef, DockerContainers, POSTGRES_PORT } from "../../infra/platform/types";
 import { UserError } from "../errors";
 import { pulumiCli } from "./target";
 
@@ -61,6 +61,7 @@ const REPLAY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_S = 120;
 const STREAM_TIMEOUT_MS = 120_000;
 const POLL_MS = 500;
+const ARCHIVE_TIMEOUT_MS = 60_000;
 
 type Role = string;
 const PRIMARY: Role = "primary";
@@ -79,6 +80,8 @@ interface ContainerState {
   readonly image?: string;
   /** The volume mounted on the data directory. */
   readonly volume?: string;
+  /** The host port its PostgreSQL port is published on. */
+  readonly hostPort?: number;
 }
 
 /** What the stack is now: each role's container, the volume it mounts, and what the config asks. */
@@ -89,6 +92,10 @@ interface Survey {
   readonly mounted: ReadonlyMap<Role, Role | undefined>;
   /** role -> the role whose volume the config gives it. */
   readonly wanted: ReadonlyMap<Role, Role>;
+  /** Whether the config has docker.dataVolumes at all (absent: the program adds no primary guard). */
+  readonly keyed: boolean;
+  /** docker.primaryPort, when the config fixes it. */
+  readonly primaryPort?: number;
   readonly pending: boolean;
 }
 
@@ -131,9 +138,15 @@ class DockerStack {
   async inspect(container: string): Promise<ContainerState> {
     const r = await this.run("docker", ["container", "inspect", container]);
     if (r.code !== 0) return { exists: false, running: false, status: "missing" };
-    const [c] = JSON.parse(r.stdout) as { State: { Status: string; Running: boolean }; Image: string; Mounts?: { Type: string; Name?: string; Destination: string }[] }[];
+    const [c] = JSON.parse(r.stdout) as {
+      State: { Status: string; Running: boolean };
+      Image: string;
+      Mounts?: { Type: string; Name?: string; Destination: string }[];
+      NetworkSettings?: { Ports?: Record<string, { HostIp: string; HostPort: string }[] | null> };
+    }[];
     const mount = (c.Mounts ?? []).find((m) => m.Destination === this.out.dataDir && m.Type === "volume");
-    return { exists: true, running: c.State.Running && c.State.Status === "running", status: c.State.Status, image: c.Image, volume: mount?.Name };
+    const port = c.NetworkSettings?.Ports?.[`${POSTGRES_PORT}/tcp`]?.[0]?.HostPort;
+    return { exists: true, running: c.State.Running && c.State.Status === "running", status: c.State.Status, image: c.Image, volume: mount?.Name, hostPort: port ? Number(port) : undefined };
   }
 
   /** One query as the server's OS user over its socket (peer), read-only functions of pg_catalog only: its rows as comma-separated fields. */
@@ -142,22 +155,38 @@ class DockerStack {
     return out.split("\n").filter((l) => l !== "").map((l) => l.split(","));
   }
 
-  /** The config's volume map (role -> role); absent key: every role its own. */
-  async configuredVolumes(): Promise<Record<Role, Role>> {
-    const r = await this.run("pulumi", ["config", "get", "--path", "docker.dataVolumes", "--json", "--stack", this.stack]);
+  /** A config value at `path` (undefined when the stack has none): `pulumi config get --json` prints it wrapped, `{value, objectValue?, secret}`. */
+  async configValue(path: string): Promise<unknown> {
+    const r = await this.run("pulumi", ["config", "get", "--path", path, "--json", "--stack", this.stack]);
     if (r.code !== 0) {
-      if (/not found|no value/i.test(r.stderr + r.stdout)) return {};
-      throw new Error(`pulumi config get docker.dataVolumes --stack ${this.stack} failed: ${(r.stderr || r.stdout).trim()}`);
+      if (/not found/i.test(r.stderr + r.stdout)) return undefined;
+      throw new Error(`pulumi config get ${path} --stack ${this.stack} failed: ${(r.stderr || r.stdout).trim()}`);
     }
-    const v = JSON.parse(r.stdout) as unknown;
-    return v && typeof v === "object" && !Array.isArray(v) ? (v as Record<Role, Role>) : {};
+    const w = JSON.parse(r.stdout) as { value?: string; objectValue?: unknown };
+    if (w.objectValue !== undefined) return w.objectValue;
+    try {
+      return w.value === undefined ? undefined : JSON.parse(w.value);
+    } catch {
+      return w.value;
+    }
   }
 
-  /** Writes every role's entry in one command (set-all): the file never holds half a change. */
-  async writeVolumes(map: ReadonlyMap<Role, Role>): Promise<void> {
+  /**
+   * The record, in one command (set-all): every role's entry, and the primary's host port when the
+   * config leaves it to Docker (a container made again would get another; the same value as
+   * published changes nothing in the program's inputs). The file never holds half a change.
+   */
+  async writeVolumes(map: ReadonlyMap<Role, Role>, pinPort?: number): Promise<void> {
     const args = ["config", "set-all", "--path"];
     for (const [role, home] of map) args.push("--plaintext", `docker.dataVolumes["${role}"]=${home}`);
+    if (pinPort !== undefined) args.push("--plaintext", `docker.primaryPort=${pinPort}`);
     await this.pulumi(args);
+  }
+
+  /** The config as it was before a change that is undone: the key removed when there was none, so the program's inputs are what they were. */
+  async restoreVolumes(survey: Survey): Promise<void> {
+    if (survey.keyed) await this.writeVolumes(new Map(survey.roles.map((r) => [r, survey.wanted.get(r)!])));
+    else await this.pulumi(["config", "rm", "--path", "docker.dataVolumes"]);
   }
 
   async survey(): Promise<Survey> {
@@ -170,10 +199,13 @@ class DockerStack {
       containers.set(role, state);
       mounted.set(role, state.volume === undefined ? undefined : byVolume.get(state.volume));
     }
-    const cfg = await this.configuredVolumes();
-    const wanted = new Map(roles.map((r) => [r, typeof cfg[r] === "string" ? cfg[r] : r]));
-    const pending = roles.some((r) => containers.get(r)!.exists && mounted.get(r) !== wanted.get(r));
-    return { roles, containers, mounted, wanted, pending };
+    const value = await this.configValue("docker.dataVolumes");
+    const cfg = (value && typeof value === "object" && !Array.isArray(value) ? value : {}) as Record<Role, unknown>;
+    const wanted = new Map(roles.map((r) => [r, typeof cfg[r] === "string" ? (cfg[r] as Role) : r]));
+    const port = await this.configValue("docker.primaryPort");
+    // A missing container counts too: the change that removed it is not finished (or it is to be made again).
+    const pending = roles.some((r) => mounted.get(r) !== wanted.get(r));
+    return { roles, containers, mounted, wanted, keyed: value !== undefined, primaryPort: typeof port === "number" ? port : undefined, pending };
   }
 
   /** The data directory's control file (and whether it is a standby's), read from the volume by a throw-away container. */
@@ -214,10 +246,19 @@ class DockerStack {
     await this.sql(role, "CHECKPOINT");
   }
 
-  /** Every replica's slot on the server of `role`, WAL reserved now (slots are not replicated). */
+  /**
+   * Every replica's slot on the server of `role`, WAL reserved now (slots are not replicated); one
+   * that is there but lost (wal_status 'lost': an old slot of this data's earlier life as a
+   * primary) is made again, since no replica could stream from it.
+   */
   async ensureSlots(role: Role): Promise<void> {
     const values = this.out.replicas.map((_, i) => `('${replicaSlotName(i)}')`).join(", ");
     if (values === "") return;
+    await this.sql(
+      role,
+      `SELECT pg_catalog.pg_drop_replication_slot(r.slot_name) FROM pg_catalog.pg_replication_slots r ` +
+        `WHERE r.slot_name IN (SELECT name FROM (VALUES ${values}) AS s(name)) AND r.wal_status = 'lost' AND NOT r.active`,
+    );
     await this.sql(
       role,
       `SELECT pg_catalog.pg_create_physical_replication_slot(s.name, true) FROM (VALUES ${values}) AS s(name) ` +
@@ -226,13 +267,42 @@ class DockerStack {
   }
 
   /**
+   * The primary's current WAL segment finished (pg_switch_wal) and archived, within 60 s: otherwise
+   * the archive misses what was committed last, and a switchover is refused (nothing changed yet).
+   */
+  async archiveCaughtUp(): Promise<void> {
+    const [[segment]] = await this.sql(PRIMARY, "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal())");
+    let seen = "";
+    try {
+      await this.waitFor(`segment ${segment} in the WAL archive`, ARCHIVE_TIMEOUT_MS, async () => {
+        const [[done, last, failed]] = await this.sql(PRIMARY, `SELECT COALESCE(last_archived_wal, '') >= '${segment}', COALESCE(last_archived_wal, 'none'), COALESCE(last_failed_wal, 'none') FROM pg_catalog.pg_stat_archiver`);
+        seen = `last archived ${last}, last failed ${failed}`;
+        return done === "t" ? true : undefined;
+      });
+    } catch {
+      throw new UserError(
+        `the primary of stack '${this.stack}' did not archive WAL segment ${segment} within ${ARCHIVE_TIMEOUT_MS / 1000} s (${seen}): a switchover now would leave the backups without the last commits. ` +
+          `Nothing was changed. Repair archiving first (docker logs ${this.out.primary.container}; the backup container creates the stanza: docker logs ${this.out.backup.container}), then run it again.`,
+      );
+    }
+  }
+
+  /**
    * `pulumi up` of the stack: the containers whose mount the config changed are replaced (and the
    * backup container, which reads the primary's volume); nothing else has changes, which the
    * commands made sure of before they began (`refuseUndeployed`).
    */
   async deploy(roles: readonly Role[]): Promise<void> {
-    this.log(`pulumi up: ${roles.join(", ")} onto their new volumes`);
-    await this.pulumi(["up", "--yes", "--skip-preview"], 30 * 60_000);
+    // Removed here (stopped: their volumes stay) and made anew by the up, rather than replaced by
+    // it: a replacement makes the engine weigh replacing every resource that depends on them.
+    for (const r of roles) {
+      const c = await this.inspect(this.node(r).container);
+      if (!c.exists) continue;
+      if (c.running) await this.docker(["stop", "-t", String(STOP_TIMEOUT_S), this.node(r).container], (STOP_TIMEOUT_S + 30) * 1000);
+      await this.docker(["rm", this.node(r).container]);
+    }
+    this.log(`pulumi up: ${roles.join(", ")} made again on their new volumes`);
+    await this.pulumi(["up", "--refresh", "--yes", "--skip-preview"], 30 * 60_000);
   }
 
   /** Refuses (nothing changed) a stack whose program or config has changes not deployed: the closing `pulumi up` must change only the volumes. */
@@ -246,10 +316,18 @@ class DockerStack {
   }
 
   /** Whether the volume of `home` holds a primary's cluster (not a standby's): asked of a running container that mounts it, else read from the volume. */
-  async isPrimaryData(survey: Survey, home: Role): Promise<boolean | undefined> {
+  async isPrimaryData(survey: Survey, home: Role, settle = false): Promise<boolean | undefined> {
     const running = survey.roles.find((r) => survey.mounted.get(r) === home && survey.containers.get(r)!.running);
-    if (running !== undefined) return this.isInRecovery(running).then((r) => !r, () => undefined);
-    const image = [...survey.containers.values()].find((c) => c.image)?.image;
+    if (running !== undefined) {
+      const standby = await this.isInRecovery(running).catch(() => undefined);
+      if (standby === false) return true;
+      if (!settle || standby === undefined) return standby === undefined ? undefined : false;
+      // A standby now may be one whose promotion was asked for and is under way: stopped, its control
+      // file and standby.signal say what it is, and it cannot become a primary behind our back.
+      await this.docker(["stop", "-t", String(STOP_TIMEOUT_S), this.node(running).container], (STOP_TIMEOUT_S + 30) * 1000);
+    }
+    // The servers' image, from any server container, else the backup container, which runs it too.
+    const image = [...survey.containers.values()].find((c) => c.image)?.image ?? (await this.inspect(this.out.backup.container)).image;
     if (!image) return undefined;
     const v = await this.volumeState(this.out.volumes[home], image);
     if (v.state === "") return undefined;
@@ -297,7 +375,7 @@ async function dockerStack(opts: DockerRoleChangeOptions): Promise<DockerStack> 
 }
 
 function describeMap(map: ReadonlyMap<Role, Role | undefined>): string {
-  return [...map].filter(([r, h]) => r !== h).map(([r, h]) => `${r} mounts ${h ?? "another"}'s data`).join(", ") || "every role mounts its own data";
+  return [...map].filter(([r, h]) => r !== h).map(([r, h]) => h === undefined ? `${r} has no container (or mounts no volume of the stack)` : `${r} mounts ${h}'s data`).join(", ") || "every role mounts its own data";
 }
 
 function refusePending(s: DockerStack, survey: Survey): void {
@@ -365,11 +443,16 @@ export async function dockerSwitchover(opts: DockerRoleChangeOptions & { readonl
     const lagOf = (r: Role) => lag.get(replicaApplicationName(Number(r.slice("replica-".length))))!;
     target = healthy.reduce((a, b) => (lagOf(b) < lagOf(a) ? b : a));
   }
-  const before = new Map(survey.roles.map((r) => [r, survey.mounted.get(r) ?? r]));
   const map = exchanged(survey.mounted, survey.roles, target);
   const steps: string[] = [];
+  const behind = s.out.replicas.map((_, i) => replicaRole(i)).filter((r) => r !== target && !healthy.includes(r));
+  if (behind.length > 0) steps.push(`not streaming now, so they may need a new base backup after the switchover: ${behind.join(", ")}`);
+  // Every finished WAL segment in the archive first, so a point-in-time restore reaches up to the
+  // switchover (the promoted target archives the rest: the old timeline's last, partial segment).
+  await s.archiveCaughtUp();
+  steps.push("the primary's WAL archive has every finished segment");
   // The record first: from here a crash leaves the config naming other volumes than the containers mount.
-  await s.writeVolumes(map);
+  await s.writeVolumes(map, survey.primaryPort === undefined ? primary.hostPort : undefined);
   steps.push(`recorded in the stack's config: docker.dataVolumes primary=${map.get(PRIMARY)}, ${target}=${map.get(target)}`);
   try {
     s.log(`stopping the primary container (a fast shutdown: its walsenders send every WAL record first)`);
@@ -382,9 +465,14 @@ export async function dockerSwitchover(opts: DockerRoleChangeOptions & { readonl
     });
     steps.push(`stopped the primary at its shutdown checkpoint ${last.checkpoint}; ${target} replayed past it`);
   } catch (e) {
-    await s.writeVolumes(before);
-    await s.docker(["start", s.out.primary.container]);
-    throw new UserError(`switchover to ${target} refused and undone (the config restored, the primary started again): ${(e as Error).message}`);
+    const why = (e as Error).message;
+    try {
+      await s.restoreVolumes(survey);
+      await s.docker(["start", s.out.primary.container]);
+    } catch (undo) {
+      throw new Error(`switchover to ${target} refused (${why}), and undoing it failed (${(undo as Error).message}): npx nbdb switchover --pulumi-stack ${s.stack} --resume undoes it`);
+    }
+    throw new UserError(`switchover to ${target} refused and undone (the config restored, the primary started again): ${why}`);
   }
   try {
     await s.promote(target);
@@ -404,6 +492,13 @@ export async function dockerFailover(opts: DockerRoleChangeOptions): Promise<Doc
   const primary = survey.containers.get(PRIMARY)!;
   if (primary.running) {
     const ready = await s.run("docker", ["exec", s.out.primary.container, "pg_isready", "-q", "-h", "127.0.0.1"]);
+    // pg_isready: 1 is a server that answers but rejects connections, i.e. starting up or in crash
+    // recovery: it will come back with every commit, and a failover now would lose some.
+    if (ready.code === 1) {
+      throw new UserError(
+        `the primary container ${s.out.primary.container} of stack '${s.stack}' is running and its server is starting up (or recovering from a crash): it comes back with every commit, a failover now would lose some. Nothing was changed; wait and run pg_isready again (docker exec ${s.out.primary.container} pg_isready -h 127.0.0.1), then decide.`,
+      );
+    }
     if (ready.code === 0) {
       throw new UserError(
         `the primary container ${s.out.primary.container} of stack '${s.stack}' is running and accepts connections: a failover is for a primary that is gone, and would lose what the replicas have not received. ` +
@@ -425,7 +520,7 @@ export async function dockerFailover(opts: DockerRoleChangeOptions): Promise<Doc
   const map = exchanged(survey.mounted, survey.roles, best.role);
   // The old primary's container must not come back on its own (restart policy) while its volume changes hands.
   if (primary.exists) await s.docker(["stop", "-t", String(STOP_TIMEOUT_S), s.out.primary.container], (STOP_TIMEOUT_S + 30) * 1000);
-  await s.writeVolumes(map);
+  await s.writeVolumes(map, survey.primaryPort === undefined ? primary.hostPort : undefined);
   steps.push(`recorded in the stack's config: docker.dataVolumes primary=${map.get(PRIMARY)}, ${best.role}=${map.get(best.role)}`);
   try {
     await s.promote(best.role);
@@ -451,7 +546,7 @@ export async function dockerResume(opts: DockerRoleChangeOptions): Promise<Docke
   const steps: string[] = [];
   const home = survey.wanted.get(PRIMARY)!;
   let map: ReadonlyMap<Role, Role> = survey.wanted;
-  const promoted = await s.isPrimaryData(survey, home);
+  const promoted = await s.isPrimaryData(survey, home, true);
   if (promoted === false) {
     // The one volume that holds a primary's cluster (the old primary's) goes back to the primary container.
     const primaries: Role[] = [];
@@ -459,7 +554,8 @@ export async function dockerResume(opts: DockerRoleChangeOptions): Promise<Docke
     if (primaries.length !== 1) {
       throw new UserError(
         `stack '${s.stack}': the primary container's volume (${home}'s) holds a standby, and ${primaries.length === 0 ? "no other volume holds a primary's data" : `several do (${primaries.join(", ")})`}; ` +
-          `nothing was changed. Promote the replica with the most data by hand (docs/switchover.md, "Docker stacks"), or ask the volumes with docker run --rm -v <volume>:/d <image> pg_controldata /d.`,
+          `nothing was changed. Ask each volume what it holds (docker run --rm -u postgres -v <volume>:/d:ro --entrypoint pg_controldata <image of ${s.out.primary.container}, docker inspect -f '{{.Image}}'> /d), ` +
+          `promote the one with the most data in the container that mounts it (docker exec -u postgres <container> pg_ctl promote -D ${s.out.dataDir}), then run npx nbdb switchover --pulumi-stack ${s.stack} --resume again.`,
       );
     }
     const holder = survey.roles.find((r) => survey.wanted.get(r) === primaries[0])!;
@@ -470,8 +566,8 @@ export async function dockerResume(opts: DockerRoleChangeOptions): Promise<Docke
   const changed = changedRoles(survey, map);
   if (changed.length > 0 && promoted === undefined) {
     throw new UserError(
-      `stack '${s.stack}': the config gives the primary container ${home}'s volume, which no container mounts and whose control file cannot be read; nothing was changed. ` +
-        `Check the volumes (docker volume ls) and the containers (docker ps -a), then run this again.`,
+      `stack '${s.stack}': the config gives the primary container ${home}'s volume (${s.out.volumes[home]}), and neither a running container that mounts it nor its control file says what it holds; nothing was changed. ` +
+        `Check the volumes (docker volume ls) and the containers (docker ps -a; docker logs <container>), then run this again.`,
     );
   }
   if (changed.length > 0) {
