@@ -18,6 +18,8 @@ import { PGBOUNCER_IMAGE, PINNED_IMAGE, POSTGRES_EXPORTER_IMAGE, POSTGRES_IMAGES
 export const PROJECT = "neuralblitz-db";
 /** Fixed so that replica slots and senders never need the primary's restart when scaling. */
 export const MAX_REPLICAS = 5;
+/** The host ports a Docker stack's config may fix (docker.primaryPort and the others); the replica ports run up to base + MAX_REPLICAS. */
+export const DOCKER_HOST_PORTS = { min: 1024, max: 65535 - MAX_REPLICAS } as const;
 export const POSTGRES_VERSIONS = ["15", "16", "17"] as const;
 export type PostgresVersion = (typeof POSTGRES_VERSIONS)[number];
 const PLATFORMS = ["docker", "aws", "local"] as const;
@@ -423,7 +425,7 @@ const CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(3[0
 /** `replicas` is the stack's replica count (MAX_REPLICAS when that key is itself invalid, so nothing counts as removed). */
 function dockerConfig(p: Problems, v: unknown, stack: string, replicas: number, now = new Date()): DockerConfig {
   const d = object(p, "docker", v, DOCKER_KEYS, false);
-  const port = (k: string) => optionalInteger(p, `docker.${k}`, d[k], 1024, 65535 - MAX_REPLICAS);
+  const port = (k: string) => optionalInteger(p, `docker.${k}`, d[k], DOCKER_HOST_PORTS.min, DOCKER_HOST_PORTS.max);
   const config = {
     primaryPort: port("primaryPort"),
     replicaBasePort: port("replicaBasePort"),

@@ -40,6 +40,8 @@ class DockerHost {
   primaryPort?: number;
   /** The host port Docker published each container's PostgreSQL on. */
   hostPorts = new Map<string, number>();
+  /** The primary's port as the stack's outputs name it (from the last up). */
+  outputPort = 32768;
   /** The primary's archiver keeps up (false: it fails, as with a missing stanza). */
   archiving = true;
   /** pg_isready's exit code in the primary container (0 accepting, 1 starting up or recovering). */
@@ -183,7 +185,10 @@ class DockerHost {
     const ok = (stdout = "") => ({ code: 0, stdout, stderr: "" });
     const fail = (stderr: string, code = 1) => ({ code, stdout: "", stderr });
     if (file === "pulumi") {
+      if (args[0] === "stack" && args[1] === "output" && args[2] === "primary") return ok(JSON.stringify({ host: "127.0.0.1", port: this.outputPort }));
       if (args[0] === "stack" && args[1] === "output") return ok(JSON.stringify(this.output));
+      // A targeted refresh: the containers nbdb removed leave the state (the model keeps none).
+      if (args[0] === "refresh") return args.includes("--target") ? ok() : fail("a refresh of the whole stack asks the database layer, whose server is down");
       if (args[0] === "preview") return this.previewClean ? ok() : fail("error: no changes were expected but changes were proposed");
       if (args[0] === "config" && args[1] === "get") {
         // As the CLI prints --json: the value wrapped.
@@ -204,17 +209,22 @@ class DockerHost {
         this.config = undefined;
         return ok();
       }
+      if (args[0] === "config" && args[1] === "rm" && args[3] === "docker.primaryPort") {
+        this.primaryPort = undefined;
+        return ok();
+      }
       if (args[0] === "up") {
         // The program (after the refresh): a removed container made again, a container on another
         // volume than the config gives its role replaced; they start the primary first (the replicas depend on it).
         const replaced: Container[] = [];
-        for (const role of this.roles) {
+        const targeted = args.filter((_, i) => args[i - 1] === "--target").map((urn) => urn.split("::nbdb-")[1]);
+        for (const role of this.roles.filter((r) => targeted.length === 0 || targeted.includes(r))) {
           const name = this.containerOf(role);
           const c = this.containers.get(name);
           if (!c) {
             const made: Container = { role, volume: this.volumeFor(role), status: "exited" };
             this.containers.set(name, made);
-            if (role !== "primary" || this.primaryPort === undefined) this.hostPorts.set(role, 40000 + this.calls.length);
+            this.hostPorts.set(role, role === "primary" && this.primaryPort !== undefined ? this.primaryPort : 40000 + this.calls.length);
             replaced.push(made);
           } else if (c.volume !== this.volumeFor(role)) {
             this.stop(c);
@@ -223,6 +233,7 @@ class DockerHost {
           }
         }
         for (const c of replaced.sort((a) => (a.role === "primary" ? -1 : 1))) this.start(c);
+        this.outputPort = this.hostPorts.get("primary")!;
         const broken = replaced.filter((c) => c.status !== "running");
         return broken.length ? fail(`error: container ${broken[0].role} did not become healthy`) : ok();
       }
@@ -240,7 +251,8 @@ class DockerHost {
               State: { Status: c.status, Running: c.status === "running" },
               Image: "sha256:image",
               Mounts: [{ Type: "volume", Name: c.volume, Destination: "/var/lib/postgresql/data" }],
-              NetworkSettings: { Ports: { "5432/tcp": [{ HostIp: "127.0.0.1", HostPort: String(this.hostPorts.get(c.role)) }] } },
+              // Docker shows the bindings of a running container only.
+              NetworkSettings: { Ports: c.status === "running" ? { "5432/tcp": [{ HostIp: "127.0.0.1", HostPort: String(this.hostPorts.get(c.role)) }] } : {} },
             },
           ]),
         );
@@ -306,7 +318,7 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
     const slots = host.calls.findIndex((c) => c.includes("pg_create_physical_replication_slot"));
     const stopTarget = host.at("docker stop -t 120 nbdb-replica-1-review-x");
     const removed = host.at("docker rm nbdb-primary-review-x");
-    const up = host.at("pulumi up --refresh --yes");
+    const up = host.at("pulumi up --yes");
     const archived = host.calls.findIndex((c) => c.includes("pg_switch_wal"));
     const order = [archived, set, stop, control, replayed, promote, checkpoint, slots, stopTarget, removed, up];
     expect(order).to.deep.equal([...order].sort((a, b) => a - b));
@@ -370,6 +382,24 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
     expect(host.calls.filter((c) => /^docker (stop|start|run|rm)|^pulumi (config set|config rm|up)/.test(c))).to.deep.equal([]);
   });
 
+  it("a Docker-chosen port the config could not hold: refused before anything is recorded or stopped", async function () {
+    const host = new DockerHost(1);
+    host.outputPort = 65533;
+    expect(await rejection(dockerSwitchover(host.options({ to: "replica-0" })))).to.include("port 65533, outside 1024-65530").and.include("pulumi config set --path docker.primaryPort");
+    expect(host.calls.filter((c) => /^docker (stop|start|run|rm)|^pulumi (config set|config rm|up)/.test(c))).to.deep.equal([]);
+  });
+
+  it("the deploy: only the removed containers refreshed, the primary made first and every slot on it before the rest", async function () {
+    const host = new DockerHost(2);
+    await dockerSwitchover(host.options({ to: "replica-1" }));
+    const refresh = host.at("pulumi refresh --yes --skip-preview --target urn:pulumi:review-x::neuralblitz-db::docker:index/container:Container::nbdb-primary --target urn:pulumi:review-x::neuralblitz-db::docker:index/container:Container::nbdb-replica-1");
+    const first = host.at("pulumi up --yes --skip-preview --target urn:pulumi:review-x::neuralblitz-db::docker:index/container:Container::nbdb-primary --stack");
+    const slots = host.calls.findIndex((c, i) => i > first && c.startsWith("docker exec -u postgres nbdb-primary-review-x") && c.includes("pg_create_physical_replication_slot"));
+    const rest = host.calls.findIndex((c) => c.startsWith("pulumi up --yes --skip-preview --stack"));
+    expect(refresh).to.be.lessThan(first);
+    expect(slots).to.be.greaterThan(first).and.lessThan(rest);
+  });
+
   it("a configured primary port is left as it is", async function () {
     const host = new DockerHost(1);
     host.primaryPort = 15432;
@@ -418,6 +448,14 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
       const host = new DockerHost(1);
       expect(await rejection(dockerFailover(host.options()))).to.include("is running and accepts connections").and.include("npx nbdb switchover --pulumi-stack review-x");
       expect(host.calls.filter((c) => /^docker (stop|start)|^pulumi (config set|up)/.test(c))).to.deep.equal([]);
+    });
+
+    it("pins the primary's port from the stack's outputs (a stopped primary shows none), so the primary made again publishes it", async function () {
+      const host = new DockerHost(1);
+      host.containers.get(host.containerOf("primary"))!.status = "exited";
+      await dockerFailover(host.options());
+      expect(host.primaryPort).to.equal(32768);
+      expect(host.hostPorts.get("primary")).to.equal(32768);
     });
 
     it("the primary gone: the replica that received the most WAL is promoted, the old primary's volume re-attached as that replica", async function () {
@@ -497,6 +535,19 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
       await dockerResume(host.options());
       expect(host.mounts).to.deep.equal({ primary: "replica-0", "replica-0": "primary" });
       expect(host.primaries).to.deep.equal(["primary"]);
+    });
+
+    it("refused when no volume holds a primary's data: what it stopped to read runs again", async function () {
+      const host = new DockerHost(1);
+      host.config = { primary: "replica-0", "replica-0": "primary" };
+      const v = host.volumes.get(host.volumeOf("primary"))!;
+      v.standby = true;
+      v.state = "shut down in recovery";
+      host.containers.get(host.containerOf("primary"))!.status = "exited";
+      const message = await rejection(dockerResume(host.options()));
+      expect(message).to.include("no other volume holds a primary's data").and.include("pg_ctl promote");
+      expect(host.calls).to.include("docker stop -t 120 nbdb-replica-0-review-x");
+      expect(host.running("replica-0")).to.not.equal(undefined);
     });
 
     it("with nothing interrupted: says so and changes nothing", async function () {

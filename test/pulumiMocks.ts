@@ -20,6 +20,8 @@ export interface Registration {
   /** From the request the engine would get: what mocks' newResource does not show. */
   readonly protect: boolean;
   readonly dependencies: string[];
+  /** Per input, the resources whose outputs it was computed from. */
+  readonly propertyDependencies: Record<string, string[]>;
   /** `<provider urn>::<provider id>`, or empty for the default provider. */
   readonly provider: string;
   readonly retainOnDelete: boolean;
@@ -177,6 +179,9 @@ export async function installMocks(stack: string, config: Config, secretKeys: re
           urn: res.getUrn(),
           protect: req.getProtect() === true,
           dependencies: req.getDependenciesList(),
+          propertyDependencies: Object.fromEntries(
+            (req.getPropertydependenciesMap().toArray() as [string, any][]).map(([k, v]) => [k, (Array.isArray(v) ? v[0] : v.getUrnsList()) as string[]]),
+          ),
           provider: req.getProvider(),
           retainOnDelete: req.getRetainondelete() === true,
           additionalSecretOutputs: req.getAdditionalsecretoutputsList(),

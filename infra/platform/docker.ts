@@ -295,6 +295,11 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       return container;
     };
 
+    // The containers' names as plain values, not the containers' outputs: what reads them (the
+    // replicas' scripts, the pooler's ini, the exporters, the backup's environment) never depends on
+    // a container's outputs, so a container made again (a switchover) leaves them as they are.
+    const containerName = (node: string) => physical(`${name}-${node}`);
+    const primaryHostName = containerName("primary");
     const initSql = pulumi
       .all([args.passwords.replication, args.passwords.poolerAuth, args.passwords.backup])
       .apply(([replication, poolerAuth, backup]) => primaryInitSql({ replication, poolerAuth, backup }));
@@ -317,7 +322,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         // The image's initdb must never run in place of a restore that failed or was refused: the primary waits for it.
         envs: restore ? restore.exitCode.apply((code) => (restoreOutcome(code, physical(`${name}-restore`), `${name}-restore`), primaryEnvs)) : primaryEnvs,
         // Once volumes may change hands (the key exists), the primary refuses a standby's data; without it, as before.
-        ...(cfg.dataVolumes !== undefined ? { entrypoints: ["/bin/sh", "-c", standbyGuardEntrypoint(args.stack, physical(`${name}-primary`)), "primary-entrypoint"] } : {}),
+        entrypoints: ["/bin/sh", "-c", standbyGuardEntrypoint(args.stack, primaryHostName), "primary-entrypoint"],
         uploads: [
           { file: HBA_FILE, content: HBA },
           { file: ADMIN_PASSWORD_FILE, content: args.passwords.admin, owner: POSTGRES_IMAGE_UID, permissions: "0600" },
@@ -330,9 +335,11 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
       { archive, volumes: [{ volumeName: backupRepo.name, containerPath: BACKUP_REPO_DIR }] },
     );
 
+    // The primary's host port: the config's when it fixes one (nbdb switchover pins it), else the one Docker published.
+    const primaryPort = cfg.primaryPort !== undefined ? pulumi.output(cfg.primaryPort) : publishedPort(primary, POSTGRES_PORT);
     // The administrator's URL of the primary from where `pulumi up` runs (its published port).
     const adminUrl = pulumi
-      .all([publishedPort(primary, POSTGRES_PORT), args.passwords.admin])
+      .all([primaryPort, args.passwords.admin])
       .apply(([port, password]) => connectionUrl(ADMIN_USER, password, { host: PUBLISH_ADDRESS, port }, DATABASE, args.caFile));
     const replicas = Array.from({ length: args.replicas }, (_, i) =>
       server(
@@ -347,13 +354,11 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
             { file: PGBACKREST_CONF, content: pgbackrestConf },
             {
               file: REPLICA_BOOTSTRAP_FILE,
-              content: primary.name.apply((primaryHost) =>
-                replicaBootstrapScript({ primaryHost, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i, caFile: CA_FILE, waitSeconds: 300 }),
-              ),
+              content: replicaBootstrapScript({ primaryHost: primaryHostName, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i, caFile: CA_FILE, waitSeconds: 300 }),
             },
             {
               file: REPLICA_SLOT_WATCH_FILE,
-              content: primary.name.apply((primaryHost) => slotWatchScript({ primaryHost, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i, caFile: CA_FILE })),
+              content: slotWatchScript({ primaryHost: primaryHostName, primaryPort: POSTGRES_PORT, replicationUser: REPLICATION_USER, index: i, caFile: CA_FILE }),
             },
           ],
         },
@@ -380,9 +385,10 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           {
             file: POOLER_INI_FILE,
             // The replicas by container name (their certificates name it), so the read-only entry follows `replicas`.
-            content: pulumi
-              .all([primary.name, pulumi.all(replicas.map((r) => r.name))])
-              .apply(([host, replicaHosts]) => containerPoolerIni({ host, port: POSTGRES_PORT, tls: true, clientTls: true, replicaHosts }, args.pooler)),
+            content: containerPoolerIni(
+              { host: primaryHostName, port: POSTGRES_PORT, tls: true, clientTls: true, replicaHosts: replicas.map((_, i) => containerName(`replica-${i}`)) },
+              args.pooler,
+            ),
           },
           ...tlsUploads("pooler", { ca: POOLER_SERVER_CA_FILE, cert: POOLER_CERT_FILE, key: POOLER_KEY_FILE }, PGBOUNCER_IMAGE_UID),
           {
@@ -400,7 +406,8 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
         wait: true,
         waitTimeout: 120,
       },
-      replaceable,
+      // After the servers, as when its ini read their containers' names.
+      { ...replaceable, dependsOn: [primary, ...replicas] },
     );
 
     // PostgreSQL's metrics exporter with the project's queries, as nb_monitor over verified TLS (its
@@ -415,7 +422,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           restart: "unless-stopped",
           networksAdvanced,
           ports: [{ internal: EXPORTER_PORT, ip: PUBLISH_ADDRESS }],
-          envs: primary.name.apply((host) => [
+          envs: pulumi.output(primaryHostName).apply((host) => [
             `DATA_SOURCE_URI=${host}:${POSTGRES_PORT}/${DATABASE}?sslmode=verify-full&sslrootcert=${EXPORTER_DIR}/ca.crt`,
             `DATA_SOURCE_USER=${MONITOR_ROLE}`,
             `DATA_SOURCE_PASS_FILE=${EXPORTER_DIR}/password`,
@@ -457,7 +464,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
           ports: [{ internal: PGBOUNCER_EXPORTER_PORT, ip: PUBLISH_ADDRESS }],
           entrypoints: ["/bin/sh", "-c", DOCKER_EXPORTER_START, "pgbouncer-exporter-start"],
           uploads: [
-            { file: EXPORTER_CONFIG_FILE, content: pooler.name.apply(containerExporterYaml), owner: PGBOUNCER_EXPORTER_IMAGE_UID, permissions: "0600" },
+            { file: EXPORTER_CONFIG_FILE, content: containerExporterYaml(containerName("pooler")), owner: PGBOUNCER_EXPORTER_IMAGE_UID, permissions: "0600" },
             { file: EXPORTER_CA_FILE, content: certificates.caCert, owner: PGBOUNCER_EXPORTER_IMAGE_UID, permissions: "0600" },
             {
               file: EXPORTER_PASSWORD_FILE,
@@ -475,7 +482,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
     // postgres), reading the primary's data volume (read-only) and connecting to the primary as
     // nb_backup over TLS; it creates the stanza first (idempotent), so the primary's archiving
     // succeeds from then on. Cron passes jobs no environment of the container: the crontab carries it.
-    const backupEnv = primary.name.apply((host) => ({
+    const backupEnv = pulumi.output(primaryHostName).apply((host) => ({
       PGHOST: host,
       PGPORT: String(POSTGRES_PORT),
       PGSSLMODE: "verify-full",
@@ -520,7 +527,7 @@ export class DockerCluster extends pulumi.ComponentResource implements Cluster {
     this.platformRolesSql = pulumi.secret(initSql);
 
     const endpoint = (c: docker.Container, port: number) => publishedPort(c, port).apply((p) => ({ host: PUBLISH_ADDRESS, port: p }));
-    this.primary = endpoint(primary, POSTGRES_PORT);
+    this.primary = primaryPort.apply((port) => ({ host: PUBLISH_ADDRESS, port }));
     this.replicas = pulumi.all(replicas.map((r) => endpoint(r, POSTGRES_PORT)));
     this.pooler = endpoint(pooler, POOLER_PORT).apply((e) => ({ ...e, poolMode: args.pooler.poolMode }));
     this.admin = pulumi.secret(

@@ -15,6 +15,7 @@
 import { execFile } from "child_process";
 import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
 import { ContainerRef, DockerContainers, POSTGRES_PORT } from "../../infra/platform/types";
+import { DOCKER_HOST_PORTS } from "../../infra/config";
 import { UserError } from "../errors";
 import { pulumiCli } from "./target";
 
@@ -103,6 +104,8 @@ class DockerStack {
   readonly run: Runner;
   readonly log: (line: string) => void;
   readonly sleep: (ms: number) => Promise<void>;
+  /** Containers `isPrimaryData` stopped to read their volume: started again when the resume is refused. */
+  readonly settled: string[] = [];
   constructor(
     readonly stack: string,
     readonly out: DockerStackOutput,
@@ -184,9 +187,10 @@ class DockerStack {
   }
 
   /** The config as it was before a change that is undone: the key removed when there was none, so the program's inputs are what they were. */
-  async restoreVolumes(survey: Survey): Promise<void> {
+  async restoreVolumes(survey: Survey, pinned: boolean): Promise<void> {
     if (survey.keyed) await this.writeVolumes(new Map(survey.roles.map((r) => [r, survey.wanted.get(r)!])));
     else await this.pulumi(["config", "rm", "--path", "docker.dataVolumes"]);
+    if (pinned) await this.pulumi(["config", "rm", "--path", "docker.primaryPort"]);
   }
 
   async survey(): Promise<Survey> {
@@ -275,7 +279,7 @@ class DockerStack {
     let seen = "";
     try {
       await this.waitFor(`segment ${segment} in the WAL archive`, ARCHIVE_TIMEOUT_MS, async () => {
-        const [[done, last, failed]] = await this.sql(PRIMARY, `SELECT COALESCE(last_archived_wal, '') >= '${segment}', COALESCE(last_archived_wal, 'none'), COALESCE(last_failed_wal, 'none') FROM pg_catalog.pg_stat_archiver`);
+        const [[done, last, failed]] = await this.sql(PRIMARY, `SELECT COALESCE(last_archived_wal ~ '^[0-9A-F]{24}$' AND last_archived_wal COLLATE "C" >= '${segment}', false), COALESCE(last_archived_wal, 'none'), COALESCE(last_failed_wal, 'none') FROM pg_catalog.pg_stat_archiver`);
         seen = `last archived ${last}, last failed ${failed}`;
         return done === "t" ? true : undefined;
       });
@@ -301,8 +305,35 @@ class DockerStack {
       if (c.running) await this.docker(["stop", "-t", String(STOP_TIMEOUT_S), this.node(r).container], (STOP_TIMEOUT_S + 30) * 1000);
       await this.docker(["rm", this.node(r).container]);
     }
-    this.log(`pulumi up: ${roles.join(", ")} made again on their new volumes`);
-    await this.pulumi(["up", "--refresh", "--yes", "--skip-preview"], 30 * 60_000);
+    // Only they are refreshed (a refresh of the whole stack would ask the database layer's resources,
+    // whose server is down now): gone, they leave the state, and the up makes them again, the
+    // primary first on its own, so that every replica's slot is on it before any replica looks.
+    const targets = (rs: readonly Role[]) => rs.flatMap((r) => ["--target", this.node(r).urn]);
+    await this.pulumi(["refresh", "--yes", "--skip-preview", ...targets(roles)], 10 * 60_000);
+    if (roles.includes(PRIMARY)) {
+      this.log("pulumi up: the primary container made again on its new volume");
+      await this.pulumi(["up", "--yes", "--skip-preview", ...targets([PRIMARY])], 30 * 60_000);
+      await this.ensureSlots(PRIMARY);
+    }
+    this.log(`pulumi up: ${roles.filter((r) => r !== PRIMARY).join(", ") || "the rest"} made again on their new volumes`);
+    await this.pulumi(["up", "--yes", "--skip-preview"], 30 * 60_000);
+  }
+
+  /**
+   * The primary's host port to pin in the record where the config leaves it to Docker: the one the
+   * stack's outputs name (a stopped container shows none); refused when the config could not hold it.
+   */
+  async portToPin(survey: Survey): Promise<number | undefined> {
+    if (survey.primaryPort !== undefined) return undefined;
+    const r = await this.run("pulumi", ["stack", "output", "primary", "--json", "--stack", this.stack]);
+    const port = r.code === 0 ? (JSON.parse(r.stdout) as { port?: unknown }).port : undefined;
+    if (typeof port !== "number" || port < DOCKER_HOST_PORTS.min || port > DOCKER_HOST_PORTS.max) {
+      throw new UserError(
+        `stack '${this.stack}' leaves the primary's host port to Docker, and its outputs name ${typeof port === "number" ? `port ${port}, outside ${DOCKER_HOST_PORTS.min}-${DOCKER_HOST_PORTS.max}` : "none"}: ` +
+          `the primary container made again would publish another. Nothing was changed. Fix one first: pulumi config set --path docker.primaryPort <a free port from ${DOCKER_HOST_PORTS.min} to ${DOCKER_HOST_PORTS.max}>, pulumi up; then run this again.`,
+      );
+    }
+    return port;
   }
 
   /** Refuses (nothing changed) a stack whose program or config has changes not deployed: the closing `pulumi up` must change only the volumes. */
@@ -325,6 +356,7 @@ class DockerStack {
       // A standby now may be one whose promotion was asked for and is under way: stopped, its control
       // file and standby.signal say what it is, and it cannot become a primary behind our back.
       await this.docker(["stop", "-t", String(STOP_TIMEOUT_S), this.node(running).container], (STOP_TIMEOUT_S + 30) * 1000);
+      this.settled.push(this.node(running).container);
     }
     // The servers' image, from any server container, else the backup container, which runs it too.
     const image = [...survey.containers.values()].find((c) => c.image)?.image ?? (await this.inspect(this.out.backup.container)).image;
@@ -449,11 +481,12 @@ export async function dockerSwitchover(opts: DockerRoleChangeOptions & { readonl
   if (behind.length > 0) steps.push(`not streaming now, so they may need a new base backup after the switchover: ${behind.join(", ")}`);
   // Every finished WAL segment in the archive first, so a point-in-time restore reaches up to the
   // switchover (the promoted target archives the rest: the old timeline's last, partial segment).
+  const pin = await s.portToPin(survey);
   await s.archiveCaughtUp();
   steps.push("the primary's WAL archive has every finished segment");
   // The record first: from here a crash leaves the config naming other volumes than the containers mount.
-  await s.writeVolumes(map, survey.primaryPort === undefined ? primary.hostPort : undefined);
-  steps.push(`recorded in the stack's config: docker.dataVolumes primary=${map.get(PRIMARY)}, ${target}=${map.get(target)}`);
+  await s.writeVolumes(map, pin);
+  steps.push(`recorded in the stack's config: docker.dataVolumes primary=${map.get(PRIMARY)}, ${target}=${map.get(target)}${pin === undefined ? "" : `, docker.primaryPort=${pin} (the port it publishes now)`}`);
   try {
     s.log(`stopping the primary container (a fast shutdown: its walsenders send every WAL record first)`);
     await s.docker(["stop", "-t", String(STOP_TIMEOUT_S), s.out.primary.container], (STOP_TIMEOUT_S + 30) * 1000);
@@ -467,7 +500,7 @@ export async function dockerSwitchover(opts: DockerRoleChangeOptions & { readonl
   } catch (e) {
     const why = (e as Error).message;
     try {
-      await s.restoreVolumes(survey);
+      await s.restoreVolumes(survey, pin !== undefined);
       await s.docker(["start", s.out.primary.container]);
     } catch (undo) {
       throw new Error(`switchover to ${target} refused (${why}), and undoing it failed (${(undo as Error).message}): npx nbdb switchover --pulumi-stack ${s.stack} --resume undoes it`);
@@ -496,7 +529,8 @@ export async function dockerFailover(opts: DockerRoleChangeOptions): Promise<Doc
     // recovery: it will come back with every commit, and a failover now would lose some.
     if (ready.code === 1) {
       throw new UserError(
-        `the primary container ${s.out.primary.container} of stack '${s.stack}' is running and its server is starting up (or recovering from a crash): it comes back with every commit, a failover now would lose some. Nothing was changed; wait and run pg_isready again (docker exec ${s.out.primary.container} pg_isready -h 127.0.0.1), then decide.`,
+        `the primary container ${s.out.primary.container} of stack '${s.stack}' is running and its server is starting up (or recovering from a crash): it comes back with every commit, a failover now would lose some. Nothing was changed; wait and run pg_isready again (docker exec ${s.out.primary.container} pg_isready -h 127.0.0.1). ` +
+          `If it never finishes (docker logs ${s.out.primary.container} says why: a full disk, damaged WAL), stop it (docker stop ${s.out.primary.container}) and run npx nbdb failover --pulumi-stack ${s.stack} again.`,
       );
     }
     if (ready.code === 0) {
@@ -516,12 +550,13 @@ export async function dockerFailover(opts: DockerRoleChangeOptions): Promise<Doc
     throw new UserError(`no replica container of stack '${s.stack}' runs a standby to be promoted; nothing was changed. If the primary's volume is intact, pulumi up starts it again.`);
   }
   const best = positions.reduce((a, b) => (b.lsn > a.lsn ? b : a));
+  const pin = await s.portToPin(survey);
   const steps = [`most advanced replica: ${best.role} (received up to ${best.text}; ${positions.map((p) => `${p.role} ${p.text}`).join(", ")})`];
   const map = exchanged(survey.mounted, survey.roles, best.role);
   // The old primary's container must not come back on its own (restart policy) while its volume changes hands.
   if (primary.exists) await s.docker(["stop", "-t", String(STOP_TIMEOUT_S), s.out.primary.container], (STOP_TIMEOUT_S + 30) * 1000);
-  await s.writeVolumes(map, survey.primaryPort === undefined ? primary.hostPort : undefined);
-  steps.push(`recorded in the stack's config: docker.dataVolumes primary=${map.get(PRIMARY)}, ${best.role}=${map.get(best.role)}`);
+  await s.writeVolumes(map, pin);
+  steps.push(`recorded in the stack's config: docker.dataVolumes primary=${map.get(PRIMARY)}, ${best.role}=${map.get(best.role)}${pin === undefined ? "" : `, docker.primaryPort=${pin}`}`);
   try {
     await s.promote(best.role);
     steps.push(`promoted ${best.role}`);
@@ -542,6 +577,17 @@ export async function dockerFailover(opts: DockerRoleChangeOptions): Promise<Doc
  */
 export async function dockerResume(opts: DockerRoleChangeOptions): Promise<DockerRoleChangeResult> {
   const s = await dockerStack(opts);
+  try {
+    return await resume(s);
+  } catch (e) {
+    if (!(e instanceof UserError) || s.settled.length === 0) throw e;
+    // Refused: what was stopped to be read runs again, as it was.
+    for (const c of s.settled) await s.docker(["start", c]);
+    throw e;
+  }
+}
+
+async function resume(s: DockerStack): Promise<DockerRoleChangeResult> {
   const survey = await s.survey();
   const steps: string[] = [];
   const home = survey.wanted.get(PRIMARY)!;
