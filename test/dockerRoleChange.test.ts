@@ -550,6 +550,20 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
       expect(host.running("replica-0")).to.not.equal(undefined);
     });
 
+    it("a deploy that stopped half way (the last up failed): the resume runs the rest of the up", async function () {
+      const host = new DockerHost(1);
+      host.crashAt = "pulumi up --yes --skip-preview --stack";
+      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
+      host.crashAt = undefined;
+      // The primary is made on its new volume; what the last up would have done (the replica, the backup container) is not.
+      expect(host.mounts.primary).to.equal("replica-0");
+      host.previewClean = false;
+      const r = await dockerResume(host.options());
+      expect(r.steps.join("\n")).to.include("pulumi up: finished what the interrupted deploy left undone");
+      expect(host.mounts).to.deep.equal({ primary: "replica-0", "replica-0": "primary" });
+      expect(host.primaries).to.deep.equal(["primary"]);
+    });
+
     it("with nothing interrupted: says so and changes nothing", async function () {
       const host = new DockerHost(1);
       const r = await dockerResume(host.options());

@@ -634,6 +634,14 @@ async function resume(s: DockerStack): Promise<DockerRoleChangeResult> {
       steps.push(`started ${role} (${s.node(role).container})`);
     }
   }
+  // A deploy that stopped half way (a container's healthcheck gave up, nbdb died in the up) leaves
+  // the rest of the up undone: the commands began with no undeployed change, so what a preview
+  // shows now is that rest.
+  const preview = await s.run("pulumi", ["preview", "--expect-no-changes", "--stack", s.stack, "--non-interactive"], { timeoutMs: 10 * 60_000 });
+  if (preview.code !== 0) {
+    await s.pulumi(["up", "--yes", "--skip-preview"], 30 * 60_000);
+    steps.push("pulumi up: finished what the interrupted deploy left undone");
+  }
   if (steps.length === 0) steps.push("nothing to finish: every container mounts the volume the config gives it and runs");
   return { kind: "resume", stack: s.stack, primaryData: map.get(PRIMARY), steps };
 }
