@@ -162,7 +162,6 @@ class DockerHost {
     }
     if (q.includes("pg_switch_wal")) return "000000010000000000000007\n";
     if (q.includes("pg_stat_archiver")) return this.archiving ? "t,000000010000000000000007,none\n" : "f,000000010000000000000006,000000010000000000000007\n";
-    if (q.includes("pg_drop_replication_slot")) return "";
     if (q.includes("pg_create_physical_replication_slot")) {
       for (const m of q.matchAll(/\('(replica_\d+)'\)/g)) v.slots.add(m[1]);
       return "";
@@ -251,8 +250,6 @@ class DockerHost {
               State: { Status: c.status, Running: c.status === "running" },
               Image: "sha256:image",
               Mounts: [{ Type: "volume", Name: c.volume, Destination: "/var/lib/postgresql/data" }],
-              // Docker shows the bindings of a running container only.
-              NetworkSettings: { Ports: c.status === "running" ? { "5432/tcp": [{ HostIp: "127.0.0.1", HostPort: String(this.hostPorts.get(c.role)) }] } : {} },
             },
           ]),
         );
@@ -293,6 +290,13 @@ class DockerHost {
 
   options(extra: { to?: string } = {}) {
     return { stack: "review-x", runner: this.runner, sleep: async () => undefined, ...extra };
+  }
+
+  /** A switchover to `to` that dies at the call starting with `at` (as a killed nbdb would), leaving the host as it was then. */
+  async interruptedSwitchover(at: string, to = "replica-0"): Promise<void> {
+    this.crashAt = at;
+    expect(await rejection(dockerSwitchover(this.options({ to })))).to.include("crashed at");
+    this.crashAt = undefined;
   }
 
   /** The index of the first call starting with `prefix`. */
@@ -475,9 +479,7 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
   describe("--resume heals an interrupted change", function () {
     it("after the promotion (nbdb died before pulumi up): finished, the volumes exchanged", async function () {
       const host = new DockerHost(1);
-      host.crashAt = "docker stop -t 120 nbdb-replica-0-review-x";
-      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
-      host.crashAt = undefined;
+      await host.interruptedSwitchover("docker stop -t 120 nbdb-replica-0-review-x");
       expect(host.volumes.get(host.volumeOf("replica-0"))!.standby).to.equal(false);
       const r = await dockerResume(host.options());
       expect(r.steps.join("\n")).to.include("is promoted: finishing");
@@ -488,9 +490,7 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
 
     it("before the promotion (the primary stopped, the config written): undone, the old primary running with every commit", async function () {
       const host = new DockerHost(1);
-      host.crashAt = PROMOTE.replace("replica-1", "replica-0");
-      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
-      host.crashAt = undefined;
+      await host.interruptedSwitchover(PROMOTE.replace("replica-1", "replica-0"));
       expect(host.running("primary")).to.equal(undefined);
       const r = await dockerResume(host.options());
       expect(r.steps.join("\n")).to.include("was never promoted: undone");
@@ -502,9 +502,7 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
 
     it("a pulumi up run by hand before the promotion (the primary container refuses the standby's volume): the volumes moved back", async function () {
       const host = new DockerHost(1);
-      host.crashAt = PROMOTE.replace("replica-1", "replica-0");
-      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
-      host.crashAt = undefined;
+      await host.interruptedSwitchover(PROMOTE.replace("replica-1", "replica-0"));
       await host.runner("pulumi", ["up", "--yes"]);
       expect(host.containers.get(host.containerOf("primary"))!.status).to.equal("restarting");
       const r = await dockerResume(host.options());
@@ -528,9 +526,7 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
 
     it("a container removed before the deploy (nbdb died there): made again by the resume", async function () {
       const host = new DockerHost(1);
-      host.crashAt = "pulumi up";
-      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
-      host.crashAt = undefined;
+      await host.interruptedSwitchover("pulumi up");
       expect(host.containers.has(host.containerOf("primary"))).to.equal(false);
       await dockerResume(host.options());
       expect(host.mounts).to.deep.equal({ primary: "replica-0", "replica-0": "primary" });
@@ -552,9 +548,7 @@ describe("switchover and failover of a Docker stack (docker CLI and pulumi under
 
     it("a deploy that stopped half way (the last up failed): the resume runs the rest of the up", async function () {
       const host = new DockerHost(1);
-      host.crashAt = "pulumi up --yes --skip-preview --stack";
-      await rejection(dockerSwitchover(host.options({ to: "replica-0" })));
-      host.crashAt = undefined;
+      await host.interruptedSwitchover("pulumi up --yes --skip-preview --stack");
       // The primary is made on its new volume; what the last up would have done (the replica, the backup container) is not.
       expect(host.mounts.primary).to.equal("replica-0");
       host.previewClean = false;

@@ -24,6 +24,30 @@ export function replicaSlotName(index: number): string {
   return `replica_${index}`;
 }
 
+/**
+ * SQL that makes sure each physical slot exists and can serve a replica, WAL reserved at once: one
+ * that is there but lost (wal_status 'lost', past max_slot_wal_keep_size, or an old slot of the
+ * data's earlier life) and that no walsender uses is dropped and made again. Slot names are
+ * replicaSlotName()'s. Run by the replica bootstrap (as the replication role), the local stack's
+ * and the Docker stack's switchover and failover.
+ */
+export function ensureSlotsSql(slots: readonly string[]): string {
+  const names = slots.map((s) => `('${s}')`).join(", ");
+  return (
+    `SELECT pg_catalog.pg_drop_replication_slot(r.slot_name) FROM pg_catalog.pg_replication_slots r ` +
+    `WHERE r.slot_name IN (SELECT name FROM (VALUES ${names}) AS s(name)) AND r.wal_status = 'lost' AND NOT r.active; ` +
+    `SELECT pg_catalog.pg_create_physical_replication_slot(s.name, true) FROM (VALUES ${names}) AS s(name) ` +
+    `WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots r WHERE r.slot_name = s.name)`
+  );
+}
+
+/** An LSN (X/Y) as a number that orders like it; none (null) before every other. */
+export function lsnValue(lsn: string | null): bigint {
+  if (!lsn) return -1n;
+  const [hi, lo] = lsn.split("/");
+  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
+}
+
 export function replicaApplicationName(index: number): string {
   return `replica-${index}`;
 }
@@ -188,9 +212,7 @@ function formerPrimaryBranch(b: ReplicaBootstrap): string[] {
   const source = `${replicationConninfo(b)} dbname=postgres connect_timeout=10`;
   const keep = `the directory is kept as it is and this replica does not start (a former primary never starts unchecked; the container's restart policy tries again)`;
   // With WAL reserved now: the rewound standby replays the WAL pg_rewind copied, then streams from here on.
-  const createSlot =
-    `SELECT pg_catalog.pg_create_physical_replication_slot('${slot}', true) ` +
-    `WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = '${slot}')`;
+  const createSlot = ensureSlotsSql([slot]);
   return [
     `if [ -s "$PGDATA/PG_VERSION" ] && [ -f "$PGDATA/global/pg_control" ] && [ ! -e "$PGDATA/standby.signal" ]; then`,
     `  if [ -z "$own_id" ]; then echo "replica-${b.index}: $PGDATA holds a cluster whose control file pg_controldata cannot read, and no standby.signal; ${keep}" >&2; exit 1; fi`,
@@ -242,9 +264,7 @@ function formerPrimaryBranch(b: ReplicaBootstrap): string[] {
 export function replicaBootstrapScript(b: ReplicaBootstrap): string {
   const slot = replicaSlotName(b.index);
   const conn = replicationConninfo(b);
-  const createSlot =
-    `SELECT pg_catalog.pg_create_physical_replication_slot('${slot}') ` +
-    `WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = '${slot}')`;
+  const createSlot = ensureSlotsSql([slot]);
   return [
     "set -eu",
     `: "\${PGDATA:?PGDATA must name the replica's data directory}"`,
@@ -282,7 +302,7 @@ export function replicaBootstrapScript(b: ReplicaBootstrap): string {
     "  sleep 1",
     "done",
     `find "$PGDATA" -mindepth 1 -delete`,
-    `psql -X -q -v ON_ERROR_STOP=1 ${shellQuote(`${conn} dbname=postgres`)} -c ${shellQuote(createSlot)}`,
+    `psql -X -q -v ON_ERROR_STOP=1 ${shellQuote(`${conn} dbname=postgres`)} -c ${shellQuote(createSlot)} >/dev/null`,
     `pg_basebackup --pgdata="$PGDATA" --dbname=${shellQuote(`${conn} application_name=${replicaApplicationName(b.index)}`)} ` +
       `--slot=${slot} --write-recovery-conf --wal-method=stream --checkpoint=fast --no-password`,
     `echo "replica-${b.index}: base backup taken, streaming from slot ${slot}"`,

@@ -9,7 +9,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { DATABASE } from "../../schema/roles";
-import { replicaSlotName, replicaApplicationName } from "../../infra/topology/replicaBootstrap";
+import { ensureSlotsSql, lsnValue, replicaSlotName, replicaApplicationName } from "../../infra/topology/replicaBootstrap";
 import { LocalContext, bin, localContext } from "./context";
 import { UserError } from "../errors";
 import {
@@ -55,12 +55,12 @@ export interface RoleChangeResult {
   readonly outputs: LocalStackOutputs;
 }
 
-/** `replica-<i>` of an existing replica, as its index; a clear error otherwise. */
-export function parseReplicaNode(value: string, state: StackState): number {
+/** `--to replica-<i>` of one of a stack's `replicas`, as its index; a clear error otherwise (the local and the Docker switchover's). */
+export function parseReplicaNode(value: string, replicas: number, stack: string): number {
   const m = /^replica-(\d+)$/.exec(value.trim());
-  const known = state.ports.replicas.map((_, i) => replicaName(i)).join(", ") || "none";
-  if (!m || Number(m[1]) >= state.ports.replicas.length) {
-    throw new UserError(`--to must name a replica of stack '${state.stack}' (${known}), got '${value}'.`);
+  const known = Array.from({ length: replicas }, (_, i) => replicaName(i)).join(", ") || "none";
+  if (!m || Number(m[1]) >= replicas) {
+    throw new UserError(`--to must name a replica of stack '${stack}' (${known}), got '${value}'.`);
   }
   return Number(m[1]);
 }
@@ -73,13 +73,6 @@ function refuseIfBusy(state: StackState): void {
         `nothing was changed now. Finish it first: npx nbdb up --stack ${state.stack}`,
     );
   }
-}
-
-/** An LSN (X/Y) as a number that orders like it. */
-function lsnValue(lsn: string | null): bigint {
-  if (!lsn) return -1n;
-  const [hi, lo] = lsn.split("/");
-  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
 }
 
 // ---- the pooler ----------------------------------------------------------------------------
@@ -142,14 +135,8 @@ async function promote(ctx: LocalContext, state: StackState, target: number): Pr
 
 /** Every replica's slot on the server at `port`, WAL reserved now, so each finds what it needs when it connects. */
 async function ensureSlots(state: StackState, port: number): Promise<void> {
-  await withSuperuser(state, port, async (c) => {
-    for (let i = 0; i < state.ports.replicas.length; i++) {
-      await c.query(
-        "SELECT pg_catalog.pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
-        [replicaSlotName(i)],
-      );
-    }
-  });
+  if (state.ports.replicas.length === 0) return;
+  await withSuperuser(state, port, (c) => c.query(ensureSlotsSql(state.ports.replicas.map((_, i) => replicaSlotName(i)))));
 }
 
 /** Rewrite postgresql.auto.conf without the standby keys: the promoted replica's data as the primary's. */
@@ -376,7 +363,7 @@ export async function switchover(opts: RoleChangeOptions & { readonly to?: strin
     const healthy = state.ports.replicas.map((_, i) => i).filter((i) => runningPid(ctx, replicaName(i)) && rows.get(replicaApplicationName(i))?.healthy);
     let target: number;
     if (opts.to !== undefined) {
-      target = parseReplicaNode(opts.to, state);
+      target = parseReplicaNode(opts.to, state.ports.replicas.length, state.stack);
       if (!healthy.includes(target)) {
         throw new UserError(`${replicaName(target)} of stack '${opts.stack}' is not streaming from the primary, so it may miss commits; nothing was changed. Repair it with npx nbdb up --stack ${opts.stack}, or choose another (${healthy.map(replicaName).join(", ") || "none streams"}).`);
       }

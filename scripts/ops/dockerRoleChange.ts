@@ -13,8 +13,9 @@
 // finishes (the target was promoted) or undoes (it was not). Every docker and pulumi call goes
 // through one injectable runner, so the tests check the exact sequence without a Docker engine.
 import { execFile } from "child_process";
-import { replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
-import { ContainerRef, DockerContainers, POSTGRES_PORT } from "../../infra/platform/types";
+import { ensureSlotsSql, lsnValue, replicaApplicationName, replicaSlotName } from "../../infra/topology/replicaBootstrap";
+import { parseReplicaNode } from "../local/switchover";
+import { ContainerRef, DockerContainers } from "../../infra/platform/types";
 import { DOCKER_HOST_PORTS } from "../../infra/config";
 import { UserError } from "../errors";
 import { pulumiCli } from "./target";
@@ -68,11 +69,6 @@ type Role = string;
 const PRIMARY: Role = "primary";
 const replicaRole = (i: number): Role => `replica-${i}`;
 
-/** An LSN (X/Y) as a number that orders like it. */
-function lsnValue(lsn: string): bigint {
-  const [hi, lo] = lsn.split("/");
-  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
-}
 
 interface ContainerState {
   readonly exists: boolean;
@@ -81,8 +77,6 @@ interface ContainerState {
   readonly image?: string;
   /** The volume mounted on the data directory. */
   readonly volume?: string;
-  /** The host port its PostgreSQL port is published on. */
-  readonly hostPort?: number;
 }
 
 /** What the stack is now: each role's container, the volume it mounts, and what the config asks. */
@@ -145,11 +139,9 @@ class DockerStack {
       State: { Status: string; Running: boolean };
       Image: string;
       Mounts?: { Type: string; Name?: string; Destination: string }[];
-      NetworkSettings?: { Ports?: Record<string, { HostIp: string; HostPort: string }[] | null> };
     }[];
     const mount = (c.Mounts ?? []).find((m) => m.Destination === this.out.dataDir && m.Type === "volume");
-    const port = c.NetworkSettings?.Ports?.[`${POSTGRES_PORT}/tcp`]?.[0]?.HostPort;
-    return { exists: true, running: c.State.Running && c.State.Status === "running", status: c.State.Status, image: c.Image, volume: mount?.Name, hostPort: port ? Number(port) : undefined };
+    return { exists: true, running: c.State.Running && c.State.Status === "running", status: c.State.Status, image: c.Image, volume: mount?.Name };
   }
 
   /** One query as the server's OS user over its socket (peer), read-only functions of pg_catalog only: its rows as comma-separated fields. */
@@ -250,24 +242,9 @@ class DockerStack {
     await this.sql(role, "CHECKPOINT");
   }
 
-  /**
-   * Every replica's slot on the server of `role`, WAL reserved now (slots are not replicated); one
-   * that is there but lost (wal_status 'lost': an old slot of this data's earlier life as a
-   * primary) is made again, since no replica could stream from it.
-   */
+  /** Every replica's slot on the server of `role`, WAL reserved now (slots are not replicated); a lost one made again. */
   async ensureSlots(role: Role): Promise<void> {
-    const values = this.out.replicas.map((_, i) => `('${replicaSlotName(i)}')`).join(", ");
-    if (values === "") return;
-    await this.sql(
-      role,
-      `SELECT pg_catalog.pg_drop_replication_slot(r.slot_name) FROM pg_catalog.pg_replication_slots r ` +
-        `WHERE r.slot_name IN (SELECT name FROM (VALUES ${values}) AS s(name)) AND r.wal_status = 'lost' AND NOT r.active`,
-    );
-    await this.sql(
-      role,
-      `SELECT pg_catalog.pg_create_physical_replication_slot(s.name, true) FROM (VALUES ${values}) AS s(name) ` +
-        `WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots r WHERE r.slot_name = s.name)`,
-    );
+    if (this.out.replicas.length > 0) await this.sql(role, ensureSlotsSql(this.out.replicas.map((_, i) => replicaSlotName(i))));
   }
 
   /**
@@ -464,9 +441,7 @@ export async function dockerSwitchover(opts: DockerRoleChangeOptions & { readonl
   const healthy = s.out.replicas.map((_, i) => replicaRole(i)).filter((r, i) => survey.containers.get(r)!.running && lag.has(replicaApplicationName(i)));
   let target: Role;
   if (opts.to !== undefined) {
-    const m = /^replica-(\d+)$/.exec(opts.to.trim());
-    if (!m || Number(m[1]) >= s.out.replicas.length) throw new UserError(`--to must name a replica of stack '${s.stack}' (${s.out.replicas.map((_, i) => replicaRole(i)).join(", ")}), got '${opts.to}'.`);
-    target = replicaRole(Number(m[1]));
+    target = replicaRole(parseReplicaNode(opts.to, s.out.replicas.length, s.stack));
     if (!healthy.includes(target)) {
       throw new UserError(`${target} of stack '${s.stack}' is not streaming from the primary, so it may miss commits; nothing was changed. Choose another (${healthy.join(", ") || "none streams"}), or repair it with pulumi up.`);
     }
@@ -622,7 +597,6 @@ async function resume(s: DockerStack): Promise<DockerRoleChangeResult> {
     if (target !== undefined && promoted !== false) {
       await rollForward(s, survey, target, map, steps);
     } else {
-      for (const r of changed) if (survey.containers.get(r)!.exists) await s.docker(["stop", "-t", String(STOP_TIMEOUT_S), s.node(r).container], (STOP_TIMEOUT_S + 30) * 1000);
       await s.deploy(changed);
       steps.push(`pulumi up: ${changed.map((r) => `${r} on ${map.get(r)}'s data`).join(", ")}`);
     }
