@@ -345,7 +345,7 @@ class DockerStack {
 
   /** After the deploy: the primary container writes, and each replica streams from it (a line of the steps; never a failure, the bootstrap may still be rewinding). */
   async check(steps: string[]): Promise<void> {
-    if (await this.isInRecovery(PRIMARY)) throw new Error(`the primary container ${this.out.primary.container} runs a standby after the deploy`);
+    if (await this.isInRecovery(PRIMARY)) throw new Error(`the primary container ${this.out.primary.container} runs a standby after the deploy (docker logs ${this.out.primary.container}); npx nbdb switchover --pulumi-stack ${this.stack} --resume decides from the volumes what to finish or undo`);
     await this.ensureSlots(PRIMARY);
     const names = this.out.replicas.map((_, i) => replicaApplicationName(i));
     try {
